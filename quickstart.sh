@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Quick start: install synthratio into .venv, put the embedded OCT phantom in data/raw (unless data is
+# already there) and run the whole pipeline with DVC. No network beyond the package index, no GPU.
+set -euo pipefail
+cd "$(dirname "$0")"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install --quiet -r requirements.txt -e '.[dev]'
+source .venv/bin/activate
+python scripts/make_phantom.py
+dvc repro
+dvc metrics show

@@ -1,0 +1,330 @@
+"""Typed view of params.yaml: one frozen dataclass per section.
+
+Every setting the pipeline reads lives in params.yaml; stages load it through `load_params`, which
+rejects unknown keys (naming the known ones) and bad values before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Mapping, get_args, get_origin
+
+import yaml
+
+CLASS_NAMES = ("CNV", "DME", "DRUSEN", "NORMAL")
+SAMPLERS = ("ddpm", "ddim", "dpmsolver++", "euler", "unipc")
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
+ARCHS = ("simple_cnn", "resnet18")
+
+
+class ParamsError(ValueError):
+    """A params.yaml value that the pipeline cannot use."""
+
+
+def _fail(section: str, key: str, value: Any, allowed: str) -> None:
+    raise ParamsError(f"params.yaml: {section}.{key}={value!r}; expected {allowed}")
+
+
+def _require_positive(section: str, obj: Any, *keys: str) -> None:
+    for key in keys:
+        value = getattr(obj, key)
+        if value <= 0:
+            _fail(section, key, value, "a positive number")
+
+
+def _require_fraction(section: str, obj: Any, *keys: str) -> None:
+    for key in keys:
+        value = getattr(obj, key)
+        if not 0.0 <= value < 1.0:
+            _fail(section, key, value, "a fraction in [0, 1)")
+
+
+def _require_choice(section: str, obj: Any, key: str, choices: tuple[str, ...]) -> None:
+    value = getattr(obj, key)
+    if value not in choices:
+        _fail(section, key, value, f"one of {sorted(choices)}")
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    raw: Path  # input scans in Kermany's layout {train,val,test}/{CLASS}/*.jpeg
+    prepared: Path  # uint8 arrays per split and size, index.csv
+    diffusion_model: Path  # diffusers pipeline folder written by save_pretrained
+    synthetic: Path  # generated scans, <CLASS>/<seed:06d>.png
+    classifiers: Path  # classifier weights, one safetensors file per (ratio, seed)
+    predictions: Path  # per-scan test predictions, one csv per (ratio, seed)
+    live: Path  # dvclive training curves, one folder per training run
+    metrics: Path  # small json metrics tracked in git
+    plots: Path  # figures and csv tables for dvc plots
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
+    threads: int = 0  # CPU threads for torch; 0 keeps torch's default
+    progress: bool = True  # tqdm progress bars
+
+    def __post_init__(self) -> None:
+        _require_choice("runtime", self, "device", ("auto", "cpu", "cuda"))
+        if self.threads < 0:
+            _fail("runtime", "threads", self.threads, "0 (torch's default) or a positive count")
+
+
+@dataclass(frozen=True)
+class PhantomConfig:
+    seed: int  # seed of the whole phantom data set
+    patients: dict[str, int]  # patients per split, e.g. {train: 120, val: 20, test: 40}
+    scans_per_patient: int  # B-scans per patient (of one class)
+    width: int  # px
+    height: int  # px
+    classes: tuple[str, ...]  # classes to simulate
+
+    def __post_init__(self) -> None:
+        _require_positive("phantom", self, "scans_per_patient", "width", "height")
+        for split, count in self.patients.items():
+            if split not in ("train", "val", "test") or count < 0:
+                _fail("phantom", f"patients.{split}", count, "a count >= 0 for split train, val or test")
+        for name in self.classes:
+            if name not in ("CNV", "NORMAL"):
+                _fail("phantom", "classes", self.classes, "a subset of ['CNV', 'NORMAL'] (the phantom simulates those)")
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    classes: tuple[str, ...]  # classes in play; label i is classes[i]
+    split: Literal["patient", "official"]  # patient: patient-disjoint re-split; official: the folders as given
+    val_fraction: float  # share of patients in val (split=patient)
+    test_fraction: float  # share of patients in test (split=patient)
+    seed: int  # seed of the patient split
+    mask_wedges: bool  # fill white registration wedges with the background level
+    on_bad_file: Literal["error", "skip"]  # unreadable or unusable scan: stop, or count and skip it
+    workers: int  # decoding processes; 0 uses every core
+
+    def __post_init__(self) -> None:
+        _require_choice("prepare", self, "split", ("patient", "official"))
+        _require_choice("prepare", self, "on_bad_file", ("error", "skip"))
+        _require_fraction("prepare", self, "val_fraction", "test_fraction")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            _fail("prepare", "val_fraction + test_fraction", self.val_fraction + self.test_fraction, "< 1")
+        if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
+            _fail("prepare", "classes", self.classes, f"two or more distinct names from {list(CLASS_NAMES)}")
+        for name in self.classes:
+            if name not in CLASS_NAMES:
+                _fail("prepare", "classes", self.classes, f"names from {list(CLASS_NAMES)}")
+        if self.workers < 0:
+            _fail("prepare", "workers", self.workers, "0 (every core) or a positive count")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    backend: Literal["pixel"]  # pixel: diffusers UNet2DModel trained from scratch
+    target_class: str  # the class the generator learns
+    image_size: int  # px, square
+    block_channels: tuple[int, ...]  # UNet channels per resolution level
+    layers_per_block: int  # ResNet layers per UNet block
+    train_timesteps: int  # diffusion steps T of the training schedule
+    beta_schedule: str  # diffusers beta schedule of the training noise
+    prediction_type: Literal["epsilon", "v_prediction"]  # what the UNet predicts
+    steps: int  # optimizer steps
+    batch_size: int  # images per step
+    learning_rate: float  # AdamW learning rate
+    seed: int  # weights init and noise draws
+
+    def __post_init__(self) -> None:
+        _require_choice("finetune", self, "backend", ("pixel",))
+        _require_choice("finetune", self, "target_class", CLASS_NAMES)
+        _require_choice("finetune", self, "beta_schedule", BETA_SCHEDULES)
+        _require_choice("finetune", self, "prediction_type", ("epsilon", "v_prediction"))
+        _require_positive(
+            "finetune", self, "image_size", "layers_per_block", "train_timesteps", "steps", "batch_size", "learning_rate"
+        )
+        levels = len(self.block_channels)
+        if levels < 1 or self.image_size % (2 ** (levels - 1)):
+            _fail("finetune", "image_size", self.image_size, f"a multiple of {2 ** (levels - 1)} for {levels} UNet levels")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    sampler: str  # ddpm | ddim | dpmsolver++ | euler | unipc
+    inference_steps: int  # sampling steps
+    num_images: int  # synthetic scans to write
+    first_seed: int  # image i uses seed first_seed + i
+    batch_size: int  # images sampled together (never changes an image)
+
+    def __post_init__(self) -> None:
+        _require_choice("generate", self, "sampler", SAMPLERS)
+        _require_positive("generate", self, "inference_steps", "num_images", "batch_size")
+        if self.first_seed < 0:
+            _fail("generate", "first_seed", self.first_seed, "a seed >= 0")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    encoder_seed: int  # seed of the real-only baseline classifier whose features give the domain distance
+    real_split: Literal["val", "test"]  # held-out real scans to compare with; val keeps test free of decisions
+    min_images: int  # fewer images per set than this gives an unstable FID: warn and record it
+    inception_weights: Path | None  # clean-fid's inception-2015-12-05.pt; used when the file exists
+    kid_subset_size: int  # images per KID subset
+
+    def __post_init__(self) -> None:
+        _require_choice("evaluate", self, "real_split", ("val", "test"))
+        _require_positive("evaluate", self, "min_images", "kid_subset_size")
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    arch: str  # simple_cnn | resnet18, trained from scratch
+    image_size: int  # px, square
+    batch_size: int  # examples per batch; its class make-up is fixed by the real training set
+    epochs: int  # passes over the real training set (same number of steps at every R)
+    learning_rate: float  # AdamW learning rate
+    weight_decay: float  # AdamW weight decay
+
+    def __post_init__(self) -> None:
+        _require_choice("classifier", self, "arch", ARCHS)
+        _require_positive("classifier", self, "image_size", "batch_size", "epochs", "learning_rate")
+        if self.weight_decay < 0:
+            _fail("classifier", "weight_decay", self.weight_decay, "a number >= 0")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    ratios: tuple[int, ...]  # % of the CNV examples in each batch that are synthetic, R > 0 (R=0 is the baseline)
+    seeds: tuple[int, ...]  # classifier seeds, each run at every R
+    synthetic_class: str  # the class whose examples are replaced by synthetic ones
+
+    def __post_init__(self) -> None:
+        for ratio in self.ratios:
+            if not isinstance(ratio, int) or not 0 < ratio <= 100:
+                _fail("sweep", "ratios", list(self.ratios), "integer percents in 1..100 (R=0 is the baseline stage)")
+        if len(set(self.ratios)) != len(self.ratios):
+            _fail("sweep", "ratios", list(self.ratios), "distinct percents")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            _fail("sweep", "seeds", list(self.seeds), "one or more distinct seeds >= 0")
+        _require_choice("sweep", self, "synthetic_class", CLASS_NAMES)
+
+    @property
+    def all_ratios(self) -> tuple[int, ...]:
+        """R=0 (the baseline) followed by the swept ratios, ascending."""
+        return (0, *sorted(self.ratios))
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    tolerance: float  # R_max: largest R whose mean accuracy is within this of R=0's
+    confidence: float  # level of the bootstrap intervals
+    bootstrap: int  # bootstrap resamples of the test scans
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.tolerance < 1:
+            _fail("report", "tolerance", self.tolerance, "an accuracy difference in [0, 1)")
+        if not 0 < self.confidence < 1:
+            _fail("report", "confidence", self.confidence, "a level in (0, 1)")
+        _require_positive("report", self, "bootstrap")
+
+
+@dataclass(frozen=True)
+class Params:
+    paths: PathsConfig
+    runtime: RuntimeConfig
+    phantom: PhantomConfig
+    prepare: PrepareConfig
+    finetune: FinetuneConfig
+    generate: GenerateConfig
+    evaluate: EvaluateConfig
+    classifier: ClassifierConfig
+    sweep: SweepConfig
+    report: ReportConfig
+
+    def __post_init__(self) -> None:
+        if self.sweep.synthetic_class not in self.prepare.classes:
+            _fail("sweep", "synthetic_class", self.sweep.synthetic_class, f"one of prepare.classes {list(self.prepare.classes)}")
+        if self.finetune.target_class != self.sweep.synthetic_class:
+            _fail("finetune", "target_class", self.finetune.target_class, f"sweep.synthetic_class ({self.sweep.synthetic_class!r})")
+        if self.evaluate.encoder_seed not in self.sweep.seeds:
+            _fail("evaluate", "encoder_seed", self.evaluate.encoder_seed, f"one of sweep.seeds {list(self.sweep.seeds)}")
+
+
+def _coerce(section: str, key: str, hint: Any, value: Any) -> Any:
+    """Convert a YAML value to the annotated type, or raise naming section.key."""
+    origin = get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        hint = next(option for option in options if option is not type(None))
+        origin = get_origin(hint)
+    if origin is Literal:
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            _fail(section, key, value, "a list")
+        item = get_args(hint)[0]
+        return tuple(_coerce(section, key, item, v) for v in value)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            _fail(section, key, value, "a mapping")
+        item = get_args(hint)[1]
+        return {str(k): _coerce(section, f"{key}.{k}", item, v) for k, v in value.items()}
+    if hint is Path:
+        if not isinstance(value, str) or not value:
+            _fail(section, key, value, "a path")
+        return Path(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            _fail(section, key, value, "true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(section, key, value, "an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(section, key, value, "a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            _fail(section, key, value, "a string")
+        return value
+    return value
+
+
+def _build(cls: type, section: str, raw: Any) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ParamsError(f"params.yaml: section {section!r} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ParamsError(f"params.yaml: unknown key(s) {unknown} in section {section!r}; known keys: {sorted(known)}")
+    required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    missing = sorted(required - set(raw))
+    if missing:
+        raise ParamsError(f"params.yaml: section {section!r} lacks key(s) {missing}")
+    values = {}
+    for key, value in raw.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            values[key] = _build(hint, key if cls is Params else f"{section}.{key}", value)
+        else:
+            values[key] = _coerce(section, key, hint, value)
+    return cls(**values)
+
+
+def params_from_dict(raw: Mapping[str, Any]) -> Params:
+    """Build and validate Params from a parsed params.yaml."""
+    return _build(Params, "params", raw)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; every error names the key, the value and what is allowed."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: no such params file (run from the project root)")
+    with path.open() as handle:
+        raw = yaml.safe_load(handle)
+    return params_from_dict(raw or {})

@@ -1,0 +1,343 @@
+"""Read a Kermany-layout scan folder into patient-disjoint uint8 arrays.
+
+Layouts: Kaggle's `{train,val,test}/{CLASS}/*.jpeg` and Mendeley v3's `{train,test}/{CLASS}/*.jpeg`.
+File names are `<CLASS>-<patient id>-<image number>.jpeg`; the numeric id is shared across classes, so
+patients are grouped by the number, and ids whose images are pixel-identical are merged into one patient.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+from scipy import ndimage
+from tqdm import tqdm
+
+from synthratio.config import PrepareConfig
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+FILE_NAME = re.compile(r"^(?P<cls>[A-Z]+)-(?P<patient>\d+)-(?P<number>\d+)$")
+WEDGE_LEVEL = 250  # registration wedges are pure white; JPEG rounding leaves them >= 250
+WEDGE_MIN_PIXELS = 64  # smaller white blobs at a corner are speckle, not a wedge
+
+
+class DatasetError(ValueError):
+    """An input scan or folder the pipeline cannot use."""
+
+
+@dataclass(frozen=True)
+class ScanFile:
+    path: Path
+    relative: str
+    cls: str
+    patient_id: int
+    official_split: str
+
+
+@dataclass
+class DecodedScan:
+    """What a worker returns for one file: hashes, the resized arrays, or why it is unusable."""
+
+    file_sha256: str = ""
+    pixel_sha256: str = ""
+    width: int = 0
+    height: int = 0
+    wedge: bool = False
+    resized: dict[int, np.ndarray] = field(default_factory=dict)
+    problem: str = ""
+
+
+def list_scans(raw: Path, classes: Iterable[str], on_bad_file: str) -> tuple[list[ScanFile], Counter]:
+    """Every scan of the classes in play, checked by name before any decoding starts."""
+    if not raw.is_dir():
+        raise DatasetError(f"{raw}: input folder not found; expected Kermany's layout {{train,val,test}}/{{CLASS}}/*.jpeg")
+    splits = [s for s in SPLITS if (raw / s).is_dir()]
+    if "train" not in splits or "test" not in splits:
+        found = sorted(p.name for p in raw.iterdir() if p.is_dir())
+        raise DatasetError(f"{raw}: found folders {found}; expected train/ and test/ (and optionally val/) as in Kermany's layout")
+    scans: list[ScanFile] = []
+    skipped: Counter = Counter()
+    for cls in classes:
+        in_class = 0
+        for split in splits:
+            folder = raw / split / cls
+            if not folder.is_dir():
+                if split == "val":  # Mendeley v3 has no val split
+                    continue
+                raise DatasetError(f"{folder}: class folder missing; prepare.classes asks for {cls!r}")
+            for path in sorted(folder.iterdir()):
+                if path.name.startswith("."):
+                    continue
+                problem = _name_problem(path, cls)
+                if problem:
+                    _bad_file(path, problem, on_bad_file, skipped)
+                    continue
+                match = FILE_NAME.match(path.stem)
+                scans.append(ScanFile(path, str(path.relative_to(raw)), cls, int(match["patient"]), split))
+                in_class += 1
+        if in_class == 0:
+            raise DatasetError(f"{raw}/*/{cls}: no scans of class {cls!r} in any split")
+    return scans, skipped
+
+
+def _name_problem(path: Path, cls: str) -> str:
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return f"not an image file (suffix {path.suffix!r}; expected one of {list(IMAGE_SUFFIXES)})"
+    match = FILE_NAME.match(path.stem)
+    if not match:
+        return "file name has no patient id; expected <CLASS>-<patient id>-<image number>.jpeg"
+    if match["cls"] != cls:
+        return f"file name says class {match['cls']!r} but it lies in folder {cls!r}"
+    return ""
+
+
+def _bad_file(path: Path, problem: str, on_bad_file: str, skipped: Counter) -> None:
+    if on_bad_file == "error":
+        raise DatasetError(f"{path}: {problem} (set prepare.on_bad_file: skip to count and skip such files)")
+    log.warning("skipping %s: %s", path, problem)
+    skipped[problem.split(" (")[0]] += 1
+
+
+def detect_wedges(image: np.ndarray) -> np.ndarray:
+    """Boolean mask of pure-white regions touching an image corner (registration wedges)."""
+    white = image >= WEDGE_LEVEL
+    if not white.any():
+        return np.zeros_like(white)
+    labels, _ = ndimage.label(white)
+    h, w = image.shape
+    corner_labels = {labels[0, 0], labels[0, w - 1], labels[h - 1, 0], labels[h - 1, w - 1]} - {0}
+    mask = np.isin(labels, list(corner_labels))
+    return mask if mask.sum() >= WEDGE_MIN_PIXELS else np.zeros_like(white)
+
+
+def mask_wedges(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Fill wedge pixels with the background level: the median of the image's darker half."""
+    rest = image[~mask]
+    background = np.median(rest[rest <= np.median(rest)]) if rest.size else 0
+    filled = image.copy()
+    filled[mask] = np.uint8(background)
+    return filled
+
+
+def decode_scan(path: Path, sizes: tuple[int, ...], mask: bool) -> DecodedScan:
+    """Decode, check, optionally mask wedges and resize one scan; never raises for a bad file."""
+    data = path.read_bytes()
+    result = DecodedScan(file_sha256=hashlib.sha256(data).hexdigest())
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            image = opened
+            if image.mode in ("RGB", "RGBA"):
+                rgb = np.asarray(image.convert("RGB"))
+                if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+                    result.problem = "colour image; expected grayscale OCT"
+                    return result
+                image = image.convert("L")
+            if image.mode != "L":
+                result.problem = f"image mode {image.mode!r}; expected 8-bit grayscale 'L'"
+                return result
+            pixels = np.asarray(image, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        result.problem = f"unreadable or truncated image ({error})"
+        return result
+    result.height, result.width = pixels.shape
+    if min(pixels.shape) < max(sizes):
+        result.problem = f"image {result.width}x{result.height} is smaller than the target size {max(sizes)}"
+        return result
+    result.pixel_sha256 = hashlib.sha256(pixels.tobytes()).hexdigest()
+    wedge = detect_wedges(pixels)
+    result.wedge = bool(wedge.any())
+    if mask and result.wedge:
+        pixels = mask_wedges(pixels, wedge)
+    source = Image.fromarray(pixels)
+    result.resized = {size: np.asarray(source.resize((size, size), Image.Resampling.LANCZOS)) for size in sizes}
+    return result
+
+
+def _decode_job(job: tuple[Path, tuple[int, ...], bool]) -> DecodedScan:
+    return decode_scan(*job)
+
+
+def _union_patients(frame: pd.DataFrame) -> pd.Series:
+    """Patient group per row: numeric ids linked by a shared (pixel-identical) image become one
+    patient, named by the smallest id among them."""
+    parent: dict[int, int] = {int(pid): int(pid) for pid in frame["patient_id"].unique()}
+
+    def find(pid: int) -> int:
+        while parent[pid] != pid:
+            parent[pid] = parent[parent[pid]]
+            pid = parent[pid]
+        return pid
+
+    for ids in frame.groupby("pixel_sha256")["patient_id"].unique():
+        roots = sorted(find(int(pid)) for pid in ids)
+        for root in roots[1:]:
+            parent[root] = roots[0]  # the smaller id stays the root, so it names the group
+    return frame["patient_id"].map(lambda pid: find(int(pid)))
+
+
+def assign_patient_splits(groups: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int) -> dict[int, str]:
+    """Patient-disjoint split, stratified by each patient's set of classes so class shares hold in every split."""
+    rng = np.random.default_rng(seed)
+    signature = groups.groupby("patient_group")["class"].apply(lambda c: "+".join(sorted(set(c))))
+    assignment: dict[int, str] = {}
+    for _, patients in sorted(signature.groupby(signature)):
+        ids = np.array(sorted(patients.index))
+        rng.shuffle(ids)
+        n_test = int(round(len(ids) * test_fraction))
+        n_val = int(round(len(ids) * val_fraction))
+        for i, pid in enumerate(ids):
+            assignment[int(pid)] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
+    return assignment
+
+
+def prepare_dataset(raw: Path, out: Path, config: PrepareConfig, sizes: tuple[int, ...], progress: bool = True) -> dict:
+    """Index, deduplicate, split and resize every scan; write arrays atomically to `out`.
+
+    Writes `out/index.csv` and `out/{split}_{size}px.npy` (uint8, rows in index order) and returns the
+    summary that becomes metrics/data.json.
+    """
+    sizes = tuple(sorted(set(sizes)))
+    started = time.perf_counter()
+    scans, skipped = list_scans(raw, config.classes, config.on_bad_file)
+    workers = config.workers or os.cpu_count() or 1
+    jobs = [(scan.path, sizes, config.mask_wedges) for scan in scans]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        decoded = list(
+            tqdm(pool.map(_decode_job, jobs, chunksize=16), total=len(jobs), desc="prepare: decode", unit="scan", disable=not progress)
+        )
+    decode_seconds = time.perf_counter() - started
+
+    rows, arrays = [], {size: [] for size in sizes}
+    for scan, result in zip(scans, decoded):
+        if result.problem:
+            _bad_file(scan.path, result.problem, config.on_bad_file, skipped)
+            continue
+        rows.append(
+            {
+                "file": scan.relative,
+                "sha256": result.file_sha256,
+                "pixel_sha256": result.pixel_sha256,
+                "class": scan.cls,
+                "label": config.classes.index(scan.cls),
+                "patient_id": scan.patient_id,
+                "official_split": scan.official_split,
+                "width": result.width,
+                "height": result.height,
+                "wedge": result.wedge,
+            }
+        )
+        for size in sizes:
+            arrays[size].append(result.resized[size])
+    if not rows:
+        raise DatasetError(f"{raw}: no usable scans of classes {list(config.classes)}")
+    frame = pd.DataFrame(rows)
+    arrays = {size: np.stack(images) for size, images in arrays.items()}
+
+    frame["patient_group"] = _union_patients(frame)
+    keep, stats = _deduplicate(frame)
+    if config.split == "patient":
+        splits = assign_patient_splits(frame[keep], config.val_fraction, config.test_fraction, config.seed)
+        frame["split"] = frame["patient_group"].map(splits)
+        leaks = 0
+    else:
+        frame["split"] = frame["official_split"]
+        keep, leaks = _drop_leaks(frame, keep)
+    arrays = {size: array[keep.to_numpy()] for size, array in arrays.items()}
+    frame = frame[keep].reset_index(drop=True)  # row i of frame is row i of every array
+
+    summary = _summary(frame, stats, leaks, skipped, decode_seconds, len(scans), sizes, config)
+    _write_atomically(out, frame, arrays, sizes)
+    return summary
+
+
+def _deduplicate(frame: pd.DataFrame) -> tuple[pd.Series, dict[str, int]]:
+    """Keep one row per distinct image; drop every copy of an image filed under two classes."""
+    classes_per_image = frame.groupby("pixel_sha256")["class"].transform("nunique")
+    conflicting = classes_per_image > 1
+    duplicate = frame.duplicated("pixel_sha256", keep="first") & ~conflicting
+    keep = ~(conflicting | duplicate)
+    stats = {
+        "duplicates_dropped": int(duplicate.sum()),
+        "conflicting_labels_dropped": int(conflicting.sum()),
+        "same_name_different_image": int(frame.assign(name=frame["file"].map(lambda f: Path(f).name)).groupby("name")["pixel_sha256"].nunique().gt(1).sum()),
+    }
+    return keep, stats
+
+
+def _drop_leaks(frame: pd.DataFrame, keep: pd.Series) -> tuple[pd.Series, int]:
+    """Official split: drop train/val scans of patients that also appear in test (the published split shares patients)."""
+    test_patients = set(frame.loc[keep & (frame["split"] == "test"), "patient_group"])
+    leak = keep & (frame["split"] != "test") & frame["patient_group"].isin(test_patients)
+    return keep & ~leak, int(leak.sum())
+
+
+def _summary(frame: pd.DataFrame, stats: dict, leaks: int, skipped: Counter, seconds: float, listed: int, sizes, config) -> dict:
+    counts = {split: {cls: int(((frame["split"] == split) & (frame["class"] == cls)).sum()) for cls in config.classes} for split in SPLITS}
+    patients = {split: int(frame.loc[frame["split"] == split, "patient_group"].nunique()) for split in SPLITS}
+    per_patient_splits = frame.groupby("patient_group")["split"].nunique()
+    return {
+        "scans": int(len(frame)),
+        "patients": int(frame["patient_group"].nunique()),
+        "patient_ids": int(frame["patient_id"].nunique()),
+        "counts": counts,
+        "patients_per_split": patients,
+        "patients_in_several_splits": int((per_patient_splits > 1).sum()),
+        **stats,
+        "leaks_removed": leaks,
+        "skipped": dict(skipped),
+        "scans_with_wedges": int(frame["wedge"].sum()),
+        "wedges_masked": bool(config.mask_wedges),
+        "sizes": list(sizes),
+        "scans_per_second": round(listed / seconds, 1) if seconds > 0 else None,
+    }
+
+
+def array_path(prepared: Path, split: str, size: int) -> Path:
+    return prepared / f"{split}_{size}px.npy"
+
+
+def _write_atomically(out: Path, frame: pd.DataFrame, arrays: dict[int, np.ndarray], sizes) -> None:
+    """Write into a sibling folder and rename it over `out`, so a killed run leaves no half-written data."""
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    frame = frame.sort_values(["split", "class", "file"])
+    frame["row"] = frame.groupby("split").cumcount()
+    for split in SPLITS:
+        rows = frame.index[frame["split"] == split].to_numpy()
+        for size in sizes:
+            np.save(array_path(staging, split, size), arrays[size][rows])
+    frame.drop(columns=["pixel_sha256"]).to_csv(staging / "index.csv", index=False)
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+
+
+def load_split(prepared: Path, split: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Memory-mapped uint8 images (N, size, size) and int64 labels of one prepared split."""
+    path = array_path(prepared, split, size)
+    if not path.is_file():
+        available = sorted(p.name for p in prepared.glob("*px.npy")) if prepared.is_dir() else []
+        raise FileNotFoundError(f"{path}: no prepared array for split {split!r} at {size}px; found {available} (rerun prepare)")
+    index = pd.read_csv(prepared / "index.csv")
+    labels = index.loc[index["split"] == split].sort_values("row")["label"].to_numpy(dtype=np.int64)
+    images = np.load(path, mmap_mode="r")
+    if len(images) != len(labels):
+        raise DatasetError(f"{path}: {len(images)} images but index.csv lists {len(labels)} for split {split!r} (rerun prepare)")
+    return images, labels

@@ -1,0 +1,131 @@
+"""Image folders to feature vectors through clean-fid (Parmar et al. 2022, "On Aliased Resizing and
+Surprising Subtleties in GAN Evaluation"), with a real-only classifier or clean-fid's own Inception.
+
+clean-fid reads a folder with PIL, converts every image to RGB and hands float32 (B, 3, H, W) batches in
+[0, 255] to a feature function; in clean mode it first resizes to 299 px for Inception. Domain features
+skip that resize: the classifier sees scans the way it was trained on them.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from glob import glob
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from cleanfid import fid
+from cleanfid.utils import EXTENSIONS
+from PIL import Image
+from torch import nn
+
+FeatureFn = Callable[[torch.Tensor], torch.Tensor]
+
+# Where clean-fid loads its Inception weights in clean mode, hard-coded in
+# cleanfid.features.feature_extractor (not tempfile.gettempdir()); it downloads the file when absent.
+CLEANFID_INCEPTION = Path("./" if platform.system() == "Windows" else "/tmp") / "inception-2015-12-05.pt"
+
+
+def classifier_feature_fn(model: nn.Module, image_size: int, device: torch.device) -> FeatureFn:
+    """Wrap a classifier's penultimate embedding `model.features` as a clean-fid feature extractor.
+
+    The returned function takes float32 (B, 3, H, W) in [0, 255], keeps channel 0 (scans are grayscale,
+    so the three channels are equal), resizes to image_size x image_size (antialiased bilinear) when the
+    images have another size, scales to [0, 1] and returns float32 (B, D). The model is moved to device
+    and put in eval mode.
+    """
+    model.to(device).eval()
+
+    @torch.no_grad()
+    def feature_fn(images: torch.Tensor) -> torch.Tensor:
+        x = images[:, :1].to(device=device, dtype=torch.float32)
+        if x.shape[-2:] != (image_size, image_size):
+            x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
+        return model.features(x / 255.0).float()
+
+    return feature_fn
+
+
+def _keep_size(image: np.ndarray) -> np.ndarray:
+    """clean-fid resize that leaves the image as it is."""
+    return image
+
+
+def _check_image_folder(folder: Path) -> None:
+    """Check that folder exists, holds images that clean-fid reads (recursively, by its extensions) and
+    that they share one size."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder {folder} does not exist")
+    files = sorted({Path(f) for ext in EXTENSIONS for f in glob(os.path.join(folder, f"**/*.{ext}"), recursive=True)})
+    if not files:
+        raise ValueError(f"image folder {folder} holds no images (extensions {sorted(EXTENSIONS)})")
+    sizes: dict[tuple[int, int], int] = {}
+    for file in files:
+        with Image.open(file) as image:
+            sizes[image.size] = sizes.get(image.size, 0) + 1
+    if len(sizes) > 1:
+        found = ", ".join(f"{w}x{h} px: {n} images" for (w, h), n in sorted(sizes.items()))
+        raise ValueError(f"image folder {folder} mixes image sizes ({found}); expected one size")
+
+
+def folder_features(
+    folder: Path,
+    feature_fn: FeatureFn,
+    device: torch.device,
+    batch_size: int = 64,
+    *,
+    inception_resize: bool = False,
+) -> np.ndarray:
+    """Features (N, D) of the N images in folder, in clean-fid's sorted file order.
+
+    Images reach feature_fn at their own size unless inception_resize, which applies clean-fid's clean
+    resize to 299 px (for its Inception). Raises FileNotFoundError or ValueError naming the folder when
+    it is missing, holds no images, or mixes image sizes.
+    """
+    _check_image_folder(folder)
+    return fid.get_folder_features(
+        str(folder),
+        model=feature_fn,
+        num_workers=0,
+        batch_size=batch_size,
+        device=device,
+        mode="clean",
+        custom_fn_resize=None if inception_resize else _keep_size,
+        verbose=False,
+    )
+
+
+def write_png_folder(images: np.ndarray, folder: Path) -> None:
+    """Write uint8 (N, H, W) grayscale images to folder/{i:06d}.png, so clean-fid can read them.
+
+    The folder must be new or empty: stale images from an earlier call would join the set.
+    """
+    if images.dtype != np.uint8 or images.ndim != 3 or len(images) == 0:
+        raise ValueError(f"images: {images.dtype} array of shape {images.shape}; expected uint8 (N, H, W) with N >= 1")
+    if folder.exists() and any(folder.iterdir()):
+        raise ValueError(f"{folder} is not empty; write_png_folder needs a new or empty folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"{i:06d}.png")
+
+
+def inception_available(weights: Path | None) -> bool:
+    """Whether clean-fid's Inception can run offline from the weights file given.
+
+    True when weights names an existing file; it is then symlinked to CLEANFID_INCEPTION (where clean-fid
+    reads it) unless that already is the same file. None or a missing file gives False without touching
+    anything, even when some file already sits at CLEANFID_INCEPTION: the metrics must not depend on an
+    untracked file in /tmp. Never downloads.
+    """
+    if weights is None or not weights.is_file():
+        return False
+    target = CLEANFID_INCEPTION
+    if not (target.exists() and os.path.samefile(target, weights)):
+        staging = target.with_name(f".{target.name}.{os.getpid()}")
+        staging.unlink(missing_ok=True)
+        staging.symlink_to(weights.resolve())
+        os.replace(staging, target)  # atomic: a concurrent reader sees the old file or the new link
+    return True

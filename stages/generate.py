@@ -1,0 +1,43 @@
+"""Stage generate: one synthetic scan per seed, <synthetic>/<CLASS>/<seed:06d>.png, and a real-vs-synthetic grid."""
+
+import logging
+import time
+
+import numpy as np
+
+from synthratio.config import load_params
+from synthratio.data.ingest import load_split
+from synthratio.data.synthetic import load_synthetic, synthetic_seeds
+from synthratio.diffusion.sampling import generate_to_folder
+from synthratio.report import save_sample_grid
+from synthratio.runtime import setup, write_json
+
+log = logging.getLogger("generate")
+
+
+def main() -> None:
+    params = load_params()
+    device = setup(params.runtime)
+    config, target = params.generate, params.finetune.target_class
+    seeds = synthetic_seeds(config)
+    folder = params.paths.synthetic / target
+    log.info("sampling %d %s scans with %s, %d steps, batch %d on %s", len(seeds), target, config.sampler,
+             config.inference_steps, config.batch_size, device)
+    started = time.perf_counter()
+    generate_to_folder(params.paths.diffusion_model, folder, seeds, config.sampler, config.inference_steps,
+                       config.batch_size, device, progress=params.runtime.progress)
+    seconds = time.perf_counter() - started
+    write_json(params.paths.metrics / "generate.json", {
+        "images": len(seeds),
+        "seconds": round(seconds, 1),
+        "images_per_second": round(len(seeds) / seconds, 2),
+        "device": str(device),
+    })
+    size = params.finetune.image_size
+    images, labels = load_split(params.paths.prepared, "train", size)
+    real = np.asarray(images[labels == params.prepare.classes.index(target)][:8])
+    save_sample_grid(real, load_synthetic(folder, seeds[:8], size), params.paths.plots / "samples.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import log_loss
+
+from synthratio.classify.train import Split, TrainResult, predict_proba, train_classifier
+from synthratio.config import ClassifierConfig
+
+SIZE = 16
+CPU = torch.device("cpu")
+
+
+def toy(n: int, seed: int, cnv_share: float = 0.5) -> Split:
+    """CNV (label 0) bright, NORMAL (label 1) dark, with pixel noise: separable by mean brightness."""
+    rng = np.random.default_rng(seed)
+    labels = (np.arange(n) >= round(cnv_share * n)).astype(np.int64)
+    mean = np.where(labels == 0, 170.0, 80.0)[:, None, None]
+    return Split(np.clip(rng.normal(mean, 30, (n, SIZE, SIZE)), 0, 255).astype(np.uint8), labels)
+
+
+def config(**changes) -> ClassifierConfig:
+    base = {"arch": "simple_cnn", "image_size": SIZE, "batch_size": 8, "epochs": 3, "learning_rate": 3e-3, "weight_decay": 1e-4}
+    return ClassifierConfig(**{**base, **changes})
+
+
+SYNTHETIC_CNV = toy(12, seed=2, cnv_share=1.0).images
+
+
+def train(ratio: int = 50, synthetic: np.ndarray | None = SYNTHETIC_CNV, **changes) -> tuple[TrainResult, Split]:
+    train_split, val = toy(40, seed=0, cnv_share=0.6), toy(16, seed=1)
+    result = train_classifier(train_split, val, synthetic, 0, ratio, config(**changes), seed=0, device=CPU, progress=False)
+    return result, val
+
+
+def test_learns_and_keeps_the_best_epoch(tmp_path):
+    result, val = train()
+    assert [list(h) for h in result.history] == [["train_loss", "val_loss", "val_accuracy"]] * 3
+    assert not result.model.training
+    assert all(t.is_contiguous() for t in result.model.state_dict().values())  # safetensors can save it
+    best = result.history[result.best_epoch - 1]
+    assert best["val_loss"] == min(h["val_loss"] for h in result.history)
+    assert best["val_accuracy"] == 1.0
+
+    path = tmp_path / "val.npy"
+    np.save(path, val.images)
+    probs = predict_proba(result.model, np.load(path, mmap_mode="r"), CPU, batch_size=5)
+    assert probs.shape == (16, 2) and np.allclose(probs.sum(axis=1), 1)
+    assert log_loss(val.labels, probs) == pytest.approx(best["val_loss"])  # the best state was loaded
+
+
+def test_synthetic_examples_are_what_the_cnv_class_learns_from_at_r100():
+    """Synthetic "CNV" darker than NORMAL teaches darker = CNV: every bright real CNV is then missed."""
+    very_dark = np.full_like(SYNTHETIC_CNV, 10)
+    result, val = train(ratio=100, synthetic=very_dark, epochs=2)
+    predicted = predict_proba(result.model, val.images, CPU).argmax(axis=1)
+    assert (predicted[val.labels == 0] == 1).all()
+
+
+def test_split_lengths_must_match():
+    with pytest.raises(ValueError, match="split has 3 images but 2 labels"):
+        Split(np.zeros((3, SIZE, SIZE), np.uint8), np.zeros(2, np.int64))
+
+
+def test_deterministic_for_a_seed():
+    first, val = train(ratio=25, epochs=1)
+    second, _ = train(ratio=25, epochs=1)
+    np.testing.assert_array_equal(predict_proba(first.model, val.images, CPU), predict_proba(second.model, val.images, CPU))
+
+
+def test_resnet18_trains():
+    result, _ = train(ratio=100, arch="resnet18", epochs=1, batch_size=20)
+    assert len(result.history) == 1 and np.isfinite(result.history[0]["train_loss"])
+
+
+def test_logs_every_epoch_to_live():
+    class Live:
+        def __init__(self):
+            self.steps: list[dict[str, float]] = [{}]
+
+        def log_metric(self, name: str, value: float) -> None:
+            self.steps[-1][name] = value
+
+        def next_step(self) -> None:
+            self.steps.append({})
+
+    live = Live()
+    result = train_classifier(toy(16, 0), toy(8, 1), None, 0, 0, config(epochs=2), 0, CPU, live=live, progress=False)
+    assert live.steps == [*result.history, {}]
+
+
+def test_diverging_loss_names_the_step():
+    with pytest.raises(FloatingPointError, match=r"at step \d+; try a lower classifier.learning_rate than 1e\+30"):
+        train(learning_rate=1e30, epochs=1)
+
+
+@pytest.mark.parametrize(
+    ("ratio", "synthetic", "message"),
+    [
+        (50, np.zeros((4, SIZE + 1, SIZE), np.uint8), r"synthetic images have shape \(4, 17, 16\); classifier.image_size=16"),
+        (50, None, r"ratio=50 needs synthetic examples, got num_synthetic=0"),
+    ],
+)
+def test_bad_inputs_raise(ratio: int, synthetic: np.ndarray | None, message: str):
+    with pytest.raises(ValueError, match=message):
+        train(ratio=ratio, synthetic=synthetic)

@@ -1,0 +1,154 @@
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from synthratio.config import PhantomConfig
+from synthratio.data.phantom import render_scan, write_phantom
+
+NAME = re.compile(r"^(CNV|NORMAL)-(\d{6,7})-(\d+)\.jpeg$")
+
+
+def _config(seed: int = 0) -> PhantomConfig:
+    return PhantomConfig(
+        seed=seed, patients={"train": 3, "val": 1, "test": 2}, scans_per_patient=2, width=64, height=62,
+        classes=("CNV", "NORMAL"),
+    )
+
+
+def _has_wedge(scan: np.ndarray) -> bool:
+    """A registration wedge whitens a long run of the top or bottom row; speckle never does."""
+    return bool(max((scan[0] == 255).mean(), (scan[-1] == 255).mean()) > 0.25)
+
+
+@pytest.mark.parametrize("label", ["CNV", "NORMAL"])
+def test_render_shape_and_dtype(label: str) -> None:
+    scan = render_scan(np.random.default_rng(0), label, 96, 80)
+    assert scan.shape == (80, 96)
+    assert scan.dtype == np.uint8
+    assert scan.std() > 5  # not blank
+
+
+def test_render_is_deterministic_per_seed() -> None:
+    first = render_scan(np.random.default_rng(7), "CNV", 64, 62)
+    again = render_scan(np.random.default_rng(7), "CNV", 64, 62)
+    other = render_scan(np.random.default_rng(8), "CNV", 64, 62)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_render_rejects_unknown_label() -> None:
+    with pytest.raises(ValueError, match="DME"):
+        render_scan(np.random.default_rng(0), "DME", 64, 62)
+
+
+def test_write_phantom_layout_and_ids(tmp_path: Path) -> None:
+    config = _config()
+    counts = write_phantom(tmp_path / "raw", config, progress=False)
+    assert counts == {split: {"CNV": n * 2, "NORMAL": n * 2} for split, n in config.patients.items()}
+    assert not [p for p in tmp_path.iterdir() if p.name != "raw"]  # no temporary folder left behind
+    owner: dict[str, tuple[str, str]] = {}
+    for split, per_class in counts.items():
+        for label, count in per_class.items():
+            files = sorted((tmp_path / "raw" / split / label).iterdir())
+            assert len(files) == count
+            for path in files:
+                match = NAME.match(path.name)
+                assert match and match.group(1) == label, path.name
+                # a patient id belongs to one (split, class): no leak across splits, one eye per patient
+                assert owner.setdefault(match.group(2), (split, label)) == (split, label)
+                with Image.open(path) as image:
+                    assert image.mode == "L" and image.size == (config.width, config.height)
+    assert len(owner) == sum(config.patients.values()) * len(config.classes)
+
+
+def test_write_phantom_is_byte_identical_and_seeded(tmp_path: Path) -> None:
+    write_phantom(tmp_path / "a", _config(), progress=False)
+    write_phantom(tmp_path / "b", _config(), progress=False)
+    write_phantom(tmp_path / "c", _config(seed=1), progress=False)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.jpeg"))
+    assert files == sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*.jpeg"))
+    assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
+    assert files != sorted(p.relative_to(tmp_path / "c") for p in (tmp_path / "c").rglob("*.jpeg"))
+
+
+def test_patient_scans_are_correlated(tmp_path: Path) -> None:
+    """Scans of one eye resemble each other more than scans of different eyes."""
+    config = PhantomConfig(seed=3, patients={"train": 4}, scans_per_patient=2, width=128, height=124, classes=("NORMAL",))
+    write_phantom(tmp_path / "raw", config, progress=False)
+    scans: dict[str, list[np.ndarray]] = {}
+    for path in sorted((tmp_path / "raw" / "train" / "NORMAL").iterdir()):
+        scans.setdefault(path.name.split("-")[1], []).append(np.asarray(Image.open(path), dtype=np.float32))
+
+    def distance(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.abs(ndimage.gaussian_filter(a - b, 4)).mean())
+
+    eyes = list(scans.values())
+    within = np.mean([distance(*eye) for eye in eyes])
+    between = np.mean([distance(eyes[i][0], eyes[i + 1][0]) for i in range(len(eyes) - 1)])
+    assert within < 0.5 * between
+
+
+def test_write_phantom_refuses_non_empty_folder(tmp_path: Path) -> None:
+    out = tmp_path / "raw"
+    out.mkdir()
+    (out / "keep.txt").write_text("user data")
+    with pytest.raises(FileExistsError, match="raw"):
+        write_phantom(out, _config(), progress=False)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_write_phantom_fills_an_empty_folder(tmp_path: Path) -> None:
+    out = tmp_path / "raw"
+    out.mkdir()
+    write_phantom(out, _config(), progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["test", "train", "val"]
+
+
+def _rpe_elevation(scan: np.ndarray) -> float:
+    """How far the RPE (the deepest row near the column's brightest) rises above a smooth curve through it, in px."""
+    smooth = ndimage.gaussian_filter(scan.astype(np.float32), (1, 6))
+    bright = smooth >= 0.8 * smooth.max(axis=0)
+    rows = ndimage.median_filter(scan.shape[0] - 1 - np.argmax(bright[::-1], axis=0), 9)
+    x = np.arange(rows.size)
+    trend = np.polyval(np.polyfit(x, rows, 2), x)
+    return float(np.percentile(trend - rows, 95))
+
+
+def test_cnv_scans_show_rpe_elevation() -> None:
+    rng = np.random.default_rng(11)
+    cnv = np.array([_rpe_elevation(render_scan(rng, "CNV", 256, 248)) for _ in range(30)])
+    normal = np.array([_rpe_elevation(render_scan(rng, "NORMAL", 256, 248)) for _ in range(30)])
+    assert np.median(cnv) > 1.8 * np.median(normal)
+    # most CNV scans stand out, but not all: some lesions are meant to be subtle
+    assert 0.5 < np.mean(cnv > np.percentile(normal, 90)) < 0.95
+
+
+def test_wedges_are_rare_and_class_independent() -> None:
+    rng = np.random.default_rng(5)
+    rates = {label: np.mean([_has_wedge(render_scan(rng, label, 32, 32)) for _ in range(300)]) for label in ("CNV", "NORMAL")}
+    assert all(0.01 <= rate <= 0.1 for rate in rates.values()), rates
+    assert abs(rates["CNV"] - rates["NORMAL"]) < 0.06, rates
+
+
+def test_intensity_percentiles_match_real_sample(kermany_sample: Path) -> None:
+    """Whole-image percentiles of scans without wedges, phantom against the real sample (absolute grey levels).
+
+    Calibrated means (real / phantom): 5th 0 / 0, 50th 25 / 22, 95th 111 / 116, 99th 169 / 186.
+    """
+    levels = [5, 50, 95, 99]
+    tolerance = np.array([5, 10, 20, 35])
+    real = []
+    for label in ("CNV", "NORMAL"):
+        for path in sorted((kermany_sample / label).glob("*.jpeg"))[:40]:
+            scan = np.asarray(Image.open(path).convert("L"))
+            if not _has_wedge(scan):
+                real.append(np.percentile(scan, levels))
+    rng = np.random.default_rng(0)
+    scans = (render_scan(rng, label, 512, 496) for label in ("CNV", "NORMAL") for _ in range(20))
+    phantom = [np.percentile(scan, levels) for scan in scans if not _has_wedge(scan)]
+    real_mean, phantom_mean = np.mean(real, axis=0), np.mean(phantom, axis=0)
+    assert np.all(np.abs(real_mean - phantom_mean) <= tolerance), (real_mean.round(1), phantom_mean.round(1))

@@ -1,0 +1,63 @@
+import copy
+
+import pytest
+import yaml
+
+from synthratio.config import ParamsError, load_params, params_from_dict
+
+from conftest import REPO
+
+
+@pytest.fixture
+def raw_params() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def test_repository_params_load():
+    params = load_params(REPO / "params.yaml")
+    assert params.sweep.all_ratios[0] == 0
+    assert params.finetune.target_class == params.sweep.synthetic_class
+
+
+@pytest.mark.parametrize(
+    "section, key, value, message",
+    [
+        ("sweep", "ratios", [50, 150], "integer percents in 1..100"),
+        ("sweep", "ratios", [0, 50], "integer percents in 1..100"),
+        ("sweep", "ratios", [50.0], "an integer"),
+        ("sweep", "seeds", [], "one or more distinct seeds"),
+        ("generate", "sampler", "heun", "one of"),
+        ("generate", "num_images", -4, "a positive number"),
+        ("classifier", "arch", "vgg", "one of"),
+        ("classifier", "epochs", 0, "a positive number"),
+        ("prepare", "split", "random", "one of"),
+        ("prepare", "test_fraction", 0.9, "< 1"),
+        ("prepare", "classes", ["CNV", "GLAUCOMA"], "names from"),
+        ("finetune", "beta_schedule", "cosine", "one of"),
+        ("finetune", "image_size", 30, "a multiple of 4"),
+        ("finetune", "learning_rate", "fast", "a number"),
+        ("evaluate", "encoder_seed", 7, "one of sweep.seeds"),
+        ("report", "tolerance", 2, r"\[0, 1\)"),
+        ("runtime", "device", "tpu", "one of"),
+    ],
+)
+def test_bad_values_name_key_value_and_allowed(raw_params, section, key, value, message):
+    raw = copy.deepcopy(raw_params)
+    raw[section][key] = value
+    with pytest.raises(ParamsError, match=message) as error:
+        params_from_dict(raw)
+    assert f"{section}." in str(error.value)
+
+
+def test_unknown_key_lists_known_keys(raw_params):
+    raw_params["classifier"]["epoch"] = 3
+    with pytest.raises(ParamsError, match=r"unknown key\(s\) \['epoch'\].*known keys: .*'epochs'"):
+        params_from_dict(raw_params)
+
+
+def test_missing_key_and_missing_file(raw_params, tmp_path):
+    del raw_params["generate"]["sampler"]
+    with pytest.raises(ParamsError, match=r"lacks key\(s\) \['sampler'\]"):
+        params_from_dict(raw_params)
+    with pytest.raises(ParamsError, match="no such params file"):
+        load_params(tmp_path / "params.yaml")
