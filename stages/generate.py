@@ -24,8 +24,7 @@ def main() -> None:
     log.info("sampling %d %s scans with %s, %d steps, batch %d on %s", len(seeds), target, config.sampler,
              config.inference_steps, config.batch_size, device)
     started = time.perf_counter()
-    generate_to_folder(params.paths.diffusion_model, folder, seeds, config.sampler, config.inference_steps,
-                       config.batch_size, device, progress=params.runtime.progress)
+    generate_to_folder(params.paths.diffusion_model, folder, seeds, config, device, progress=params.runtime.progress)
     seconds = time.perf_counter() - started
     write_json(params.paths.metrics / "generate.json", {
         "images": len(seeds),
@@ -35,7 +34,8 @@ def main() -> None:
     })
     size = params.finetune.image_size
     images, labels = load_split(params.paths.prepared, "train", size)
-    real = np.asarray(images[labels == params.prepare.classes.index(target)][:8])
+    real = images[labels == params.prepare.classes.index(target)]
+    real = np.asarray(real[:: max(1, len(real) // 8)][:8])  # spread over patients: neighbours are one eye
     save_sample_grid(real, load_synthetic(folder, seeds[:8], size), params.paths.plots / "samples.png")
 
 

@@ -17,6 +17,7 @@ import yaml
 
 CLASS_NAMES = ("CNV", "DME", "DRUSEN", "NORMAL")
 SAMPLERS = ("ddpm", "ddim", "dpmsolver++", "euler", "unipc")
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 ARCHS = ("simple_cnn", "resnet18")
 
@@ -150,6 +151,7 @@ class FinetuneConfig:
 @dataclass(frozen=True)
 class GenerateConfig:
     sampler: str  # ddpm | ddim | dpmsolver++ | euler | unipc
+    timestep_spacing: str  # leading | trailing | linspace: where the sampling steps sit in [0, T)
     inference_steps: int  # sampling steps
     num_images: int  # synthetic scans to write
     first_seed: int  # image i uses seed first_seed + i
@@ -157,6 +159,7 @@ class GenerateConfig:
 
     def __post_init__(self) -> None:
         _require_choice("generate", self, "sampler", SAMPLERS)
+        _require_choice("generate", self, "timestep_spacing", TIMESTEP_SPACINGS)
         _require_positive("generate", self, "inference_steps", "num_images", "batch_size")
         if self.first_seed < 0:
             _fail("generate", "first_seed", self.first_seed, "a seed >= 0")

@@ -8,7 +8,7 @@ from PIL import Image
 
 import synthratio.diffusion.sampling as sampling
 from synthratio.config import SAMPLERS as CONFIG_SAMPLERS
-from synthratio.config import FinetuneConfig
+from synthratio.config import FinetuneConfig, GenerateConfig
 from synthratio.diffusion.pixel import build_training_scheduler, build_unet, save_pipeline
 from synthratio.diffusion.sampling import (
     SAMPLERS,
@@ -20,6 +20,11 @@ from synthratio.diffusion.sampling import (
 
 CPU = torch.device("cpu")
 SEEDS = [4, 0, 7]
+
+
+def settings(sampler: str, batch_size: int) -> GenerateConfig:
+    return GenerateConfig(sampler=sampler, timestep_spacing="trailing", inference_steps=3, num_images=3,
+                          first_seed=0, batch_size=batch_size)
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +61,15 @@ def test_samplers_match_config():
 def test_bad_sampler_name(pipeline):
     with pytest.raises(ValueError, match=r"generate.sampler='heun'; expected one of \['ddim', 'ddpm'"):
         make_sampler("heun", pipeline.scheduler.config)
+    with pytest.raises(ValueError, match=r"generate.timestep_spacing='late'; expected one of"):
+        make_sampler("ddim", pipeline.scheduler.config, "late")
+
+
+@pytest.mark.parametrize("spacing, first", [("trailing", 99), ("leading", 66)])
+def test_timestep_spacing_sets_the_first_step(pipeline, spacing, first):
+    sampler = make_sampler("ddim", pipeline.scheduler.config, spacing)
+    sampler.set_timesteps(3)
+    assert int(sampler.timesteps[0]) == first
 
 
 def test_dpmsolver_clips_lambda_on_cosine(pipeline):
@@ -96,7 +110,7 @@ def test_load_missing_pipeline_names_folder(tmp_path):
 
 def test_generate_writes_seed_named_pngs(model_dir, tmp_path):
     out = tmp_path / "synthetic" / "CNV"
-    paths = generate_to_folder(model_dir, out, SEEDS, "ddim", 3, batch_size=2, device=CPU, progress=False)
+    paths = generate_to_folder(model_dir, out, SEEDS, settings("ddim", 2), CPU, progress=False)
     assert paths == [out / "000004.png", out / "000000.png", out / "000007.png"]
     assert sorted(p.name for p in out.iterdir()) == ["000000.png", "000004.png", "000007.png"]
     assert sorted(p.name for p in out.parent.iterdir()) == ["CNV"]
@@ -116,7 +130,7 @@ def test_killed_run_leaves_no_folder_and_resumes(model_dir, tmp_path, monkeypatc
 
     monkeypatch.setattr(sampling, "sample_images", crash_after_two)
     with pytest.raises(KeyboardInterrupt):
-        generate_to_folder(model_dir, out, SEEDS, "dpmsolver++", 3, batch_size=1, device=CPU, progress=False)
+        generate_to_folder(model_dir, out, SEEDS, settings("dpmsolver++", 1), CPU, progress=False)
     assert not out.exists()
     partial = tmp_path / "CNV.partial"
     assert sorted(p.name for p in partial.iterdir()) == ["000000.png", "000004.png", sampling.SETTINGS_FILE]
@@ -129,13 +143,13 @@ def test_killed_run_leaves_no_folder_and_resumes(model_dir, tmp_path, monkeypatc
         return real_sample_images(unet, sampler, seeds, *args, **kwargs)
 
     monkeypatch.setattr(sampling, "sample_images", record)
-    generate_to_folder(model_dir, out, SEEDS, "dpmsolver++", 3, batch_size=2, device=CPU, progress=False)
+    generate_to_folder(model_dir, out, SEEDS, settings("dpmsolver++", 2), CPU, progress=False)
     assert sampled == [7]
     assert not partial.exists()
     assert sorted(p.name for p in out.iterdir()) == ["000000.png", "000004.png", "000007.png"]
 
     fresh = tmp_path / "fresh"
-    generate_to_folder(model_dir, fresh, SEEDS, "dpmsolver++", 3, batch_size=3, device=CPU, progress=False)
+    generate_to_folder(model_dir, fresh, SEEDS, settings("dpmsolver++", 3), CPU, progress=False)
     for name in ["000000.png", "000004.png", "000007.png"]:
         a, b = (np.asarray(Image.open(folder / name), dtype=int) for folder in (out, fresh))
         assert np.abs(a - b).max() <= 1
@@ -146,5 +160,5 @@ def test_partial_from_other_settings_is_discarded(model_dir, tmp_path):
     partial.mkdir()
     (partial / sampling.SETTINGS_FILE).write_text(json.dumps({"sampler": "ddpm"}))
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(partial / "000000.png")
-    generate_to_folder(model_dir, tmp_path / "CNV", [0], "unipc", 3, batch_size=1, device=CPU, progress=False)
+    generate_to_folder(model_dir, tmp_path / "CNV", [0], settings("unipc", 1), CPU, progress=False)
     assert np.asarray(Image.open(tmp_path / "CNV" / "000000.png")).any()

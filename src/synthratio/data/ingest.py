@@ -336,7 +336,7 @@ def load_split(prepared: Path, split: str, size: int) -> tuple[np.ndarray, np.nd
         available = sorted(p.name for p in prepared.glob("*px.npy")) if prepared.is_dir() else []
         raise FileNotFoundError(f"{path}: no prepared array for split {split!r} at {size}px; found {available} (rerun prepare)")
     index = pd.read_csv(prepared / "index.csv")
-    labels = index.loc[index["split"] == split].sort_values("row")["label"].to_numpy(dtype=np.int64)
+    labels = index.loc[index["split"] == split].sort_values("row")["label"].to_numpy(dtype=np.int64, copy=True)  # pandas 3 hands out read-only views
     images = np.load(path, mmap_mode="r")
     if len(images) != len(labels):
         raise DatasetError(f"{path}: {len(images)} images but index.csv lists {len(labels)} for split {split!r} (rerun prepare)")

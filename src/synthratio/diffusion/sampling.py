@@ -29,14 +29,21 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from PIL import Image
 from tqdm.auto import tqdm
 
+from synthratio.config import TIMESTEP_SPACINGS, GenerateConfig
 from synthratio.diffusion.pixel import replace_folder
 
 SAMPLERS = ("ddpm", "ddim", "dpmsolver++", "euler", "unipc")
 SETTINGS_FILE = "generate_settings.json"
 
 
-def make_sampler(name: str, training_scheduler_config: Mapping[str, Any]) -> SchedulerMixin:
-    """An inference scheduler on the training noise schedule and timestep spacing.
+def make_sampler(name: str, training_scheduler_config: Mapping[str, Any], timestep_spacing: str = "trailing") -> SchedulerMixin:
+    """An inference scheduler on the training noise schedule.
+
+    timestep_spacing "trailing" starts sampling at t = T-1, where training put (almost) no signal left; the
+    "leading" spacing of older configs starts below it, so pure noise meets a model that expects some
+    signal and the images drift in brightness (Lin et al. 2024, "Common Diffusion Noise Schedules and
+    Sample Steps are Flawed"). With trailing spacing, use v-prediction: an epsilon model cannot recover
+    x_0 at t = T-1.
 
     ddpm: ancestral sampling (Ho et al. 2020); ddim: eta=0 (Song et al. 2021); dpmsolver++: multistep
     2nd order (Lu et al. 2022); euler: Karras et al. 2022, Algorithm 1; unipc: Zhao et al. 2023.
@@ -45,24 +52,28 @@ def make_sampler(name: str, training_scheduler_config: Mapping[str, Any]) -> Sch
     blows up at the noisiest steps of the cosine schedule (alpha_bar(T-1) ~ 2e-9) and the images saturate.
     DPM-Solver++ also clips lambda at -5.1 on the cosine schedule, which otherwise returns noise.
     """
-    clip = {"clip_sample": True, "clip_sample_range": 1.0}
-    threshold = {"thresholding": True, "sample_max_value": 1.0}  # Saharia et al. 2022 at max 1: a clip to [-1, 1]
+    if timestep_spacing not in TIMESTEP_SPACINGS:
+        raise ValueError(f"generate.timestep_spacing={timestep_spacing!r}; expected one of {sorted(TIMESTEP_SPACINGS)}")
+    config = training_scheduler_config
+    # Overrides go in as keywords: from_config drops dict keys listed in the config's _use_default_values.
+    clip = {"clip_sample": True, "clip_sample_range": 1.0, "timestep_spacing": timestep_spacing}
+    threshold = {"thresholding": True, "sample_max_value": 1.0, "timestep_spacing": timestep_spacing}  # Saharia et al. 2022 at max 1: a clip to [-1, 1]
     if name == "ddpm":
-        return DDPMScheduler.from_config(training_scheduler_config, **clip)
+        return DDPMScheduler.from_config(config, **clip)
     if name == "ddim":
-        return DDIMScheduler.from_config(training_scheduler_config, **clip)
+        return DDIMScheduler.from_config(config, **clip)
     if name == "dpmsolver++":
-        cosine = training_scheduler_config.get("beta_schedule") == "squaredcos_cap_v2"
+        cosine = config.get("beta_schedule") == "squaredcos_cap_v2"
         return DPMSolverMultistepScheduler.from_config(
-            training_scheduler_config,
+            config,
             algorithm_type="dpmsolver++",
             lambda_min_clipped=-5.1 if cosine else -float("inf"),
             **threshold,
         )
     if name == "euler":
-        return EulerDiscreteScheduler.from_config(training_scheduler_config)
+        return EulerDiscreteScheduler.from_config(config, timestep_spacing=timestep_spacing)
     if name == "unipc":
-        return UniPCMultistepScheduler.from_config(training_scheduler_config, **threshold)
+        return UniPCMultistepScheduler.from_config(config, **threshold)
     raise ValueError(f"generate.sampler={name!r}; expected one of {sorted(SAMPLERS)}")
 
 
@@ -145,9 +156,7 @@ def generate_to_folder(
     model_dir: Path,
     out_dir: Path,
     seeds: Sequence[int],
-    sampler_name: str,
-    inference_steps: int,
-    batch_size: int,
+    config: GenerateConfig,
     device: torch.device,
     progress: bool = True,
 ) -> list[Path]:
@@ -161,16 +170,17 @@ def generate_to_folder(
     if len(set(seeds)) != len(seeds) or any(seed < 0 for seed in seeds):
         raise ValueError(f"generate: seeds must be distinct and >= 0; got {len(seeds)} seeds from {min(seeds, default=None)}")
     pipeline = load_pipeline(model_dir, device)
-    sampler = make_sampler(sampler_name, pipeline.scheduler.config)
+    sampler = make_sampler(config.sampler, pipeline.scheduler.config, config.timestep_spacing)
     settings = {
         "model_sha256": _folder_digest(model_dir),
-        "sampler": sampler_name,
-        "inference_steps": inference_steps,
+        "sampler": config.sampler,
+        "timestep_spacing": config.timestep_spacing,
+        "inference_steps": config.inference_steps,
     }
     staging = out_dir.with_name(f"{out_dir.name}.partial")
     done = _prepare_staging(staging, settings, seeds)
     missing = [seed for seed in seeds if seed not in done]
-    for seed, image in sample_images(pipeline.unet, sampler, missing, inference_steps, device, batch_size, progress):
+    for seed, image in sample_images(pipeline.unet, sampler, missing, config.inference_steps, device, config.batch_size, progress):
         part = staging / f"{_image_name(seed)}.tmp"
         Image.fromarray(image).save(part, format="PNG")
         part.replace(staging / _image_name(seed))
