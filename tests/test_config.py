@@ -1,11 +1,12 @@
 import copy
+from pathlib import Path
 
 import pytest
 import yaml
 
 from synthratio.config import ParamsError, load_params, params_from_dict
 
-from conftest import REPO
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

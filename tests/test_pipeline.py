@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO
+REPO = Path(__file__).resolve().parents[1]
 
 TINY = {
     "runtime": {"progress": False, "threads": 1},

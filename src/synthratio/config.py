@@ -97,7 +97,7 @@ class PhantomConfig:
 @dataclass(frozen=True)
 class PrepareConfig:
     classes: tuple[str, ...]  # classes in play; label i is classes[i]
-    split: Literal["patient", "official"]  # patient: patient-disjoint re-split; official: the folders as given
+    split: Literal["patient", "official"]  # patient: patient-disjoint re-split; official: test as given, leaks dropped, val widened from train
     val_fraction: float  # share of patients in val (split=patient)
     test_fraction: float  # share of patients in test (split=patient)
     seed: int  # seed of the patient split
@@ -252,6 +252,10 @@ class Params:
             _fail("evaluate", "encoder_seed", self.evaluate.encoder_seed, f"one of sweep.seeds {list(self.sweep.seeds)}")
 
 
+# YAML types each scalar annotation accepts (bool is an int in Python, so it is refused explicitly)
+_SCALARS = {bool: ((bool,), "true or false"), int: ((int,), "an integer"), float: ((int, float), "a number"), str: ((str,), "a string")}
+
+
 def _coerce(section: str, key: str, hint: Any, value: Any) -> Any:
     """Convert a YAML value to the annotated type, or raise naming section.key."""
     origin = get_origin(hint)
@@ -277,22 +281,11 @@ def _coerce(section: str, key: str, hint: Any, value: Any) -> Any:
         if not isinstance(value, str) or not value:
             _fail(section, key, value, "a path")
         return Path(value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            _fail(section, key, value, "true or false")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            _fail(section, key, value, "an integer")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            _fail(section, key, value, "a number")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            _fail(section, key, value, "a string")
-        return value
+    if hint in _SCALARS:
+        accepted, allowed = _SCALARS[hint]
+        if not isinstance(value, accepted) or (hint is not bool and isinstance(value, bool)):
+            _fail(section, key, value, allowed)
+        return float(value) if hint is float else value
     return value
 
 

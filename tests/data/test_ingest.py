@@ -80,11 +80,15 @@ def test_duplicates_linked_patients_and_conflicts(raw: Path, tmp_path: Path):
     assert set(index.loc[index["patient_id"] == 1003, "patient_group"]) == {1003}
 
 
-def test_official_split_removes_leaks(raw: Path, tmp_path: Path):
+def test_official_split_removes_leaks_and_widens_val(raw: Path, tmp_path: Path):
     save(raw, "train/NORMAL/NORMAL-1000-3.jpeg", scan(999))  # patient 1000 is in test (as CNV)
+    save(raw, "val/CNV/CNV-1005-3.jpeg", scan(998))  # patient 1005 is in train
     summary = prepare_dataset(raw, tmp_path / "prepared", replace(CONFIG, split="official"), sizes=(16,), progress=False)
-    assert summary["leaks_removed"] == 1
+    assert summary["leaks_removed"] == 3  # the train scan of a test patient, two train scans of a val patient
     assert summary["patients_in_several_splits"] == 0
+    index = pd.read_csv(tmp_path / "prepared" / "index.csv")
+    assert set(index.loc[index["official_split"] == "test", "split"]) == {"test"}
+    assert summary["patients_per_split"]["val"] > 1  # the official val patient plus train patients moved there
 
 
 @pytest.mark.parametrize(

@@ -12,21 +12,8 @@ CPU = torch.device("cpu")
 
 
 @pytest.fixture
-def config() -> FinetuneConfig:
-    return FinetuneConfig(
-        backend="pixel",
-        target_class="CNV",
-        image_size=16,
-        block_channels=(8, 16),
-        layers_per_block=1,
-        train_timesteps=100,
-        beta_schedule="squaredcos_cap_v2",
-        prediction_type="epsilon",
-        steps=2,
-        batch_size=4,
-        learning_rate=1e-3,
-        seed=0,
-    )
+def config(tiny_finetune) -> FinetuneConfig:
+    return tiny_finetune
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from PIL import Image
 
 import synthratio.diffusion.sampling as sampling
 from synthratio.config import SAMPLERS as CONFIG_SAMPLERS
-from synthratio.config import FinetuneConfig, GenerateConfig
+from synthratio.config import GenerateConfig
 from synthratio.diffusion.pixel import build_training_scheduler, build_unet, save_pipeline
 from synthratio.diffusion.sampling import (
     SAMPLERS,
@@ -28,23 +28,9 @@ def settings(sampler: str, batch_size: int) -> GenerateConfig:
 
 
 @pytest.fixture(scope="module")
-def pipeline() -> DDPMPipeline:
+def pipeline(tiny_finetune) -> DDPMPipeline:
     """An untrained tiny model: sampling code does not care whether the weights are any good."""
-    config = FinetuneConfig(
-        backend="pixel",
-        target_class="CNV",
-        image_size=16,
-        block_channels=(8, 16),
-        layers_per_block=1,
-        train_timesteps=100,
-        beta_schedule="squaredcos_cap_v2",
-        prediction_type="epsilon",
-        steps=1,
-        batch_size=1,
-        learning_rate=1e-3,
-        seed=0,
-    )
-    return DDPMPipeline(unet=build_unet(config).eval(), scheduler=build_training_scheduler(config))
+    return DDPMPipeline(unet=build_unet(tiny_finetune).eval(), scheduler=build_training_scheduler(tiny_finetune))
 
 
 @pytest.fixture(scope="module")

@@ -258,6 +258,11 @@ def prepare_dataset(raw: Path, out: Path, config: PrepareConfig, sizes: tuple[in
     else:
         frame["split"] = frame["official_split"]
         keep, leaks = _drop_leaks(frame, keep)
+        # Kaggle's val holds 16 scans and Mendeley v3 has none: too few to select models on, so val also
+        # takes val_fraction of the train patients.
+        train = keep & (frame["split"] == "train")
+        moved = assign_patient_splits(frame[train], config.val_fraction, 0.0, config.seed)
+        frame.loc[train, "split"] = frame.loc[train, "patient_group"].map(moved)
     arrays = {size: array[keep.to_numpy()] for size, array in arrays.items()}
     frame = frame[keep].reset_index(drop=True)  # row i of frame is row i of every array
 
@@ -281,9 +286,12 @@ def _deduplicate(frame: pd.DataFrame) -> tuple[pd.Series, dict[str, int]]:
 
 
 def _drop_leaks(frame: pd.DataFrame, keep: pd.Series) -> tuple[pd.Series, int]:
-    """Official split: drop train/val scans of patients that also appear in test (the published split shares patients)."""
-    test_patients = set(frame.loc[keep & (frame["split"] == "test"), "patient_group"])
-    leak = keep & (frame["split"] != "test") & frame["patient_group"].isin(test_patients)
+    """Official split: a patient stays only in the last of test, val, train that holds them (the published
+    split shares patients between train and test); return the rows kept and the number dropped."""
+    leak = pd.Series(False, index=frame.index)
+    for held_out, earlier in (("test", ("train", "val")), ("val", ("train",))):
+        patients = set(frame.loc[keep & (frame["split"] == held_out), "patient_group"])
+        leak |= keep & frame["split"].isin(earlier) & frame["patient_group"].isin(patients)
     return keep & ~leak, int(leak.sum())
 
 

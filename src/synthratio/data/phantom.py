@@ -7,8 +7,9 @@ CNV eyes add an irregular hyper-reflective RPE elevation over lesion material, s
 intra-retinal cysts and retinal thickening, with a severity that runs from barely visible to gross.
 
 Lengths are drawn in pixels of a 496-row Spectralis scan (scaled to the requested height) and in fractions
-of the width horizontally. Levels were calibrated against the real Kermany sample (tests/data/test_phantom.py
-compares intensity percentiles). A patient is one eye: its scans share geometry, lesion and vessels and
+of the width horizontally. Levels, speckle, thickness, curvature and registration wedges are calibrated
+against the real Kermany sample: calibration.measure reduces scans to statistics, phantom_calibration.json
+holds the real ones, and tests/data/test_phantom.py checks the phantom against them within stated tolerances. A patient is one eye: its scans share geometry, lesion and vessels and
 differ like neighbouring B-scans (a small shift and a different cut through the lesion).
 """
 
@@ -30,13 +31,17 @@ from synthratio.config import PhantomConfig
 REFERENCE_HEIGHT = 496  # rows of a Spectralis B-scan in Kermany; lengths below are in its pixels
 SPLITS = ("train", "val", "test")
 LABELS = ("CNV", "NORMAL")  # fixed codes for seeding: dropping a class never changes the other's scans
-WEDGE_PROBABILITY = 0.05  # registration wedges, drawn per scan and independent of the class
+# Registration wedges: Kermany's scans were shifted column by column (flattening, registration) and the
+# rows shifted in from outside filled with white. ~77% of real scans of either class have one (measured with
+# ingest.detect_wedges on the sample, phantom_calibration.json); drawn per scan, independent of the class.
+WEDGE_PROBABILITY = 0.77
+WEDGE_SCALE = (0.04, 0.9)  # median and log-sd of the displacement scale, fraction of the height
 
 # Regions from top to bottom; region k lies below boundary k-1. Levels are display intensities before
 # speckle and the noise floor (which adds about 20), tuned to the real sample's RPE-aligned profile.
 REGIONS = ("vitreous", "rnfl", "gcl", "ipl", "inl", "opl", "onl", "elm", "myoid", "ellipsoid", "os",
            "srf", "rpe", "lesion", "choroid")
-LEVELS = np.array([0, 120, 72, 76, 38, 70, 28, 70, 45, 135, 100, 0, 170, 0, 0], dtype=np.float32)
+LEVELS = np.array([0, 108, 65, 68, 42, 63, 34, 63, 50, 122, 90, 0, 153, 0, 0], dtype=np.float32)
 LESION = REGIONS.index("lesion")  # level drawn per eye
 CHOROID = REGIONS.index("choroid")  # level fades with depth, drawn per scan
 RPE_THICKNESS = 7.0  # reference px, RPE with Bruch's membrane
@@ -98,6 +103,7 @@ class Eye:
     vessels: np.ndarray  # (n, 3): x, width (fraction), shadow strength
     choroid_depth: float  # decay length of the choroid signal, px
     lesion: Lesion | None
+    wedge: np.ndarray | None = None  # (scale, offset, slope, bend) of the registration shift, None: no wedges
 
 
 def _draw_lesion(rng: np.random.Generator, fovea_x: float) -> Lesion:
@@ -148,9 +154,9 @@ def _draw_eye(rng: np.random.Generator, label: str) -> Eye:
     return Eye(
         bm_row=bm_row,
         tilt=float(rng.normal(0.0, 0.06)),
-        curvature=float(rng.uniform(-0.02, 0.14)),
+        curvature=float(rng.uniform(-0.02, 0.2)),
         shape=Wiggle.draw(rng, 2.0),
-        thickness=float(rng.uniform(0.85, 1.15)),
+        thickness=float(rng.uniform(0.75, 1.0)),
         thickness_wiggle=Wiggle.draw(rng, 3.0),
         fovea_x=fovea_x,
         fovea_width=float(rng.uniform(0.045, 0.08)),
@@ -160,7 +166,14 @@ def _draw_eye(rng: np.random.Generator, label: str) -> Eye:
         vessels=vessels,
         choroid_depth=float(rng.uniform(40.0, 65.0)),
         lesion=lesion,
+        wedge=_draw_wedge(rng) if rng.random() < WEDGE_PROBABILITY else None,
     )
+
+
+def _draw_wedge(rng: np.random.Generator) -> np.ndarray:
+    """Registration shift of one eye's volume: its B-scans share it, each with a small jitter."""
+    scale = WEDGE_SCALE[0] * np.exp(WEDGE_SCALE[1] * rng.standard_normal())
+    return np.array([scale, rng.normal(-0.3, 1.0), rng.normal(0.0, 2.0), rng.normal(0.0, 6.0)])  # mostly up: white below
 
 
 def _upsample(field: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -246,22 +259,24 @@ def _render(eye: Eye, rng: np.random.Generator, width: int, height: int, slice_z
     # Choroid: bright under the RPE, fading with depth, with dark vessel lumens; shadowed under a lesion.
     depth = np.clip(y - rows[-1], 0, None)
     lumens = _noise(rng, (height, width), (4 * u, 7 * u), coarse=4)
-    choroid = 115 * np.exp(-depth / (eye.choroid_depth * u)) * (1 - 0.7 / (1 + np.exp(-4 * (lumens - 0.5))))
+    choroid = 115 * np.exp(-depth / (eye.choroid_depth * u)) * (1 - 0.55 / (1 + np.exp(-4 * (lumens - 0.5))))
     under_lesion = 1 - 0.6 * np.clip(ped / (25 * u), 0, 1)
     signal = np.where(region == CHOROID, choroid * under_lesion, signal)
 
     signal = ndimage.gaussian_filter(signal, (0.7 * u, 1.0))  # the axial and lateral resolution
-    signal *= 1 + 0.15 * _noise(rng, (height, width), (1.5 * u, 8 * u), coarse=2)  # streaky layer texture
+    signal *= 1 + 0.05 * _noise(rng, (height, width), (1.5 * u, 8 * u), coarse=2)  # streaky layer texture
     signal *= (1 + 0.12 * eye.gain(x)).astype(np.float32)
     _add_vessels(signal, eye, rows, x, y, u)
 
     # Speckle: multiplicative, correlated over a speckle grain (log-normal, mean 1).
-    speckle = np.exp(0.3 * _noise(rng, (height, width), (0.8 * u, 2.0)) - 0.3**2 / 2)
-    floor = rng.uniform(14.0, 26.0) * (1 - 0.7 * y / height)  # the noise floor is darker at depth, as in the sample
-    noise = floor * (1 + 0.95 * _noise(rng, (height, width), (0.5, 0.7)))
+    speckle = np.exp(0.1 * _noise(rng, (height, width), (0.8 * u, 2.0)) - 0.1**2 / 2)
+    floor = rng.uniform(22.0, 34.0) * (1 - 0.7 * y / height)  # the noise floor is darker at depth, as in the sample
+    noise = floor * (1 + 0.65 * _noise(rng, (height, width), (0.75 * u, 0.65)) / (1 + signal / 50))
     image = signal * speckle * rng.uniform(0.85, 1.15) + noise
-    if rng.random() < WEDGE_PROBABILITY:
-        _add_wedge(image, rng)
+    if eye.wedge is not None:
+        # registration keeps the retina in view: the inner surface below 4%, Bruch's membrane above 92% of the height
+        limits = (0.04 * height - rows[0], 0.92 * height - rows[-2])
+        image = _add_wedge(image, eye.wedge + rng.normal(0.0, 1.0, 4) * np.array([0.0, 0.15, 0.3, 0.8]), limits)
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
@@ -304,16 +319,21 @@ def _add_vessels(signal: np.ndarray, eye: Eye, rows: np.ndarray, x: np.ndarray, 
         patch *= 1 - strength * below * profile
 
 
-def _add_wedge(image: np.ndarray, rng: np.random.Generator) -> None:
-    """A white (255) registration wedge: a thin triangle along the top or bottom edge."""
+def _add_wedge(image: np.ndarray, wedge: np.ndarray, limits: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Registration wedges: shift each column by a smooth (quadratic) displacement and fill the rows that
+    came from outside the scan with white (255): curved white areas along the top and/or bottom edge,
+    deepest at a corner, as flattening leaves them in Kermany's scans. The shift per column is clipped to
+    `limits` (lowest, highest; px)."""
     height, width = image.shape
-    depth = rng.uniform(0.02, 0.1) * height
-    length = rng.uniform(0.4, 1.0) * width
-    xs = np.arange(width) if rng.random() < 0.5 else np.arange(width)[::-1]
-    edge = depth * np.clip(1 - xs / length, 0, None)
-    y = np.arange(height)[:, None]
-    mask = y < edge if rng.random() < 0.5 else (height - 1 - y) < edge
-    image[mask] = 255
+    c = (np.arange(width) + 0.5) / width - 0.5
+    scale, offset, slope, bend = wedge
+    shift = height * scale * (offset + slope * c + bend * (c**2 - 1 / 12))  # + moves the scan down
+    shift = np.round(np.clip(shift, limits[0], np.maximum(limits[0], limits[1]))).astype(int)
+    src = np.arange(height)[:, None] - shift[None, :]
+    inside = (src >= 0) & (src < height)
+    out = np.take_along_axis(image, np.clip(src, 0, height - 1), axis=0)
+    out[~inside] = 255
+    return out
 
 
 def render_scan(rng: np.random.Generator, label: str, width: int, height: int) -> np.ndarray:
