@@ -100,7 +100,7 @@ def realism() -> None:
     # Real: the sample, patient-disjoint 60/20/20. Phantom: written as the pipeline writes it (JPEG).
     real = {label: real_scans(label) for label in LABELS}
     config = PhantomConfig(seed=0, patients={"train": 90, "val": 30, "test": 30}, scans_per_patient=2,
-                           width=SIZE[0], height=SIZE[1], classes=LABELS)
+                           widths=(SIZE[0],), height=SIZE[1], classes=LABELS)
     with tempfile.TemporaryDirectory() as tmp:
         write_phantom(Path(tmp) / "raw", config, progress=True)
         phantom = {(s, label, size): _load_phantom(Path(tmp) / "raw", s, label, size)

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 TINY = {
     "runtime": {"progress": False, "threads": 1},
-    "phantom": {"patients": {"train": 10, "val": 6, "test": 6}, "scans_per_patient": 2, "width": 160, "height": 128},
+    "phantom": {"patients": {"train": 10, "val": 6, "test": 6}, "scans_per_patient": 2, "widths": [160], "height": 128},
     "prepare": {"val_fraction": 0.25, "test_fraction": 0.25, "workers": 1},
     "finetune": {"image_size": 16, "block_channels": [8, 16], "steps": 3, "batch_size": 4},
     "generate": {"num_images": 8, "inference_steps": 3, "batch_size": 4},

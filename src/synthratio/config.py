@@ -80,12 +80,14 @@ class PhantomConfig:
     seed: int  # seed of the whole phantom data set
     patients: dict[str, int]  # patients per split, e.g. {train: 120, val: 20, test: 40}
     scans_per_patient: int  # B-scans per patient (of one class)
-    width: int  # px
+    widths: tuple[int, ...]  # px; each patient gets one, drawn uniformly whatever the class
     height: int  # px
     classes: tuple[str, ...]  # classes to simulate
 
     def __post_init__(self) -> None:
-        _require_positive("phantom", self, "scans_per_patient", "width", "height")
+        _require_positive("phantom", self, "scans_per_patient", "height")
+        if not self.widths or min(self.widths) <= 0:
+            _fail("phantom", "widths", list(self.widths), "one or more positive widths in px")
         for split, count in self.patients.items():
             if split not in ("train", "val", "test") or count < 0:
                 _fail("phantom", f"patients.{split}", count, "a count >= 0 for split train, val or test")

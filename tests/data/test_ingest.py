@@ -149,3 +149,16 @@ def test_kermany_sample(kermany_sample: Path, tmp_path: Path):
     index = pd.read_csv(tmp_path / "prepared" / "index.csv")
     wedge_share = index.groupby("class")["wedge"].mean()
     assert abs(wedge_share["CNV"] - wedge_share["NORMAL"]) < 0.1  # wedges occur in both classes alike
+
+
+def test_kermany_sample_four_classes(kermany_sample: Path, tmp_path: Path):
+    raw = tmp_path / "raw"
+    classes = ("CNV", "DME", "DRUSEN", "NORMAL")
+    for cls in classes:
+        (raw / "train").mkdir(parents=True, exist_ok=True)
+        (raw / "test" / cls).mkdir(parents=True)
+        (raw / "train" / cls).symlink_to(kermany_sample / cls)
+    summary = prepare_dataset(raw, tmp_path / "prepared", replace(CONFIG, classes=classes, workers=2), sizes=(16,), progress=False)
+    assert summary["scans"] + summary["duplicates_dropped"] + summary["conflicting_labels_dropped"] == 575
+    assert summary["patients_in_several_splits"] == 0
+    assert all(summary["counts"][split][cls] > 0 for split in ("train", "val", "test") for cls in classes)

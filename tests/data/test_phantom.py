@@ -16,7 +16,7 @@ NAME = re.compile(r"^(CNV|NORMAL)-(\d{6,7})-(\d+)\.jpeg$")
 
 def _config(seed: int = 0) -> PhantomConfig:
     return PhantomConfig(
-        seed=seed, patients={"train": 3, "val": 1, "test": 2}, scans_per_patient=2, width=64, height=62,
+        seed=seed, patients={"train": 3, "val": 1, "test": 2}, scans_per_patient=2, widths=(64,), height=62,
         classes=("CNV", "NORMAL"),
     )
 
@@ -63,7 +63,7 @@ def test_write_phantom_layout_and_ids(tmp_path: Path) -> None:
                 # a patient id belongs to one (split, class): no leak across splits, one eye per patient
                 assert owner.setdefault(match.group(2), (split, label)) == (split, label)
                 with Image.open(path) as image:
-                    assert image.mode == "L" and image.size == (config.width, config.height)
+                    assert image.mode == "L" and image.size[1] == config.height and image.size[0] in config.widths
     assert len(owner) == sum(config.patients.values()) * len(config.classes)
 
 
@@ -79,7 +79,7 @@ def test_write_phantom_is_byte_identical_and_seeded(tmp_path: Path) -> None:
 
 def test_patient_scans_are_correlated(tmp_path: Path) -> None:
     """Scans of one eye resemble each other more than scans of different eyes."""
-    config = PhantomConfig(seed=3, patients={"train": 4}, scans_per_patient=2, width=128, height=124, classes=("NORMAL",))
+    config = PhantomConfig(seed=3, patients={"train": 4}, scans_per_patient=2, widths=(128,), height=124, classes=("NORMAL",))
     write_phantom(tmp_path / "raw", config, progress=False)
     scans: dict[str, list[np.ndarray]] = {}
     for path in sorted((tmp_path / "raw" / "train" / "NORMAL").iterdir()):
@@ -174,3 +174,16 @@ def test_intensity_percentiles_match_real_sample(kermany_sample: Path) -> None:
     phantom = [np.percentile(scan, levels) for scan in scans if not _has_wedge(scan)]
     real_mean, phantom_mean = np.mean(real, axis=0), np.mean(phantom, axis=0)
     assert np.all(np.abs(real_mean - phantom_mean) <= tolerance), (real_mean.round(1), phantom_mean.round(1))
+
+
+def test_widths_are_drawn_per_patient_for_both_classes(tmp_path: Path):
+    config = PhantomConfig(seed=5, patients={"train": 12}, scans_per_patient=2, widths=(64, 96), height=62,
+                           classes=("CNV", "NORMAL"))
+    write_phantom(tmp_path / "raw", config, progress=False)
+    for label in config.classes:
+        sizes: dict[str, set[int]] = {}
+        for path in (tmp_path / "raw" / "train" / label).iterdir():
+            with Image.open(path) as image:
+                sizes.setdefault(path.name.split("-")[1], set()).add(image.size[0])
+        assert all(len(widths) == 1 for widths in sizes.values())  # one eye, one width
+        assert set().union(*sizes.values()) == {64, 96}

@@ -51,7 +51,7 @@ class Split:
 class TrainResult:
     """What one training run leaves: the selected model and every epoch's curve."""
 
-    model: nn.Module  # the selected model (best epoch on real val log-loss), in eval mode
+    model: nn.Module  # the selected model (best epoch on real val accuracy, then log-loss), in eval mode
     best_epoch: int  # 1-based: history[best_epoch - 1] describes it
     history: list[dict[str, float]]  # per epoch: train_loss, val_loss, val_accuracy
 
@@ -131,7 +131,7 @@ def _finite_mean(losses: Tensor, first_step: int, config: ClassifierConfig) -> f
 
 
 def _evaluate(model: nn.Module, images: Tensor, labels: np.ndarray, num_classes: int) -> dict[str, float]:
-    """Real validation log-loss (what selects the epoch) and accuracy."""
+    """Real validation accuracy and log-loss (what selects the epoch)."""
     probs = _softmax(model, images.split(EVAL_BATCH_SIZE))
     return {
         "val_loss": float(log_loss(labels, probs, labels=list(range(num_classes)))),
@@ -151,8 +151,8 @@ def train_classifier(
     live: dvclive.Live | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """AdamW on cross-entropy over RatioBatchSampler batches; after every epoch, the real val
-    log-loss picks the model to keep. Deterministic on the CPU for a seed."""
+    """AdamW with cosine decay on cross-entropy over RatioBatchSampler batches; after every epoch, real val
+    accuracy (then log-loss) picks the model to keep. Deterministic on the CPU for a seed."""
     synthetic = np.zeros((0, config.image_size, config.image_size), np.uint8) if synthetic is None else synthetic
     for name, images in (("train", train.images), ("val", val.images), ("synthetic", synthetic)):
         _check_size(name, images, config.image_size)
@@ -166,13 +166,15 @@ def train_classifier(
     # channels_last: ~1.5x faster training of simple_cnn on the CPU here, and the layout GPU convs prefer
     model = build_classifier(config.arch, num_classes).to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    # cosine decay to zero: late epochs settle instead of jumping, so selection on val picks a settled model
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=len(sampler))
     augment_generator = torch.Generator(device=device).manual_seed(seed)
     images = _upload([train.images, synthetic], device)
     labels = torch.cat([torch.as_tensor(train.labels, dtype=torch.long), torch.full((len(synthetic),), synthetic_label)]).to(device)
     val_images = _upload([val.images], device)
 
     history: list[dict[str, float]] = []
-    best_loss, best_state, best_epoch = math.inf, None, 0
+    best_key, best_state, best_epoch = (-math.inf, -math.inf), None, 0
     plan = sampler.plan
     bar = tqdm(
         total=len(sampler),
@@ -189,6 +191,7 @@ def train_classifier(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            schedule.step()
             losses.append(loss.detach())  # checked once per epoch: a per-step .item() would stall a GPU
             bar.update()
         train_loss = _finite_mean(torch.stack(losses), first_step=(epoch - 1) * steps_per_epoch + 1, config=config)
@@ -199,8 +202,11 @@ def train_classifier(
             for key, value in record.items():
                 live.log_metric(key, value)
             live.next_step()
-        if best_state is None or record["val_loss"] < best_loss:
-            best_loss, best_epoch = record["val_loss"], epoch
+        # select on val accuracy, then log-loss: a small val set's lowest log-loss often falls on an early,
+        # underconfident epoch that predicts one class
+        key = (record["val_accuracy"], -record["val_loss"])
+        if best_state is None or key > best_key:
+            best_key, best_epoch = key, epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     bar.close()
 

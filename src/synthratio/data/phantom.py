@@ -372,11 +372,14 @@ def write_phantom(out_dir: Path, config: PhantomConfig, progress: bool = True) -
             seed = np.random.SeedSequence(config.seed, spawn_key=(1, SPLITS.index(split), LABELS.index(label), index))
             rng = np.random.default_rng(seed)
             eye = _draw_eye(rng, label)
+            # own stream for the width, so adding widths leaves every other draw of the eye unchanged
+            width_rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(2, *seed.spawn_key[1:])))
+            width = int(width_rng.choice(config.widths))
             n = config.scans_per_patient
             for j in range(n):
                 # Neighbouring B-scans: evenly spaced cuts through the eye, a little shifted sideways.
                 slice_z = 0.25 * (j - (n - 1) / 2) + rng.normal(0.0, 0.05)
-                scan = _render(eye, rng, config.width, config.height, slice_z, shift=float(rng.normal(0.0, 0.01)))
+                scan = _render(eye, rng, width, config.height, slice_z, shift=float(rng.normal(0.0, 0.01)))
                 Image.fromarray(scan).save(folder / f"{label}-{pid}-{j + 1}.jpeg", quality=95)
             counts[split][label] += n
         for split, per_class in counts.items():

@@ -1,0 +1,48 @@
+"""Throughput of `prepare` (decode, hash, wedge masking, resize) on the real Kermany sample, per worker count.
+
+    python benchmarks/prepare_speed.py [--sizes 32 64 128] [--workers 1 2]
+
+Prints a table of scans/s. The sample's 500 CNV and NORMAL scans are linked (not copied) into a temporary
+Kermany layout; the first pass is also timed after a warm-up pass so the page cache does not flatter it.
+"""
+
+import argparse
+import os
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from synthratio.config import PrepareConfig
+from synthratio.data.ingest import prepare_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = Path(os.environ.get("SYNTHRATIO_KERMANY_SAMPLE", REPO.parent / "shared" / "kermany-sample"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, os.cpu_count() or 1])
+    args = parser.parse_args()
+    config = PrepareConfig(classes=("CNV", "NORMAL"), split="patient", val_fraction=0.15, test_fraction=0.25,
+                           seed=0, mask_wedges=True, on_bad_file="error", workers=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw"
+        for cls in config.classes:
+            (raw / "train").mkdir(parents=True, exist_ok=True)
+            (raw / "test" / cls).mkdir(parents=True)
+            (raw / "train" / cls).symlink_to(SAMPLE / cls)
+        prepare_dataset(raw, Path(tmp) / "warm", config, tuple(args.sizes), progress=False)
+        print(f"{'workers':>7}  {'scans':>5}  {'sizes':>12}  {'seconds':>7}  {'scans/s':>7}")
+        for workers in args.workers:
+            started = time.perf_counter()
+            summary = prepare_dataset(raw, Path(tmp) / f"out{workers}", replace(config, workers=workers),
+                                      tuple(args.sizes), progress=False)
+            seconds = time.perf_counter() - started
+            sizes = ",".join(map(str, args.sizes))
+            print(f"{workers:>7}  {summary['scans']:>5}  {sizes:>12}  {seconds:>7.2f}  {summary['scans'] / seconds:>7.1f}")
+
+
+if __name__ == "__main__":
+    main()
