@@ -24,7 +24,9 @@ def main() -> None:
     log.info("sampling %d %s scans with %s, %d steps, batch %d on %s", len(seeds), target, config.sampler,
              config.inference_steps, config.batch_size, device)
     started = time.perf_counter()
-    generate_to_folder(params.paths.diffusion_model, folder, seeds, config, device, progress=params.runtime.progress)
+    # staging sits beside the stage's output, which DVC deletes before a rerun: a killed run resumes
+    staging = params.paths.synthetic.with_name(params.paths.synthetic.name + ".partial") / target
+    generate_to_folder(params.paths.diffusion_model, folder, seeds, config, device, params.runtime.progress, staging)
     seconds = time.perf_counter() - started
     write_json(params.paths.metrics / "generate.json", {
         "images": len(seeds),

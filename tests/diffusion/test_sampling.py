@@ -148,3 +148,11 @@ def test_partial_from_other_settings_is_discarded(model_dir, tmp_path):
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(partial / "000000.png")
     generate_to_folder(model_dir, tmp_path / "CNV", [0], settings("unipc", 1), CPU, progress=False)
     assert np.asarray(Image.open(tmp_path / "CNV" / "000000.png")).any()
+
+
+def test_staging_outside_the_output_folder(model_dir, tmp_path):
+    """The generate stage stages beside DVC's output, which DVC deletes before it reruns the stage."""
+    out, staging = tmp_path / "synthetic" / "CNV", tmp_path / "synthetic.partial" / "CNV"
+    generate_to_folder(model_dir, out, [1, 2], settings("ddim", 2), CPU, progress=False, staging=staging)
+    assert sorted(p.name for p in out.iterdir()) == ["000001.png", "000002.png"]
+    assert not staging.exists() and not (tmp_path / "synthetic" / "CNV.partial").exists()

@@ -7,6 +7,7 @@ the sampler and the step count: never on the batch size or on the other seeds in
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
@@ -159,12 +160,15 @@ def generate_to_folder(
     config: GenerateConfig,
     device: torch.device,
     progress: bool = True,
+    staging: Path | None = None,
 ) -> list[Path]:
     """Write one `{seed:06d}.png` (mode L) per seed into `out_dir`; return their paths in seed order.
 
-    Images go to the sibling `<out_dir>.partial/` and the folder is renamed to `out_dir` once complete, so
-    `out_dir` never holds a partial set. A `.partial` folder left by a killed run with the same model,
-    sampler and step count is resumed: its finished images are kept and only the missing seeds sampled.
+    Images go to `staging` (default: the sibling `<out_dir>.partial/`; on the same file system) and the
+    folder is renamed to `out_dir` once complete, so `out_dir` never holds a partial set. A staging folder
+    left by a killed run with the same model, sampler and step count is resumed: its finished images are
+    kept and only the missing seeds sampled. DVC deletes a stage's outputs before rerunning it, so the
+    generate stage keeps `staging` outside them.
     """
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if len(set(seeds)) != len(seeds) or any(seed < 0 for seed in seeds):
@@ -177,7 +181,8 @@ def generate_to_folder(
         "timestep_spacing": config.timestep_spacing,
         "inference_steps": config.inference_steps,
     }
-    staging = out_dir.with_name(f"{out_dir.name}.partial")
+    staging = Path(staging) if staging is not None else out_dir.with_name(f"{out_dir.name}.partial")
+    staging.parent.mkdir(parents=True, exist_ok=True)
     done = _prepare_staging(staging, settings, seeds)
     missing = [seed for seed in seeds if seed not in done]
     for seed, image in sample_images(pipeline.unet, sampler, missing, config.inference_steps, device, config.batch_size, progress):
@@ -185,5 +190,8 @@ def generate_to_folder(
         Image.fromarray(image).save(part, format="PNG")
         part.replace(staging / _image_name(seed))
     (staging / SETTINGS_FILE).unlink()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     replace_folder(staging, out_dir)
+    with contextlib.suppress(OSError):  # an emptied staging parent of our own making; never a non-empty one
+        staging.parent.rmdir()
     return [out_dir / _image_name(seed) for seed in seeds]
