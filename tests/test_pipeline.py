@@ -88,6 +88,16 @@ def test_repro_again_has_nothing_to_do(project: Path):
 
 
 @pytest.mark.slow
+def test_forced_rerun_gives_identical_results(project: Path):
+    """Same params and seeds on the CPU: a forced rerun of a classifier writes byte-identical metrics."""
+    metrics = project / "metrics/classifier/ratio_50_seed_1.json"
+    predictions = project / "data/predictions/ratio_50_seed_1.csv"
+    before = metrics.read_bytes(), predictions.read_bytes()
+    run(["dvc", "repro", "-f", "-s", "train_classifier@50-1"], project)
+    assert (metrics.read_bytes(), predictions.read_bytes()) == before
+
+
+@pytest.mark.slow
 def test_exp_run_with_other_ratios_reuses_the_baseline(project: Path):
     output = run(["dvc", "exp", "run", "-S", "sweep.ratios=[25,100]"], project)
     assert "train_classifier@25-0" in output
