@@ -12,9 +12,9 @@ def main() -> None:
     parser.add_argument("--ratio", type=int, required=True, help="percent of synthetic CNV per batch, 1..100")
     parser.add_argument("--seed", type=int, required=True)
     args = parser.parse_args()
+    if not 0 < args.ratio <= 100:
+        raise ParamsError(f"--ratio {args.ratio}; expected a percent in 1..100 (R=0 is the baseline stage)")
     params = load_params()
-    if args.ratio not in params.sweep.ratios:
-        raise ParamsError(f"--ratio {args.ratio} is not in params.yaml sweep.ratios {list(params.sweep.ratios)}")
     device = setup(params.runtime)
     with open_live(params.paths.live / run_name(args.ratio, args.seed)) as live:
         run_ratio(params, args.ratio, args.seed, device, live)
