@@ -7,6 +7,7 @@ rejects unknown keys (naming the known ones) and bad values before any work star
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -18,7 +19,10 @@ import yaml
 CLASS_NAMES = ("CNV", "DME", "DRUSEN", "NORMAL")
 SAMPLERS = ("ddpm", "ddim", "dpmsolver++", "euler", "unipc")
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
-BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid", "laplace")
+TIMESTEP_SAMPLINGS = ("uniform", "logit_normal")
+LR_SCHEDULES = ("constant", "cosine")
+MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
 ARCHS = ("simple_cnn", "resnet18")
 
 
@@ -124,30 +128,82 @@ class PrepareConfig:
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    backend: Literal["pixel"]  # pixel: diffusers UNet2DModel trained from scratch
-    target_class: str  # the class the generator learns
-    image_size: int  # px, square
-    block_channels: tuple[int, ...]  # UNet channels per resolution level
-    layers_per_block: int  # ResNet layers per UNet block
+    backend: Literal["pixel", "latent"]  # pixel: UNet2DModel from scratch; latent: fine-tune a Stable Diffusion UNet
+    target_class: str  # the class the generator learns (and samples)
+    image_size: int  # px, square; latent: the resolution the VAE sees (512 for SD 1.5)
+    pretrained: str  # latent: diffusers Stable Diffusion pipeline, hub id or local folder; "" for pixel
+    prompts: tuple[str, ...]  # latent: prompts, one drawn per scan per step
+    lora_rank: int  # latent: 0 trains the whole UNet; > 0 trains LoRA adapters of this rank (peft)
+    max_images: int  # training scans used, a seeded choice; 0 = all of them
+    class_conditional: bool  # pixel: one UNet for every class of prepare.classes (class embedding)
+    block_channels: tuple[int, ...]  # pixel: UNet channels per resolution level
+    layers_per_block: int  # pixel: ResNet layers per UNet block
     train_timesteps: int  # diffusion steps T of the training schedule
-    beta_schedule: str  # diffusers beta schedule of the training noise
+    beta_schedule: str  # linear | scaled_linear | squaredcos_cap_v2 | sigmoid | laplace
+    zero_terminal_snr: bool  # rescale betas to alpha_bar(T-1) = 0 (Lin et al. 2024); needs v_prediction
     prediction_type: Literal["epsilon", "v_prediction"]  # what the UNet predicts
+    snr_gamma: float  # min-SNR-gamma loss weighting (Hang et al. 2023); 0 = plain MSE
+    noise_offset: float  # std of a per-image constant added to the noise (brightness range); 0 = off
+    timestep_sampling: str  # uniform | logit_normal: how training draws t
     steps: int  # optimizer steps
-    batch_size: int  # images per step
-    learning_rate: float  # AdamW learning rate
-    seed: int  # weights init and noise draws
+    batch_size: int  # images per step (over all processes)
+    learning_rate: float  # AdamW peak learning rate
+    lr_schedule: str  # constant | cosine, after warm-up
+    warmup_steps: int  # linear warm-up steps
+    ema_decay: float  # EMA of the weights, saved instead of the raw ones; 0 = off
+    mixed_precision: str  # auto | no | bf16 | fp16 (auto: bf16 on a GPU that has it, else no)
+    gradient_checkpointing: bool  # recompute activations in the backward pass to save memory
+    checkpoint_every: int  # steps between resumable checkpoints; 0 = none
+    seed: int  # weights init, data order and noise draws
 
     def __post_init__(self) -> None:
-        _require_choice("finetune", self, "backend", ("pixel",))
+        _require_choice("finetune", self, "backend", ("pixel", "latent"))
         _require_choice("finetune", self, "target_class", CLASS_NAMES)
         _require_choice("finetune", self, "beta_schedule", BETA_SCHEDULES)
         _require_choice("finetune", self, "prediction_type", ("epsilon", "v_prediction"))
+        _require_choice("finetune", self, "timestep_sampling", TIMESTEP_SAMPLINGS)
+        _require_choice("finetune", self, "lr_schedule", LR_SCHEDULES)
+        _require_choice("finetune", self, "mixed_precision", MIXED_PRECISIONS)
         _require_positive(
             "finetune", self, "image_size", "layers_per_block", "train_timesteps", "steps", "batch_size", "learning_rate"
         )
-        levels = len(self.block_channels)
-        if levels < 1 or self.image_size % (2 ** (levels - 1)):
-            _fail("finetune", "image_size", self.image_size, f"a multiple of {2 ** (levels - 1)} for {levels} UNet levels")
+        for key in ("lora_rank", "max_images", "warmup_steps", "checkpoint_every"):
+            if getattr(self, key) < 0:
+                _fail("finetune", key, getattr(self, key), "a count >= 0")
+        for key in ("snr_gamma", "noise_offset"):
+            if getattr(self, key) < 0:
+                _fail("finetune", key, getattr(self, key), "a number >= 0 (0 = off)")
+        if not 0 <= self.ema_decay < 1:
+            _fail("finetune", "ema_decay", self.ema_decay, "a decay in [0, 1) (0 = no EMA)")
+        if self.warmup_steps >= self.steps:
+            _fail("finetune", "warmup_steps", self.warmup_steps, f"fewer than finetune.steps ({self.steps})")
+        if self.zero_terminal_snr and self.prediction_type != "v_prediction":
+            _fail("finetune", "zero_terminal_snr", True, "false unless prediction_type is v_prediction (epsilon is undefined at SNR 0)")
+        if self.backend == "latent":
+            _check_pretrained(self.pretrained)
+            if not self.prompts or not all(prompt.strip() for prompt in self.prompts):
+                _fail("finetune", "prompts", list(self.prompts), "one or more non-empty prompts")
+            if self.image_size % 8:
+                _fail("finetune", "image_size", self.image_size, "a multiple of 8 (the VAE downsamples 8x)")
+        else:
+            levels = len(self.block_channels)
+            if levels < 1 or self.image_size % (2 ** (levels - 1)):
+                _fail("finetune", "image_size", self.image_size, f"a multiple of {2 ** (levels - 1)} for {levels} UNet levels")
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _check_pretrained(pretrained: str) -> None:
+    """A local folder with model_index.json, or a hub id (owner/name) that the latent backend downloads."""
+    if not pretrained:
+        _fail("finetune", "pretrained", pretrained, "a Stable Diffusion pipeline: a local folder or a hub id like 'owner/name'")
+    folder = Path(pretrained).expanduser()
+    if folder.is_dir():
+        if not (folder / "model_index.json").is_file():
+            _fail("finetune", "pretrained", pretrained, "a diffusers pipeline folder (it has no model_index.json)")
+    elif not _HUB_ID.match(pretrained):
+        _fail("finetune", "pretrained", pretrained, "an existing local folder or a hub id like 'owner/name' (no such folder)")
 
 
 @dataclass(frozen=True)
@@ -155,9 +211,12 @@ class GenerateConfig:
     sampler: str  # ddpm | ddim | dpmsolver++ | euler | unipc
     timestep_spacing: str  # leading | trailing | linspace: where the sampling steps sit in [0, T)
     inference_steps: int  # sampling steps
+    guidance_scale: float  # latent: classifier-free guidance scale; 1 = off
     num_images: int  # synthetic scans to write
     first_seed: int  # image i uses seed first_seed + i
     batch_size: int  # images sampled together (never changes an image)
+    noise_injection: bool  # add scanner noise with the spectrum measured in real background patches
+    noise_strength: float  # injected noise std as a multiple of the measured one
 
     def __post_init__(self) -> None:
         _require_choice("generate", self, "sampler", SAMPLERS)
@@ -165,6 +224,10 @@ class GenerateConfig:
         _require_positive("generate", self, "inference_steps", "num_images", "batch_size")
         if self.first_seed < 0:
             _fail("generate", "first_seed", self.first_seed, "a seed >= 0")
+        if self.guidance_scale < 1:
+            _fail("generate", "guidance_scale", self.guidance_scale, "a scale >= 1 (1 = no guidance)")
+        if self.noise_strength < 0:
+            _fail("generate", "noise_strength", self.noise_strength, "a multiple >= 0 of the measured noise")
 
 
 @dataclass(frozen=True)
