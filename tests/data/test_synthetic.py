@@ -10,7 +10,8 @@ from synthratio.data.synthetic import load_synthetic, synthetic_file, synthetic_
 
 def test_seeds_come_from_params():
     config = GenerateConfig(sampler="ddim", timestep_spacing="trailing", inference_steps=2, num_images=3,
-                            first_seed=10, batch_size=2)
+                            first_seed=10, batch_size=2, guidance_scale=1.0,
+                            noise_injection=False, noise_strength=1.0)
     assert synthetic_seeds(config) == [10, 11, 12]
 
 

@@ -24,7 +24,8 @@ SEEDS = [4, 0, 7]
 
 def settings(sampler: str, batch_size: int) -> GenerateConfig:
     return GenerateConfig(sampler=sampler, timestep_spacing="trailing", inference_steps=3, num_images=3,
-                          first_seed=0, batch_size=batch_size)
+                          first_seed=0, batch_size=batch_size, guidance_scale=1.0,
+                          noise_injection=False, noise_strength=1.0)
 
 
 @pytest.fixture(scope="module")
