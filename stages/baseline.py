@@ -1,21 +1,24 @@
-"""Stage baseline@seed: the real-only classifier (R=0). It never reads synthetic data, so a new generator
-does not rerun it."""
+"""Stage baseline@seed-keep: the real-only classifier (R=0) on `keep` % of the real CNV patients. It never
+reads synthetic data, so a new generator does not rerun it."""
 
 import argparse
 
-from synthratio.classify.experiment import run_ratio
-from synthratio.config import load_params
-from synthratio.runtime import open_live, run_name, setup
+from synthratio.classify.experiment import run_id, run_ratio
+from synthratio.config import ParamsError, load_params
+from synthratio.runtime import open_live, setup
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seed", type=int, required=True)
-    seed = parser.parse_args().seed
+    parser.add_argument("--keep", type=int, default=100, help="percent of the real CNV training patients kept, 1..100")
+    args = parser.parse_args()
+    if not 0 < args.keep <= 100:
+        raise ParamsError(f"--keep {args.keep}; expected a percent of patients in 1..100")
     params = load_params()
     device = setup(params.runtime)
-    with open_live(params.paths.live / run_name(0, seed)) as live:
-        run_ratio(params, 0, seed, device, live)
+    with open_live(params.paths.live / run_id(0, args.seed, args.keep)) as live:
+        run_ratio(params, 0, args.seed, device, live, keep=args.keep)
 
 
 if __name__ == "__main__":

@@ -1,36 +1,43 @@
-"""Stage finetune: train the diffusion model on the real training scans of the target class."""
+"""Stage finetune: train the diffusion model (pixel or latent backend) on the real training scans."""
 
-import logging
+import shutil
 
 import numpy as np
 
 from synthratio.config import load_params
 from synthratio.data.ingest import load_split
 from synthratio.diffusion.pixel import save_pipeline, train_pixel
+from synthratio.diffusion.training import resolve_mixed_precision
 from synthratio.runtime import open_live, setup, write_json
-
-log = logging.getLogger("finetune")
 
 
 def main() -> None:
     params = load_params()
     device = setup(params.runtime)
-    config = params.finetune
+    config, classes = params.finetune, params.prepare.classes
     images, labels = load_split(params.paths.prepared, "train", config.image_size)
-    target = np.asarray(images[labels == params.prepare.classes.index(config.target_class)])
-    log.info("%s backend: %d real %s training scans at %dpx, %d steps of batch %d on %s",
-             config.backend, len(target), config.target_class, config.image_size, config.steps, config.batch_size, device)
+    if config.backend == "pixel":
+        train = train_pixel
+    else:
+        from synthratio.diffusion.latent import train_latent as train  # imports peft and transformers
+    model_dir = params.paths.diffusion_model
+    # outside the DVC output, which DVC deletes before it reruns the stage: a killed run resumes from here
+    checkpoints = model_dir.with_name(f"{model_dir.name}.checkpoints")
     with open_live(params.paths.live / "finetune") as live:
-        result = train_pixel(target, config, device, live=live, progress=params.runtime.progress)
-    save_pipeline(result.pipeline, params.paths.diffusion_model)
+        result = train(images, labels, classes, config, device, checkpoints, live, params.runtime.progress)
+    save_pipeline(result.pipeline, model_dir, classes=result.classes)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    pool = len(images) if config.class_conditional else int((labels == classes.index(config.target_class)).sum())
     tail = result.losses[-min(50, len(result.losses)):]
     write_json(params.paths.metrics / "finetune.json", {
         "final_loss": round(float(np.mean(tail)), 6),
         "steps": len(result.losses),
-        "train_images": int(len(target)),
+        "resumed_from_step": result.resumed_from_step,
+        "train_images": min(pool, config.max_images) if config.max_images else pool,
         "seconds": round(result.seconds, 1),
         "images_per_second": round(result.images_per_second, 1),
         "device": str(device),
+        "precision": resolve_mixed_precision(config, device),
     })
 
 

@@ -1,4 +1,5 @@
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -23,18 +24,32 @@ def test_repository_params_load():
 @pytest.mark.parametrize(
     "section, key, value, message",
     [
-        ("sweep", "ratios", [50, 150], "integer percents in 1..100"),
-        ("sweep", "ratios", [0, 50], "integer percents in 1..100"),
+        ("sweep", "ratios", [50, 150], "percents in 1..100"),
+        ("sweep", "ratios", [0, 50], "percents in 1..100"),
+        ("sweep", "ratios", [-25], "percents in 1..100"),
+        ("sweep", "ratios", [50, 50], "distinct percents"),
         ("sweep", "ratios", [50.0], "an integer"),
         ("sweep", "seeds", [], "one or more distinct seeds"),
+        ("sweep", "keep", [0, 100], "percents in 1..100"),
+        ("mix", "mode", "interleave", "one of"),
         ("generate", "sampler", "heun", "one of"),
         ("generate", "num_images", -4, "a positive number"),
+        ("generate", "first_seed", -1, "a seed >= 0"),
+        ("generate", "timestep_spacing", "random", "one of"),
         ("classifier", "arch", "vgg", "one of"),
         ("classifier", "epochs", 0, "a positive number"),
+        ("classifier", "batch_size", -32, "a positive number"),
+        ("prepare", "workers", -1, "a positive count"),
         ("prepare", "split", "random", "one of"),
         ("prepare", "test_fraction", 0.9, "< 1"),
         ("prepare", "classes", ["CNV", "GLAUCOMA"], "names from"),
         ("finetune", "beta_schedule", "cosine", "one of"),
+        ("finetune", "backend", "gan", "one of"),
+        ("finetune", "lr_schedule", "step", "one of"),
+        ("finetune", "mixed_precision", "fp8", "one of"),
+        ("finetune", "steps", -10, "a positive number"),
+        ("finetune", "max_images", -1, "a count >= 0"),
+        ("finetune", "checkpoint_every", -1, "a count >= 0"),
         ("finetune", "image_size", 30, "a multiple of 4"),
         ("finetune", "learning_rate", "fast", "a number"),
         ("evaluate", "encoder_seed", 7, "one of sweep.seeds"),
@@ -62,3 +77,25 @@ def test_missing_key_and_missing_file(raw_params, tmp_path):
         params_from_dict(raw_params)
     with pytest.raises(ParamsError, match="no such params file"):
         load_params(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize(
+    "pretrained, message",
+    [
+        ("", "a Stable Diffusion pipeline"),
+        ("/no/such/sd-folder", "no such folder"),
+        ("owner/name/extra", "no such folder"),
+        ("/", "no model_index.json"),
+    ],
+)
+def test_latent_backend_needs_an_existing_pipeline_or_a_hub_id(raw_params, pretrained, message):
+    raw_params["finetune"].update(backend="latent", pretrained=pretrained)
+    with pytest.raises(ParamsError, match=re.escape(f"finetune.pretrained={pretrained!r}") + f".*{message}"):
+        params_from_dict(raw_params)
+
+
+def test_latent_backend_accepts_a_hub_id_or_a_pipeline_folder(raw_params, tmp_path):
+    (tmp_path / "model_index.json").write_text("{}")
+    for pretrained in ("stable-diffusion-v1-5/stable-diffusion-v1-5", str(tmp_path)):
+        raw_params["finetune"].update(backend="latent", pretrained=pretrained)
+        assert params_from_dict(raw_params).finetune.pretrained == pretrained

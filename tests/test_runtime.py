@@ -1,9 +1,11 @@
 import json
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from synthratio.config import RuntimeConfig
-from synthratio.runtime import run_name, setup, write_atomically, write_json
+from synthratio.runtime import load_safetensors, run_name, setup, write_atomically, write_json
 
 
 def test_write_json_replaces_whole_file(tmp_path):
@@ -30,3 +32,11 @@ def test_failed_write_leaves_old_file_and_no_temporary(tmp_path):
 def test_setup_device_and_names():
     assert setup(RuntimeConfig(device="cpu")).type == "cpu"
     assert run_name(50, 1) == "ratio_50_seed_1"
+
+
+def test_load_safetensors_round_trip_and_missing_file(tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_file({"w": torch.arange(3.0)}, str(path))
+    assert torch.equal(load_safetensors(path)["w"], torch.arange(3.0))
+    with pytest.raises(FileNotFoundError, match="missing.safetensors"):
+        load_safetensors(tmp_path / "missing.safetensors")

@@ -23,7 +23,9 @@ BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid", "la
 TIMESTEP_SAMPLINGS = ("uniform", "logit_normal")
 LR_SCHEDULES = ("constant", "cosine")
 MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
-ARCHS = ("simple_cnn", "resnet18")
+ARCHS = ("simple_cnn", "resnet18", "resnet50", "efficientnet_b0", "convnext_tiny", "vit_b_16")
+MIX_MODES = ("replace", "add")
+MAX_ADD_RATIO = 1000  # mix.mode add: at most 10 synthetic examples per real slot of the class
 
 
 class ParamsError(ValueError):
@@ -237,26 +239,54 @@ class EvaluateConfig:
     min_images: int  # fewer images per set than this gives an unstable FID: warn and record it
     inception_weights: Path | None  # clean-fid's inception-2015-12-05.pt; used when the file exists
     kid_subset_size: int  # images per KID subset
+    nearest_k: int  # k nearest neighbours of precision/recall/density/coverage (Naeem et al. 2020 use 5)
+    memorization_quantile: float  # synthetic scans nearer a training scan than this quantile of held-out-real-to-train distances count as memorized
+    detector_epochs: int  # epochs of the synthetic-vs-real detector (simple_cnn)
+    detector_image_size: int  # px, square; the detector's input, real and synthetic resized alike
+    seed: int  # real halves, synthetic subsample, KID subsets, detector split and weights
+    batch_size: int  # images per feature-extraction batch
+    workers: int  # processes decoding images for features; 0 = in the stage's process
 
     def __post_init__(self) -> None:
         _require_choice("evaluate", self, "real_split", ("val", "test"))
-        _require_positive("evaluate", self, "min_images", "kid_subset_size")
+        _require_positive("evaluate", self, "min_images", "kid_subset_size", "nearest_k", "detector_epochs",
+                          "detector_image_size", "batch_size")
+        if not 0 < self.memorization_quantile < 1:
+            _fail("evaluate", "memorization_quantile", self.memorization_quantile, "a fraction in (0, 1)")
+        for key in ("seed", "workers"):
+            if getattr(self, key) < 0:
+                _fail("evaluate", key, getattr(self, key), "an integer >= 0")
 
 
 @dataclass(frozen=True)
 class ClassifierConfig:
-    arch: str  # simple_cnn | resnet18, trained from scratch
+    arch: str  # simple_cnn | resnet18 | resnet50 | efficientnet_b0 | convnext_tiny | vit_b_16
     image_size: int  # px, square
     batch_size: int  # examples per batch; its class make-up is fixed by the real training set
     epochs: int  # passes over the real training set (same number of steps at every R)
     learning_rate: float  # AdamW learning rate
     weight_decay: float  # AdamW weight decay
+    pretrained: str = ""  # local torchvision weights file (.safetensors or torch state dict); "" = from scratch
 
     def __post_init__(self) -> None:
         _require_choice("classifier", self, "arch", ARCHS)
         _require_positive("classifier", self, "image_size", "batch_size", "epochs", "learning_rate")
         if self.weight_decay < 0:
             _fail("classifier", "weight_decay", self.weight_decay, "a number >= 0")
+        if self.pretrained and self.arch == "simple_cnn":
+            _fail("classifier", "pretrained", self.pretrained, "'' for simple_cnn (it has no pretrained weights)")
+        if self.pretrained and not Path(self.pretrained).is_file():
+            _fail("classifier", "pretrained", self.pretrained, "'' (from scratch) or an existing local weights file")
+        if self.arch == "vit_b_16" and (self.image_size % 8 or (self.pretrained and (self.image_size < 128 or self.image_size % 16))):
+            _fail("classifier", "image_size", self.image_size, "a multiple of 8 for vit_b_16 (pretrained: of 16, >= 128)")
+
+
+@dataclass(frozen=True)
+class MixConfig:
+    mode: str  # replace: synthetic take R% of the class's slots | add: R% of them more, on top of all real ones
+
+    def __post_init__(self) -> None:
+        _require_choice("mix", self, "mode", MIX_MODES)
 
 
 @dataclass(frozen=True)
@@ -264,13 +294,16 @@ class SweepConfig:
     ratios: tuple[int, ...]  # % of the CNV examples in each batch that are synthetic, R > 0 (R=0 is the baseline)
     seeds: tuple[int, ...]  # classifier seeds, each run at every R
     synthetic_class: str  # the class whose examples are replaced by synthetic ones
+    keep: tuple[int, ...] = (100,)  # % of the real synthetic-class training patients kept, one regime each
 
     def __post_init__(self) -> None:
         for ratio in self.ratios:
-            if not isinstance(ratio, int) or not 0 < ratio <= 100:
-                _fail("sweep", "ratios", list(self.ratios), "integer percents in 1..100 (R=0 is the baseline stage)")
+            if not isinstance(ratio, int) or not 0 < ratio <= MAX_ADD_RATIO:
+                _fail("sweep", "ratios", list(self.ratios), f"integer percents in 1..100 (mix.mode add: 1..{MAX_ADD_RATIO}; R=0 is the baseline stage)")
         if len(set(self.ratios)) != len(self.ratios):
             _fail("sweep", "ratios", list(self.ratios), "distinct percents")
+        if not self.keep or len(set(self.keep)) != len(self.keep) or not all(0 < k <= 100 for k in self.keep):
+            _fail("sweep", "keep", list(self.keep), "one or more distinct integer percents in 1..100")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             _fail("sweep", "seeds", list(self.seeds), "one or more distinct seeds >= 0")
         _require_choice("sweep", self, "synthetic_class", CLASS_NAMES)
@@ -307,12 +340,15 @@ class Params:
     classifier: ClassifierConfig
     sweep: SweepConfig
     report: ReportConfig
+    mix: MixConfig = MixConfig(mode="replace")  # optional for older params files: the study's definition
 
     def __post_init__(self) -> None:
         if self.sweep.synthetic_class not in self.prepare.classes:
             _fail("sweep", "synthetic_class", self.sweep.synthetic_class, f"one of prepare.classes {list(self.prepare.classes)}")
         if self.finetune.target_class != self.sweep.synthetic_class:
             _fail("finetune", "target_class", self.finetune.target_class, f"sweep.synthetic_class ({self.sweep.synthetic_class!r})")
+        if self.mix.mode == "replace" and max(self.sweep.ratios, default=0) > 100:
+            _fail("sweep", "ratios", list(self.sweep.ratios), "percents in 1..100 with mix.mode replace (above 100 needs add)")
         if self.evaluate.encoder_seed not in self.sweep.seeds:
             _fail("evaluate", "encoder_seed", self.evaluate.encoder_seed, f"one of sweep.seeds {list(self.sweep.seeds)}")
 

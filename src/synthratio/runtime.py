@@ -1,4 +1,4 @@
-"""Device choice, thread settings and atomic file writes shared by every stage."""
+"""Device choice, thread settings, atomic file writes and safe weight loading shared by every stage."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from synthratio.config import RuntimeConfig
 
@@ -47,6 +49,17 @@ def write_atomically(path: Path, write) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def load_safetensors(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors of a .safetensors file. Never unpickles: a file that is not safetensors (a pickle renamed,
+    a truncated copy) raises naming the file."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: weights file not found")
+    try:
+        return load_file(str(path), device=str(device))
+    except SafetensorError as error:
+        raise ValueError(f"{path}: not a valid safetensors file ({error}); weights load from safetensors only, never pickle") from error
 
 
 def open_live(folder: Path):

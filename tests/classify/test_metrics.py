@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from synthratio.classify.metrics import classification_metrics
+from synthratio.classify.metrics import classification_metrics, expected_calibration_error
 
 CLASSES = ("CNV", "NORMAL")
 # CNV is label 0; predictions (argmax) are CNV, CNV, NORMAL, NORMAL, CNV
@@ -22,6 +22,8 @@ def test_binary_by_hand():
             "f1": 2 / 3,
             "auroc": 4 / 6,  # of the 3 x 2 (CNV, NORMAL) pairs, 4 rank the CNV higher
             "log_loss": -(math.log(0.9) + math.log(0.6) + math.log(0.3) + math.log(0.8) + math.log(0.3)) / 5,
+            # confidences .9 .6 .7 .8 .7, right, right, wrong, right, wrong: |.1| + |.4| + |-.7 - .7| + |.2|, over 5
+            "ece": (0.1 + 0.4 + 1.4 + 0.2) / 5,
         }
     )
     assert all(type(v) is float for v in metrics.values())
@@ -48,8 +50,19 @@ def test_seeded_fixed_numbers():
     labels = rng.integers(0, 2, 40)
     logits = rng.normal(size=(40, 2)) + 1.5 * np.eye(2)[labels]
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    expected = {"accuracy": 0.875, "f1": 0.857143, "precision": 0.833333, "recall": 0.882353, "auroc": 0.966752, "log_loss": 0.27859}
+    expected = {"accuracy": 0.875, "f1": 0.857143, "precision": 0.833333, "recall": 0.882353, "auroc": 0.966752, "log_loss": 0.27859, "ece": 0.114941}
     assert classification_metrics(labels, probs, CLASSES) == pytest.approx(expected, abs=1e-6)
+
+
+def test_ece_is_zero_when_confidence_matches_accuracy_per_bin():
+    # 10 scans at confidence 0.7 with 7 right, 2 at 1.0 both right: calibrated in each bin and overall
+    probs = np.array([[0.7, 0.3]] * 10 + [[0.0, 1.0]] * 2)
+    labels = np.array([0] * 7 + [1] * 3 + [1, 1])
+    assert expected_calibration_error(labels, probs) == pytest.approx(0.0, abs=1e-12)
+    assert expected_calibration_error(labels, probs, bins=1) == pytest.approx(0.0, abs=1e-12)
+    assert expected_calibration_error(labels[:10], probs[:10] * 0 + [1.0, 0.0]) == pytest.approx(0.3)  # 100% sure, 70% right
+    with pytest.raises(ValueError, match="bins=0; expected a positive number"):
+        expected_calibration_error(labels, probs, bins=0)
 
 
 def test_single_class_labels_give_nan_auroc():

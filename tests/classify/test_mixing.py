@@ -1,7 +1,11 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
+import yaml
 
 from synthratio.classify.mixing import BatchPlan, RatioBatchSampler, plan_batches
+from synthratio.config import ParamsError, params_from_dict
 
 # 0 = CNV (the synthetic class), 1 = NORMAL, 2 = DME: imbalanced 50 / 30 / 7
 LABELS = np.repeat([0, 1, 2], [50, 30, 7])
@@ -22,21 +26,50 @@ def test_plan(labels: np.ndarray, batch_size: int, ratio: int, expected: BatchPl
     assert plan_batches(labels, batch_size, 0, ratio) == expected
 
 
+@pytest.mark.parametrize(
+    ("mode", "batch_size", "ratio", "expected"),
+    [
+        ("add", 8, 25, BatchPlan((5, 3, 1), 1)),  # the R=0 batch (4, 3, 1) plus round(25% of 4) synthetic CNV
+        ("add", 32, 50, BatchPlan((27, 11, 3), 9)),
+        ("add", 33, 100, BatchPlan((38, 11, 3), 19)),  # 19 real CNV and 19 synthetic on top
+        ("add", 32, 250, BatchPlan((63, 11, 3), 45)),  # above 100: 2.5 synthetic per real CNV slot
+        ("replace", 8, 50, BatchPlan((5, 2, 1), 3)),  # 2.5 rounds up; make-up of the full set (counts 60/30/7), not of LABELS
+    ],
+)
+def test_plan_add_mode_and_class_counts(mode: str, batch_size: int, ratio: int, expected: BatchPlan):
+    counts = [60, 30, 7] if mode == "replace" else None
+    assert plan_batches(LABELS, batch_size, 0, ratio, mode, counts) == expected
+
+
 @pytest.mark.parametrize("batch_size", [8, 32, 33])
 @pytest.mark.parametrize("ratio", [0, 25, 50, 100])
-def test_every_batch_has_the_planned_composition(batch_size: int, ratio: int):
-    plan = plan_batches(LABELS, batch_size, 0, ratio)
-    sampler = RatioBatchSampler(LABELS, NUM_SYNTHETIC, 0, ratio, batch_size, steps=20, seed=0)
-    all_labels = np.concatenate([LABELS, np.zeros(NUM_SYNTHETIC, int)])
+@pytest.mark.parametrize("mode", ["replace", "add"])
+def test_every_batch_has_the_planned_composition(batch_size: int, ratio: int, mode: str):
+    """Counts real and synthetic CNV in every batch against the definition of each mode."""
+    real_plan = plan_batches(LABELS, batch_size, 0, 0)  # R=0: the real make-up both modes start from
+    cnv_slots = real_plan.per_class[0]
+    expected_synthetic = (ratio * cnv_slots + 50) // 100
+    expected_real_cnv = cnv_slots - expected_synthetic if mode == "replace" else cnv_slots
+    sampler = RatioBatchSampler(LABELS, NUM_SYNTHETIC, 0, ratio, batch_size, steps=20, seed=0, mode=mode)
     batches = list(sampler)
     assert len(batches) == len(sampler) == 20
     for batch in batches:
-        is_synthetic = batch >= len(LABELS)
-        assert len(batch) == batch_size
-        assert np.bincount(all_labels[batch], minlength=3).tolist() == list(plan.per_class)
-        assert is_synthetic.sum() == plan.synthetic
-    if ratio == 100:
+        real = batch[batch < len(LABELS)]
+        assert (batch >= len(LABELS)).sum() == expected_synthetic
+        assert (LABELS[real] == 0).sum() == expected_real_cnv
+        assert np.bincount(LABELS[real], minlength=3)[1:].tolist() == list(real_plan.per_class[1:])
+        assert len(batch) == batch_size + (expected_synthetic if mode == "add" else 0)
+    if ratio == 100 and mode == "replace":
         assert all((LABELS[b[b < len(LABELS)]] != 0).all() for b in batches)  # no real CNV at all
+
+
+def test_a_subsample_keeps_the_full_make_up():
+    """Scarce regime: 5 real CNV left of 50; batches still hold the full set's 4 CNV slots, from those 5."""
+    kept = np.concatenate([np.arange(5), np.arange(50, 87)])
+    sampler = RatioBatchSampler(LABELS[kept], NUM_SYNTHETIC, 0, 25, 8, steps=10, seed=0, class_counts=np.bincount(LABELS))
+    assert sampler.plan == plan_batches(LABELS, 8, 0, 25)
+    drawn = np.concatenate([b[b < len(kept)] for b in sampler])
+    assert set(drawn[LABELS[kept][drawn] == 0]) == set(range(5))
 
 
 def test_each_pool_is_walked_without_replacement_per_pass():
@@ -65,7 +98,10 @@ def test_ratio_zero_needs_no_synthetic():
     ("kwargs", "message"),
     [
         ({"num_synthetic": 0, "ratio": 50}, r"ratio=50 needs synthetic examples, got num_synthetic=0"),
-        ({"ratio": 101}, r"ratio=101; expected a percent in 0..100"),
+        ({"ratio": 101}, r"ratio=101; expected a percent in 0..100 for mode 'replace'"),
+        ({"ratio": 1001, "mode": "add"}, r"ratio=1001; expected a percent in 0..1000 for mode 'add'"),
+        ({"mode": "mix"}, r"mode='mix'; expected one of \['replace', 'add'\]"),
+        ({"class_counts": [60, 30]}, r"class_counts=\[60, 30\] must cover every class"),
         ({"batch_size": 2}, r"batch_size=2; .* needs >= 3"),
         ({"synthetic_label": 3}, r"synthetic_label=3; labels hold classes 0..2"),
         ({"labels": np.repeat([0, 2], [5, 5])}, r"class counts \[5, 0, 5\]"),
@@ -75,3 +111,23 @@ def test_bad_arguments_raise_naming_the_values(kwargs: dict, message: str):
     args = {"labels": LABELS, "num_synthetic": NUM_SYNTHETIC, "synthetic_label": 0, "ratio": 50, "batch_size": 8}
     with pytest.raises(ValueError, match=message):
         RatioBatchSampler(**{**args, **kwargs}, steps=1, seed=0)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"mix": {"mode": "blend"}}, r"mix.mode='blend'; expected one of \['add', 'replace'\]"),
+        ({"sweep": {"ratios": [50, 200]}}, r"sweep.ratios=\[50, 200\]; expected percents in 1..100 with mix.mode replace"),
+        ({"sweep": {"keep": [100, 0]}}, r"sweep.keep=\[100, 0\]; expected one or more distinct integer percents in 1..100"),
+        ({"sweep": {"ratios": [1001]}, "mix": {"mode": "add"}}, r"sweep.ratios=\[1001\]; expected integer percents in 1..100 \(mix.mode add: 1..1000"),
+    ],
+)
+def test_params_check_mix_mode_ratios_and_keep(changes: dict, message: str):
+    raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
+    for section, values in changes.items():
+        raw[section] = {**raw[section], **values}
+    with pytest.raises(ParamsError, match=message):
+        params_from_dict(raw)
+    if changes.get("mix", {}).get("mode") == "add" and changes["sweep"]["ratios"] == [1001]:
+        raw["sweep"]["ratios"] = [150]
+        assert params_from_dict(raw).sweep.ratios == (150,)  # add mode allows R above 100

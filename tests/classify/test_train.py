@@ -103,3 +103,37 @@ def test_diverging_loss_names_the_step():
 def test_bad_inputs_raise(ratio: int, synthetic: np.ndarray | None, message: str):
     with pytest.raises(ValueError, match=message):
         train(ratio=ratio, synthetic=synthetic)
+
+
+def test_add_mode_and_class_counts_train_the_same_number_of_steps():
+    """add: batches of 8 real + 4 synthetic CNV; class_counts of a larger set: its steps per epoch (40 -> 5)."""
+    train_split, val = toy(20, seed=0, cnv_share=0.6), toy(16, seed=1)
+    seen: list[int] = []
+    model_forward = torch.nn.Module.__call__
+
+    def spy(module, *args, **kwargs):
+        if module.__class__.__name__ == "Classifier" and module.training:
+            seen.append(len(args[0]))
+        return model_forward(module, *args, **kwargs)
+
+    torch.nn.Module.__call__ = spy
+    try:
+        train_classifier(train_split, val, SYNTHETIC_CNV, 0, 100, config(epochs=1), 0, CPU, progress=False, mode="add", class_counts=[24, 16])
+    finally:
+        torch.nn.Module.__call__ = model_forward
+    assert seen == [8 + 5] * 5  # per batch: 5 CNV + 3 NORMAL real (24:16 of 8), then 5 synthetic CNV on top
+
+
+def test_kept_rows_subsample_patients_of_one_class():
+    from synthratio.classify.experiment import kept_rows
+
+    groups = np.array(["a", "a", "b", "c", "d", "e", "f", "g"])
+    labels = np.array([0, 0, 0, 0, 0, 1, 1, 1])
+    rows = kept_rows(groups, labels, 0, 50, seed=3)
+    kept_cnv = set(groups[rows][labels[rows] == 0])
+    assert len(kept_cnv) == 2 and set(rows[labels[rows] == 1]) == {5, 6, 7}  # 50% of 4 patients; NORMAL untouched
+    assert all(set(np.flatnonzero(groups == g)) <= set(rows) for g in kept_cnv)  # whole patients
+    assert (kept_rows(groups, labels, 0, 50, seed=3) == rows).all()
+    assert len({tuple(kept_rows(groups, labels, 0, 50, seed=s)) for s in range(6)}) > 1  # the seed draws the subset
+    with pytest.raises(ValueError, match="keep=0; expected a percent of patients in 1..100"):
+        kept_rows(groups, labels, 0, 0, seed=0)

@@ -1,4 +1,5 @@
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -6,9 +7,12 @@ import torch
 from diffusers import DDPMPipeline, DDPMScheduler
 
 from synthratio.config import FinetuneConfig
-from synthratio.diffusion.pixel import build_training_scheduler, build_unet, save_pipeline, train_pixel
+from synthratio.diffusion import pixel
+from synthratio.diffusion.pixel import CLASSES_FILE, build_training_scheduler, build_unet, save_pipeline, train_pixel
+from synthratio.diffusion.training import TrainedUNet
 
 CPU = torch.device("cpu")
+FIXED_LOSSES = [1.2530, 1.0968]  # tiny config, seed 0, CPU
 
 
 @pytest.fixture
@@ -43,38 +47,89 @@ def test_training_scheduler_follows_config(config):
     assert scheduler.config.clip_sample is False
 
 
+CLASSES = ("CNV", "NORMAL")
+
+
+@pytest.fixture
+def labels() -> np.ndarray:
+    return np.array([0, 1] * 4, dtype=np.int64)
+
+
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
-def test_training_runs(config, images, prediction_type):
-    result = train_pixel(images, dataclasses.replace(config, prediction_type=prediction_type), CPU, progress=False)
+def test_training_runs(config, images, labels, prediction_type):
+    result = train_pixel(images, labels, CLASSES, dataclasses.replace(config, prediction_type=prediction_type), CPU, progress=False)
     assert isinstance(result.pipeline, DDPMPipeline)
     assert len(result.losses) == config.steps
     assert np.isfinite(result.losses).all()
     assert result.images_per_second > 0
+    assert result.classes == ()
 
 
-def test_training_is_seeded(config, images):
+def test_training_is_seeded(config, images, labels):
     """Fixed numbers: a change to the draws, the init or the loss shows up here."""
-    first = train_pixel(images, config, CPU, progress=False).losses
-    again = train_pixel(images, config, CPU, progress=False).losses
+    first = train_pixel(images, labels, CLASSES, config, CPU, progress=False).losses
+    again = train_pixel(images, labels, CLASSES, config, CPU, progress=False).losses
     assert first == again
-    assert first == pytest.approx([1.1715, 1.1286], abs=1e-3)
+    assert first == pytest.approx(FIXED_LOSSES, abs=1e-3)
 
 
-def test_training_logs_loss_per_step(config, images):
-    class FakeLive:
-        def __init__(self):
-            self.logged, self.steps = [], 0
+def capture_task(monkeypatch) -> dict:
+    """Run train_pixel up to the loop and keep the task it builds."""
+    seen = {}
 
-        def log_metric(self, name, value):
-            self.logged.append((name, value))
+    def fake_train(task, config, device, **kwargs):
+        seen["task"] = task
+        return TrainedUNet(unet=task.unet, losses=[], seconds=1.0, images_per_second=1.0, resumed_from_step=0)
 
-        def next_step(self):
-            self.steps += 1
+    monkeypatch.setattr(pixel, "train_diffusion", fake_train)
+    return seen
 
-    live = FakeLive()
-    result = train_pixel(images, config, CPU, live=live, progress=False)
-    assert live.logged == [("loss", loss) for loss in result.losses]
-    assert live.steps == config.steps
+
+def all_items(task) -> tuple[torch.Tensor, dict]:
+    return task.make_batch(torch.arange(task.items), torch.Generator().manual_seed(0))
+
+
+def test_unconditional_learns_the_target_class_only(config, labels, monkeypatch):
+    images = np.where(labels[:, None, None] == 0, 0, 255).astype(np.uint8) * np.ones((1, 16, 16), np.uint8)
+    seen = capture_task(monkeypatch)
+    train_pixel(images, labels, CLASSES, config, CPU, progress=False)
+    x0, kwargs = all_items(seen["task"])
+    assert seen["task"].items == 4
+    assert torch.equal(x0, torch.full((4, 1, 16, 16), -1.0))  # CNV scans are black, mapped to -1
+    assert kwargs == {}
+    assert seen["task"].unet.config.num_class_embeds is None
+
+
+def test_class_conditional_learns_every_class_with_labels(config, images, labels, monkeypatch):
+    seen = capture_task(monkeypatch)
+    result = train_pixel(images, labels, CLASSES, dataclasses.replace(config, class_conditional=True), CPU, progress=False)
+    x0, kwargs = all_items(seen["task"])
+    assert seen["task"].items == 8 and x0.shape == (8, 1, 16, 16)
+    assert torch.equal(kwargs["class_labels"], torch.from_numpy(labels))
+    assert seen["task"].unet.config.num_class_embeds == 2
+    assert result.classes == CLASSES
+
+
+def test_max_images_is_a_seeded_choice(config, images, labels, monkeypatch):
+    seen = capture_task(monkeypatch)
+    capped = dataclasses.replace(config, class_conditional=True, max_images=5)
+    train_pixel(images, labels, CLASSES, capped, CPU, progress=False)
+    first, _ = all_items(seen["task"])
+    train_pixel(images, labels, CLASSES, capped, CPU, progress=False)
+    assert seen["task"].items == 5
+    assert torch.equal(first, all_items(seen["task"])[0])
+    train_pixel(images, labels, CLASSES, dataclasses.replace(capped, seed=1), CPU, progress=False)
+    assert not torch.equal(first, all_items(seen["task"])[0])
+
+
+def test_batches_are_scaled_and_flipped_by_the_loop_generator(config, labels, monkeypatch):
+    ramp = np.tile(np.arange(16, dtype=np.uint8) * 17, (8, 16, 1))  # 0 at the left edge, 255 at the right
+    seen = capture_task(monkeypatch)
+    train_pixel(ramp, labels, CLASSES, config, CPU, progress=False)
+    x0, _ = seen["task"].make_batch(torch.zeros(64, dtype=torch.long), torch.Generator().manual_seed(0))
+    left = x0[:, 0, 0, 0]
+    assert set(left.tolist()) == {-1.0, 1.0}  # both orientations occur
+    assert torch.equal(x0[left == 1.0], x0[left == -1.0][:1].flip(-1).expand_as(x0[left == 1.0]))
 
 
 @pytest.mark.parametrize(
@@ -82,31 +137,36 @@ def test_training_logs_loss_per_step(config, images):
     [np.zeros((8, 32, 32), np.uint8), np.zeros((8, 1, 16, 16), np.uint8), np.zeros((8, 16, 16), np.float32)],
     ids=["size", "channels", "dtype"],
 )
-def test_wrong_images_raise_naming_shape(config, bad):
+def test_wrong_images_raise_naming_shape(config, labels, bad):
     with pytest.raises(ValueError, match=str(bad.shape).replace("(", r"\(").replace(")", r"\)")):
-        train_pixel(bad, config, CPU, progress=False)
+        train_pixel(bad, labels, CLASSES, config, CPU, progress=False)
 
 
-def test_no_images_raise(config):
-    with pytest.raises(ValueError, match="no training images"):
-        train_pixel(np.zeros((0, 16, 16), np.uint8), config, CPU, progress=False)
+@pytest.mark.parametrize("bad", [np.zeros(7, np.int64), np.full(8, 2, np.int64), np.zeros(8, np.float32)], ids=["length", "range", "dtype"])
+def test_wrong_labels_raise(config, images, bad):
+    with pytest.raises(ValueError, match="training labels"):
+        train_pixel(images, bad, CLASSES, config, CPU, progress=False)
 
 
-def test_diverging_loss_raises(config, images, monkeypatch):
-    monkeypatch.setattr(torch.nn.functional, "mse_loss", lambda *args: torch.tensor(float("nan"), requires_grad=True))
-    with pytest.raises(FloatingPointError, match="step 0.*learning_rate"):
-        train_pixel(images, config, CPU, progress=False)
+def test_no_target_images_raise(config, images):
+    with pytest.raises(ValueError, match="no training images of class 'CNV'"):
+        train_pixel(images, np.ones(8, np.int64), CLASSES, config, CPU, progress=False)
 
 
-def test_save_load_round_trip(config, images, tmp_path):
-    pipeline = train_pixel(images, config, CPU, progress=False).pipeline
+@pytest.mark.parametrize("class_conditional", [False, True])
+def test_save_load_round_trip(config, images, labels, tmp_path, class_conditional):
+    result = train_pixel(images, labels, CLASSES, dataclasses.replace(config, class_conditional=class_conditional), CPU, progress=False)
     out = tmp_path / "model"
-    save_pipeline(pipeline, out)
-    save_pipeline(pipeline, out)  # replaces an existing folder
+    save_pipeline(result.pipeline, out, classes=result.classes)
+    save_pipeline(result.pipeline, out, classes=result.classes)  # replaces an existing folder
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     loaded = DDPMPipeline.from_pretrained(out)
-    saved, restored = pipeline.unet.state_dict(), loaded.unet.state_dict()
+    saved, restored = result.pipeline.unet.state_dict(), loaded.unet.state_dict()
     assert saved.keys() == restored.keys()
     assert all(torch.equal(saved[key], restored[key]) for key in saved)
     assert loaded.scheduler.config.beta_schedule == config.beta_schedule
+    if class_conditional:
+        assert json.loads((out / CLASSES_FILE).read_text()) == list(CLASSES)
+    else:
+        assert not (out / CLASSES_FILE).exists()

@@ -1,4 +1,10 @@
+import dataclasses
 import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,6 +22,7 @@ from synthratio.diffusion.sampling import (
     load_pipeline,
     make_sampler,
     sample_images,
+    shard_seeds,
 )
 
 CPU = torch.device("cpu")
@@ -39,6 +46,28 @@ def model_dir(pipeline, tmp_path_factory):
     folder = tmp_path_factory.mktemp("models") / "diffusion"
     save_pipeline(pipeline, folder)
     return folder
+
+
+def crash_after(count: int):
+    """sample_images that raises KeyboardInterrupt (a killed run) after yielding `count` images."""
+
+    def crashing(*args, **kwargs):
+        for done, item in enumerate(sample_images(*args, **kwargs)):
+            if done == count:
+                raise KeyboardInterrupt
+            yield item
+
+    return crashing
+
+
+def recording(sampled: list[int]):
+    """sample_images that appends the seeds it is asked for to `sampled`."""
+
+    def record(unet, sampler, seeds, *args, **kwargs):
+        sampled.extend(seeds)
+        return sample_images(unet, sampler, seeds, *args, **kwargs)
+
+    return record
 
 
 def test_samplers_match_config():
@@ -95,6 +124,15 @@ def test_load_missing_pipeline_names_folder(tmp_path):
         load_pipeline(tmp_path / "nowhere", CPU)
 
 
+def test_load_unknown_pipeline_class_names_it(model_dir, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps(index | {"_class_name": "FluxPipeline"}))
+    with pytest.raises(ValueError, match=r"_class_name='FluxPipeline'; expected one of \['DDPMPipeline', 'StableDiffusionPipeline'\]"):
+        load_pipeline(folder, CPU)
+
+
 def test_generate_writes_seed_named_pngs(model_dir, tmp_path):
     out = tmp_path / "synthetic" / "CNV"
     paths = generate_to_folder(model_dir, out, SEEDS, settings("ddim", 2), CPU, progress=False)
@@ -107,15 +145,7 @@ def test_generate_writes_seed_named_pngs(model_dir, tmp_path):
 
 def test_killed_run_leaves_no_folder_and_resumes(model_dir, tmp_path, monkeypatch):
     out = tmp_path / "CNV"
-    real_sample_images = sampling.sample_images
-
-    def crash_after_two(*args, **kwargs):
-        for count, item in enumerate(real_sample_images(*args, **kwargs)):
-            if count == 2:
-                raise KeyboardInterrupt
-            yield item
-
-    monkeypatch.setattr(sampling, "sample_images", crash_after_two)
+    monkeypatch.setattr(sampling, "sample_images", crash_after(2))
     with pytest.raises(KeyboardInterrupt):
         generate_to_folder(model_dir, out, SEEDS, settings("dpmsolver++", 1), CPU, progress=False)
     assert not out.exists()
@@ -124,12 +154,7 @@ def test_killed_run_leaves_no_folder_and_resumes(model_dir, tmp_path, monkeypatc
     assert json.loads((partial / sampling.SETTINGS_FILE).read_text())["sampler"] == "dpmsolver++"
 
     sampled: list[int] = []
-
-    def record(unet, sampler, seeds, *args, **kwargs):
-        sampled.extend(seeds)
-        return real_sample_images(unet, sampler, seeds, *args, **kwargs)
-
-    monkeypatch.setattr(sampling, "sample_images", record)
+    monkeypatch.setattr(sampling, "sample_images", recording(sampled))
     generate_to_folder(model_dir, out, SEEDS, settings("dpmsolver++", 2), CPU, progress=False)
     assert sampled == [7]
     assert not partial.exists()
@@ -157,3 +182,112 @@ def test_staging_outside_the_output_folder(model_dir, tmp_path):
     generate_to_folder(model_dir, out, [1, 2], settings("ddim", 2), CPU, progress=False, staging=staging)
     assert sorted(p.name for p in out.iterdir()) == ["000001.png", "000002.png"]
     assert not staging.exists() and not (tmp_path / "synthetic" / "CNV.partial").exists()
+
+
+@pytest.fixture(scope="module")
+def conditional_dir(tiny_finetune, tmp_path_factory):
+    """An untrained class-conditional model over two classes, saved with its classes.json."""
+    pipeline = DDPMPipeline(unet=build_unet(tiny_finetune, num_classes=2).eval(), scheduler=build_training_scheduler(tiny_finetune))
+    folder = tmp_path_factory.mktemp("models") / "conditional"
+    save_pipeline(pipeline, folder, classes=("CNV", "NORMAL"))
+    return folder
+
+
+def test_class_conditional_model_samples_the_named_class(conditional_dir, tmp_path):
+    images = {}
+    for name in ("CNV", "NORMAL"):
+        (path,) = generate_to_folder(conditional_dir, tmp_path / name, [3], settings("ddim", 1), CPU, progress=False, class_name=name)
+        images[name] = np.asarray(Image.open(path))
+    assert not np.array_equal(images["CNV"], images["NORMAL"])
+
+
+def test_class_missing_from_classes_json_is_named(conditional_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"classes \['CNV', 'NORMAL'\]; class_name='DME'"):
+        generate_to_folder(conditional_dir, tmp_path / "DME", [3], settings("ddim", 1), CPU, progress=False, class_name="DME")
+
+
+def test_postprocess_changes_each_image_before_writing(model_dir, tmp_path):
+    plain = generate_to_folder(model_dir, tmp_path / "plain", SEEDS, settings("ddim", 3), CPU, progress=False)
+    calls = []
+
+    def invert(image: np.ndarray, seed: int) -> np.ndarray:
+        calls.append(seed)
+        return 255 - image
+
+    inverted = generate_to_folder(model_dir, tmp_path / "inverted", SEEDS, settings("ddim", 3), CPU, progress=False,
+                                  postprocess=invert, settings_extra={"invert": True})
+    assert sorted(calls) == sorted(SEEDS)
+    for a, b in zip(plain, inverted):
+        assert np.array_equal(255 - np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+
+
+@pytest.mark.parametrize("extra, resampled", [({"noise": 1.0}, [7]), ({"noise": 2.0}, [0, 7])])
+def test_settings_extra_joins_the_resume_fingerprint(model_dir, tmp_path, monkeypatch, extra, resampled):
+    monkeypatch.setattr(sampling, "sample_images", crash_after(1))
+    with pytest.raises(KeyboardInterrupt):
+        generate_to_folder(model_dir, tmp_path / "CNV", [0, 7], settings("ddim", 1), CPU, progress=False, settings_extra={"noise": 1.0})
+    sampled: list[int] = []
+    monkeypatch.setattr(sampling, "sample_images", recording(sampled))
+    generate_to_folder(model_dir, tmp_path / "CNV", [0, 7], settings("ddim", 1), CPU, progress=False, settings_extra=extra)
+    assert sampled == resampled
+
+
+def test_postprocess_must_return_a_uint8_image(model_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"postprocess returned float64 \(16, 16\) for seed 4; expected uint8"):
+        generate_to_folder(model_dir, tmp_path / "CNV", SEEDS, settings("ddim", 1), CPU, progress=False,
+                           postprocess=lambda image, seed: image / 255.0)
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_shards_cover_every_seed_once(world):
+    seeds = list(range(10, 17))
+    shards = [shard_seeds(seeds, rank, world) for rank in range(world)]
+    assert sorted(sum(shards, [])) == seeds
+    with pytest.raises(ValueError, match="process_index=3"):
+        shard_seeds(seeds, 3, 3)
+
+
+GENERATE_SCRIPT = """
+import sys, torch
+from accelerate import PartialState
+import synthratio.diffusion.sampling as sampling
+from synthratio.config import GenerateConfig
+torch.set_num_threads(1)
+real = sampling.sample_images
+
+def report(unet, sampler, seeds, *args, **kwargs):
+    print(f"process {{PartialState().process_index}} of {{PartialState().num_processes}} samples {{list(seeds)}}", flush=True)
+    return real(unet, sampler, seeds, *args, **kwargs)
+
+sampling.sample_images = report
+config = GenerateConfig(**{config!r})
+sampling.generate_to_folder(sys.argv[1], sys.argv[2], {seeds!r}, config, torch.device("cpu"), progress=False)
+"""
+
+
+def test_two_processes_write_the_files_of_one(model_dir, tmp_path):
+    """Two CPU processes (20-45 s on two busy cores) write byte-identical files to one process's.
+
+    `accelerate launch --cpu --num_processes 2` starts ONE process (accelerate's simple launcher); the
+    multi-process launcher (torchrun underneath) starts two, which run on gloo as the device is the CPU.
+    """
+    config, seeds = settings("ddpm", 2), [4, 0, 7, 2, 9]
+    one = generate_to_folder(model_dir, tmp_path / "one", seeds, config, CPU, progress=False)
+    script = tmp_path / "generate.py"
+    script.write_text(GENERATE_SCRIPT.format(config=dataclasses.asdict(config), seeds=seeds))
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+              str(script), str(model_dir), str(tmp_path / "two")]
+    done = subprocess.run(launch, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    shares = sorted(re.findall(r"process (\d) of (\d) samples (\[[\d, ]*\])", done.stdout))  # lines may interleave
+    assert shares == [("0", "2", "[4, 7, 9]"), ("1", "2", "[0, 2]")], done.stdout
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in one)
+    assert all(path.read_bytes() == (tmp_path / "two" / path.name).read_bytes() for path in one)
+    assert not (tmp_path / "two.partial").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

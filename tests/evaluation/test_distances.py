@@ -1,35 +1,10 @@
-import logging
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
-
-from synthratio.evaluation import distances
 from cleanfid import fid
 
-from synthratio.evaluation.distances import distance_pair, evaluate_synthetic, feature_distances, frechet_distance
-from synthratio.evaluation.features import classifier_feature_fn, write_png_folder
-
-CPU = torch.device("cpu")
-
-
-class PoolEncoder(nn.Module):
-    """Stand-in classifier whose embedding is the 4x4 average-pooled image."""
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
-
-
-def scans(n: int, seed: int, size: int = 16) -> np.ndarray:
-    """Bright band on a dark background with per-image position jitter and speckle, uint8 (n, size, size)."""
-    rng = np.random.default_rng(seed)
-    rows = np.arange(size)[None, :, None]
-    centre = size / 2 + rng.normal(0, 2, (n, 1, 1))
-    band = 160 * np.exp(-((rows - centre) ** 2) / 8) + 40
-    return np.clip(band + rng.normal(0, 20, (n, size, size)), 0, 255).astype(np.uint8)
+from synthratio.evaluation.distances import distance_pair, feature_distances, frechet_distance, split_real
 
 
 def test_fid_matches_closed_form():
@@ -63,15 +38,24 @@ def test_feature_distances_fixed_numbers_and_global_rng_untouched():
         "kid": 0.9534,
         "fid_floor": 0.2765,
         "kid_floor": -0.3656,
+        "precision": 0.9,
+        "recall": 0.95,
+        "density": 0.81,
+        "coverage": 0.9,
+        "precision_floor": 1.0,
+        "recall_floor": 1.0,
+        "density_floor": 0.94,
+        "coverage_floor": 1.0,
         "n_synthetic": 30,
         "n_real_half": 20,
         "n_compared": 20,
+        "nearest_k": 5,
     }
     assert feature_distances(synthetic, real, kid_subset_size=10, seed=0) == result
     np.testing.assert_array_equal(np.random.get_state()[1], state[1])
 
 
-def test_floor_is_small_and_a_shifted_set_scores_far_above_it():
+def test_floor_is_small_and_a_shifted_set_scores_far_above_it(scans):
     real = scans(64, seed=0).reshape(64, -1).astype(np.float64) / 255
     same = scans(32, seed=1).reshape(32, -1).astype(np.float64) / 255
 
@@ -84,60 +68,19 @@ def test_floor_is_small_and_a_shifted_set_scores_far_above_it():
     assert far["kid"] > 10 * max(abs(near["kid"]), abs(near["kid_floor"]))
 
 
-def test_fewer_synthetic_than_half_the_real_rows_cuts_both_compared_sets():
+def test_fewer_synthetic_than_half_the_real_rows_cuts_both_compared_sets_and_k():
     rng = np.random.default_rng(0)
-    result = feature_distances(rng.normal(size=(5, 2)), rng.normal(size=(20, 2)), kid_subset_size=50)
-    assert (result["n_synthetic"], result["n_real_half"], result["n_compared"]) == (5, 10, 5)
+    result = feature_distances(rng.normal(size=(5, 2)), rng.normal(size=(20, 2)), kid_subset_size=50, nearest_k=5)
+    assert (result["n_synthetic"], result["n_real_half"], result["n_compared"], result["nearest_k"]) == (5, 10, 5, 4)
+
+
+def test_split_real_gives_disjoint_halves_covering_every_row():
+    reference, rest = split_real(9, np.random.default_rng(0))
+    assert len(reference) == 4 and len(rest) == 5
+    assert sorted(np.concatenate([reference, rest])) == list(range(9))
 
 
 @pytest.mark.parametrize("n_synthetic, n_real", [(10, 3), (1, 10)])
 def test_too_few_rows_named(n_synthetic: int, n_real: int):
     with pytest.raises(ValueError, match=f"{n_synthetic} synthetic and {n_real} real"):
         feature_distances(np.zeros((n_synthetic, 2)), np.zeros((n_real, 2)), kid_subset_size=4)
-
-
-@pytest.mark.parametrize("min_images, few", [(4, False), (100, True)])
-def test_evaluate_synthetic_domain_metrics_and_few_images(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, min_images: int, few: bool
-):
-    write_png_folder(scans(12, seed=1), tmp_path / "synthetic" / "CNV")
-    feature_fn = classifier_feature_fn(PoolEncoder(), image_size=16, device=CPU)
-
-    with caplog.at_level(logging.WARNING, logger=distances.__name__):
-        metrics = evaluate_synthetic(
-            tmp_path / "synthetic", scans(20, seed=0), feature_fn, CPU, min_images, 8, None, tmp_path / "work"
-        )
-
-    assert set(metrics) == {
-        "domain_fid", "domain_kid", "domain_fid_floor", "domain_kid_floor",
-        "n_synthetic", "n_real", "n_real_half", "n_compared", "inception", "few_images",
-    }  # fmt: skip
-    assert (metrics["n_synthetic"], metrics["n_real"], metrics["n_compared"]) == (12, 20, 10)
-    assert metrics["inception"] is False
-    assert metrics["few_images"] is few
-    assert ("biased and unstable" in caplog.text) is few
-
-
-def test_evaluate_synthetic_inception_sees_clean_fid_299px(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    seen: set[tuple[int, ...]] = set()
-
-    def fake_inception(batch: torch.Tensor) -> torch.Tensor:
-        seen.add(tuple(batch.shape[1:]))
-        return nn.functional.adaptive_avg_pool2d(batch, 2).flatten(1)
-
-    monkeypatch.setattr(distances, "inception_available", lambda weights: True)
-    monkeypatch.setattr(distances, "build_feature_extractor", lambda mode, device: fake_inception)
-    write_png_folder(scans(6, seed=1), tmp_path / "synthetic")
-    feature_fn = classifier_feature_fn(PoolEncoder(), image_size=16, device=CPU)
-
-    metrics = evaluate_synthetic(tmp_path / "synthetic", scans(8, seed=0), feature_fn, CPU, 2, 4, None, tmp_path / "work")
-
-    assert seen == {(3, 299, 299)}
-    assert metrics["inception"] is True
-    assert {"inception_fid", "inception_kid", "inception_fid_floor", "inception_kid_floor"} <= set(metrics)
-
-
-def test_evaluate_synthetic_names_a_missing_synthetic_folder(tmp_path: Path):
-    feature_fn = classifier_feature_fn(PoolEncoder(), image_size=16, device=CPU)
-    with pytest.raises(FileNotFoundError, match="no_samples"):
-        evaluate_synthetic(tmp_path / "no_samples", scans(8, seed=0), feature_fn, CPU, 2, 4, None, tmp_path / "work")

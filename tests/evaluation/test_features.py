@@ -6,7 +6,14 @@ import torch
 from torch import nn
 
 from synthratio.evaluation import features
-from synthratio.evaluation.features import classifier_feature_fn, folder_features, inception_available, write_png_folder
+from synthratio.evaluation.features import (
+    classifier_feature_fn,
+    file_features,
+    folder_features,
+    inception_available,
+    read_scans,
+    write_png_folder,
+)
 
 CPU = torch.device("cpu")
 
@@ -49,7 +56,8 @@ def test_classifier_feature_fn_resizes_to_the_classifier_size():
     torch.testing.assert_close(model.seen[-1], torch.ones(2, 1, 8, 8))
 
 
-def test_folder_features_passes_images_unresized(tmp_path: Path):
+@pytest.mark.parametrize("workers", [0, 1])  # 1: decoded in a DataLoader worker process
+def test_folder_features_passes_images_unresized(tmp_path: Path, workers: int):
     images = np.random.default_rng(0).integers(0, 256, (5, 12, 20), dtype=np.uint8)
     write_png_folder(images, tmp_path / "scans")
     seen: list[torch.Size] = []
@@ -58,7 +66,7 @@ def test_folder_features_passes_images_unresized(tmp_path: Path):
         seen.append(batch.shape)
         return batch.mean(dim=(1, 2, 3))[:, None]
 
-    feats = folder_features(tmp_path / "scans", fn, CPU, batch_size=4)
+    feats = folder_features(tmp_path / "scans", fn, CPU, batch_size=4, workers=workers)
 
     assert seen == [(4, 3, 12, 20), (1, 3, 12, 20)]
     assert feats.shape == (5, 1)
@@ -70,7 +78,7 @@ def test_folder_features_rejects_mixed_sizes_naming_the_folder(tmp_path: Path):
     write_png_folder(np.zeros((1, 16, 24), np.uint8), tmp_path / "b")
     (tmp_path / "b" / "000000.png").rename(tmp_path / "a" / "wide.png")
 
-    with pytest.raises(ValueError, match=r"(?s)a mixes image sizes.*16x16 px: 2 images, 24x16 px: 1 images"):
+    with pytest.raises(ValueError, match=r"(?s)a mixes image sizes.*16x16 px: 2 images, 24x16 px: 1 images.*e.g. .*wide.png"):
         folder_features(tmp_path / "a", lambda x: x.mean(dim=(2, 3)), CPU)
 
 
@@ -83,6 +91,23 @@ def test_folder_features_rejects_missing_or_empty_folder(tmp_path: Path, make: b
 
     with pytest.raises(error, match=str(folder)):
         folder_features(folder, lambda x: x.mean(dim=(2, 3)), CPU)
+
+
+def test_file_features_keep_the_listed_order_and_read_scans_round_trips(tmp_path: Path):
+    images = np.random.default_rng(0).integers(0, 256, (4, 8, 8), dtype=np.uint8)
+    files = write_png_folder(images, tmp_path)
+    order = [files[2], files[0], files[3], files[1]]
+
+    feats = file_features(order, lambda x: x.mean(dim=(1, 2, 3))[:, None], CPU)
+
+    np.testing.assert_allclose(feats[:, 0], images[[2, 0, 3, 1]].mean(axis=(1, 2)), rtol=1e-5)
+    np.testing.assert_array_equal(read_scans(order, "scans"), images[[2, 0, 3, 1]])
+
+
+def test_read_scans_names_missing_files(tmp_path: Path):
+    files = write_png_folder(np.zeros((2, 8, 8), np.uint8), tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"scans: 1 of 3 listed images missing, e.g. .*000002.png"):
+        read_scans([*files, tmp_path / "000002.png"], "scans")
 
 
 def test_write_png_folder_refuses_stale_files(tmp_path: Path):

@@ -8,13 +8,30 @@ from typing import Sequence
 import numpy as np
 from sklearn.metrics import accuracy_score, log_loss, precision_recall_fscore_support, roc_auc_score
 
-__all__ = ["classification_metrics"]
+__all__ = ["ECE_BINS", "classification_metrics", "expected_calibration_error"]
+
+ECE_BINS = 15  # equal-width confidence bins (Guo et al. 2017)
+
+
+def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE of softmax `probs` (N, C) (Guo et al. 2017, "On Calibration of Modern Neural Networks", eq. 3):
+    sum over `bins` equal-width bins of the top-class probability of |accuracy - mean confidence| weighted
+    by the bin's share of the scans. Bins are right-closed, (k/bins, (k+1)/bins], the first one also takes 0."""
+    if bins < 1:
+        raise ValueError(f"bins={bins}; expected a positive number of bins")
+    labels = np.asarray(labels)
+    probs = np.asarray(probs, dtype=np.float64)
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    gap = np.bincount(which, weights=correct - confidence, minlength=bins)  # sum of (hit - confidence) per bin
+    return float(np.abs(gap).sum() / len(labels))
 
 
 def classification_metrics(
     labels: np.ndarray, probs: np.ndarray, classes: Sequence[str], positive: str = "CNV"
 ) -> dict[str, float]:
-    """accuracy, f1, precision, recall, auroc and log_loss of softmax `probs` (N, C).
+    """accuracy, f1, precision, recall, auroc, log_loss and ece of softmax `probs` (N, C).
 
     Two classes: f1/precision/recall of `positive`, AUROC of its probability. More: macro averages and
     one-vs-rest macro AUROC. AUROC is NaN when the labels hold a single class (it is undefined there).
@@ -52,4 +69,5 @@ def classification_metrics(
         "recall": float(recall),
         "auroc": float(auroc),
         "log_loss": float(log_loss(labels, probs, labels=all_labels)),
+        "ece": expected_calibration_error(labels, probs),
     }

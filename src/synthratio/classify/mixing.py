@@ -1,44 +1,70 @@
-"""Batches with synthetic examples at ratio R, the study's definition.
+"""Batches with synthetic examples at ratio R, exactly composed in every batch (not just on average).
 
-R is the share of the synthetic class's examples in each batch that are synthetic; the batch's class
-make-up stays that of the real training set at every R, so only the source of the synthetic class's
-examples changes. R=0 is real only, R=100 has no real example of that class. Every batch has exactly
-the planned composition, not just on average.
+Two modes, both with the batch's real class make-up fixed by the class counts of the (full) real
+training set, split over the batch by largest remainder:
+- replace (the study's definition): R is the share of the synthetic class's slots that are synthetic,
+  round(R% x slots) of them; R=0 is real only, R=100 has no real example of that class. R in 0..100.
+- add: every batch holds the whole R=0 batch plus round(R% x the synthetic class's slots) synthetic
+  examples on top (augmentation), so batches grow with R. R in 0..MAX_ADD_RATIO (200 = twice as many
+  synthetic as real examples of the class).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Literal, Sequence
 
 import numpy as np
 
-__all__ = ["BatchPlan", "RatioBatchSampler", "plan_batches"]
+from synthratio.config import MAX_ADD_RATIO, MIX_MODES
+
+__all__ = ["MIX_MODES", "MixMode", "BatchPlan", "RatioBatchSampler", "plan_batches"]
+
+MixMode = Literal["replace", "add"]
 
 
 @dataclass(frozen=True)
 class BatchPlan:
     """Composition of every batch."""
 
-    per_class: tuple[int, ...]  # examples of each class per batch; sums to the batch size
+    per_class: tuple[int, ...]  # examples of each class per batch, synthetic included; sums to the batch length
     synthetic: int  # of per_class[synthetic_label], how many are synthetic
 
+    @property
+    def size(self) -> int:
+        """Examples per batch (batch_size in replace mode, more in add mode)."""
+        return sum(self.per_class)
 
-def plan_batches(labels: np.ndarray, batch_size: int, synthetic_label: int, ratio: int) -> BatchPlan:
-    """Per-class counts proportional to the real class frequencies (largest remainder, at least 1 per
-    class), and round(ratio% of the synthetic class's count) synthetic, halves rounded up."""
+
+def plan_batches(
+    labels: np.ndarray,
+    batch_size: int,
+    synthetic_label: int,
+    ratio: int,
+    mode: MixMode = "replace",
+    class_counts: Sequence[int] | None = None,
+) -> BatchPlan:
+    """Per-class real slots proportional to `class_counts` (default: the counts of `labels`; largest
+    remainder, at least 1 per class), and round(ratio% of the synthetic class's slots) synthetic, halves
+    rounded up: replacing real ones (replace) or on top of them (add)."""
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.size == 0 or labels.min() < 0:
         raise ValueError(f"labels: expected a non-empty 1-D array of class indices >= 0, got shape {labels.shape}")
-    counts = np.bincount(labels)
+    if mode not in MIX_MODES:
+        raise ValueError(f"mode={mode!r}; expected one of {list(MIX_MODES)}")
+    counts = np.bincount(labels) if class_counts is None else np.asarray(class_counts, dtype=np.int64)
+    if class_counts is not None and (len(counts) < labels.max() + 1 or (counts < np.bincount(labels, minlength=len(counts))).any()):
+        raise ValueError(f"class_counts={list(class_counts)} must cover every class of labels, at least as often")
     if not 0 <= synthetic_label < len(counts):
         raise ValueError(f"synthetic_label={synthetic_label}; labels hold classes 0..{len(counts) - 1}")
-    if not 0 <= ratio <= 100:
-        raise ValueError(f"ratio={ratio}; expected a percent in 0..100")
+    top = 100 if mode == "replace" else MAX_ADD_RATIO
+    if not 0 <= ratio <= top:
+        raise ValueError(f"ratio={ratio}; expected a percent in 0..{top} for mode {mode!r}")
     if batch_size < len(counts):
         raise ValueError(f"batch_size={batch_size}; at least one example per class needs >= {len(counts)}")
-    if (counts == 0).any():
-        raise ValueError(f"real training class counts {counts.tolist()}: every class needs at least one example")
+    present = np.bincount(labels, minlength=len(counts))
+    if (present == 0).any():
+        raise ValueError(f"real training class counts {present.tolist()}: every class needs at least one example")
 
     quota = batch_size * counts  # exact integer quotas over counts.sum()
     per_class = quota // counts.sum()
@@ -50,6 +76,8 @@ def plan_batches(labels: np.ndarray, batch_size: int, synthetic_label: int, rati
         per_class[empty] = 1
 
     synthetic = (ratio * int(per_class[synthetic_label]) + 50) // 100
+    if mode == "add":
+        per_class[synthetic_label] += synthetic
     return BatchPlan(tuple(int(n) for n in per_class), synthetic)
 
 
@@ -75,7 +103,8 @@ class _Walk:
 class RatioBatchSampler:
     """Yields `steps` batches of indices into [real examples..., synthetic examples...] (synthetic k is
     len(labels) + k), each with exactly the composition of `plan_batches`. The same seed gives the same
-    batches on every iteration."""
+    batches on every iteration. `class_counts` fixes the make-up when `labels` is a subsample (the
+    scarce-data regime draws its few real examples of a class more often)."""
 
     def __init__(
         self,
@@ -86,11 +115,13 @@ class RatioBatchSampler:
         batch_size: int,
         steps: int,
         seed: int,
+        mode: MixMode = "replace",
+        class_counts: Sequence[int] | None = None,
     ) -> None:
         if ratio > 0 and num_synthetic == 0:
             raise ValueError(f"ratio={ratio} needs synthetic examples, got num_synthetic={num_synthetic}")
         labels = np.asarray(labels)
-        self.plan = plan_batches(labels, batch_size, synthetic_label, ratio)
+        self.plan = plan_batches(labels, batch_size, synthetic_label, ratio, mode, class_counts)
         self.steps = steps
         self.seed = seed
         real = [np.flatnonzero(labels == c) for c in range(len(self.plan.per_class))]

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Iterator
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from sklearn.metrics import log_loss
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from synthratio.classify.mixing import RatioBatchSampler
+from synthratio.classify.mixing import MixMode, RatioBatchSampler
 from synthratio.classify.models import build_classifier
 from synthratio.config import ClassifierConfig
 
@@ -106,10 +107,17 @@ def _augment(x: Tensor, generator: torch.Generator) -> Tensor:
     return ((x - mean) * (1 + uniform(CONTRAST)) + mean + uniform(BRIGHTNESS)).clamp_(0, 1)
 
 
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (tensor cores; no loss scaling needed), nothing on the CPU (fp32, deterministic)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
 @torch.inference_mode()
 def _softmax(model: nn.Module, batches: Iterable[Tensor]) -> np.ndarray:
     model.eval()
-    return torch.cat([model(_to_float(batch)).double().softmax(dim=1).cpu() for batch in batches]).numpy()
+    device = next(model.parameters()).device
+    with autocast(device):
+        return torch.cat([model(_to_float(batch)).double().softmax(dim=1).cpu() for batch in batches]).numpy()
 
 
 def predict_proba(
@@ -150,21 +158,28 @@ def train_classifier(
     device: torch.device,
     live: dvclive.Live | None = None,
     progress: bool = True,
+    mode: MixMode = "replace",
+    class_counts: Sequence[int] | None = None,
 ) -> TrainResult:
-    """AdamW with cosine decay on cross-entropy over RatioBatchSampler batches; after every epoch, real val
-    accuracy (then log-loss) picks the model to keep. Deterministic on the CPU for a seed."""
+    """AdamW with cosine decay on cross-entropy over RatioBatchSampler batches (`mode` replace or add);
+    after every epoch, real val accuracy (then log-loss) picks the model to keep. `class_counts` (default:
+    those of train.labels) sets the batches' class make-up and the steps per epoch, so a scarce-data regime
+    (train a subsample) trains as many steps on the same make-up as the full set. Deterministic on the CPU
+    for a seed; bf16 autocast on CUDA."""
     synthetic = np.zeros((0, config.image_size, config.image_size), np.uint8) if synthetic is None else synthetic
     for name, images in (("train", train.images), ("val", val.images), ("synthetic", synthetic)):
         _check_size(name, images, config.image_size)
-    steps_per_epoch = math.ceil(len(train.labels) / config.batch_size)
+    steps_per_epoch = math.ceil((len(train.labels) if class_counts is None else sum(class_counts)) / config.batch_size)
     sampler = RatioBatchSampler(
-        train.labels, len(synthetic), synthetic_label, ratio, config.batch_size, config.epochs * steps_per_epoch, seed
+        train.labels, len(synthetic), synthetic_label, ratio, config.batch_size, config.epochs * steps_per_epoch, seed,
+        mode, class_counts,
     )
     num_classes = len(sampler.plan.per_class)
 
     set_seed(seed)
     # channels_last: ~1.5x faster training of simple_cnn on the CPU here, and the layout GPU convs prefer
-    model = build_classifier(config.arch, num_classes).to(device, memory_format=torch.channels_last)
+    model = build_classifier(config.arch, num_classes, config.image_size, config.pretrained)
+    model = model.to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     # cosine decay to zero: late epochs settle instead of jumping, so selection on val picks a settled model
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=len(sampler))
@@ -185,9 +200,11 @@ def train_classifier(
     for epoch in range(1, config.epochs + 1):
         model.train()
         losses = []
-        for _ in range(steps_per_epoch):
-            index = torch.from_numpy(next(batches)).to(device)
-            loss = F.cross_entropy(model(_augment(_to_float(images[index]), augment_generator)), labels[index])
+        # one upload of the epoch's batch indices: a per-step copy from pageable memory would sync the GPU
+        epoch_batches = torch.from_numpy(np.stack([next(batches) for _ in range(steps_per_epoch)])).to(device)
+        for index in epoch_batches:
+            with autocast(device):
+                loss = F.cross_entropy(model(_augment(_to_float(images[index]), augment_generator)), labels[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

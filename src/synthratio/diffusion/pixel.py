@@ -1,46 +1,42 @@
 """Pixel-space diffusion backend: a diffusers UNet2DModel trained from scratch on uint8 scans.
 
-Training follows Ho et al. 2020 (DDPM, Algorithm 1): draw t uniformly, noise the image with the forward
-process q(x_t | x_0), and regress the UNet onto the noise (epsilon) or onto the velocity
-v = sqrt(alpha_bar) * eps - sqrt(1 - alpha_bar) * x_0 (Salimans & Ho 2022), with the beta schedules of
-diffusers (cosine: Nichol & Dhariwal 2021).
+The UNet learns the target class only, or every class at once with a class embedding
+(`finetune.class_conditional`); either way it trains in the shared loop of
+`synthratio.diffusion.training` against the forward process of `synthratio.diffusion.schedules`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import shutil
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from diffusers import DDPMPipeline, DDPMScheduler, DiffusionPipeline, UNet2DModel
-from tqdm.auto import tqdm
+from diffusers import DDPMPipeline, DiffusionPipeline, UNet2DModel
 
 from synthratio.config import FinetuneConfig
+from synthratio.diffusion.schedules import build_training_scheduler
+from synthratio.diffusion.training import DiffusionTask, FinetuneResult, replace_folder, train_diffusion
 
 if TYPE_CHECKING:
     from dvclive import Live
 
+__all__ = ["CLASSES_FILE", "FinetuneResult", "build_training_scheduler", "build_unet", "replace_folder", "save_pipeline", "train_pixel"]
 
-@dataclass
-class FinetuneResult:
-    pipeline: DDPMPipeline  # the trained UNet with its training scheduler
-    losses: list[float]  # training loss per optimizer step
-    seconds: float  # wall time of the optimizer steps
-    images_per_second: float  # training throughput
+CLASSES_FILE = "classes.json"  # class list of a class-conditional pipeline: label i is classes[i]
 
 
-def build_unet(config: FinetuneConfig) -> UNet2DModel:
+def build_unet(config: FinetuneConfig, num_classes: int | None = None) -> UNet2DModel:
     """A one-channel UNet2DModel of `config.block_channels` levels, initialised from `config.seed`.
 
     Plain ResNet blocks at every level; self-attention only in the middle block, at the lowest
-    resolution, where it costs little on a CPU.
+    resolution, where it costs little on a CPU. `num_classes` adds a class embedding (added to the
+    timestep embedding, as in Dhariwal & Nichol 2021).
     """
     levels = len(config.block_channels)
     with torch.random.fork_rng(devices=[]):
@@ -54,110 +50,104 @@ def build_unet(config: FinetuneConfig) -> UNet2DModel:
             down_block_types=("DownBlock2D",) * levels,
             up_block_types=("UpBlock2D",) * levels,
             norm_num_groups=math.gcd(32, *config.block_channels),
+            num_class_embeds=num_classes,
         )
 
 
-def build_training_scheduler(config: FinetuneConfig) -> DDPMScheduler:
-    """The forward process q(x_t | x_0) of Ho et al. 2020 with `config`'s T, betas and prediction target."""
-    return DDPMScheduler(
-        num_train_timesteps=config.train_timesteps,
-        beta_schedule=config.beta_schedule,
-        prediction_type=config.prediction_type,
-        clip_sample=False,
-    )
-
-
-def _check_images(images: np.ndarray, image_size: int) -> None:
+def _check_images(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], image_size: int) -> None:
     expected = f"uint8 (N, {image_size}, {image_size})"
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (image_size, image_size):
         raise ValueError(f"training images have dtype {images.dtype} and shape {images.shape}; expected {expected}")
+    if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"training labels have dtype {labels.dtype} and shape {labels.shape}; expected integers ({len(images)},)")
+    if len(labels) and not 0 <= labels.min() <= labels.max() < len(class_names):
+        raise ValueError(f"training labels span {labels.min()}..{labels.max()}; expected 0..{len(class_names) - 1} for classes {list(class_names)}")
+
+
+def select_training_images(
+    images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], config: FinetuneConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """The scans the UNet learns: the target class (or every class when class-conditional), at most
+    `config.max_images` of them, a seeded choice kept in the original order."""
+    if config.target_class not in class_names:
+        raise ValueError(f"params.yaml: finetune.target_class={config.target_class!r}; expected one of {list(class_names)}")
+    if not config.class_conditional:
+        keep = labels == list(class_names).index(config.target_class)
+        images, labels = images[keep], labels[keep]
+    if 0 < config.max_images < len(images):
+        chosen = np.sort(np.random.default_rng(config.seed).choice(len(images), config.max_images, replace=False))
+        images, labels = images[chosen], labels[chosen]
     if len(images) == 0:
-        raise ValueError(f"no training images (shape {images.shape}); expected {expected} with N >= 1")
+        raise ValueError(f"no training images of class {config.target_class!r} (shape {images.shape}); expected N >= 1")
+    return images, labels
 
 
-def _batch_indices(count: int, batch_size: int, steps: int, generator: torch.Generator) -> torch.Tensor:
-    """Indices of `steps` batches, drawn as consecutive passes over a fresh permutation of the images."""
-    passes = math.ceil(steps * batch_size / count)
-    order = torch.cat([torch.randperm(count, generator=generator) for _ in range(passes)])
-    return order[: steps * batch_size].view(steps, batch_size)
+def _fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
+    digest = hashlib.sha256(np.ascontiguousarray(images).data)
+    digest.update(np.ascontiguousarray(labels, dtype=np.int64).data)
+    return digest.hexdigest()
+
+
+def pixel_task(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], config: FinetuneConfig) -> DiffusionTask:
+    """The training task on uint8 (N, H, W) scans: x0 = scan / 127.5 - 1 in [-1, 1], flipped left-right with
+    probability 1/2 (a draw of the loop's generator), with `class_labels` when class-conditional."""
+    data = torch.from_numpy(np.array(images))  # a writable copy (prepared arrays are read-only memory maps)
+    classes = torch.from_numpy(labels.astype(np.int64))
+
+    def make_batch(indices: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x0 = data[indices].unsqueeze(1).float() / 127.5 - 1.0
+        flip = torch.rand(len(indices), generator=generator) < 0.5
+        x0 = torch.where(flip.view(-1, 1, 1, 1), x0.flip(-1), x0)
+        return x0, ({"class_labels": classes[indices]} if config.class_conditional else {})
+
+    return DiffusionTask(
+        unet=build_unet(config, len(class_names) if config.class_conditional else None),
+        scheduler=build_training_scheduler(config),
+        items=len(images),
+        make_batch=make_batch,
+        fingerprint=_fingerprint(images, labels),
+    )
 
 
 def train_pixel(
     images: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
     config: FinetuneConfig,
     device: torch.device,
+    checkpoint_dir: Path | None = None,
     live: Live | None = None,
     progress: bool = True,
 ) -> FinetuneResult:
-    """Train a UNet from scratch on uint8 (N, H, W) images at `config.image_size` (DDPM, Ho et al. 2020).
+    """Train a UNet from scratch on uint8 (N, H, W) scans at `config.image_size` with integer `labels`
+    (label i is `class_names[i]`): DDPM (Ho et al. 2020) in `train_diffusion`, resumable from `checkpoint_dir`.
 
-    Every random draw (weights, batches, flips, timesteps, noise) comes from `config.seed` on the CPU,
-    so a run repeats exactly on the same device. Logs `loss` per step to `live` when given.
+    A class-conditional result carries `class_names`, which `save_pipeline` writes as classes.json.
     """
-    _check_images(images, config.image_size)
-    generator = torch.Generator(device="cpu").manual_seed(config.seed)
-    unet = build_unet(config).to(device).train()
-    scheduler = build_training_scheduler(config)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate)
-    data = torch.from_numpy(images).to(device)
-    batches = _batch_indices(len(images), config.batch_size, config.steps, generator)
-    shape = (config.batch_size, 1, config.image_size, config.image_size)
-
-    losses: list[float] = []
-    start = time.perf_counter()
-    for step in tqdm(range(config.steps), desc="finetune", unit="step", disable=not progress):
-        clean = data[batches[step].to(device)].unsqueeze(1).float() / 127.5 - 1.0
-        flip = (torch.rand(config.batch_size, generator=generator) < 0.5).to(device)
-        clean = torch.where(flip.view(-1, 1, 1, 1), clean.flip(-1), clean)
-        noise = torch.randn(shape, generator=generator).to(device)
-        timesteps = torch.randint(0, config.train_timesteps, (config.batch_size,), generator=generator).to(device)
-        noisy = scheduler.add_noise(clean, noise, timesteps)
-        target = noise if config.prediction_type == "epsilon" else scheduler.get_velocity(clean, noise, timesteps)
-        loss = F.mse_loss(unet(noisy, timesteps).sample, target)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"finetune: loss is {loss.item()} at step {step}; "
-                f"try a lower finetune.learning_rate than {config.learning_rate}"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        optimizer.step()
-        losses.append(loss.item())
-        if live is not None:
-            live.log_metric("loss", losses[-1])
-            live.next_step()
-    seconds = time.perf_counter() - start
+    _check_images(images, labels, class_names, config.image_size)
+    images, labels = select_training_images(images, labels, class_names, config)
+    task = pixel_task(images, labels, class_names, config)
+    trained = train_diffusion(task, config, device, checkpoint_dir=checkpoint_dir, live=live, progress=progress)
     return FinetuneResult(
-        pipeline=DDPMPipeline(unet=unet.eval(), scheduler=scheduler),
-        losses=losses,
-        seconds=seconds,
-        images_per_second=config.steps * config.batch_size / seconds,
+        pipeline=DDPMPipeline(unet=trained.unet, scheduler=task.scheduler),
+        losses=trained.losses,
+        seconds=trained.seconds,
+        images_per_second=trained.images_per_second,
+        resumed_from_step=trained.resumed_from_step,
+        classes=tuple(class_names) if config.class_conditional else (),
     )
 
 
-def replace_folder(source: Path, target: Path) -> None:
-    """Move the finished folder `source` to `target`, replacing any old `target`.
-
-    A rename is atomic; an old `target` is first renamed aside and deleted afterwards, so `target`
-    is always either the old complete folder or the new one (missing only between two renames).
-    """
-    if target.exists():
-        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
-        target.rename(old / target.name)
-        source.rename(target)
-        shutil.rmtree(old)
-    else:
-        source.rename(target)
-
-
-def save_pipeline(pipeline: DiffusionPipeline, out_dir: Path) -> None:
-    """Write `pipeline` in diffusers' format (safetensors) to `out_dir`, atomically replacing it."""
+def save_pipeline(pipeline: DiffusionPipeline, out_dir: Path, classes: Sequence[str] = ()) -> None:
+    """Write `pipeline` in diffusers' format (safetensors) to `out_dir`, atomically replacing it; a
+    class-conditional pipeline also gets its class list as classes.json (a JSON list; label i = classes[i])."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
         pipeline.save_pretrained(staging, safe_serialization=True)
+        if classes:
+            (staging / CLASSES_FILE).write_text(json.dumps(list(classes)) + "\n")
         replace_folder(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,8 +1,13 @@
-"""Sampling from a trained pixel UNet, one torch.Generator per image seed (as in NVlabs/edm's generate.py).
+"""Sampling from a trained model, one torch.Generator per image seed (as in NVlabs/edm's generate.py).
 
 Each image's initial noise, and any noise a stochastic sampler adds on the way, comes from its own
 `torch.Generator(device="cpu").manual_seed(seed)`, so an image depends only on its seed, the model,
-the sampler and the step count: never on the batch size or on the other seeds in its batch.
+the sampler and the step count: never on the batch size, on the other seeds in its batch, or on how many
+processes share the work (`accelerate launch`: each process samples every world-th missing seed).
+
+Two model folders: a pixel `DDPMPipeline` (a UNet2DModel, optionally class-conditional with the class list
+in `classes.json`) and a latent `StableDiffusionPipeline` (Rombach et al. 2022), sampled at a prompt with
+classifier-free guidance (Ho & Salimans 2022) and written as grayscale.
 """
 
 from __future__ import annotations
@@ -13,16 +18,19 @@ import inspect
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
+from accelerate import PartialState
 from diffusers import (
     DDIMScheduler,
     DDPMPipeline,
     DDPMScheduler,
+    DiffusionPipeline,
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
+    StableDiffusionPipeline,
     UNet2DModel,
     UniPCMultistepScheduler,
 )
@@ -31,13 +39,18 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from synthratio.config import TIMESTEP_SPACINGS, GenerateConfig
-from synthratio.diffusion.pixel import replace_folder
+from synthratio.diffusion.pixel import CLASSES_FILE
+from synthratio.diffusion.training import replace_folder
 
 SAMPLERS = ("ddpm", "ddim", "dpmsolver++", "euler", "unipc")
 SETTINGS_FILE = "generate_settings.json"
+PIPELINES: dict[str, type[DiffusionPipeline]] = {"DDPMPipeline": DDPMPipeline, "StableDiffusionPipeline": StableDiffusionPipeline}
+Postprocess = Callable[[np.ndarray, int], np.ndarray]
 
 
-def make_sampler(name: str, training_scheduler_config: Mapping[str, Any], timestep_spacing: str = "trailing") -> SchedulerMixin:
+def make_sampler(
+    name: str, training_scheduler_config: Mapping[str, Any], timestep_spacing: str = "trailing", clip_x0: bool = True
+) -> SchedulerMixin:
     """An inference scheduler on the training noise schedule.
 
     timestep_spacing "trailing" starts sampling at t = T-1, where training put (almost) no signal left; the
@@ -52,13 +65,14 @@ def make_sampler(name: str, training_scheduler_config: Mapping[str, Any], timest
     as Ho et al. 2020 do; without it an epsilon model's x_0 = (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar)
     blows up at the noisiest steps of the cosine schedule (alpha_bar(T-1) ~ 2e-9) and the images saturate.
     DPM-Solver++ also clips lambda at -5.1 on the cosine schedule, which otherwise returns noise.
+    clip_x0=False turns the clipping off: VAE latents (scaled to unit variance) are not confined to [-1, 1].
     """
     if timestep_spacing not in TIMESTEP_SPACINGS:
         raise ValueError(f"generate.timestep_spacing={timestep_spacing!r}; expected one of {sorted(TIMESTEP_SPACINGS)}")
     config = training_scheduler_config
     # Overrides go in as keywords: from_config drops dict keys listed in the config's _use_default_values.
-    clip = {"clip_sample": True, "clip_sample_range": 1.0, "timestep_spacing": timestep_spacing}
-    threshold = {"thresholding": True, "sample_max_value": 1.0, "timestep_spacing": timestep_spacing}  # Saharia et al. 2022 at max 1: a clip to [-1, 1]
+    clip = {"clip_sample": clip_x0, "clip_sample_range": 1.0, "timestep_spacing": timestep_spacing}
+    threshold = {"thresholding": clip_x0, "sample_max_value": 1.0, "timestep_spacing": timestep_spacing}  # Saharia et al. 2022 at max 1: a clip to [-1, 1]
     if name == "ddpm":
         return DDPMScheduler.from_config(config, **clip)
     if name == "ddim":
@@ -78,12 +92,27 @@ def make_sampler(name: str, training_scheduler_config: Mapping[str, Any], timest
     raise ValueError(f"generate.sampler={name!r}; expected one of {sorted(SAMPLERS)}")
 
 
-def load_pipeline(model_dir: Path, device: torch.device) -> DDPMPipeline:
-    """Load a DDPMPipeline saved by `save_pipeline` (or any diffusers DDPM folder) onto `device`."""
+def load_pipeline(model_dir: Path, device: torch.device) -> DiffusionPipeline:
+    """Load the pipeline saved in `model_dir` (its model_index.json names the class) onto `device`."""
     model_dir = Path(model_dir)
-    if not (model_dir / "model_index.json").is_file():
+    index = model_dir / "model_index.json"
+    if not index.is_file():
         raise FileNotFoundError(f"{model_dir}: no diffusers pipeline there (model_index.json missing); run the finetune stage first")
-    return DDPMPipeline.from_pretrained(model_dir).to(device)
+    class_name = json.loads(index.read_text()).get("_class_name")
+    if class_name not in PIPELINES:
+        raise ValueError(f"{index}: _class_name={class_name!r}; expected one of {sorted(PIPELINES)}")
+    return PIPELINES[class_name].from_pretrained(model_dir).to(device)
+
+
+def class_index(model_dir: Path, class_name: str | None) -> int | None:
+    """Index of `class_name` in the model's classes.json, or None for a model without one."""
+    path = Path(model_dir) / CLASSES_FILE
+    if not path.is_file():
+        return None
+    classes = json.loads(path.read_text())
+    if class_name not in classes:
+        raise ValueError(f"{path}: the model is conditioned on classes {classes}; class_name={class_name!r} is not one of them")
+    return classes.index(class_name)
 
 
 def sample_images(
@@ -94,11 +123,13 @@ def sample_images(
     device: torch.device,
     batch_size: int,
     progress: bool = True,
+    class_label: int | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (seed, uint8 (H, W) image) for every seed, sampling `batch_size` images at a time.
+    """Yield (seed, uint8 (H, W) image) for every seed of a pixel UNet, sampling `batch_size` images at a time.
 
     Initial noise is drawn per image from its seed's CPU generator; samplers whose `step` adds noise get
     the list of per-image generators, which diffusers' `randn_tensor` draws from one image at a time.
+    A class-conditional UNet gets `class_label` for every image.
     """
     size = unet.config.sample_size
     height, width = (size, size) if isinstance(size, int) else size
@@ -112,15 +143,74 @@ def sample_images(
         sampler.set_timesteps(inference_steps, device=device)
         sample = (noise * sampler.init_noise_sigma).to(device=device, dtype=unet.dtype)
         extra = {"generator": generators} if stochastic else {}
+        labels = {} if class_label is None else {"class_labels": torch.full((len(chunk),), class_label, device=device)}
         with torch.no_grad():
             for t in sampler.timesteps:
-                output = unet(sampler.scale_model_input(sample, t), t).sample
+                output = unet(sampler.scale_model_input(sample, t), t, **labels).sample
                 sample = sampler.step(output, t, sample, **extra).prev_sample
         pixels = ((sample.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
         for seed, image in zip(chunk, pixels):
             yield seed, image[0]
         bar.update(len(chunk))
     bar.close()
+
+def sample_latent_images(
+    pipeline: StableDiffusionPipeline,
+    sampler: SchedulerMixin,
+    seeds: Sequence[int],
+    prompt: str,
+    inference_steps: int,
+    guidance_scale: float,
+    device: torch.device,
+    batch_size: int,
+    progress: bool = True,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (seed, uint8 (H, W) grayscale image) for every seed of a Stable Diffusion pipeline.
+
+    Each image's initial latent (4, H/8, W/8) comes from its seed's CPU generator and goes in as `latents=`;
+    the pipeline runs `sampler` with classifier-free guidance at `guidance_scale` (1 = off) and decodes with
+    the VAE; the RGB output becomes gray as the rounded mean of its channels. On a GPU the UNet and the VAE
+    run in bf16 autocast (the latents between steps stay float32); there, kernels picked per batch size can
+    move a pixel by rounding, while on the CPU an image is the same at every batch size.
+    """
+    pipeline.scheduler = sampler
+    pipeline.set_progress_bar_config(disable=True)  # one bar over the images, below
+    unet = pipeline.unet
+    size = unet.config.sample_size
+    height, width = (size, size) if isinstance(size, int) else size
+    shape = (unet.config.in_channels, height, width)
+    bar = tqdm(total=len(seeds), desc="generate", unit="img", disable=not progress)
+    for start in range(0, len(seeds), batch_size):
+        chunk = seeds[start : start + batch_size]
+        generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in chunk]
+        latents = torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device=device, dtype=unet.dtype)
+        with torch.no_grad(), _autocast(device):
+            rgb = pipeline(
+                prompt=[prompt] * len(chunk),
+                num_inference_steps=inference_steps,
+                guidance_scale=guidance_scale,
+                latents=latents,
+                generator=generators,
+                output_type="np",
+            ).images
+        gray = (np.clip(rgb, 0.0, 1.0).mean(axis=-1) * 255.0).round().astype(np.uint8)
+        yield from zip(chunk, gray)
+        bar.update(len(chunk))
+    bar.close()
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on a CUDA device that has bf16, else nothing."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def shard_seeds(seeds: Sequence[int], process_index: int, num_processes: int) -> list[int]:
+    """The seeds one of `num_processes` processes samples: every num_processes-th, from its index."""
+    if not 0 <= process_index < num_processes:
+        raise ValueError(f"process_index={process_index}; expected 0 <= index < num_processes={num_processes}")
+    return list(seeds[process_index::num_processes])
 
 
 def _folder_digest(folder: Path) -> str:
@@ -136,21 +226,26 @@ def _image_name(seed: int) -> str:
     return f"{seed:06d}.png"
 
 
-def _prepare_staging(staging: Path, settings: dict[str, Any], seeds: Sequence[int]) -> set[int]:
-    """Make `staging` hold only finished images of `seeds` made with `settings`; return those seeds."""
+def _prepare_staging(staging: Path, settings: dict[str, Any], seeds: Sequence[int]) -> None:
+    """Make `staging` hold only finished images of `seeds` made with `settings` (other files are deleted)."""
     settings_path = staging / SETTINGS_FILE
     if staging.is_dir() and not (settings_path.is_file() and json.loads(settings_path.read_text()) == settings):
         shutil.rmtree(staging)
     staging.mkdir(parents=True, exist_ok=True)
     settings_path.write_text(json.dumps(settings, indent=1))
-    wanted = {_image_name(seed): seed for seed in seeds}
-    done = set()
+    wanted = {_image_name(seed) for seed in seeds}
     for path in staging.iterdir():
-        if path.name in wanted:
-            done.add(wanted[path.name])
-        elif path.name != SETTINGS_FILE:
+        if path.name not in wanted and path.name != SETTINGS_FILE:
             path.unlink()
-    return done
+
+
+def _missing_seeds(staging: Path, seeds: Sequence[int]) -> list[int]:
+    return [seed for seed in seeds if not (staging / _image_name(seed)).is_file()]
+
+
+def _process_device(state: PartialState, device: torch.device) -> torch.device:
+    """Under `accelerate launch` with several processes, each process's own device of `device`'s type."""
+    return state.device if state.num_processes > 1 and state.device.type == device.type else device
 
 
 def generate_to_folder(
@@ -161,37 +256,75 @@ def generate_to_folder(
     device: torch.device,
     progress: bool = True,
     staging: Path | None = None,
+    class_name: str | None = None,
+    prompt: str | None = None,
+    postprocess: Postprocess | None = None,
+    settings_extra: Mapping[str, Any] | None = None,
 ) -> list[Path]:
     """Write one `{seed:06d}.png` (mode L) per seed into `out_dir`; return their paths in seed order.
 
+    `model_dir` holds a DDPMPipeline (sampled at `class_name` when it has classes.json) or a
+    StableDiffusionPipeline (sampled at `prompt` with `config.guidance_scale`). `postprocess(image, seed)`
+    changes each uint8 (H, W) image before it is written; describe it in `settings_extra`, which joins the
+    settings that a resumed run must match.
+
     Images go to `staging` (default: the sibling `<out_dir>.partial/`; on the same file system) and the
     folder is renamed to `out_dir` once complete, so `out_dir` never holds a partial set. A staging folder
-    left by a killed run with the same model, sampler and step count is resumed: its finished images are
-    kept and only the missing seeds sampled. DVC deletes a stage's outputs before rerunning it, so the
-    generate stage keeps `staging` outside them.
+    left by a killed run with the same settings is resumed: its finished images are kept and only the
+    missing seeds sampled. DVC deletes a stage's outputs before rerunning it, so the generate stage keeps
+    `staging` outside them. Under `accelerate launch` each process samples its share of the missing seeds
+    into the shared staging folder and the main process renames it: the files are those of one process.
     """
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if len(set(seeds)) != len(seeds) or any(seed < 0 for seed in seeds):
         raise ValueError(f"generate: seeds must be distinct and >= 0; got {len(seeds)} seeds from {min(seeds, default=None)}")
+    state = PartialState(cpu=device.type == "cpu")  # cpu: several CPU processes (gloo) under a launcher
+    device = _process_device(state, device)
     pipeline = load_pipeline(model_dir, device)
-    sampler = make_sampler(config.sampler, pipeline.scheduler.config, config.timestep_spacing)
-    settings = {
+    latent = isinstance(pipeline, StableDiffusionPipeline)
+    if latent and not prompt:
+        raise ValueError(f"{model_dir} holds a StableDiffusionPipeline: generate needs a prompt (finetune.prompts[0]); got {prompt!r}")
+    label = None if latent else class_index(model_dir, class_name)
+    sampler = make_sampler(config.sampler, pipeline.scheduler.config, config.timestep_spacing, clip_x0=not latent)
+    settings: dict[str, Any] = {
         "model_sha256": _folder_digest(model_dir),
         "sampler": config.sampler,
         "timestep_spacing": config.timestep_spacing,
         "inference_steps": config.inference_steps,
     }
+    if latent:
+        settings |= {"prompt": prompt, "guidance_scale": config.guidance_scale}
+    if label is not None:
+        settings["class_name"] = class_name
+    if settings_extra:
+        settings["extra"] = dict(settings_extra)
     staging = Path(staging) if staging is not None else out_dir.with_name(f"{out_dir.name}.partial")
-    staging.parent.mkdir(parents=True, exist_ok=True)
-    done = _prepare_staging(staging, settings, seeds)
-    missing = [seed for seed in seeds if seed not in done]
-    for seed, image in sample_images(pipeline.unet, sampler, missing, config.inference_steps, device, config.batch_size, progress):
+    if state.is_main_process:
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        _prepare_staging(staging, settings, seeds)
+    state.wait_for_everyone()
+    mine = shard_seeds(_missing_seeds(staging, seeds), state.process_index, state.num_processes)
+    show = progress and state.is_main_process
+    if latent:
+        images = sample_latent_images(pipeline, sampler, mine, prompt, config.inference_steps, config.guidance_scale,
+                                      device, config.batch_size, show)
+    else:
+        images = sample_images(pipeline.unet, sampler, mine, config.inference_steps, device, config.batch_size, show,
+                               class_label=label)
+    for seed, image in images:
+        if postprocess is not None:
+            image = postprocess(image, seed)
+            if image.dtype != np.uint8 or image.ndim != 2:
+                raise ValueError(f"generate postprocess returned {image.dtype} {image.shape} for seed {seed}; expected uint8 (H, W)")
         part = staging / f"{_image_name(seed)}.tmp"
         Image.fromarray(image).save(part, format="PNG")
         part.replace(staging / _image_name(seed))
-    (staging / SETTINGS_FILE).unlink()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    replace_folder(staging, out_dir)
-    with contextlib.suppress(OSError):  # an emptied staging parent of our own making; never a non-empty one
-        staging.parent.rmdir()
+    state.wait_for_everyone()
+    if state.is_main_process:
+        (staging / SETTINGS_FILE).unlink()
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        replace_folder(staging, out_dir)
+        with contextlib.suppress(OSError):  # an emptied staging parent of our own making; never a non-empty one
+            staging.parent.rmdir()
+    state.wait_for_everyone()
     return [out_dir / _image_name(seed) for seed in seeds]

@@ -1,25 +1,20 @@
 """FID (Heusel et al. 2017, "GANs Trained by a Two Time-Scale Update Rule Converge to a Local Nash
-Equilibrium") and KID (Binkowski et al. 2018, "Demystifying MMD GANs") between synthetic and held-out
-real scans, next to the real-vs-real floor that a perfect generator would score with the same set sizes.
+Equilibrium"), KID (Binkowski et al. 2018, "Demystifying MMD GANs") and precision/recall/density/coverage
+(manifold.py) between synthetic and held-out real scans, next to the real-vs-real floor that a perfect
+generator would score with the same set sizes.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import torch
 from cleanfid import fid
-from cleanfid.features import build_feature_extractor
 
-from synthratio.evaluation.features import FeatureFn, folder_features, inception_available, write_png_folder
-
-logger = logging.getLogger(__name__)
+from synthratio.evaluation.manifold import MANIFOLD_KEYS, precision_recall_density_coverage
 
 KID_SUBSETS = 100  # random subsets KID averages over (clean-fid's default)
-DISTANCE_KEYS = ("fid", "kid", "fid_floor", "kid_floor")
+DISTANCE_KEYS = ("fid", "kid", "fid_floor", "kid_floor", *MANIFOLD_KEYS, *(f"{key}_floor" for key in MANIFOLD_KEYS))
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
@@ -65,13 +60,25 @@ def distance_pair(x: np.ndarray, y: np.ndarray, kid_subset_size: int, seed: int 
     return DistancePair(fid=fid_value, kid=kid_value)
 
 
-def feature_distances(synthetic: np.ndarray, real: np.ndarray, kid_subset_size: int, seed: int = 0) -> dict[str, float]:
+def split_real(n_real: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of two disjoint halves of n_real shuffled real rows: the reference A (first n_real // 2)
+    and the held-out rest B. feature_distances(seed) draws its halves as split_real(n, default_rng(seed))."""
+    order = rng.permutation(n_real)
+    half = n_real // 2
+    return order[:half], order[half:]
+
+
+def feature_distances(
+    synthetic: np.ndarray, real: np.ndarray, kid_subset_size: int, seed: int = 0, nearest_k: int = 5
+) -> dict[str, float]:
     """Synthetic-vs-real distances and the real-vs-real floor, in one feature space.
 
-    The real rows are shuffled (seed) and split into disjoint halves A and B. A is the reference; the
-    synthetic set (subsampled, seed) and B are cut to the same size n_compared = min(n_synthetic, |A|), so
-    fid/kid (synthetic vs A) and fid_floor/kid_floor (B vs A) carry the same small-sample bias. When
-    synthetic has fewer rows than |A|, n_compared < n_real_half says so.
+    The real rows are shuffled (seed) and split into disjoint halves A and B (split_real). A is the
+    reference; the synthetic set (subsampled, seed) and B are cut to the same size n_compared =
+    min(n_synthetic, |A|), so fid/kid and precision/recall/density/coverage (synthetic vs A) and their
+    *_floor twins (B vs A) carry the same small-sample bias. When synthetic has fewer rows than |A|,
+    n_compared < n_real_half says so. The k-NN metrics use nearest_k = min(nearest_k, n_compared - 1)
+    neighbours, recorded as nearest_k.
     """
     if synthetic.ndim != 2 or real.ndim != 2 or synthetic.shape[1] != real.shape[1]:
         raise ValueError(
@@ -82,70 +89,28 @@ def feature_distances(synthetic: np.ndarray, real: np.ndarray, kid_subset_size: 
             f"{len(synthetic)} synthetic and {len(real)} real feature rows; expected at least 2 synthetic and 4 real "
             "(real is split into two halves, and a covariance needs two rows)"
         )
+    if nearest_k < 1:
+        raise ValueError(f"nearest_k={nearest_k}; expected a neighbour count >= 1")
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(real))
-    half = len(real) // 2
-    n_compared = min(len(synthetic), half)
-    reference = real[order[:half]]
-    held_out = real[order[half : half + n_compared]]
+    reference_rows, rest = split_real(len(real), rng)
+    n_compared = min(len(synthetic), len(reference_rows))
+    reference = real[reference_rows]
+    held_out = real[rest[:n_compared]]
     chosen = synthetic[rng.choice(len(synthetic), size=n_compared, replace=False)]
     versus = distance_pair(chosen, reference, kid_subset_size, seed)
     floor = distance_pair(held_out, reference, kid_subset_size, seed)
+    k = min(nearest_k, n_compared - 1)
+    manifold = precision_recall_density_coverage(reference, chosen, k)
+    manifold_floor = precision_recall_density_coverage(reference, held_out, k)
     return {
         "fid": versus.fid,
         "kid": versus.kid,
         "fid_floor": floor.fid,
         "kid_floor": floor.kid,
+        **manifold,
+        **{f"{key}_floor": value for key, value in manifold_floor.items()},
         "n_synthetic": len(synthetic),
-        "n_real_half": half,
+        "n_real_half": len(reference_rows),
         "n_compared": n_compared,
+        "nearest_k": k,
     }
-
-
-def evaluate_synthetic(
-    synthetic_dir: Path,
-    real_images: np.ndarray,
-    feature_fn: FeatureFn,
-    device: torch.device,
-    min_images: int,
-    kid_subset_size: int,
-    inception_weights: Path | None,
-    workdir: Path,
-) -> dict[str, float | int | bool]:
-    """All distances for metrics/synthetic.json between the scans in synthetic_dir and real_images.
-
-    real_images, uint8 (N, H, W) held-out real scans, are written as PNGs under workdir (a fresh folder the
-    caller owns) so both sets pass through clean-fid's same reading path. Keys: domain_{fid,kid,fid_floor,
-    kid_floor} in feature_fn's space; inception_{...} in clean-fid's Inception (clean mode) when
-    inception_available(inception_weights); counts n_synthetic, n_real, n_real_half, n_compared; the flag
-    inception; few_images, True (and a warning) when the compared sets hold fewer than min_images each,
-    where FID is strongly biased and unstable.
-    """
-    real_dir = workdir / "real"
-    write_png_folder(real_images, real_dir)
-    spaces: dict[str, FeatureFn] = {"domain": feature_fn}
-    use_inception = inception_available(inception_weights)
-    if use_inception:
-        spaces["inception"] = build_feature_extractor(mode="clean", device=device)
-    metrics: dict[str, float | int | bool] = {}
-    for space, fn in spaces.items():
-        resize = space == "inception"
-        synthetic = folder_features(synthetic_dir, fn, device, inception_resize=resize)
-        real = folder_features(real_dir, fn, device, inception_resize=resize)
-        distances = feature_distances(synthetic, real, kid_subset_size)
-        metrics.update({f"{space}_{key}": distances[key] for key in DISTANCE_KEYS})
-    metrics.update(
-        n_synthetic=distances["n_synthetic"],
-        n_real=len(real_images),
-        n_real_half=distances["n_real_half"],
-        n_compared=distances["n_compared"],
-        inception=use_inception,
-        few_images=distances["n_compared"] < min_images,
-    )
-    if metrics["few_images"]:
-        logger.warning(
-            "FID/KID compare sets of %d scans (from %d synthetic and %d real), fewer than evaluate.min_images=%d: "
-            "FID is biased and unstable at this size",
-            distances["n_compared"], distances["n_synthetic"], len(real_images), min_images,
-        )
-    return metrics

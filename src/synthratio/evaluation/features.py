@@ -12,7 +12,7 @@ import os
 import platform
 from glob import glob
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -54,21 +54,85 @@ def _keep_size(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def _check_image_folder(folder: Path) -> None:
-    """Check that folder exists, holds images that clean-fid reads (recursively, by its extensions) and
-    that they share one size."""
+def list_images(folder: Path) -> list[Path]:
+    """The images clean-fid would read in folder (recursively, by its extensions), sorted.
+
+    Raises FileNotFoundError naming a missing folder, ValueError naming an empty one.
+    """
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {folder} does not exist")
     files = sorted({Path(f) for ext in EXTENSIONS for f in glob(os.path.join(folder, f"**/*.{ext}"), recursive=True)})
     if not files:
         raise ValueError(f"image folder {folder} holds no images (extensions {sorted(EXTENSIONS)})")
-    sizes: dict[tuple[int, int], int] = {}
+    return files
+
+
+def check_one_size(files: Sequence[Path], name: str) -> tuple[int, int]:
+    """(width, height) shared by every file (read from the headers only), else ValueError naming the set,
+    each size found with its count, and the first file of the rarest size."""
+    if not files:
+        raise ValueError(f"{name}: no images to read")
+    by_size: dict[tuple[int, int], list[Path]] = {}
     for file in files:
         with Image.open(file) as image:
-            sizes[image.size] = sizes.get(image.size, 0) + 1
-    if len(sizes) > 1:
-        found = ", ".join(f"{w}x{h} px: {n} images" for (w, h), n in sorted(sizes.items()))
-        raise ValueError(f"image folder {folder} mixes image sizes ({found}); expected one size")
+            by_size.setdefault(image.size, []).append(Path(file))
+    if len(by_size) > 1:
+        found = ", ".join(f"{w}x{h} px: {len(group)} images" for (w, h), group in sorted(by_size.items()))
+        odd = min(by_size.values(), key=len)[0]
+        raise ValueError(f"{name} mixes image sizes ({found}), e.g. {odd}; expected one size")
+    return next(iter(by_size))
+
+
+def read_scans(files: Sequence[Path], name: str) -> np.ndarray:
+    """uint8 (N, H, W) grayscale array of the listed files, in order.
+
+    Raises FileNotFoundError naming the folder when none of the files exists (an empty or missing folder)
+    or naming the missing ones, and ValueError (check_one_size) when they differ in size.
+    """
+    missing = [Path(f) for f in files if not Path(f).is_file()]
+    if missing and len(missing) == len(files):
+        folders = sorted({str(f.parent) for f in missing})
+        raise FileNotFoundError(f"{name}: {', '.join(folders)} holds none of the {len(files)} listed images, e.g. {missing[0].name}")
+    if missing:
+        raise FileNotFoundError(f"{name}: {len(missing)} of {len(files)} listed images missing, e.g. {[str(f) for f in missing[:3]]}")
+    check_one_size(files, name)
+    scans = []
+    for file in files:
+        with Image.open(file) as image:
+            scans.append(np.asarray(image.convert("L")))
+    return np.stack(scans)
+
+
+def file_features(
+    files: Sequence[Path],
+    feature_fn: FeatureFn,
+    device: torch.device,
+    batch_size: int = 64,
+    workers: int = 0,
+    *,
+    inception_resize: bool = False,
+    name: str = "images for features",
+    progress: bool = False,
+) -> np.ndarray:
+    """Features (N, D) of the listed images, in order, through clean-fid's reader (PIL, RGB, float [0, 255]).
+
+    Images reach feature_fn at their own size unless inception_resize, which applies clean-fid's clean
+    resize to 299 px (for its Inception). workers: processes that decode and resize (a DataLoader's
+    num_workers; 0 decodes in this process). progress: a tqdm bar named after the set. Raises ValueError
+    naming the set (name) and a file when the sizes differ.
+    """
+    check_one_size(files, name)
+    return fid.get_files_features(
+        [str(f) for f in files],
+        model=feature_fn,
+        num_workers=workers,
+        batch_size=batch_size,
+        device=device,
+        mode="clean",
+        custom_fn_resize=None if inception_resize else _keep_size,
+        description=name,
+        verbose=progress,
+    )
 
 
 def folder_features(
@@ -76,30 +140,19 @@ def folder_features(
     feature_fn: FeatureFn,
     device: torch.device,
     batch_size: int = 64,
+    workers: int = 0,
     *,
     inception_resize: bool = False,
 ) -> np.ndarray:
-    """Features (N, D) of the N images in folder, in clean-fid's sorted file order.
-
-    Images reach feature_fn at their own size unless inception_resize, which applies clean-fid's clean
-    resize to 299 px (for its Inception). Raises FileNotFoundError or ValueError naming the folder when
-    it is missing, holds no images, or mixes image sizes.
-    """
-    _check_image_folder(folder)
-    return fid.get_folder_features(
-        str(folder),
-        model=feature_fn,
-        num_workers=0,
-        batch_size=batch_size,
-        device=device,
-        mode="clean",
-        custom_fn_resize=None if inception_resize else _keep_size,
-        verbose=False,
+    """file_features of list_images(folder): every image in it, in clean-fid's sorted order."""
+    return file_features(
+        list_images(folder), feature_fn, device, batch_size, workers, inception_resize=inception_resize, name=f"image folder {folder}"
     )
 
 
-def write_png_folder(images: np.ndarray, folder: Path) -> None:
-    """Write uint8 (N, H, W) grayscale images to folder/{i:06d}.png, so clean-fid can read them.
+def write_png_folder(images: np.ndarray, folder: Path) -> list[Path]:
+    """Write uint8 (N, H, W) grayscale images to folder/{i:06d}.png, so clean-fid can read them; returns
+    the files in order.
 
     The folder must be new or empty: stale images from an earlier call would join the set.
     """
@@ -108,8 +161,10 @@ def write_png_folder(images: np.ndarray, folder: Path) -> None:
     if folder.exists() and any(folder.iterdir()):
         raise ValueError(f"{folder} is not empty; write_png_folder needs a new or empty folder")
     folder.mkdir(parents=True, exist_ok=True)
-    for i, image in enumerate(images):
-        Image.fromarray(image).save(folder / f"{i:06d}.png")
+    files = [folder / f"{i:06d}.png" for i in range(len(images))]
+    for file, image in zip(files, images):
+        Image.fromarray(image).save(file)
+    return files
 
 
 def inception_available(weights: Path | None) -> bool:

@@ -1,0 +1,161 @@
+"""Everything metrics/synthetic.json says about a set of synthetic scans, against held-out real scans:
+
+- FID, KID and precision/recall/density/coverage in the domain feature space (a classifier trained on real
+  training scans only) and, when its weights file is there, clean-fid's Inception; each next to its
+  real-vs-real floor (distances.py, manifold.py);
+- the memorized share, in domain features and in pixels (memorization.py), and plots/memorization.png;
+- the held-out AUROC of a synthetic-vs-real detector (detector.py);
+- the set sizes, and few_images when FID compares fewer than evaluate.min_images scans a side.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from cleanfid.features import build_feature_extractor
+
+from synthratio.config import EvaluateConfig
+from synthratio.data.ingest import load_split
+from synthratio.evaluation.detector import detect_synthetic
+from synthratio.evaluation.distances import DISTANCE_KEYS, feature_distances, split_real
+from synthratio.evaluation.features import FeatureFn, file_features, inception_available, read_scans, write_png_folder
+from synthratio.evaluation.memorization import Memorization, memorization, pixel_rows, save_memorization_grid
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RealScans:
+    """Real scans of the generator's class, uint8 (N, H, W) at the generator's size."""
+
+    heldout: np.ndarray  # evaluate.real_split: patients the generator and the encoder never saw
+    heldout_groups: np.ndarray  # patient group of each held-out scan (keeps the detector's parts patient-disjoint)
+    train: np.ndarray  # the generator's training scans (what memorization compares with)
+
+
+def load_real_scans(prepared: Path, heldout_split: str, size: int, label: int) -> RealScans:
+    """The prepared real scans of class `label` at `size` px: held-out split (with patient groups from
+    index.csv) and train split."""
+    index = pd.read_csv(prepared / "index.csv")
+    images, labels = load_split(prepared, heldout_split, size)
+    groups = index.loc[index["split"] == heldout_split].sort_values("row")["patient_group"].to_numpy()
+    train, train_labels = load_split(prepared, "train", size)
+    return RealScans(
+        heldout=np.asarray(images[labels == label]), heldout_groups=groups[labels == label],
+        train=np.asarray(train[train_labels == label]),
+    )  # fmt: skip
+
+
+def _check_inputs(synthetic: np.ndarray, files: Sequence[Path], real: RealScans) -> None:
+    if len(real.heldout) < 4 or len(real.train) < 1:
+        raise ValueError(
+            f"{len(real.heldout)} held-out and {len(real.train)} training real scans; expected >= 4 held-out "
+            "(two halves of two) and >= 1 training scan"
+        )
+    for name, images in (("held-out", real.heldout), ("training", real.train)):
+        if images.dtype != np.uint8 or images.ndim != 3:
+            raise ValueError(f"{name} real scans: {images.dtype} array of shape {images.shape}; expected uint8 (N, H, W)")
+    size = real.heldout.shape[1:]
+    if synthetic.shape[1:] != size or real.train.shape[1:] != size:
+        raise ValueError(
+            f"synthetic scans are {synthetic.shape[2]}x{synthetic.shape[1]} px (e.g. {files[0]}), real held-out "
+            f"{size[1]}x{size[0]} px, real training {real.train.shape[2]}x{real.train.shape[1]} px; pixel distances "
+            "need one size (generate and load real scans at finetune.image_size)"
+        )
+
+
+def evaluate_synthetic(
+    synthetic_files: Sequence[Path],
+    real: RealScans,
+    feature_fn: FeatureFn,
+    device: torch.device,
+    config: EvaluateConfig,
+    workdir: Path,
+    memorization_plot: Path | None = None,
+    progress: bool = False,
+) -> dict[str, float | int | bool]:
+    """All of metrics/synthetic.json for the listed synthetic scans (see the module docstring).
+
+    The real scans are written as PNGs under workdir (a fresh folder the caller owns), so both sets pass
+    through clean-fid's same reading path. Keys: {domain,inception}_{fid,kid,precision,recall,density,
+    coverage} and their *_floor twins (inception_* only when inception_available(config.inception_weights));
+    memorized_{share,share_floor,threshold}_{features,pixels}; detector_{auroc,accuracy,n_train,n_val,n_test};
+    n_synthetic, n_real, n_real_train, n_real_half, n_compared, nearest_k, inception, few_images. Bad input
+    (no synthetic file, mixed sizes, too few real scans) raises before any model runs.
+    """
+    synthetic = read_scans(synthetic_files, "synthetic scans")
+    _check_inputs(synthetic, synthetic_files, real)
+    real_files = write_png_folder(real.heldout, workdir / "real")
+    train_files = write_png_folder(real.train, workdir / "train")
+    logger.info(
+        "evaluating %d synthetic scans (%dx%d px) against %d held-out and %d training real scans on %s",
+        len(synthetic), synthetic.shape[2], synthetic.shape[1], len(real.heldout), len(real.train), device,
+    )  # fmt: skip
+
+    spaces: dict[str, FeatureFn] = {"domain": feature_fn}
+    use_inception = inception_available(config.inception_weights)
+    if use_inception:
+        spaces["inception"] = build_feature_extractor(mode="clean", device=device)
+    metrics: dict[str, float | int | bool] = {}
+    computed: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for space, fn in spaces.items():
+        extract = partial(
+            file_features, feature_fn=fn, device=device, batch_size=config.batch_size, workers=config.workers,
+            inception_resize=space == "inception", progress=progress,
+        )  # fmt: skip
+        computed[space] = (
+            extract(synthetic_files, name=f"{space} features, synthetic"), extract(real_files, name=f"{space} features, real")
+        )
+        distances = feature_distances(*computed[space], config.kid_subset_size, config.seed, config.nearest_k)
+        metrics.update({f"{space}_{key}": distances[key] for key in DISTANCE_KEYS})
+    train_features = file_features(train_files, feature_fn, device, config.batch_size, config.workers,
+                                   name="domain features, real training", progress=progress)
+
+    reference, floor = split_real(len(real.heldout), np.random.default_rng(config.seed))  # feature_distances' halves
+    copies: dict[str, Memorization] = {}
+    for space, (fake, heldout, train) in {
+        "features": (*computed["domain"], train_features),
+        "pixels": (pixel_rows(synthetic), pixel_rows(real.heldout), pixel_rows(real.train)),
+    }.items():
+        copies[space] = memorization(fake, heldout[reference], heldout[floor], train, config.memorization_quantile)
+        metrics.update({
+            f"memorized_share_{space}": copies[space].share,
+            f"memorized_share_{space}_floor": copies[space].share_floor,
+            f"memorized_threshold_{space}": copies[space].threshold,
+        })  # fmt: skip
+    if memorization_plot is not None:
+        save_memorization_grid(synthetic, real.train, copies, memorization_plot)
+
+    detector = detect_synthetic(
+        real.train, real.heldout, real.heldout_groups, synthetic, config.detector_image_size, config.detector_epochs,
+        config.seed, device, progress,
+    )  # fmt: skip
+    metrics.update(
+        detector_auroc=detector.auroc,
+        detector_accuracy=detector.accuracy,
+        detector_n_train=detector.n_train,
+        detector_n_val=detector.n_val,
+        detector_n_test=detector.n_test,
+        n_synthetic=distances["n_synthetic"],
+        n_real=len(real.heldout),
+        n_real_train=len(real.train),
+        n_real_half=distances["n_real_half"],
+        n_compared=distances["n_compared"],
+        nearest_k=distances["nearest_k"],
+        inception=use_inception,
+        few_images=distances["n_compared"] < config.min_images,
+    )
+    if metrics["few_images"]:
+        logger.warning(
+            "FID/KID compare sets of %d scans (from %d synthetic and %d real), fewer than evaluate.min_images=%d: "
+            "FID is biased and unstable at this size",
+            distances["n_compared"], distances["n_synthetic"], len(real.heldout), config.min_images,
+        )  # fmt: skip
+    return metrics

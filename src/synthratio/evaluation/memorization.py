@@ -1,0 +1,100 @@
+"""Memorization: synthetic scans that sit closer to a training scan than real unseen scans do.
+
+Diffusion models can reproduce training images (Carlini et al. 2023, "Extracting Training Data from
+Diffusion Models"; Somepalli et al. 2023, "Diffusion Art or Digital Forgery?"), and a synthetic medical scan
+that copies a patient's is a privacy leak. A distance alone means little, so the yardstick is real: held-out
+scans of other patients are never copies, and the quantile q of their nearest-training-scan distances is the
+threshold (the data-copying idea of Meehan et al. 2020, "A Non-Parametric Test to Detect Data-Copying in
+Generative Models"). An honest generator has about a share q of its scans below it; a copying one, more.
+Distances are Euclidean, in a feature space and in pixel space (uint8 values at the generator's size).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # stages run headless
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.neighbors import NearestNeighbors  # noqa: E402
+
+from synthratio.runtime import write_atomically  # noqa: E402
+
+GRID_PAIRS = 8  # closest synthetic/train pairs shown per space in the figure
+
+
+@dataclass(frozen=True)
+class Nearest:
+    """Each query row's nearest reference row."""
+
+    distance: np.ndarray  # (N,) Euclidean distance to it
+    index: np.ndarray  # (N,) its row in the reference
+
+
+def pixel_rows(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, H, W) scans as float32 (N, H * W) rows: their distance is the L2 norm of the pixel difference."""
+    return np.asarray(images, dtype=np.float32).reshape(len(images), -1)
+
+
+@dataclass(frozen=True)
+class Memorization:
+    threshold: float  # quantile q of held-out real (reference half) to train nearest distances
+    share: float  # share of synthetic rows at or below threshold
+    share_floor: float  # the same share for held-out real rows that did not set the threshold (about q)
+    nearest: Nearest  # each synthetic row's nearest training row
+
+
+def memorization(
+    synthetic: np.ndarray, real_reference: np.ndarray, real_floor: np.ndarray, train: np.ndarray, quantile: float
+) -> Memorization:
+    """Memorized share of synthetic rows against the training rows, in one space (all (N, D) arrays).
+
+    real_reference sets the threshold; real_floor (other held-out real rows, disjoint from it) shows what
+    share an unseen real scan gets, so a synthetic share well above share_floor means copying.
+    """
+    if not 0 < quantile < 1:
+        raise ValueError(f"quantile={quantile}; expected a fraction in (0, 1)")
+    for name, rows in (("synthetic", synthetic), ("real_reference", real_reference), ("real_floor", real_floor), ("train", train)):
+        if rows.ndim != 2 or len(rows) == 0 or rows.shape[1] != train.shape[1]:
+            raise ValueError(f"{name} rows of shape {rows.shape}; expected (N >= 1, {train.shape[1]}) like train")
+    index = NearestNeighbors(n_neighbors=1).fit(train)
+    threshold = float(np.quantile(index.kneighbors(real_reference)[0][:, 0], quantile))
+    distance, rows = index.kneighbors(synthetic)
+    nearest = Nearest(distance=distance[:, 0], index=rows[:, 0])
+    floor = index.kneighbors(real_floor)[0][:, 0]
+    return Memorization(
+        threshold=threshold,
+        share=float((nearest.distance <= threshold).mean()),
+        share_floor=float((floor <= threshold).mean()),
+        nearest=nearest,
+    )
+
+
+def save_memorization_grid(
+    synthetic: np.ndarray, train: np.ndarray, spaces: dict[str, Memorization], path: Path, pairs: int = GRID_PAIRS
+) -> None:
+    """PNG of the closest synthetic/train pairs in each space: per space a row of synthetic scans (closest
+    first, distance in red when at or below the threshold) above a row of their nearest training scans."""
+    pairs = min(pairs, len(synthetic))
+    fig = plt.figure(figsize=(1.5 * pairs, 3.6 * len(spaces)), layout="constrained")
+    for panel, (space, result) in zip(np.atleast_1d(fig.subfigures(len(spaces), 1)), spaces.items()):
+        panel.suptitle(
+            f"{space}: threshold {result.threshold:.3g}, memorized {result.share:.1%} of synthetic "
+            f"({result.share_floor:.1%} of unseen real)", fontsize=9,
+        )  # fmt: skip
+        axes = panel.subplots(2, pairs, squeeze=False)
+        for col, row in enumerate(np.argsort(result.nearest.distance, kind="stable")[:pairs]):
+            distance = result.nearest.distance[row]
+            axes[0, col].imshow(synthetic[row], cmap="gray", vmin=0, vmax=255)
+            axes[0, col].set_title(f"d={distance:.3g}", fontsize=7, color="tab:red" if distance <= result.threshold else "black")
+            axes[1, col].imshow(train[result.nearest.index[row]], cmap="gray", vmin=0, vmax=255)
+        for ax in axes.flat:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[0, 0].set_ylabel("synthetic", fontsize=8)
+        axes[1, 0].set_ylabel("nearest train", fontsize=8)
+    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)

@@ -1,0 +1,290 @@
+"""Nothing lost when things go wrong: killed stages, reruns, bad params, unsafe files and the network.
+
+The pipeline tests run the real dvc.yaml stages in a copy of the tiny project (pipeline_helpers), with
+tests/hooks/sitecustomize.py loaded into the stage scripts to kill them at a known write or block the network.
+The reference for "identical" is the untouched first run, `built_project`.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import pickle
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from pipeline_helpers import REPO, built_project, copy_project, ran_stages, read_log, run, stage_env, stage_names
+
+from synthratio.classify.experiment import classifier_path, load_classifier
+from synthratio.config import params_from_dict
+from synthratio.runtime import load_safetensors
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    return copy_project(tmp_path_factory, "reliability")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The first, uninterrupted run (read only)."""
+    return built_project(tmp_path_factory)
+
+
+def stage_outs(project: Path, stage: str) -> list[Path]:
+    """Outputs of `stage` as dvc.lock records them (metrics included)."""
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    return [Path(out["path"]) for out in lock["stages"][stage]["outs"]]
+
+
+def digests(root: Path, paths: list[Path]) -> dict[str, str]:
+    """sha256 of every file under `paths` (files or folders), keyed by path relative to `root`."""
+    files = []
+    for path in paths:
+        full = root / path
+        files += sorted(p for p in full.rglob("*") if p.is_file()) if full.is_dir() else [full]
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def paths(project: Path) -> dict[str, str]:
+    """The project's params.yaml `paths` section."""
+    return yaml.safe_load((project / "params.yaml").read_text())["paths"]
+
+
+def classifier_stage(project: Path) -> str:
+    return stage_names(project, "train_classifier@")[0]
+
+
+def replaced_names(log: Path, suffix: str) -> list[str]:
+    """File names of the os.replace targets ending in `suffix` that the stage scripts logged."""
+    return [Path(line.split(" ", 2)[2]).name for line in read_log(log) if line.endswith(suffix)]
+
+
+def run_killed(project: Path, tmp: Path, stage: str, script: str, pattern: str, count: int) -> None:
+    """Force-run `stage` with its script SIGKILLed right after the `count`-th atomic write matching `pattern`."""
+    done = run(["dvc", "repro", "-f", "-s", stage], project, env=stage_env(tmp, kill=(script, pattern, count)), check=False)
+    assert done.returncode != 0 and "-9" in done.stderr, f"{stage} was not killed:\n{done.stdout}\n{done.stderr}"
+
+
+def rerun(project: Path, stage: str, env: dict[str, str] | None = None) -> None:
+    """Run `stage` again for real (-f: a plain repro may restore the reference run's identical outputs from the cache)."""
+    output = run(["dvc", "repro", "-f", "-s", stage], project, env=env).stdout
+    assert ran_stages(output) == [stage], output
+
+
+def status(project: Path, stage: str) -> str:
+    return run(["dvc", "status", stage], project).stdout
+
+
+# --- a stage killed mid-run restarts or resumes and never leaves a partial result that looks whole ---
+
+
+@pytest.mark.slow
+def test_killed_classifier_leaves_no_result_and_reruns_to_the_same_bytes(project, reference, tmp_path):
+    stage = classifier_stage(project)
+    outs = stage_outs(project, stage)
+    weights = next(out for out in outs if out.suffix == ".safetensors")
+    live = paths(project)["live"]
+    run_killed(project, tmp_path, stage, "train_classifier.py", "*.safetensors", 1)
+    assert replaced_names(tmp_path / "replaced.log", ".safetensors") == [weights.name]  # killed right after it
+    left = {out for out in outs if (project / out).exists()}
+    assert left <= {weights} | {out for out in outs if out.parts[0] == live}, f"outputs written after the kill point: {left}"
+    assert not list((project / weights).parent.glob(f".{weights.name}.*")), "temporary file left behind"
+    assert stage in status(project, stage)  # DVC does not take the half-written result as done
+    rerun(project, stage)
+    non_live = [out for out in outs if out.parts[0] != live]
+    assert digests(project, non_live) == digests(reference, non_live)
+    assert "up to date" in status(project, stage)
+
+
+@pytest.mark.slow
+def test_killed_generate_keeps_no_output_and_resumes_to_the_same_images(project, reference, tmp_path):
+    outs = stage_outs(project, "generate")
+    folders = [out for out in outs if (reference / out).is_dir()]
+    assert folders, f"generate records no output folder in dvc.lock: {outs}"
+    killed, resumed = tmp_path / "killed", tmp_path / "resumed"
+    killed.mkdir(), resumed.mkdir()
+    run_killed(project, killed, "generate", "generate.py", "*.png", 3)
+    first = replaced_names(killed / "replaced.log", ".png")
+    assert len(first) == 3
+    for out in outs:
+        assert not (project / out).exists(), f"{out} exists after generate was killed with 3 of 8 images"
+    assert "generate" in status(project, "generate")
+    rerun(project, "generate", env=stage_env(resumed))
+    second = [name for name in replaced_names(resumed / "replaced.log", ".png") if name != "samples.png"]
+    total = len(list((reference / folders[0]).rglob("*.png")))
+    assert len(second) == total - 3 and not set(second) & set(first), (
+        f"the rerun sampled {second}; the killed run had finished {first}: it should sample only the rest"
+    )
+    assert digests(project, folders) == digests(reference, folders)
+    assert "up to date" in status(project, "generate")
+
+
+@pytest.mark.slow
+def test_killed_finetune_resumes_from_its_checkpoint_to_the_same_model(project, reference, tmp_path):
+    """Checkpoints every step (finetune.checkpoint_every is no part of the training's fingerprint, so the model
+    must equal the reference's), killed once the first checkpoint is in place."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["finetune"]["checkpoint_every"] = 1
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    outs = stage_outs(project, "finetune")
+    model = Path(params["paths"]["diffusion_model"])
+    run_killed(project, tmp_path, "finetune", "finetune.py", f"*{model.name}.checkpoints", 1)
+    for out in outs:
+        assert not (project / out).exists() or out.parts[0] == params["paths"]["live"], f"{out} exists after the kill"
+    rerun(project, "finetune")
+    report = json.loads((project / params["paths"]["metrics"] / "finetune.json").read_text())
+    assert report["resumed_from_step"] == 1 and report["steps"] == params["finetune"]["steps"], report
+    assert digests(project, [model]) == digests(reference, [model])
+    assert "up to date" in status(project, "finetune")
+
+
+# --- identical metrics twice on the CPU; nothing touches the network unless a hub id is configured ---
+
+
+@pytest.fixture(scope="module")
+def offline_rerun(project, tmp_path_factory) -> tuple[str, Path]:
+    """A forced rerun of every stage whose library could phone home, with internet sockets blocked."""
+    logs = tmp_path_factory.mktemp("offline")
+    stages = ["finetune", "generate", "evaluate_synthetic", classifier_stage(project)]
+    output = run(["dvc", "repro", "-f", "-s", *stages], project, env=stage_env(logs, block_network=True)).stdout
+    assert ran_stages(output) == stages, output
+    return output, logs
+
+
+@pytest.mark.slow
+def test_stages_run_with_the_network_blocked_and_never_try_it(offline_rerun):
+    _, logs = offline_rerun
+    assert read_log(logs / "network.log") == []
+
+
+@pytest.mark.slow
+def test_forced_rerun_on_the_cpu_gives_identical_models_images_and_metrics(project, reference, offline_rerun):
+    stages = ran_stages(offline_rerun[0])
+    live = paths(project)["live"]
+    # every output but the training curves (dvclive records wall-clock timestamps) and throughput timings
+    outs = [out for stage in stages for out in stage_outs(project, stage)
+            if out.parts[0] != live and out.name not in ("finetune.json", "generate.json", "samples.png")]
+    assert any((reference / out).is_dir() for out in outs)  # the model and image folders are among them
+    assert digests(project, outs) == digests(reference, outs)
+
+
+@pytest.mark.slow
+def test_hub_id_offline_fails_naming_it_and_stays_off_the_network(project, tmp_path):
+    """A latent backend whose pretrained model is a hub id, with HF_HUB_OFFLINE=1: a clear error, no socket."""
+    hub_id = "example-org/not-downloaded-sd"
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["finetune"].update(backend="latent", pretrained=hub_id)
+    bad = tmp_path / "project"
+    subprocess.run(["git", "worktree", "add", "-q", "--detach", str(bad)], cwd=project, check=True)
+    (bad / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (bad / "data/prepared").symlink_to(project / "data/prepared")  # read before the model is loaded
+    env = {**stage_env(tmp_path, block_network=True), "HF_HUB_OFFLINE": "1"}
+    done = run([sys.executable, "stages/finetune.py"], bad, env=env, check=False)
+    assert done.returncode != 0, done.stdout
+    message = done.stderr.strip().splitlines()[-1]
+    assert hub_id in message and "offline" in message.lower(), done.stderr[-2000:]
+    assert read_log(tmp_path / "network.log") == []
+
+
+# --- params are validated before any work ---
+
+
+@pytest.mark.parametrize(
+    "script, args, section, key, value",
+    [
+        ("finetune.py", [], "finetune", "beta_schedule", "cosine"),
+        ("generate.py", [], "generate", "num_images", -8),
+        ("train_classifier.py", ["--ratio", "50", "--seed", "0"], "classifier", "arch", "vgg"),
+    ],
+)
+def test_bad_params_stop_a_stage_before_any_work(tmp_path, script, args, section, key, value):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params[section][key] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    started = time.perf_counter()
+    done = run([sys.executable, str(REPO / "stages" / script), *args], tmp_path, check=False)
+    seconds = time.perf_counter() - started
+    assert done.returncode != 0
+    assert f"{section}.{key}={value!r}" in done.stderr.strip().splitlines()[-1], done.stderr[-2000:]
+    assert [p.name for p in tmp_path.rglob("*")] == ["params.yaml"], "the stage wrote files before failing"
+    assert seconds < 60, f"{script} took {seconds:.0f} s to reject {section}.{key}"
+
+
+# --- weights load only as safetensors or with weights_only ---
+
+UNSAFE = "unsafe loading"
+
+
+def unsafe_calls(tree: ast.AST) -> list[tuple[int, str]]:
+    """Calls that could unpickle code: torch.load without weights_only=True, pickle loads, np.load with
+    allow_pickle=True, saving weights without safetensors, accelerate's pickled custom checkpoints."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module in ("torch", "pickle") and any(a.name in ("load", "loads") for a in node.names):
+            found.append((node.lineno, f"from {node.module} import load"))
+        if not isinstance(node, ast.Call):
+            continue
+        name = ast.unparse(node.func)
+        keywords = {k.arg: k.value for k in node.keywords}
+
+        def is_true(key: str) -> bool:
+            return isinstance(keywords.get(key), ast.Constant) and keywords[key].value is True
+
+        def is_false(key: str) -> bool:
+            return isinstance(keywords.get(key), ast.Constant) and keywords[key].value is False
+
+        if (name == "torch.load" and not is_true("weights_only")) or name in ("pickle.load", "pickle.loads") \
+                or (name.endswith("load") and is_true("allow_pickle")) or is_false("safe_serialization") \
+                or is_false("use_safetensors") or name.endswith("register_for_checkpointing"):
+            found.append((node.lineno, ast.unparse(node)[:120]))
+    return found
+
+
+def test_the_unsafe_call_finder_finds_them():
+    source = "import torch, pickle\ntorch.load(f)\ntorch.load(f, weights_only=False)\npickle.loads(b)\n" \
+             "np.load(f, allow_pickle=True)\npipe.save_pretrained(d, safe_serialization=False)\n" \
+             "accelerator.register_for_checkpointing(ema)\ntorch.load(f, weights_only=True)\n"
+    assert [line for line, _ in unsafe_calls(ast.parse(source))] == [2, 3, 4, 5, 6, 7]
+
+
+def test_no_code_loads_weights_unsafely():
+    found = [f"{path.relative_to(REPO)}:{line}: {call}"
+             for folder in ("src", "stages", "scripts") for path in sorted((REPO / folder).rglob("*.py"))
+             for line, call in unsafe_calls(ast.parse(path.read_text()))]
+    assert not found, f"{UNSAFE}: " + "; ".join(found)
+
+
+class _RunsCode:
+    """Unpickling this creates `marker`: proof that a loader executed the file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+@pytest.mark.parametrize("loader", ["runtime.load_safetensors", "load_classifier"])
+def test_pickle_disguised_as_safetensors_is_refused_unexecuted(tmp_path, loader):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["paths"]["classifiers"] = str(tmp_path)
+    params = params_from_dict(raw)
+    seed = params.evaluate.encoder_seed
+    path = classifier_path(params, 0, seed)
+    marker = tmp_path / "executed"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps({"weight": _RunsCode(marker)}))
+    with pytest.raises(ValueError) as error:
+        if loader == "load_classifier":
+            load_classifier(params, seed=seed, ratio=0, device=torch.device("cpu"))
+        else:
+            load_safetensors(path)
+    assert not marker.exists()
+    assert str(path) in str(error.value) and "safetensors" in str(error.value), error.value

@@ -1,0 +1,100 @@
+"""Beyond one machine: the accelerate configs, a DVC remote shared by two clones, queued experiments.
+
+Runs in a copy of the tiny project (pipeline_helpers); the remote is a local folder, as S3, GCS or SSH would be.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from accelerate.commands.config.config_args import load_config_from_file
+from accelerate.utils import DistributedType
+from pipeline_helpers import GIT_USER, REPO, copy_project, ran_stages, run, wait_for_queue
+
+ACCELERATE = REPO / "configs" / "accelerate"
+
+
+@pytest.mark.parametrize("name, distributed, machines", [("single_gpu", "NO", 1), ("multi_gpu", "MULTI_GPU", 1),
+                                                         ("multi_node", "MULTI_GPU", 2)])
+def test_accelerate_configs_load_and_are_consistent(name, distributed, machines):
+    """accelerate's own loader takes each file (an unknown key raises); the process layout adds up."""
+    config = load_config_from_file(str(ACCELERATE / f"{name}.yaml"))
+    assert config.distributed_type == DistributedType(distributed)
+    assert config.num_machines == machines and config.num_processes % machines == 0
+    assert not config.use_cpu and config.mixed_precision == "no"  # precision is finetune.mixed_precision's
+    if machines > 1:
+        assert config.main_process_ip and config.main_process_port and config.num_processes > machines
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    return copy_project(tmp_path_factory, "remote")
+
+
+@pytest.fixture(scope="module")
+def second_clone(project, tmp_path_factory) -> Path:
+    """`git clone` of the project on "another machine", after `dvc push` here and `dvc pull` there."""
+    remote = tmp_path_factory.mktemp("remote_storage")
+    run(["dvc", "remote", "add", "-d", "shared", str(remote)], project)
+    run(["git", *GIT_USER, "commit", "-qam", "shared remote"], project)
+    run(["dvc", "push"], project)
+    assert any(remote.rglob("*")), "dvc push sent nothing to the remote"
+    clone = tmp_path_factory.mktemp("machine_b") / "project"
+    run(["git", "clone", "-q", str(project), str(clone)], clone.parent)
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    folders = [out["path"] for out in lock["stages"]["finetune"]["outs"] if (project / out["path"]).is_dir()]
+    assert folders and not any((clone / out).exists() for out in folders)  # git's files only, so far
+    run(["dvc", "pull"], clone)
+    return clone
+
+
+@pytest.mark.slow
+def test_second_clone_after_pull_is_up_to_date_and_runs_no_stage(project, second_clone):
+    assert "up to date" in run(["dvc", "status"], second_clone).stdout
+    output = run(["dvc", "repro"], second_clone).stdout
+    assert ran_stages(output) == [], output
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    for out in (out["path"] for stage in lock["stages"].values() for out in stage["outs"]):
+        original, pulled = project / out, second_clone / out
+        assert pulled.exists(), f"{out} missing in the clone after dvc pull"
+        if original.is_file():
+            assert pulled.read_bytes() == original.read_bytes(), out
+
+
+@pytest.mark.slow
+def test_queued_sweeps_run_two_at_a_time_reusing_the_cache(project):
+    """The README's worked example: two ratio lists queued, run by two workers, compared in `dvc exp show`."""
+    ratios = {"sweep-25": [25, 100], "sweep-75": [75, 100]}
+    for name, values in ratios.items():
+        run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"sweep.ratios={json.dumps(values)}"], project)
+    run(["dvc", "queue", "start", "-j", "2"], project)
+    status = wait_for_queue(project, list(ratios), timeout=900)
+    assert status.count("Success") == 2, status
+    for name, values in ratios.items():
+        ran = ran_stages(run(["dvc", "queue", "logs", name], project).stdout)
+        assert ran, f"{name} ran no stage"
+        for stage in ran:  # only the new ratio's classifiers and the report; everything else came from the cache
+            assert stage.startswith((f"train_classifier@{values[0]}-", "report")), f"{name} reran {stage}: {ran}"
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    experiments = {rev["name"]: rev["data"] for commit in shown for exp in commit.get("experiments") or [] for rev in exp["revs"]}
+    for name, values in ratios.items():
+        data = experiments[name]
+        assert data["params"]["params.yaml"]["data"]["sweep"]["ratios"] == values
+        summary = json.dumps(data["metrics"]["metrics/summary.json"]["data"])
+        assert f'"{values[0]}"' in summary and "r_max" in summary, summary
+
+
+@pytest.mark.slow
+def test_stage_run_under_accelerate_then_committed_needs_no_rerun(project):
+    """The README's recipe for stages under `accelerate launch`: run it outside DVC, `dvc commit` it."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["generate"]["inference_steps"] += 1
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert "generate" in run(["dvc", "status", "generate"], project).stdout
+    run(["accelerate", "launch", "--config_file", str(ACCELERATE / "single_gpu.yaml"), "--cpu", "stages/generate.py"], project)
+    run(["dvc", "commit", "-f", "generate"], project)
+    assert "up to date" in run(["dvc", "status", "generate"], project).stdout
+    assert ran_stages(run(["dvc", "repro", "generate"], project).stdout) == []

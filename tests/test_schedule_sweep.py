@@ -1,0 +1,138 @@
+"""The README's noise-schedule sweep: queued variants, run two at a time, ranked by scripts/rank_experiments.py."""
+
+import importlib.util
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pipeline_helpers import REPO, copy_project, run
+
+spec = importlib.util.spec_from_file_location("rank_experiments", REPO / "scripts" / "rank_experiments.py")
+rank_experiments = sys.modules["rank_experiments"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(rank_experiments)
+
+METRIC = "metrics/synthetic.json:domain_fid"
+VARIANTS = {"sched-linear": "linear", "sched-laplace": "laplace"}  # the baseline is squaredcos_cap_v2
+QUEUE_TIMEOUT = 900  # s; both variants retrain the tiny generator and re-evaluate (about 1-2 min each here)
+
+
+def exp_state(rev: str, name: str | None, schedule: str, fid: float | None, experiments=None) -> dict:
+    """One row of `dvc exp show --json` as dvc 3.67 writes it (the shape was copied from a real run)."""
+    metrics = {} if fid is None else {"metrics/synthetic.json": {"data": {"domain_fid": fid, "few_images": True}}}
+    data = {"rev": rev, "params": {"params.yaml": {"data": {"finetune": {"beta_schedule": schedule, "steps": 3}}}},
+            "metrics": metrics, "deps": {}, "outs": {}, "meta": {}}
+    return {"rev": rev, "name": name, "data": data, "error": None, "experiments": experiments}
+
+
+def exp_range(name: str, state: str, schedule: str, fid: float | None) -> dict:
+    rev = name.encode().hex().ljust(40, "0")  # a fake sha, one per name
+    return {"revs": [exp_state(rev, name, schedule, fid)], "executor": {"state": state, "name": "dvc-task"}, "name": name}
+
+
+@pytest.fixture
+def shown() -> list[dict]:
+    experiments = [exp_range("lin", "success", "linear", 9.5), exp_range("lap", "success", "laplace", 4.25),
+                   exp_range("sig", "queued", "sigmoid", None), exp_range("broken", "failed", "linear", None),
+                   exp_range("nan", "success", "scaled_linear", float("nan"))]
+    return [exp_state("workspace", None, "laplace", 4.25), exp_state("a" * 40, "main", "squaredcos_cap_v2", 7.0, experiments)]
+
+
+def table_rows(output: str) -> list[list[str]]:
+    """The ranking table's data rows, cells stripped."""
+    rows = [line.strip("|").split("|") for line in output.splitlines() if re.match(r"\| \d+ \|", line)]
+    return [[cell.strip() for cell in row] for row in rows]
+
+
+def test_ranks_finished_variants_lower_first_with_changed_params(shown):
+    ranked, rest = rank_experiments.rank(rank_experiments.collect(shown, METRIC))
+    assert [(v.name, v.value) for v in ranked] == [("lap", 4.25), ("baseline main", 7.0), ("lin", 9.5)]
+    assert ranked[0].changed == {"finetune.beta_schedule": "laplace"} and ranked[1].changed == {}
+    assert [(v.name, v.state) for v in rest] == [("sig", "queued"), ("broken", "failed"), ("nan", "success")]
+
+
+def test_order_desc_puts_higher_first_and_bad_order_names_the_choices(shown):
+    ranked, _ = rank_experiments.rank(rank_experiments.collect(shown, METRIC), "desc")
+    assert [v.name for v in ranked] == ["lin", "baseline main", "lap"]
+    with pytest.raises(ValueError, match="order='up'"):
+        rank_experiments.rank([], "up")
+
+
+def test_cli_prints_the_table_and_the_unranked(shown, tmp_path: Path, capsys):
+    saved = tmp_path / "shown.json"
+    saved.write_text(json.dumps(shown))
+    rank_experiments.main(["--input", str(saved)])
+    output = capsys.readouterr().out
+    assert [row[:3] for row in table_rows(output)] == [["1", "lap", "4.25"], ["2", "baseline main", "7"], ["3", "lin", "9.5"]]
+    assert "not ranked: sig (queued)" in output and "not ranked: broken (failed)" in output
+    assert "not ranked: nan (no domain_fid)" in output
+
+
+def test_cli_fails_when_no_experiment_has_the_metric(shown, tmp_path: Path, capsys):
+    saved = tmp_path / "shown.json"
+    saved.write_text(json.dumps(shown))
+    with pytest.raises(SystemExit) as exited:
+        rank_experiments.main(["--input", str(saved), "--metric", "metrics/synthetic.json:no_such_metric"])
+    assert exited.value.code == 1
+    assert "no finished experiment has metrics/synthetic.json:no_such_metric" in capsys.readouterr().out
+
+
+def wait_for_queue(project: Path, names: list[str], timeout: float) -> str:
+    """Poll `dvc queue status` until none of `names` is queued or running; the last status."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = run(["dvc", "queue", "status"], project).stdout
+        rows = [line.split() for line in status.splitlines() if line.split()[1:2] and line.split()[1] in names]
+        if len(rows) == len(names) and all(row[-1] not in ("Queued", "Running") for row in rows):
+            return status
+        assert time.monotonic() < deadline, f"queue not done after {timeout} s:\n{status}"
+        time.sleep(5)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> tuple[Path, str, float]:
+    """Two schedule variants queued on the tiny project up to evaluate_synthetic, run two at a time and
+    ranked: (project, rank_experiments output, seconds the queue took)."""
+    project = copy_project(tmp_path_factory, "schedule_sweep")
+    for name, schedule in VARIANTS.items():
+        run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"finetune.beta_schedule={schedule}", "evaluate_synthetic"], project)
+    started = time.monotonic()
+    run(["dvc", "queue", "start", "-j", "2"], project)
+    status = wait_for_queue(project, list(VARIANTS), QUEUE_TIMEOUT)
+    seconds = time.monotonic() - started
+    for name in VARIANTS:
+        if not re.search(rf"\b{name}\b.*Success", status):
+            log = run(["dvc", "queue", "logs", name], project, check=False)
+            pytest.fail(f"experiment {name} did not succeed:\n{status}\n{log.stdout[-3000:]}{log.stderr[-2000:]}")
+    output = run([sys.executable, "scripts/rank_experiments.py"], project).stdout
+    return project, output, seconds
+
+
+@pytest.mark.slow
+def test_sweep_ranks_both_variants_by_domain_fid(sweep):
+    project, output, seconds = sweep
+    print(f"queue of {len(VARIANTS)} variants ran in {seconds:.0f} s")
+    rows = table_rows(output)
+    names = [row[1] for row in rows]
+    assert set(VARIANTS) <= set(names) and any(name.startswith("baseline") for name in names)
+    values = [float(row[2]) for row in rows]
+    assert values == sorted(values) and [row[0] for row in rows] == [str(i) for i in range(1, len(rows) + 1)]
+    for row in rows:
+        if row[1] in VARIANTS:
+            assert row[3] == f"finetune.beta_schedule={VARIANTS[row[1]]}"
+    # the printed values are the experiments' own metrics
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    fids = {exp["name"]: exp["revs"][0]["data"]["metrics"]["metrics/synthetic.json"]["data"]["domain_fid"]
+            for baseline in shown for exp in baseline.get("experiments") or []}
+    for row in rows:
+        if row[1] in VARIANTS:
+            assert float(row[2]) == pytest.approx(fids[row[1]], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_readme_sorted_table_lists_the_variants(sweep):
+    project, _, _ = sweep
+    table = run(["dvc", "exp", "show", "--md", "--only-changed", "--sort-by", METRIC, "--sort-order", "asc"], project).stdout
+    assert all(name in table for name in VARIANTS) and "domain_fid" in table
