@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from pipeline_helpers import REPO, copy_project, run
+from pipeline_helpers import REPO, copy_project, run, wait_for_queue
 
 spec = importlib.util.spec_from_file_location("rank_experiments", REPO / "scripts" / "rank_experiments.py")
 rank_experiments = sys.modules["rank_experiments"] = importlib.util.module_from_spec(spec)
@@ -77,18 +77,6 @@ def test_cli_fails_when_no_experiment_has_the_metric(shown, tmp_path: Path, caps
         rank_experiments.main(["--input", str(saved), "--metric", "metrics/synthetic.json:no_such_metric"])
     assert exited.value.code == 1
     assert "no finished experiment has metrics/synthetic.json:no_such_metric" in capsys.readouterr().out
-
-
-def wait_for_queue(project: Path, names: list[str], timeout: float) -> str:
-    """Poll `dvc queue status` until none of `names` is queued or running; the last status."""
-    deadline = time.monotonic() + timeout
-    while True:
-        status = run(["dvc", "queue", "status"], project).stdout
-        rows = [line.split() for line in status.splitlines() if line.split()[1:2] and line.split()[1] in names]
-        if len(rows) == len(names) and all(row[-1] not in ("Queued", "Running") for row in rows):
-            return status
-        assert time.monotonic() < deadline, f"queue not done after {timeout} s:\n{status}"
-        time.sleep(5)
 
 
 @pytest.fixture(scope="module")

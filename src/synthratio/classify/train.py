@@ -134,6 +134,7 @@ def _finite_mean(losses: Tensor, first_step: int, config: ClassifierConfig) -> f
         raise FloatingPointError(
             f"classifier loss is {losses[bad[0]].item()} at step {first_step + int(bad[0])}; "
             f"try a lower classifier.learning_rate than {config.learning_rate}"
+            f"{'; on CUDA it trains under bf16 autocast, so it can also be a precision overflow' if losses.is_cuda else ''}"
         )
     return losses.mean().item()
 

@@ -244,6 +244,25 @@ def _log_step(live: Live, loss: float, lr: float) -> None:
     live.next_step()
 
 
+def diffusion_loss(
+    unet: torch.nn.Module,
+    scheduler: DDPMScheduler,
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+    unet_kwargs: dict[str, torch.Tensor],
+    config: FinetuneConfig,
+) -> torch.Tensor:
+    """Weighted MSE between the UNet's output at x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) noise and its
+    target: the noise (Ho et al. 2020, eq. 14) or v = sqrt(alpha_bar) noise - sqrt(1 - alpha_bar) x0
+    (Salimans & Ho 2022), each image weighted by `loss_weights` (min-SNR-gamma, Hang et al. 2023)."""
+    noisy = scheduler.add_noise(x0, noise, timesteps)
+    target = noise if config.prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, timesteps)
+    prediction = unet(noisy, timesteps, **unet_kwargs).sample
+    per_image = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=tuple(range(1, x0.ndim)))
+    return (per_image * loss_weights(scheduler, timesteps, config)).mean()
+
+
 def train_diffusion(
     task: DiffusionTask,
     config: FinetuneConfig,
@@ -256,7 +275,8 @@ def train_diffusion(
 
     Loss: MSE to the epsilon or v target, weighted per image by min-SNR-gamma when set; t drawn uniformly
     or logit-normal, noise with an optional offset (see `synthratio.diffusion.schedules`). Under
-    `accelerate launch` each process takes its share of every global batch. With `checkpoint_dir` and
+    `accelerate launch` every process draws the whole global batch's indices, timesteps and noise and
+    takes its own share, so those draws do not depend on the process count. With `checkpoint_dir` and
     `config.checkpoint_every`, the state is saved every that many steps and a matching checkpoint found
     there at start is resumed. Logs `loss` and `lr` per step to `live` when given.
     """
@@ -323,16 +343,13 @@ def train_diffusion(
         timesteps = sample_timesteps(config.batch_size, config, loop.data_generator)[share].to(device)
         noise = torch.randn((config.batch_size, *x0.shape[1:]), generator=loop.noise_generator, device=device, dtype=x0.dtype)
         noise = offset_noise(noise, config.noise_offset, loop.noise_generator)[share]
-        noisy = scheduler.add_noise(x0, noise, timesteps)
-        target = noise if config.prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, timesteps)
-        prediction = unet(noisy, timesteps, **kwargs).sample
-        per_image = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=tuple(range(1, x0.ndim)))
-        loss = (per_image * loss_weights(scheduler, timesteps, config)).mean()
+        loss = diffusion_loss(unet, scheduler, x0, noise, timesteps, kwargs, config)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(params, GRAD_CLIP)
         loop.lrs.append(lr_scheduler.get_last_lr()[0])
         optimizer.step()
-        lr_scheduler.step()
+        if not accelerator.optimizer_step_was_skipped:  # fp16: the grad scaler skips steps with inf gradients
+            lr_scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         if loop.ema is not None:
             loop.ema.step(params)
