@@ -3,8 +3,8 @@ reads synthetic data, so a new generator does not rerun it."""
 
 import argparse
 
-from synthratio.classify.experiment import run_id, run_ratio
-from synthratio.config import ParamsError, load_params
+from synthratio.classify.experiment import check_run, run_id, run_ratio
+from synthratio.config import load_params
 from synthratio.runtime import open_live, setup
 
 
@@ -13,9 +13,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--keep", type=int, default=100, help="percent of the real CNV training patients kept, 1..100")
     args = parser.parse_args()
-    if not 0 < args.keep <= 100:
-        raise ParamsError(f"--keep {args.keep}; expected a percent of patients in 1..100")
     params = load_params()
+    check_run(params, 0, args.keep)
     device = setup(params.runtime)
     with open_live(params.paths.live / run_id(0, args.seed, args.keep)) as live:
         run_ratio(params, 0, args.seed, device, live, keep=args.keep)

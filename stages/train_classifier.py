@@ -3,8 +3,8 @@
 
 import argparse
 
-from synthratio.classify.experiment import run_id, run_ratio
-from synthratio.config import MAX_ADD_RATIO, ParamsError, load_params
+from synthratio.classify.experiment import check_run, run_id, run_ratio
+from synthratio.config import ParamsError, load_params
 from synthratio.runtime import open_live, setup
 
 
@@ -15,11 +15,9 @@ def main() -> None:
     parser.add_argument("--keep", type=int, default=100, help="percent of the real CNV training patients kept, 1..100")
     args = parser.parse_args()
     params = load_params()
-    top = 100 if params.mix.mode == "replace" else MAX_ADD_RATIO
-    if not 0 < args.ratio <= top:
-        raise ParamsError(f"--ratio {args.ratio}; expected a percent in 1..{top} for mix.mode {params.mix.mode!r} (R=0 is the baseline stage)")
-    if not 0 < args.keep <= 100:
-        raise ParamsError(f"--keep {args.keep}; expected a percent of patients in 1..100")
+    if args.ratio == 0:  # R=0 is the baseline stage, which never reads synthetic scans
+        raise ParamsError("--ratio 0: run the baseline stage for R=0")
+    check_run(params, args.ratio, args.keep)
     device = setup(params.runtime)
     with open_live(params.paths.live / run_id(args.ratio, args.seed, args.keep)) as live:
         run_ratio(params, args.ratio, args.seed, device, live, keep=args.keep)
