@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from synthratio.evaluation.memorization import memorization, pixel_rows, save_memorization_grid
+from synthratio.evaluation.memorization import memorization, nearest_rows, pixel_rows, save_memorization_grid
 
 
 def test_copies_are_memorized_and_unseen_real_sits_near_the_quantile():
@@ -22,9 +22,25 @@ def test_copies_are_memorized_and_unseen_real_sits_near_the_quantile():
     assert copied.threshold == honest.threshold  # set by the real reference rows alone
 
 
-def test_pixel_rows_give_the_l2_distance_of_the_images():
+def test_pixel_rows_give_the_exact_l2_distance_of_the_images():
     a, b = np.zeros((1, 2, 2), np.uint8), np.array([[[3, 0], [0, 4]]], np.uint8)
-    assert np.linalg.norm(pixel_rows(a) - pixel_rows(b)) == 5.0
+    nearest = nearest_rows(pixel_rows(a), pixel_rows(b))
+    assert nearest.distance[0] == 5.0 and nearest.index[0] == 0
+
+
+@pytest.mark.parametrize("chunk_bytes", [8, 8 * 16 * 7, 2**20])  # one row per block, 7-row blocks, one block
+def test_blockwise_search_matches_brute_force(chunk_bytes: int):
+    rng = np.random.default_rng(1)
+    query, reference = rng.integers(0, 256, (30, 16), dtype=np.uint8), rng.integers(0, 256, (45, 16), dtype=np.uint8)
+    reference[40] = reference[3]  # a duplicate: the earlier row wins the tie
+    query[0] = reference[3]
+    brute = np.linalg.norm(query[:, None, :].astype(float) - reference[None, :, :].astype(float), axis=2)
+
+    nearest = nearest_rows(query, reference, chunk_bytes=chunk_bytes)
+
+    np.testing.assert_allclose(nearest.distance, brute.min(1), rtol=1e-12)
+    np.testing.assert_array_equal(nearest.index, brute.argmin(1))
+    assert nearest.distance[0] == 0.0 and nearest.index[0] == 3
 
 
 @pytest.mark.parametrize("quantile", [0.0, 1.0])
