@@ -204,3 +204,15 @@ def test_training_is_seeded(config, images, trained, lora_rank):
     again = fit(images, dataclasses.replace(config, lora_rank=lora_rank))
     assert again.losses == first.losses
     assert not changed(weights(first.pipeline.unet), weights(again.pipeline.unet))
+
+
+def test_process_shares_of_a_batch_make_up_the_one_process_batch():
+    """Flips and prompts are drawn for the whole batch: two processes' halves are the one-process batch."""
+    latents, prompts = torch.randn(8, 4, 2, 2), torch.randn(3, 5, 7)  # 4 scans then their mirrors; 3 prompts
+    task = latent.latent_task(torch.nn.Linear(1, 1), None, latents, prompts)
+    indices = torch.arange(4).repeat(4)
+    whole = task.make_batch(indices, torch.Generator().manual_seed(0))
+    halves = [task.make_batch(indices, torch.Generator().manual_seed(0), share) for share in (slice(0, 8), slice(8, 16))]
+    assert torch.equal(torch.cat([x0 for x0, _ in halves]), whole[0])
+    hidden = torch.cat([kwargs["encoder_hidden_states"] for _, kwargs in halves])
+    assert torch.equal(hidden, whole[1]["encoder_hidden_states"])

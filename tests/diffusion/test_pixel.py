@@ -170,3 +170,13 @@ def test_save_load_round_trip(config, images, labels, tmp_path, class_conditiona
         assert json.loads((out / CLASSES_FILE).read_text()) == list(CLASSES)
     else:
         assert not (out / CLASSES_FILE).exists()
+
+
+def test_process_shares_of_a_batch_make_up_the_one_process_batch(config, labels, monkeypatch):
+    """Flips are drawn for the whole batch: two processes' halves are the batch one process trains on."""
+    seen = capture_task(monkeypatch)
+    train_pixel(np.random.default_rng(0).integers(0, 256, (8, 16, 16), dtype=np.uint8), labels, CLASSES, config, CPU, progress=False)
+    indices = torch.arange(seen["task"].items).repeat(32)[:32]
+    whole, _ = seen["task"].make_batch(indices, torch.Generator().manual_seed(0))
+    halves = [seen["task"].make_batch(indices, torch.Generator().manual_seed(0), share)[0] for share in (slice(0, 16), slice(16, 32))]
+    assert torch.equal(torch.cat(halves), whole)

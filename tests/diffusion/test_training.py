@@ -46,11 +46,11 @@ class Scans:
         self.data = torch.rand(8, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
         self.calls, self.fail_at_call, self.nan_at_call = 0, fail_at_call, nan_at_call
 
-    def __call__(self, indices: torch.Tensor, generator: torch.Generator):
+    def __call__(self, indices: torch.Tensor, generator: torch.Generator, share: slice):
         call, self.calls = self.calls, self.calls + 1
         if call == self.fail_at_call:
             raise KeyboardInterrupt("simulated kill")
-        x0 = self.data[indices] * (0.9 + 0.2 * torch.rand(len(indices), 1, 1, 1, generator=generator))
+        x0 = (self.data[indices] * (0.9 + 0.2 * torch.rand(len(indices), 1, 1, 1, generator=generator)))[share]
         return (torch.full_like(x0, float("nan")) if call == self.nan_at_call else x0), {}
 
 
@@ -211,12 +211,12 @@ config = dataclasses.replace(load_params(sys.argv[4]).finetune, image_size=16, b
 data = torch.rand(8, 1, 16, 16, generator=torch.Generator().manual_seed(0))
 calls = []
 
-def make_batch(indices, generator):
+def make_batch(indices, generator, share):
     calls.append(1)
     if pause and len(calls) == 4:  # step 3, after the checkpoint of step 2: wait for the kill
         (out.parent / "ready").touch()
         time.sleep(600)
-    return data[indices] * torch.rand(len(indices), 1, 1, 1, generator=generator), {}
+    return (data[indices] * torch.rand(len(indices), 1, 1, 1, generator=generator))[share], {}
 
 task = DiffusionTask(build_unet(config), build_training_scheduler(config), 8, make_batch)
 result = train_diffusion(task, config, torch.device("cpu"), checkpoint_dir=checkpoints, progress=False)

@@ -172,10 +172,10 @@ def latent_task(
     """
     count = len(latents) // 2
 
-    def make_batch(indices: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        flip = torch.rand(len(indices), generator=generator) < 0.5
-        prompt = torch.randint(len(prompt_embeds), (len(indices),), generator=generator)
-        return latents[indices + flip.long() * count], {"encoder_hidden_states": prompt_embeds[prompt.to(prompt_embeds.device)]}
+    def make_batch(indices: torch.Tensor, generator: torch.Generator, share: slice = slice(None)) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        flip = (torch.rand(len(indices), generator=generator) < 0.5)[share]
+        prompt = torch.randint(len(prompt_embeds), (len(indices),), generator=generator)[share]
+        return latents[indices[share] + flip.long() * count], {"encoder_hidden_states": prompt_embeds[prompt.to(prompt_embeds.device)]}
 
     return DiffusionTask(unet=unet, scheduler=scheduler, items=count, make_batch=make_batch, fingerprint=fingerprint)
 

@@ -94,9 +94,10 @@ def pixel_task(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str
     data = torch.from_numpy(np.array(images))  # a writable copy (prepared arrays are read-only memory maps)
     classes = torch.from_numpy(labels.astype(np.int64))
 
-    def make_batch(indices: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def make_batch(indices: torch.Tensor, generator: torch.Generator, share: slice = slice(None)) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        flip = (torch.rand(len(indices), generator=generator) < 0.5)[share]
+        indices = indices[share]
         x0 = data[indices].unsqueeze(1).float() / 127.5 - 1.0
-        flip = torch.rand(len(indices), generator=generator) < 0.5
         x0 = torch.where(flip.view(-1, 1, 1, 1), x0.flip(-1), x0)
         return x0, ({"class_labels": classes[indices]} if config.class_conditional else {})
 

@@ -51,9 +51,11 @@ class DiffusionTask:
     unet: torch.nn.Module  # UNet2DModel or UNet2DConditionModel; the loop optimizes its parameters with requires_grad
     scheduler: DDPMScheduler  # the training forward process
     items: int  # training items; the loop draws indices in [0, items)
-    # (CPU long indices, the loop's CPU generator) -> (x0 float (B, C, H, W), extra UNet kwargs such as
-    # {"encoder_hidden_states": ...} or {"class_labels": ...}); the loop moves them to the device
-    make_batch: Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+    # (the whole batch's CPU long indices, the loop's CPU generator, this process's share of the batch) ->
+    # the share's (x0 float (B, C, H, W), extra UNet kwargs such as {"encoder_hidden_states": ...} or
+    # {"class_labels": ...}); the loop moves them to the device. Draws (flips, prompts) are made for the
+    # whole batch, so any number of processes trains on the batches one process would.
+    make_batch: Callable[[torch.Tensor, torch.Generator, slice], tuple[torch.Tensor, dict[str, torch.Tensor]]]
     trainable: Callable[[], Iterable[torch.nn.Parameter]] | None = None  # default: UNet parameters with requires_grad
     fingerprint: str = ""  # identifies the training data; a checkpoint made with other data is ignored
 
@@ -337,7 +339,7 @@ def train_diffusion(
     seconds = 0.0
     tick = time.perf_counter()
     for step in range(start, config.steps):
-        x0, kwargs = task.make_batch(batches[step, share], loop.data_generator)
+        x0, kwargs = task.make_batch(batches[step], loop.data_generator, share)
         x0 = x0.to(device)
         kwargs = {key: value.to(device) for key, value in kwargs.items()}
         timesteps = sample_timesteps(config.batch_size, config, loop.data_generator)[share].to(device)
