@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -144,3 +145,13 @@ def wait_for_queue(project: Path, names: list[str], timeout: float) -> str:
             run(["dvc", "queue", "stop", "--kill"], project, check=False)
             raise AssertionError(f"queued experiments {names} not done after {timeout:.0f} s:\n{status}")
         time.sleep(5)
+
+
+def two_cpu_processes(script: Path, *args: str) -> list[str]:
+    """Command running `script` in two CPU processes under accelerate's multi-process launcher (torchrun
+    underneath, on gloo as the device is the CPU); `accelerate launch --cpu --num_processes 2` starts ONE."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port), str(script), *args]  # fmt: skip

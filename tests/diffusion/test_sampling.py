@@ -2,7 +2,6 @@ import dataclasses
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -11,6 +10,7 @@ import pytest
 import torch
 from diffusers import DDPMPipeline
 from PIL import Image
+from pipeline_helpers import two_cpu_processes
 
 import synthratio.diffusion.sampling as sampling
 from synthratio.config import SAMPLERS as CONFIG_SAMPLERS
@@ -266,18 +266,12 @@ sampling.generate_to_folder(sys.argv[1], sys.argv[2], {seeds!r}, config, torch.d
 
 
 def test_two_processes_write_the_files_of_one(model_dir, tmp_path):
-    """Two CPU processes (20-45 s on two busy cores) write byte-identical files to one process's.
-
-    `accelerate launch --cpu --num_processes 2` starts ONE process (accelerate's simple launcher); the
-    multi-process launcher (torchrun underneath) starts two, which run on gloo as the device is the CPU.
-    """
+    """Two CPU processes (20-45 s on two busy cores) write byte-identical files to one process's."""
     config, seeds = settings("ddpm", 2), [4, 0, 7, 2, 9]
     one = generate_to_folder(model_dir, tmp_path / "one", seeds, config, CPU, progress=False)
     script = tmp_path / "generate.py"
     script.write_text(GENERATE_SCRIPT.format(config=dataclasses.asdict(config), seeds=seeds))
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-              str(script), str(model_dir), str(tmp_path / "two")]
+    launch = two_cpu_processes(script, str(model_dir), str(tmp_path / "two"))
     done = subprocess.run(launch, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     shares = sorted(re.findall(r"process (\d) of (\d) samples (\[[\d, ]*\])", done.stdout))  # lines may interleave
@@ -286,8 +280,3 @@ def test_two_processes_write_the_files_of_one(model_dir, tmp_path):
     assert all(path.read_bytes() == (tmp_path / "two" / path.name).read_bytes() for path in one)
     assert not (tmp_path / "two.partial").exists()
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

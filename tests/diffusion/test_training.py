@@ -9,8 +9,10 @@ import time
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from pipeline_helpers import two_cpu_processes
 from safetensors.torch import load_file
 
 from synthratio.diffusion import training
@@ -197,14 +199,16 @@ def test_bf16_trains_on_cpu_and_returns_fp32_weights(config):
 
 
 KILLABLE_RUN = """
-import dataclasses, json, sys, time
+import dataclasses, json, logging, sys, time
 from pathlib import Path
 import torch
+from accelerate import PartialState
 from synthratio.config import load_params
 from synthratio.diffusion.pixel import build_unet
 from synthratio.diffusion.schedules import build_training_scheduler
 from synthratio.diffusion.training import DiffusionTask, train_diffusion
 
+logging.basicConfig(level=logging.INFO)
 checkpoints, out, pause = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "pause"
 config = dataclasses.replace(load_params(sys.argv[4]).finetune, image_size=16, block_channels=(8, 16), train_timesteps=100,
                              steps=4, batch_size=4, checkpoint_every=2, mixed_precision="no", ema_decay=0.9)
@@ -221,7 +225,12 @@ def make_batch(indices, generator, share):
 task = DiffusionTask(build_unet(config), build_training_scheduler(config), 8, make_batch)
 result = train_diffusion(task, config, torch.device("cpu"), checkpoint_dir=checkpoints, progress=False)
 weights = {key: value.flatten().tolist() for key, value in result.unet.state_dict().items()}
-out.write_text(json.dumps({"losses": result.losses, "resumed": result.resumed_from_step, "weights": weights}))
+with torch.no_grad():
+    probe = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    prediction = result.unet(probe, torch.tensor([10, 50])).sample.flatten().tolist()
+if PartialState().is_main_process:
+    out.write_text(json.dumps({"losses": result.losses, "resumed": result.resumed_from_step, "weights": weights,
+                               "prediction": prediction}))
 """
 
 
@@ -251,3 +260,25 @@ def test_sigkilled_process_resumes_to_the_same_result(tmp_path):
     assert resumed["resumed"] == 2 and whole["resumed"] == 0
     assert resumed["losses"] == whole["losses"]
     assert resumed["weights"] == whole["weights"]
+
+
+@pytest.mark.slow
+def test_two_processes_train_the_model_of_one(tmp_path):
+    """DDP over two CPU processes (gloo, accelerate's multi-process launcher) trains the model of one process:
+    the same losses and predictions up to the rounding of averaging two half-batch gradients. (Not the same
+    weights: a bias that a GroupNorm cancels has a zero gradient, and Adam turns its rounding noise into
+    full-size steps that change no output.)"""
+    script = tmp_path / "run.py"
+    script.write_text(KILLABLE_RUN)
+    params = str(Path(__file__).resolve().parents[2] / "params.yaml")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [str(script), str(tmp_path / "one.ck"), str(tmp_path / "one.json"), "go", params]
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    launch = two_cpu_processes(script, str(tmp_path / "two.ck"), str(tmp_path / "two.json"), "go", params)
+    done = subprocess.run(launch, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    one, two = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("one", "two"))
+    assert "2 process(es)" in done.stderr
+    np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-5)
+    np.testing.assert_allclose(two["prediction"], one["prediction"], rtol=1e-4, atol=1e-5)
