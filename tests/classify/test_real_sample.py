@@ -17,14 +17,10 @@ CPU = torch.device("cpu")
 
 
 def prepared_sample(sample: Path, out: Path, classes: tuple[str, ...], size: int) -> Path:
-    """Prepare the sample like the pipeline: every scan under train/, prepare's patient-disjoint re-split."""
+    """Prepare the sample as the pipeline would with paths.raw at it: its flat {CLASS}/*.jpeg folders,
+    prepare's patient-disjoint split."""
     params = load_params(REPO / "params.yaml")
-    raw = out / "raw"
-    for cls in classes:
-        (raw / "train").mkdir(parents=True, exist_ok=True)
-        (raw / "test" / cls).mkdir(parents=True)
-        (raw / "train" / cls).symlink_to(sample / cls)
-    prepare_dataset(raw, out / "prepared", replace(params.prepare, classes=classes, workers=2), sizes=(size,), progress=False)
+    prepare_dataset(sample, out / "prepared", replace(params.prepare, classes=classes, workers=2), sizes=(size,), progress=False)
     return out / "prepared"
 
 

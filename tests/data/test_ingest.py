@@ -117,8 +117,22 @@ def test_bad_files_error_naming_the_file_or_are_counted(raw: Path, tmp_path: Pat
 def test_missing_class_folder_and_layout(raw: Path, tmp_path: Path):
     with pytest.raises(DatasetError, match="DME"):
         prepare_dataset(raw, tmp_path / "p", replace(CONFIG, classes=("CNV", "DME")), sizes=(16,), progress=False)
+    (raw / "test").rename(tmp_path / "elsewhere")  # train/ alone: neither layout
     with pytest.raises(DatasetError, match="expected train/ and test/"):
-        prepare_dataset(raw / "train", tmp_path / "p", CONFIG, sizes=(16,), progress=False)
+        prepare_dataset(raw, tmp_path / "p", CONFIG, sizes=(16,), progress=False)
+    assert not (tmp_path / "p").exists()
+
+
+def test_flat_class_folders_are_one_pool_split_by_patient(raw: Path, tmp_path: Path):
+    """{CLASS}/*.jpeg without split folders: every scan, re-split by patient; `official` cannot apply."""
+    flat = raw / "train"
+    for path in (raw / "test").rglob("*.jpeg"):
+        path.rename(flat / path.parent.name / path.name)
+    summary = prepare_dataset(flat, tmp_path / "prepared", CONFIG, sizes=(16,), progress=False)
+    assert summary["scans"] == 32 and summary["patients"] == 16 and summary["patients_in_several_splits"] == 0
+    with pytest.raises(DatasetError, match=r"prepare.split='official' keeps Kermany's official folders"):
+        prepare_dataset(flat, tmp_path / "other", replace(CONFIG, split="official"), sizes=(16,), progress=False)
+    assert not (tmp_path / "other").exists()
 
 
 def test_wedges_are_detected_and_masked():
@@ -135,30 +149,22 @@ def test_wedges_are_detected_and_masked():
 
 
 def test_kermany_sample(kermany_sample: Path, tmp_path: Path):
-    """The shared real sample: 500 CNV/NORMAL scans of 492 patients (8 ids occur under both classes)."""
-    raw = tmp_path / "raw"
-    (raw / "test").mkdir(parents=True)
-    (raw / "train").mkdir()
-    for cls in ("CNV", "NORMAL"):
-        (raw / "train" / cls).symlink_to(kermany_sample / cls)
-        (raw / "test" / cls).mkdir()
-    summary = prepare_dataset(raw, tmp_path / "prepared", replace(CONFIG, workers=2), sizes=(32,), progress=False)
+    """The shared real sample, read in its flat {CLASS}/*.jpeg layout: 500 CNV/NORMAL scans of 492 patients
+    (8 ids occur under both classes)."""
+    summary = prepare_dataset(kermany_sample, tmp_path / "prepared", replace(CONFIG, workers=2), sizes=(32,), progress=False)
     assert summary["scans"] == 500
     assert summary["patients"] == 492
     assert summary["patients_in_several_splits"] == 0 and summary["leaks_removed"] == 0
     index = pd.read_csv(tmp_path / "prepared" / "index.csv")
+    assert index["file"].str.match(r"^(CNV|NORMAL)/").all()
     wedge_share = index.groupby("class")["wedge"].mean()
     assert abs(wedge_share["CNV"] - wedge_share["NORMAL"]) < 0.1  # wedges occur in both classes alike
 
 
 def test_kermany_sample_four_classes(kermany_sample: Path, tmp_path: Path):
-    raw = tmp_path / "raw"
     classes = ("CNV", "DME", "DRUSEN", "NORMAL")
-    for cls in classes:
-        (raw / "train").mkdir(parents=True, exist_ok=True)
-        (raw / "test" / cls).mkdir(parents=True)
-        (raw / "train" / cls).symlink_to(kermany_sample / cls)
-    summary = prepare_dataset(raw, tmp_path / "prepared", replace(CONFIG, classes=classes, workers=2), sizes=(16,), progress=False)
+    config = replace(CONFIG, classes=classes, workers=2)
+    summary = prepare_dataset(kermany_sample, tmp_path / "prepared", config, sizes=(16,), progress=False)
     assert summary["scans"] + summary["duplicates_dropped"] + summary["conflicting_labels_dropped"] == 575
     assert summary["patients_in_several_splits"] == 0
     assert all(summary["counts"][split][cls] > 0 for split in ("train", "val", "test") for cls in classes)

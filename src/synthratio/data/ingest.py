@@ -1,6 +1,7 @@
 """Read a Kermany-layout scan folder into patient-disjoint uint8 arrays.
 
-Layouts: Kaggle's `{train,val,test}/{CLASS}/*.jpeg` and Mendeley v3's `{train,test}/{CLASS}/*.jpeg`.
+Layouts: Kaggle's `{train,val,test}/{CLASS}/*.jpeg`, Mendeley v3's `{train,test}/{CLASS}/*.jpeg`, and a flat
+`{CLASS}/*.jpeg` (one pool, as the shared sample and many exports come; only `prepare.split: patient`).
 File names are `<CLASS>-<patient id>-<image number>.jpeg`; the numeric id is shared across classes, so
 patients are grouped by the number, and ids whose images are pixel-identical are merged into one patient.
 """
@@ -62,22 +63,36 @@ class DecodedScan:
     problem: str = ""
 
 
-def list_scans(raw: Path, classes: Iterable[str], on_bad_file: str) -> tuple[list[ScanFile], Counter]:
-    """Every scan of the classes in play, checked by name before any decoding starts."""
+def _class_roots(raw: Path, classes: Iterable[str], split: str) -> list[tuple[str, Path]]:
+    """(official split, folder holding the class folders) for each split of the layout at `raw`."""
+    layout = "Kermany's {train,val,test}/{CLASS}/*.jpeg or a flat {CLASS}/*.jpeg"
     if not raw.is_dir():
-        raise DatasetError(f"{raw}: input folder not found; expected Kermany's layout {{train,val,test}}/{{CLASS}}/*.jpeg")
+        raise DatasetError(f"{raw}: input folder not found; expected {layout}")
     splits = [s for s in SPLITS if (raw / s).is_dir()]
+    if not splits and any((raw / cls).is_dir() for cls in classes):
+        if split != "patient":
+            raise DatasetError(
+                f"{raw}: class folders without train/ and test/; prepare.split={split!r} keeps Kermany's official "
+                "folders, so it needs them (prepare.split: patient re-splits a flat folder by patient)"
+            )
+        return [("", raw)]
     if "train" not in splits or "test" not in splits:
         found = sorted(p.name for p in raw.iterdir() if p.is_dir())
-        raise DatasetError(f"{raw}: found folders {found}; expected train/ and test/ (and optionally val/) as in Kermany's layout")
+        raise DatasetError(f"{raw}: found folders {found}; expected train/ and test/ (and optionally val/), or class folders {list(classes)}: {layout}")
+    return [(s, raw / s) for s in splits]
+
+
+def list_scans(raw: Path, classes: Iterable[str], on_bad_file: str, split: str = "patient") -> tuple[list[ScanFile], Counter]:
+    """Every scan of the classes in play, checked by name before any decoding starts."""
+    roots = _class_roots(raw, classes, split)
     scans: list[ScanFile] = []
     skipped: Counter = Counter()
     for cls in classes:
         in_class = 0
-        for split in splits:
-            folder = raw / split / cls
+        for official_split, root in roots:
+            folder = root / cls
             if not folder.is_dir():
-                if split == "val":  # Mendeley v3 has no val split
+                if official_split == "val":  # Mendeley v3 has no val split
                     continue
                 raise DatasetError(f"{folder}: class folder missing; prepare.classes asks for {cls!r}")
             for path in sorted(folder.iterdir()):
@@ -88,10 +103,10 @@ def list_scans(raw: Path, classes: Iterable[str], on_bad_file: str) -> tuple[lis
                     _bad_file(path, problem, on_bad_file, skipped)
                     continue
                 match = FILE_NAME.match(path.stem)
-                scans.append(ScanFile(path, str(path.relative_to(raw)), cls, int(match["patient"]), split))
+                scans.append(ScanFile(path, str(path.relative_to(raw)), cls, int(match["patient"]), official_split))
                 in_class += 1
         if in_class == 0:
-            raise DatasetError(f"{raw}/*/{cls}: no scans of class {cls!r} in any split")
+            raise DatasetError(f"{raw}: no scans of class {cls!r} in any split")
     return scans, skipped
 
 
@@ -214,7 +229,7 @@ def prepare_dataset(raw: Path, out: Path, config: PrepareConfig, sizes: tuple[in
     """
     sizes = tuple(sorted(set(sizes)))
     started = time.perf_counter()
-    scans, skipped = list_scans(raw, config.classes, config.on_bad_file)
+    scans, skipped = list_scans(raw, config.classes, config.on_bad_file, config.split)
     workers = config.workers or os.cpu_count() or 1
     jobs = [(scan.path, sizes, config.mask_wedges) for scan in scans]
     with ProcessPoolExecutor(max_workers=workers) as pool:
