@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import yaml
 
+from synthratio.classify.experiment import check_run
 from synthratio.classify.mixing import BatchPlan, RatioBatchSampler, plan_batches
 from synthratio.config import ParamsError, params_from_dict
 
@@ -131,3 +132,21 @@ def test_params_check_mix_mode_ratios_and_keep(changes: dict, message: str):
     if changes.get("mix", {}).get("mode") == "add" and changes["sweep"]["ratios"] == [1001]:
         raw["sweep"]["ratios"] = [150]
         assert params_from_dict(raw).sweep.ratios == (150,)  # add mode allows R above 100
+
+
+@pytest.mark.parametrize(
+    ("mode", "ratio", "keep", "message"),
+    [
+        ("replace", 101, 100, r"--ratio 101; expected a percent in 0..100 for mix.mode 'replace'"),
+        ("add", 1001, 100, r"--ratio 1001; expected a percent in 0..1000 for mix.mode 'add'"),
+        ("replace", -5, 100, r"--ratio -5"),
+        ("replace", 50, 0, r"--keep 0; expected a percent of patients in 1..100"),
+        ("replace", 50, 101, r"--keep 101"),
+    ],
+)
+def test_stage_arguments_outside_the_sweep_are_refused(mode: str, ratio: int, keep: int, message: str):
+    raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
+    params = params_from_dict({**raw, "mix": {**raw["mix"], "mode": mode}})
+    with pytest.raises(ParamsError, match=message):
+        check_run(params, ratio, keep)
+    check_run(params, 0 if mode == "replace" else 150, 25)  # inside both ranges: no error
