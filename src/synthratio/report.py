@@ -87,7 +87,7 @@ def summarize_regime(runs: pd.DataFrame, regime: Regime, tolerance: float, confi
         entry["log_loss_ci_low"], entry["log_loss_ci_high"] = _interval(loss[ratio], alpha)
         entry["accuracy_delta"] = round(float(row["accuracy"] - means.loc[0, "accuracy"]), 6)
         entry["accuracy_delta_ci_low"], entry["accuracy_delta_ci_high"] = _interval(accuracy[ratio] - accuracy[0], alpha)
-        entry["accuracy_delta_p"] = round(mcnemar_p(hits[ratio], hits[0]), 6)
+        entry["accuracy_delta_p"] = float(f"{mcnemar_p(hits[ratio], hits[0]):.4g}")  # significant digits: a tiny p is not 0
         entry["seeds"] = int((runs["ratio"] == ratio).sum())
         per_ratio[str(ratio)] = entry
     mean_accuracy = {int(r): float(a) for r, a in means["accuracy"].items()}
