@@ -36,7 +36,7 @@ def test_blockwise_search_matches_brute_force(chunk_bytes: int):
     query[0] = reference[3]
     brute = np.linalg.norm(query[:, None, :].astype(float) - reference[None, :, :].astype(float), axis=2)
 
-    nearest = nearest_rows(query, reference, chunk_bytes=chunk_bytes)
+    nearest = nearest_rows(query, reference, chunk_bytes=chunk_bytes)  # on the CPU, as in CI
 
     np.testing.assert_allclose(nearest.distance, brute.min(1), rtol=1e-12)
     np.testing.assert_array_equal(nearest.index, brute.argmin(1))

@@ -124,7 +124,7 @@ def evaluate_synthetic(
         "features": (*computed["domain"], train_features),
         "pixels": (pixel_rows(synthetic), pixel_rows(real.heldout), pixel_rows(real.train)),
     }.items():
-        copies[space] = memorization(fake, heldout[reference], heldout[floor], train, config.memorization_quantile)
+        copies[space] = memorization(fake, heldout[reference], heldout[floor], train, config.memorization_quantile, device)
         metrics.update({
             f"memorized_share_{space}": copies[space].share,
             f"memorized_share_{space}_floor": copies[space].share_floor,
