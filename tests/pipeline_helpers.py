@@ -147,11 +147,16 @@ def wait_for_queue(project: Path, names: list[str], timeout: float) -> str:
         time.sleep(5)
 
 
-def two_cpu_processes(script: Path, *args: str) -> list[str]:
-    """Command running `script` in two CPU processes under accelerate's multi-process launcher (torchrun
-    underneath, on gloo as the device is the CPU); `accelerate launch --cpu --num_processes 2` starts ONE."""
+def two_cpu_options() -> list[str]:
+    """`accelerate launch` options that start two CPU processes (torchrun underneath, on gloo as the device is
+    the CPU) on a free port; `--cpu --num_processes 2` would start ONE."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port), str(script), *args]  # fmt: skip
+    return ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", str(port)]  # fmt: skip
+
+
+def two_cpu_processes(script: Path, *args: str) -> list[str]:
+    """Command running `script` with `args` in two CPU processes under accelerate."""
+    return [sys.executable, "-m", "accelerate.commands.launch", *two_cpu_options(), str(script), *args]

@@ -55,6 +55,8 @@ def test_repository_params_load():
         ("evaluate", "encoder_seed", 7, "one of sweep.seeds"),
         ("report", "tolerance", 2, r"\[0, 1\)"),
         ("runtime", "device", "tpu", "one of"),
+        ("runtime", "launcher", "mpirun -n 2", r"'python', 'accelerate launch \[options\]' or 'torchrun \[options\]'"),
+        ("runtime", "launcher", "", "'python'"),
     ],
 )
 def test_bad_values_name_key_value_and_allowed(raw_params, section, key, value, message):

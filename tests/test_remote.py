@@ -12,7 +12,7 @@ import pytest
 import yaml
 from accelerate.commands.config.config_args import load_config_from_file
 from accelerate.utils import DistributedType
-from pipeline_helpers import GIT_USER, REPO, copy_project, ran_stages, run, wait_for_queue
+from pipeline_helpers import GIT_USER, REPO, copy_project, ran_stages, run, two_cpu_options, wait_for_queue
 
 ACCELERATE = REPO / "configs" / "accelerate"
 
@@ -98,3 +98,23 @@ def test_stage_run_under_accelerate_then_committed_needs_no_rerun(project):
     run(["dvc", "commit", "-f", "generate"], project)
     assert "up to date" in run(["dvc", "status", "generate"], project).stdout
     assert ran_stages(run(["dvc", "repro", "generate"], project).stdout) == []
+
+
+@pytest.mark.slow
+def test_launcher_param_runs_finetune_under_accelerate_through_dvc(project):
+    """runtime.launcher becomes dvc.yaml's command: `dvc repro` itself trains on two processes and records it.
+    Progress bars are no stage's param, so turning them off reruns nothing."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["runtime"]["progress"] = not params["runtime"]["progress"]
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert "up to date" in run(["dvc", "status", "finetune", "generate"], project).stdout
+    params["runtime"]["launcher"] = " ".join(["accelerate", "launch", *two_cpu_options()])
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    done = run(["dvc", "repro", "finetune"], project)
+
+    assert ran_stages(done.stdout) == ["finetune"], done.stdout
+    assert "2 process(es)" in done.stdout + done.stderr
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    assert lock["stages"]["finetune"]["cmd"] == f"{params['runtime']['launcher']} stages/finetune.py"
+    assert "up to date" in run(["dvc", "status", "finetune"], project).stdout

@@ -74,11 +74,15 @@ class RuntimeConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default
     progress: bool = True  # tqdm progress bars
+    launcher: str = "python"  # dvc.yaml's command for finetune and generate: python, accelerate launch or torchrun
 
     def __post_init__(self) -> None:
         _require_choice("runtime", self, "device", ("auto", "cpu", "cuda"))
         if self.threads < 0:
             _fail("runtime", "threads", self.threads, "0 (torch's default) or a positive count")
+        words = str(self.launcher).split()
+        if words[:1] not in (["python"], ["torchrun"]) and words[:2] != ["accelerate", "launch"]:
+            _fail("runtime", "launcher", self.launcher, "'python', 'accelerate launch [options]' or 'torchrun [options]'")
 
 
 @dataclass(frozen=True)
