@@ -55,6 +55,7 @@ def test_repository_params_load():
         ("evaluate", "encoder_seed", 7, "one of sweep.seeds"),
         ("report", "tolerance", 2, r"\[0, 1\)"),
         ("runtime", "device", "tpu", "one of"),
+        ("evaluate", "pixel_size", 0, "a positive number"),
         ("runtime", "launcher", "mpirun -n 2", r"'python', 'accelerate launch \[options\]' or 'torchrun \[options\]'"),
         ("runtime", "launcher", "", "'python'"),
     ],

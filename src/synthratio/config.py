@@ -245,6 +245,7 @@ class EvaluateConfig:
     kid_subset_size: int  # images per KID subset
     nearest_k: int  # k nearest neighbours of precision/recall/density/coverage (Naeem et al. 2020 use 5)
     memorization_quantile: float  # synthetic scans nearer a training scan than this quantile of held-out-real-to-train distances count as memorized
+    pixel_size: int  # px, square; pixel-space memorization compares scans at min(this, the generator's size): its exact search costs pixel_size^2 per pair
     detector_epochs: int  # epochs of the synthetic-vs-real detector (simple_cnn)
     detector_image_size: int  # px, square; the detector's input, real and synthetic resized alike
     seed: int  # real halves, synthetic subsample, KID subsets, detector split and weights
@@ -254,7 +255,7 @@ class EvaluateConfig:
     def __post_init__(self) -> None:
         _require_choice("evaluate", self, "real_split", ("val", "test"))
         _require_positive("evaluate", self, "min_images", "kid_subset_size", "nearest_k", "detector_epochs",
-                          "detector_image_size", "batch_size")
+                          "detector_image_size", "pixel_size", "batch_size")
         if not 0 < self.memorization_quantile < 1:
             _fail("evaluate", "memorization_quantile", self.memorization_quantile, "a fraction in (0, 1)")
         for key in ("seed", "workers"):

@@ -35,7 +35,7 @@ SIZE = 64  # px: the "generator's" size here
 N_TRAIN, N_HELDOUT = 100, 75  # CNV scans: generator training set, held-out reference (the rest: candidates)
 CONFIG = EvaluateConfig(
     encoder_seed=0, real_split="val", min_images=30, inception_weights=None, kid_subset_size=30, nearest_k=5,
-    memorization_quantile=0.05, detector_epochs=8, detector_image_size=SIZE, seed=0, batch_size=64, workers=0,
+    memorization_quantile=0.05, pixel_size=SIZE, detector_epochs=8, detector_image_size=SIZE, seed=0, batch_size=64, workers=0,
 )  # fmt: skip
 SHOWN = (
     "domain_fid", "domain_fid_floor", "domain_precision", "domain_precision_floor", "domain_recall",

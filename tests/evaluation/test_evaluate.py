@@ -17,7 +17,7 @@ from synthratio.evaluation.features import write_png_folder
 CPU = torch.device("cpu")
 CONFIG = EvaluateConfig(
     encoder_seed=0, real_split="val", min_images=4, inception_weights=None, kid_subset_size=8, nearest_k=3,
-    memorization_quantile=0.1, detector_epochs=1, detector_image_size=16, seed=0, batch_size=8, workers=0,
+    memorization_quantile=0.1, pixel_size=64, detector_epochs=1, detector_image_size=16, seed=0, batch_size=8, workers=0,
 )  # fmt: skip
 
 
@@ -41,7 +41,7 @@ def test_every_metric_present_finite_and_few_images_flagged(
     memorized += [f"memorized_share_{s}_floor" for s in ("features", "pixels")]
     detector = [f"detector_{m}" for m in ("auroc", "accuracy", "n_train", "n_val", "n_test")]
     counts = ["n_synthetic", "n_real", "n_real_train", "n_real_half", "n_compared", "nearest_k"]
-    assert set(metrics) == {*spaces, *memorized, *detector, *counts, "inception", "few_images"}
+    assert set(metrics) == {*spaces, *memorized, *detector, *counts, "memorized_pixel_size", "inception", "few_images"}
     assert all(math.isfinite(v) for v in metrics.values())
     json.dumps(metrics, allow_nan=False)  # plain JSON for dvc exp show
     assert (metrics["n_synthetic"], metrics["n_real"], metrics["n_real_train"], metrics["n_compared"]) == (12, 20, 16, 10)
@@ -91,3 +91,14 @@ def test_synthetic_at_another_size_than_real_named(tmp_path: Path, real, scans, 
     with pytest.raises(ValueError, match=r"synthetic scans are 24x24 px .*real held-out 16x16 px"):
         evaluate_synthetic(files, real, pool_features, CPU, CONFIG, tmp_path / "work")
     assert not (tmp_path / "work").exists()  # refused before any work
+
+
+@pytest.mark.parametrize("pixel_size, compared", [(8, 8), (64, 16)])  # capped, or the scans' own 16 px
+def test_pixel_memorization_compares_at_the_capped_size(tmp_path: Path, real: RealScans, pool_features, pixel_size, compared):
+    files = write_png_folder(real.train[:6], tmp_path / "synthetic" / "CNV")  # copies of training scans
+    config = dataclasses.replace(CONFIG, pixel_size=pixel_size)
+
+    metrics = evaluate_synthetic(files, real, pool_features, CPU, config, tmp_path / "work")
+
+    assert metrics["memorized_pixel_size"] == compared
+    assert metrics["memorized_share_pixels"] == 1.0

@@ -23,7 +23,7 @@ from cleanfid.features import build_feature_extractor
 
 from synthratio.config import EvaluateConfig
 from synthratio.data.ingest import load_split
-from synthratio.evaluation.detector import detect_synthetic
+from synthratio.evaluation.detector import detect_synthetic, resize_scans
 from synthratio.evaluation.distances import DISTANCE_KEYS, feature_distances, split_real
 from synthratio.evaluation.features import FeatureFn, file_features, inception_available, read_scans, write_png_folder
 from synthratio.evaluation.memorization import Memorization, memorization, pixel_rows, save_memorization_grid
@@ -86,7 +86,7 @@ def evaluate_synthetic(
     The real scans are written as PNGs under workdir (a fresh folder the caller owns), so both sets pass
     through clean-fid's same reading path. Keys: {domain,inception}_{fid,kid,precision,recall,density,
     coverage} and their *_floor twins (inception_* only when inception_available(config.inception_weights));
-    memorized_{share,share_floor,threshold}_{features,pixels}; detector_{auroc,accuracy,n_train,n_val,n_test};
+    memorized_{share,share_floor,threshold}_{features,pixels} and memorized_pixel_size; detector_{auroc,accuracy,n_train,n_val,n_test};
     n_synthetic, n_real, n_real_train, n_real_half, n_compared, nearest_k, inception, few_images. Bad input
     (no synthetic file, mixed sizes, too few real scans) raises before any model runs.
     """
@@ -119,11 +119,12 @@ def evaluate_synthetic(
                                    name="domain features, real training", progress=progress)
 
     reference, floor = split_real(len(real.heldout), np.random.default_rng(config.seed))  # feature_distances' halves
+    # Pixel distances at a capped size: the exact search costs a multiply-add per pixel of every pair, and a
+    # copy of a 512 px scan is as much a copy at 64 px (the threshold is calibrated at the same size).
+    pixel_size = min(config.pixel_size, synthetic.shape[1])
+    pixels = [pixel_rows(resize_scans(images, pixel_size)) for images in (synthetic, real.heldout, real.train)]
     copies: dict[str, Memorization] = {}
-    for space, (fake, heldout, train) in {
-        "features": (*computed["domain"], train_features),
-        "pixels": (pixel_rows(synthetic), pixel_rows(real.heldout), pixel_rows(real.train)),
-    }.items():
+    for space, (fake, heldout, train) in {"features": (*computed["domain"], train_features), "pixels": pixels}.items():
         copies[space] = memorization(fake, heldout[reference], heldout[floor], train, config.memorization_quantile, device)
         metrics.update({
             f"memorized_share_{space}": copies[space].share,
@@ -149,6 +150,7 @@ def evaluate_synthetic(
         n_real_half=distances["n_real_half"],
         n_compared=distances["n_compared"],
         nearest_k=distances["nearest_k"],
+        memorized_pixel_size=pixel_size,
         inception=use_inception,
         few_images=distances["n_compared"] < config.min_images,
     )
