@@ -6,7 +6,7 @@ that copies a patient's is a privacy leak. A distance alone means little, so the
 scans of other patients are never copies, and the quantile q of their nearest-training-scan distances is the
 threshold (the data-copying idea of Meehan et al. 2020, "A Non-Parametric Test to Detect Data-Copying in
 Generative Models"). An honest generator has about a share q of its scans below it; a copying one, more.
-Distances are Euclidean, in a feature space and in pixel space (uint8 values at the generator's size).
+Distances are Euclidean, in a feature space and in pixel space (uint8 values, at evaluate.pixel_size at most).
 """
 
 from __future__ import annotations
