@@ -58,6 +58,7 @@ def test_repository_params_load():
         ("evaluate", "pixel_size", 0, "a positive number"),
         ("runtime", "launcher", "mpirun -n 2", r"'python', 'accelerate launch \[options\]' or 'torchrun \[options\]'"),
         ("runtime", "launcher", "", "'python'"),
+        ("runtime", "launcher", "accelerate config", "'accelerate launch"),
     ],
 )
 def test_bad_values_name_key_value_and_allowed(raw_params, section, key, value, message):

@@ -80,8 +80,9 @@ class RuntimeConfig:
         _require_choice("runtime", self, "device", ("auto", "cpu", "cuda"))
         if self.threads < 0:
             _fail("runtime", "threads", self.threads, "0 (torch's default) or a positive count")
-        words = str(self.launcher).split()
-        if words[:1] not in (["python"], ["torchrun"]) and words[:2] != ["accelerate", "launch"]:
+        words = str(self.launcher).split() or [""]
+        python = Path(words[0]).name.startswith("python")  # python, python3, /opt/venv/bin/python3.11
+        if not python and words[0] != "torchrun" and words[:2] != ["accelerate", "launch"]:
             _fail("runtime", "launcher", self.launcher, "'python', 'accelerate launch [options]' or 'torchrun [options]'")
 
 
