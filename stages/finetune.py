@@ -1,8 +1,10 @@
 """Stage finetune: train the diffusion model (pixel or latent backend) on the real training scans."""
 
+import contextlib
 import shutil
 
 import numpy as np
+from accelerate import PartialState
 
 from synthratio.config import load_params
 from synthratio.data.ingest import load_split
@@ -23,8 +25,13 @@ def main() -> None:
     model_dir = params.paths.diffusion_model
     # outside the DVC output, which DVC deletes before it reruns the stage: a killed run resumes from here
     checkpoints = model_dir.with_name(f"{model_dir.name}.checkpoints")
-    with open_live(params.paths.live / "finetune") as live:
+    # Under a launcher every process trains; one logs, saves and writes (two dvclive loggers or two
+    # pipeline saves racing on the same files corrupt them).
+    main_process = PartialState(cpu=device.type == "cpu").is_main_process  # as train_diffusion's Accelerator
+    with open_live(params.paths.live / "finetune") if main_process else contextlib.nullcontext() as live:
         result = train(images, labels, classes, config, device, checkpoints, live, params.runtime.progress)
+    if not main_process:
+        return
     save_pipeline(result.pipeline, model_dir, classes=result.classes)
     shutil.rmtree(checkpoints, ignore_errors=True)
     pool = len(images) if config.class_conditional else int((labels == classes.index(config.target_class)).sum())

@@ -118,3 +118,7 @@ def test_launcher_param_runs_finetune_under_accelerate_through_dvc(project):
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     assert lock["stages"]["finetune"]["cmd"] == f"{params['runtime']['launcher']} stages/finetune.py"
     assert "up to date" in run(["dvc", "status", "finetune"], project).stdout
+    # one process logged and wrote: two dvclive loggers on one folder left unparsable JSON
+    live = json.loads((project / params["paths"]["live"] / "finetune" / "metrics.json").read_text())
+    assert live["step"] == params["finetune"]["steps"] - 1
+    assert json.loads((project / params["paths"]["metrics"] / "finetune.json").read_text())["steps"] == params["finetune"]["steps"]
