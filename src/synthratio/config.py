@@ -28,6 +28,11 @@ MIX_MODES = ("replace", "add")
 MAX_ADD_RATIO = 1000  # mix.mode add: at most 10 synthetic examples per real slot of the class
 
 
+def max_ratio(mode: str) -> int:
+    """The largest R of a mix mode: replace swaps at most every slot of the class, add stacks up to MAX_ADD_RATIO."""
+    return 100 if mode == "replace" else MAX_ADD_RATIO
+
+
 class ParamsError(ValueError):
     """A params.yaml value that the pipeline cannot use."""
 

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from synthratio.classify.metrics import classification_metrics
 from synthratio.classify.models import build_classifier
 from synthratio.classify.train import Split, predict_proba, train_classifier
-from synthratio.config import MAX_ADD_RATIO, Params, ParamsError
+from synthratio.config import Params, ParamsError, max_ratio
 from synthratio.data.ingest import load_split
 from synthratio.data.synthetic import load_synthetic, synthetic_seeds
 from synthratio.runtime import load_safetensors, run_name, write_atomically, write_json
@@ -73,7 +73,7 @@ def load_classifier(params: Params, seed: int, ratio: int, device: torch.device,
 def check_run(params: Params, ratio: int, keep: int) -> None:
     """Refuse a (ratio, keep) the sweep cannot run, before any output is opened (stages take them from
     dvc.yaml's matrix, so they bypass params.yaml's own checks)."""
-    top = 100 if params.mix.mode == "replace" else MAX_ADD_RATIO
+    top = max_ratio(params.mix.mode)
     if not 0 <= ratio <= top:
         raise ParamsError(f"--ratio {ratio}; expected a percent in 0..{top} for mix.mode {params.mix.mode!r}")
     if not 0 < keep <= 100:

@@ -16,7 +16,7 @@ from typing import Iterator, Literal, Sequence
 
 import numpy as np
 
-from synthratio.config import MAX_ADD_RATIO, MIX_MODES
+from synthratio.config import MIX_MODES, max_ratio
 
 __all__ = ["MIX_MODES", "MixMode", "BatchPlan", "RatioBatchSampler", "plan_batches"]
 
@@ -57,7 +57,7 @@ def plan_batches(
         raise ValueError(f"class_counts={list(class_counts)} must cover every class of labels, at least as often")
     if not 0 <= synthetic_label < len(counts):
         raise ValueError(f"synthetic_label={synthetic_label}; labels hold classes 0..{len(counts) - 1}")
-    top = 100 if mode == "replace" else MAX_ADD_RATIO
+    top = max_ratio(mode)
     if not 0 <= ratio <= top:
         raise ValueError(f"ratio={ratio}; expected a percent in 0..{top} for mode {mode!r}")
     if batch_size < len(counts):

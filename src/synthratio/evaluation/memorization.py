@@ -96,9 +96,11 @@ def memorization(
     for name, rows in (("synthetic", synthetic), ("real_reference", real_reference), ("real_floor", real_floor), ("train", train)):
         if rows.ndim != 2 or len(rows) == 0 or rows.shape[1] != train.shape[1]:
             raise ValueError(f"{name} rows of shape {rows.shape}; expected (N >= 1, {train.shape[1]}) like train")
-    threshold = float(np.quantile(nearest_rows(real_reference, train, device).distance, quantile))
-    nearest = nearest_rows(synthetic, train, device)
-    floor = nearest_rows(real_floor, train, device).distance
+    found = nearest_rows(np.concatenate([real_reference, real_floor, synthetic]), train, device)  # one pass over train
+    floor_start, synthetic_start = len(real_reference), len(real_reference) + len(real_floor)
+    threshold = float(np.quantile(found.distance[:floor_start], quantile))
+    floor = found.distance[floor_start:synthetic_start]
+    nearest = Nearest(distance=found.distance[synthetic_start:], index=found.index[synthetic_start:])
     return Memorization(
         threshold=threshold,
         share=float((nearest.distance <= threshold).mean()),
