@@ -65,7 +65,7 @@ def loop_throughput(arch: str, size: int, batch: int, steps: int, ratio: int, de
     def run(split: Split) -> float:
         _sync(device)
         start = time.perf_counter()
-        train_classifier(split, val, synthetic, 0, ratio, config, seed=0, device=device, progress=False)
+        train_classifier(split, val, config, seed=0, device=device, synthetic=synthetic, ratio=ratio, progress=False)
         _sync(device)
         return time.perf_counter() - start
 

@@ -82,8 +82,8 @@ def _patient_split(ids: list[str], seed: int) -> np.ndarray:
 def _train(images: np.ndarray, labels: np.ndarray, part: np.ndarray, size: int, seed: int = 0):
     config = ClassifierConfig(arch="simple_cnn", image_size=size, batch_size=32, epochs=10, learning_rate=2e-3, weight_decay=1e-4)
     result = train_classifier(
-        Split(images[part == 0], labels[part == 0]), Split(images[part == 1], labels[part == 1]), None, 0, 0,
-        config, seed, torch.device("cpu"), progress=False,
+        Split(images[part == 0], labels[part == 0]), Split(images[part == 1], labels[part == 1]), config,
+        seed=seed, device=torch.device("cpu"), progress=False,
     )
     probs = predict_proba(result.model, images[part == 2], torch.device("cpu"))[:, 1]
     test = labels[part == 2]

@@ -1,8 +1,8 @@
 """Rank DVC experiments by a synthetic-vs-real distance, best first, with the params each one changed.
 
-    python scripts/rank_experiments.py                      # domain FID, lower is better
-    python scripts/rank_experiments.py --metric metrics/synthetic.json:domain_kid
-    python scripts/rank_experiments.py --metric metrics/summary.json:r_max --order desc
+    python scripts/rank_experiments.py                      # domain FID of the keep-100 generator, lower is better
+    python scripts/rank_experiments.py --metric metrics/synthetic/keep_25.json:domain_kid
+    python scripts/rank_experiments.py --metric metrics/summary.json:keep100.r_max --order desc
 
 Reads `dvc exp show --json` (run here, or a saved copy with --input). Every baseline commit shown and every
 finished experiment derived from it is ranked; the changed params are those that differ from the
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-DEFAULT_METRIC = "metrics/synthetic.json:domain_fid"
+DEFAULT_METRIC = "metrics/synthetic/keep_100.json:domain_fid"
 
 
 @dataclass(frozen=True)
@@ -50,9 +50,11 @@ def _files(data: dict | None, kind: str) -> dict[str, dict]:
 
 
 def metric_value(data: dict | None, metric: str) -> float | None:
-    """`path:key` as in `dvc exp show --sort-by`; a bare key is looked up in every metrics file."""
+    """`path:key` as in `dvc exp show --sort-by` (nested keys dotted, `keep100.r_max`); a bare key is looked up
+    in every metrics file."""
     path, _, key = metric.rpartition(":")
     for name, values in _files(data, "metrics").items():
+        values = flatten(values)
         if (not path or name == path) and key in values:
             value = values[key]
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):

@@ -1,23 +1,21 @@
-"""Stage baseline@seed-keep: the real-only classifier (R=0) on `keep` % of the real CNV patients. It never
-reads synthetic data, so a new generator does not rerun it."""
+"""Stage baseline@keep: the real-only classifiers (R=0, one per seed) on cohort `keep` of the real CNV
+patients. They never read synthetic data, so a new generator does not rerun them."""
 
 import argparse
 
-from synthratio.classify.experiment import check_run, run_id, run_ratio
+from synthratio.classify.experiment import check_run, run_ratio
 from synthratio.config import load_params
-from synthratio.runtime import open_live, setup
+from synthratio.runtime import setup
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--keep", type=int, default=100, help="percent of the real CNV training patients kept, 1..100")
+    parser.add_argument("--keep", type=int, required=True, help="cohort: percent of the real CNV training patients, 1..100")
     args = parser.parse_args()
     params = load_params()
     check_run(params, 0, args.keep)
     device = setup(params.runtime)
-    with open_live(params.paths.live / run_id(0, args.seed, args.keep)) as live:
-        run_ratio(params, 0, args.seed, device, live, keep=args.keep)
+    run_ratio(params, 0, args.keep, device)
 
 
 if __name__ == "__main__":

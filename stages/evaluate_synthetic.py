@@ -1,35 +1,43 @@
-"""Stage evaluate_synthetic: synthetic vs held-out real scans of the generator's class: FID, KID,
-precision/recall/density/coverage (each with its real-vs-real floor), memorized share and a synthetic-vs-real
-detector's AUROC, in the feature space of a classifier trained on real training scans only."""
+"""Stage evaluate_synthetic@keep: cohort `keep`'s synthetic scans against held-out real scans of the
+generator's class: FID, KID, precision/recall/density/coverage (each beside its patient-disjoint
+real-vs-real floor), memorized share and a synthetic-vs-real detector's AUROC, in the feature space of the
+cohort's own real-only classifier."""
 
+import argparse
 import tempfile
 from pathlib import Path
 
 from synthratio.classify.experiment import load_classifier
 from synthratio.config import load_params
+from synthratio.data.cohort import load_cohort
 from synthratio.data.synthetic import synthetic_file, synthetic_seeds
-from synthratio.evaluation.evaluate import evaluate_synthetic, load_real_scans
+from synthratio.evaluation.evaluate import evaluate_synthetic, load_heldout
 from synthratio.evaluation.features import classifier_feature_fn
+from synthratio.layout import generator_files
 from synthratio.runtime import setup, write_json
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--keep", type=int, required=True, help="cohort: percent of the real CNV training patients, 1..100")
+    args = parser.parse_args()
     params = load_params()
     device = setup(params.runtime)
-    config, target = params.evaluate, params.finetune.target_class
+    config, target, classes = params.evaluate, params.finetune.target_class, params.prepare.classes
+    files = generator_files(params, args.keep)
+    label, size = classes.index(target), params.finetune.image_size
     # Real scans at the generator's size: both sets reach the encoder through the same resize, and pixel
-    # distances compare like with like.
-    real = load_real_scans(params.paths.prepared, config.real_split, params.finetune.image_size,
-                           params.prepare.classes.index(target))
-    files = [synthetic_file(params.paths.synthetic / target, seed) for seed in synthetic_seeds(params.generate)]
-    encoder = load_classifier(params, seed=config.encoder_seed, ratio=0, device=device)
+    # distances compare like with like. Memorization compares with what this generator learned from.
+    cohort = load_cohort(params.paths.prepared, size, len(classes), label, args.keep, params.sweep.subset_seed)
+    real = load_heldout(params.paths.prepared, config.real_split, size, label, train=cohort.images[cohort.labels == label])
+    synthetic = [synthetic_file(files.synthetic / target, seed) for seed in synthetic_seeds(params.generate)]
+    encoder = load_classifier(params, seed=config.encoder_seed, ratio=0, device=device, keep=args.keep)
     feature_fn = classifier_feature_fn(encoder, params.classifier.image_size, device)
     with tempfile.TemporaryDirectory() as workdir:
-        metrics = evaluate_synthetic(files, real, feature_fn, device, config, Path(workdir),
-                                     memorization_plot=params.paths.plots / "memorization.png",
-                                     progress=params.runtime.progress)
-    metrics["real_split"] = config.real_split
-    write_json(params.paths.metrics / "synthetic.json", metrics)
+        metrics = evaluate_synthetic(synthetic, real, feature_fn, device, config, Path(workdir),
+                                     memorization_plot=files.memorization_plot, progress=params.runtime.progress,
+                                     confidence=params.report.confidence)
+    write_json(files.synthetic_metrics, {"keep": args.keep, "real_split": config.real_split, **metrics})
 
 
 if __name__ == "__main__":

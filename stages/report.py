@@ -1,54 +1,52 @@
-"""Stage report: summary.json (per regime and R: means, intervals, paired tests, R_max), the sweep table for
-dvc plots, the figure and a markdown report. Reads exactly the runs params.yaml lists."""
+"""Stage report: metrics/summary.json (per family: R_max as a non-inferiority decision, the margin the test
+set resolves, per-R figures and lower bounds), plots/ratio_summary.csv for dvc plots, the figure and a
+markdown report. Reads exactly the runs params.yaml lists."""
 
 import json
 
 import numpy as np
 import pandas as pd
 
-from synthratio.classify.experiment import metrics_path, predictions_path
 from synthratio.config import Params, load_params
-from synthratio.report import Regime, markdown_table, save_ratio_plot, summarize, sweep_table
+from synthratio.figures import save_ratio_plot
+from synthratio.inference import Runs
+from synthratio.layout import classifier_metrics_path, generator_files, predictions_path
+from synthratio.report import STUDY_ACCURACY, Arm, families, markdown_report, summarize
 from synthratio.runtime import setup, write_atomically, write_json
 
 
-def load_regime(params: Params, keep: int) -> tuple[list[dict], Regime]:
-    """Per-run metrics and stacked test probabilities of every (R, seed) of one regime; every run must have
-    scored the same test scans in the same order."""
-    runs, probs, files = [], {}, None
-    for ratio in params.sweep.all_ratios:
-        per_seed = []
-        for seed in params.sweep.seeds:
-            runs.append(json.loads(metrics_path(params, ratio, seed, keep).read_text()))
-            path = predictions_path(params, ratio, seed, keep)
-            predictions = pd.read_csv(path)
-            if files is None:
-                files, labels = predictions["file"].tolist(), predictions["label"].to_numpy()
-            elif predictions["file"].tolist() != files:
-                raise ValueError(f"{path}: test scans differ from the other runs' (rerun the classifier stages)")
-            per_seed.append(predictions[[f"prob_{name}" for name in params.prepare.classes]].to_numpy())
-        probs[ratio] = np.stack(per_seed)
-    return runs, Regime(keep=keep, labels=labels, probs=probs)
+def load_arm(params: Params, ratio: int, keep: int, scans: list[str] | None) -> tuple[Arm, list[str]]:
+    """Every seed's metrics and test probabilities of one (R, keep), and the test scans they scored; every
+    run must have scored the same test scans in the same order (`scans`: those of the runs read before)."""
+    probs = []
+    for seed in params.sweep.seeds:
+        path = predictions_path(params, ratio, seed, keep)
+        predictions = pd.read_csv(path)
+        if scans is not None and predictions["file"].tolist() != scans:
+            raise ValueError(f"{path}: test scans differ from the other runs' (rerun the classifier stages)")
+        scans = predictions["file"].tolist()
+        probs.append(predictions[[f"prob_{name}" for name in params.prepare.classes]].to_numpy())
+    runs = Runs(probs=np.stack(probs), labels=predictions["label"].to_numpy(), patients=predictions["patient"].to_numpy(),
+                positive=params.prepare.classes.index(params.sweep.synthetic_class))
+    metrics = pd.DataFrame(json.loads(classifier_metrics_path(params, ratio, keep).read_text()))
+    return Arm(runs=runs, metrics=metrics), scans
 
 
 def main() -> None:
     params = load_params()
     setup(params.runtime)
-    runs, regimes = [], []
-    for keep in params.sweep.keep:
-        regime_runs, regime = load_regime(params, keep)
-        runs += regime_runs
-        regimes.append(regime)
-    runs = pd.DataFrame(runs)
-    report = params.report
-    summary = summarize(runs, regimes, report.tolerance, report.confidence, report.bootstrap, params.mix.mode)
-    synthetic_path = params.paths.metrics / "synthetic.json"
-    synthetic = json.loads(synthetic_path.read_text()) if synthetic_path.is_file() else {}
-    plots = params.paths.plots
+    sweep, plots = params.sweep, params.paths.plots
+    arms, scans = {}, None
+    for keep in sweep.keep:
+        for ratio in sweep.all_ratios:
+            arms[(ratio, keep)], scans = load_arm(params, ratio, keep, scans)
+    groups = families(params.mix.mode, arms, sweep.keep, sweep.ratios)
+    summary, table = summarize(groups, params.report, params.mix.mode)
+    synthetic = {keep: json.loads(generator_files(params, keep).synthetic_metrics.read_text()) for keep in sweep.keep}
     write_json(params.paths.metrics / "summary.json", summary)
-    write_atomically(plots / "ratio_sweep.csv", lambda tmp: sweep_table(runs).to_csv(tmp, index=False))
-    save_ratio_plot(summary, runs, synthetic, plots / "accuracy_vs_ratio.png")
-    write_atomically(plots / "report.md", lambda tmp: tmp.write_text(markdown_table(summary, synthetic)))
+    write_atomically(plots / "ratio_summary.csv", lambda tmp: table.round(6).to_csv(tmp, index=False))
+    save_ratio_plot(summary, table, groups[0].x_label, plots / "accuracy_vs_ratio.png", STUDY_ACCURACY)
+    write_atomically(plots / "report.md", lambda tmp: tmp.write_text(markdown_report(summary, table, synthetic)))
 
 
 if __name__ == "__main__":

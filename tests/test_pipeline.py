@@ -16,46 +16,88 @@ def project(tmp_path_factory) -> Path:
     return copy_project(tmp_path_factory, "pipeline")
 
 
+def train_patients(project: Path, label: str = "CNV") -> set[int]:
+    """Raw patient ids of the prepared training scans of `label`, read from index.csv."""
+    index = pd.read_csv(project / "data/prepared/index.csv")
+    return set(index.loc[(index["split"] == "train") & (index["class"] == label), "patient_id"])
+
+
 @pytest.mark.slow
 def test_every_stage_ran_and_wrote_finite_outputs(project: Path):
     sweep = yaml.safe_load((project / "params.yaml").read_text())["sweep"]
     ratios = [0, *sweep["ratios"]]
     summary = json.loads((project / "metrics/summary.json").read_text())
-    assert summary["r_max"] in ratios
-    assert sorted(summary["regimes"]) == sorted(str(keep) for keep in sweep["keep"])
-    for regime in summary["regimes"].values():
-        assert sorted(map(int, regime["ratios"])) == ratios
-        for entry in regime["ratios"].values():
-            for name in ("accuracy", "f1", "precision", "recall", "auroc", "log_loss"):
-                assert math.isfinite(entry[name]), name
-            assert entry["seeds"] == len(sweep["seeds"])
-    synthetic = json.loads((project / "metrics/synthetic.json").read_text())
-    assert math.isfinite(synthetic["domain_fid"]) and math.isfinite(synthetic["domain_fid_floor"])
-    assert synthetic["few_images"] is True  # 8 synthetic scans: flagged, not silently trusted
-    table = pd.read_csv(project / "plots/ratio_sweep.csv")
-    assert sorted(table["ratio"].unique()) == ratios
-    assert len(table) == len(ratios) * len(sweep["seeds"]) * len(sweep["keep"])
-    for figure in ("accuracy_vs_ratio.png", "samples.png"):
-        assert (project / "plots" / figure).stat().st_size > 5_000
-    pngs = sorted(p.name for p in (project / "data/synthetic/CNV").iterdir())
-    assert pngs == [f"{seed:06d}.png" for seed in range(8)]
+    assert sorted(k for k in summary if k.startswith("keep")) == sorted(f"keep{keep}" for keep in sweep["keep"])
+    for keep in sweep["keep"]:
+        block = summary[f"keep{keep}"]
+        assert block["r_max_shown"] in ratios and block["stop"] in ("none", "inferior", "inconclusive")
+        assert sorted(map(int, block["accuracy"])) == ratios and sorted(map(int, block["lower"])) == ratios[1:]
+        assert all(math.isfinite(v) for v in [*block["accuracy"].values(), *block["log_loss"].values(), block["resolvable_margin"]])
+        synthetic = json.loads((project / f"metrics/synthetic/keep_{keep}.json").read_text())
+        assert math.isfinite(synthetic["domain_fid"]) and math.isfinite(synthetic["domain_fid_floor"])
+        assert synthetic["few_images"] is True  # 8 synthetic scans: flagged, not silently trusted
+        pngs = sorted(p.name for p in (project / f"data/synthetic/keep_{keep}/CNV").iterdir())
+        assert pngs == [f"{seed:06d}.png" for seed in range(8)]
+        for figure in (f"samples_keep_{keep}.png", f"memorization_keep_{keep}.png"):
+            assert (project / "plots" / figure).stat().st_size > 5_000
+    table = pd.read_csv(project / "plots/ratio_summary.csv")
+    assert len(table) == len(ratios) * len(sweep["keep"]) and sorted(table["x"].unique()) == ratios
+    assert (project / "plots/accuracy_vs_ratio.png").stat().st_size > 5_000
     data = json.loads((project / "metrics/data.json").read_text())
     assert data["patients_in_several_splits"] == 0
 
 
 @pytest.mark.slow
-def test_repro_again_has_nothing_to_do(project: Path):
-    status = run(["dvc", "status"], project).stdout
-    assert "up to date" in status, status
+def test_each_generator_learned_only_its_own_cohort(project: Path):
+    """The scarce regime's generator saw a quarter of the real CNV training patients, the same ones its
+    classifiers saw, and never a held-back one; the R=100 classifiers of the two regimes, fed by different
+    generators, differ."""
+    everyone = train_patients(project)
+    full = set(json.loads((project / "models/diffusion/keep_100/training_patients.json").read_text()))
+    scarce = set(json.loads((project / "models/diffusion/keep_25/training_patients.json").read_text()))
+    assert full == everyone
+    assert scarce < everyone and len(scarce) == max(1, round(len(everyone) / 4))
+    for run_metrics in json.loads((project / "metrics/classifier/ratio_100_keep_25.json").read_text()):
+        assert run_metrics["real_patients_of_class"] == len(scarce)
+    predictions = [(project / f"data/predictions/ratio_100_keep_{keep}/seed_0.csv").read_bytes() for keep in (100, 25)]
+    assert predictions[0] != predictions[1]
 
 
 @pytest.mark.slow
-def test_exp_run_with_other_ratios_reuses_the_baseline(project: Path):
+def test_repro_again_runs_nothing(project: Path):
+    output = run(["dvc", "repro"], project).stdout
+    assert ran_stages(output) == [], output
+
+
+@pytest.mark.slow
+def test_exp_run_with_other_ratios_reuses_the_baselines_and_generators(project: Path):
     output = run(["dvc", "exp", "run", "-S", "sweep.ratios=[25,100]"], project).stdout
     ran = ran_stages(output)
     assert any(name.startswith("train_classifier@25-") for name in ran), output
     for name in ran:
         assert name.startswith(("train_classifier@25-", "report")), f"{name} ran again: {output}"
-    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
-    text = json.dumps(shown)
-    assert '"25"' in text and "r_max" in text
+    summary = json.loads((project / "metrics/summary.json").read_text())
+    assert sorted(summary["keep100"]["accuracy"], key=int) == ["0", "25", "100"]  # the experiment's ratios, not the old ones
+
+
+@pytest.mark.slow
+def test_data_mode_fills_each_cohort_with_its_own_synthetic_scans(project: Path):
+    """mix.mode data from one `dvc exp run`: the 50% cohort's left-out CNV scans replaced one for one by its
+    generator's scans, judged against all real patients."""
+    overrides = ["mix.mode=data", "sweep.keep=[100,50]", "sweep.ratios=[100]", "generate.num_images=16"]
+    run(["dvc", "exp", "run", *(arg for o in overrides for arg in ("-S", o))], project)
+    n_real = len(pd.read_csv(project / "data/prepared/index.csv").query("split == 'train' and `class` == 'CNV'"))
+    cohort = set(json.loads((project / "models/diffusion/keep_50/training_patients.json").read_text()))
+    filled_runs = json.loads((project / "metrics/classifier/ratio_100_keep_50.json").read_text())
+    nothing_left_out = json.loads((project / "metrics/classifier/ratio_100_keep_100.json").read_text())
+    assert [run["seed"] for run in filled_runs] == [0, 1]
+    for filled, unfilled in zip(filled_runs, nothing_left_out):
+        assert filled["real_patients_of_class"] == len(cohort) == round(len(train_patients(project)) / 2)
+        assert filled["real_scans_of_class"] + filled["synthetic_scans"] == n_real  # the CNV count is unchanged
+        assert filled["synthetic_share"] == pytest.approx(filled["synthetic_scans"] / n_real)
+        assert unfilled["synthetic_scans"] == 0
+        seed = unfilled["seed"]
+        same = [(project / f"data/predictions/ratio_{r}_keep_100/seed_{seed}.csv").read_bytes() for r in (0, 100)]
+        assert same[0] == same[1]  # nothing to fill: the baseline's batches, the baseline's classifier
+    summary = json.loads((project / "metrics/summary.json").read_text())
+    assert summary["mode"] == "data" and sorted(summary["data"]["accuracy"], key=int) == ["0", "50"]

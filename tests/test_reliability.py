@@ -22,7 +22,8 @@ import torch
 import yaml
 from pipeline_helpers import REPO, built_project, copy_project, ran_stages, read_log, run, stage_env, stage_names
 
-from synthratio.classify.experiment import classifier_path, load_classifier
+from synthratio.classify.experiment import load_classifier
+from synthratio.layout import classifier_path
 from synthratio.config import params_from_dict
 from synthratio.runtime import load_safetensors
 
@@ -58,6 +59,9 @@ def paths(project: Path) -> dict[str, str]:
     return yaml.safe_load((project / "params.yaml").read_text())["paths"]
 
 
+FINETUNE, GENERATE = "finetune@100", "generate@100"  # the full cohort's generator
+
+
 def classifier_stage(project: Path) -> str:
     return stage_names(project, "train_classifier@")[0]
 
@@ -90,15 +94,17 @@ def status(project: Path, stage: str) -> str:
 
 @pytest.mark.slow
 def test_killed_classifier_leaves_no_result_and_reruns_to_the_same_bytes(project, reference, tmp_path):
+    """Killed right after the first seed's weights: the seeds' metrics, written last, never appear, so
+    neither DVC nor the report takes the half-done stage as done; the rerun gives the reference's bytes."""
     stage = classifier_stage(project)
     outs = stage_outs(project, stage)
-    weights = next(out for out in outs if out.suffix == ".safetensors")
+    metrics = next(out for out in outs if out.suffix == ".json")
+    weights = next(out for out in outs if out.name.startswith("ratio_") and out.parent.name == Path(paths(project)["classifiers"]).name)
     live = paths(project)["live"]
     run_killed(project, tmp_path, stage, "train_classifier.py", "*.safetensors", 1)
-    assert replaced_names(tmp_path / "replaced.log", ".safetensors") == [weights.name]  # killed right after it
-    left = {out for out in outs if (project / out).exists()}
-    assert left <= {weights} | {out for out in outs if out.parts[0] == live}, f"outputs written after the kill point: {left}"
-    assert not list((project / weights).parent.glob(f".{weights.name}.*")), "temporary file left behind"
+    assert replaced_names(tmp_path / "replaced.log", ".safetensors") == ["seed_0.safetensors"]  # killed right after it
+    assert not (project / metrics).exists(), "the metrics of a killed stage exist"
+    assert sorted(p.name for p in (project / weights).iterdir()) == ["seed_0.safetensors"], "a temporary file or later seed left"
     assert stage in status(project, stage)  # DVC does not take the half-written result as done
     rerun(project, stage)
     non_live = [out for out in outs if out.parts[0] != live]
@@ -108,25 +114,26 @@ def test_killed_classifier_leaves_no_result_and_reruns_to_the_same_bytes(project
 
 @pytest.mark.slow
 def test_killed_generate_keeps_no_output_and_resumes_to_the_same_images(project, reference, tmp_path):
-    outs = stage_outs(project, "generate")
+    stage = GENERATE
+    outs = stage_outs(project, stage)
     folders = [out for out in outs if (reference / out).is_dir()]
-    assert folders, f"generate records no output folder in dvc.lock: {outs}"
+    assert folders, f"{stage} records no output folder in dvc.lock: {outs}"
     killed, resumed = tmp_path / "killed", tmp_path / "resumed"
     killed.mkdir(), resumed.mkdir()
-    run_killed(project, killed, "generate", "generate.py", "*.png", 3)
+    run_killed(project, killed, stage, "generate.py", "*.png", 3)
     first = replaced_names(killed / "replaced.log", ".png")
     assert len(first) == 3
     for out in outs:
-        assert not (project / out).exists(), f"{out} exists after generate was killed with 3 of 8 images"
-    assert "generate" in status(project, "generate")
-    rerun(project, "generate", env=stage_env(resumed))
-    second = [name for name in replaced_names(resumed / "replaced.log", ".png") if name != "samples.png"]
+        assert not (project / out).exists(), f"{out} exists after {stage} was killed with 3 of 8 images"
+    assert stage in status(project, stage)
+    rerun(project, stage, env=stage_env(resumed))
+    second = [name for name in replaced_names(resumed / "replaced.log", ".png") if not name.startswith("samples_")]
     total = len(list((reference / folders[0]).rglob("*.png")))
     assert len(second) == total - 3 and not set(second) & set(first), (
         f"the rerun sampled {second}; the killed run had finished {first}: it should sample only the rest"
     )
     assert digests(project, folders) == digests(reference, folders)
-    assert "up to date" in status(project, "generate")
+    assert "up to date" in status(project, stage)
 
 
 @pytest.mark.slow
@@ -136,16 +143,16 @@ def test_killed_finetune_resumes_from_its_checkpoint_to_the_same_model(project, 
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["finetune"]["checkpoint_every"] = 1
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    outs = stage_outs(project, "finetune")
-    model = Path(params["paths"]["diffusion_model"])
-    run_killed(project, tmp_path, "finetune", "finetune.py", f"*{model.name}.checkpoints", 1)
+    outs = stage_outs(project, FINETUNE)
+    model = Path(params["paths"]["diffusion_model"]) / "keep_100"
+    run_killed(project, tmp_path, FINETUNE, "finetune.py", f"*{model.name}.checkpoints", 1)
     for out in outs:
         assert not (project / out).exists() or out.parts[0] == params["paths"]["live"], f"{out} exists after the kill"
-    rerun(project, "finetune")
-    report = json.loads((project / params["paths"]["metrics"] / "finetune.json").read_text())
+    rerun(project, FINETUNE)
+    report = json.loads((project / params["paths"]["metrics"] / "finetune" / "keep_100.json").read_text())
     assert report["resumed_from_step"] == 1 and report["steps"] == params["finetune"]["steps"], report
     assert digests(project, [model]) == digests(reference, [model])
-    assert "up to date" in status(project, "finetune")
+    assert "up to date" in status(project, FINETUNE)
 
 
 # --- identical metrics twice on the CPU; nothing touches the network unless a hub id is configured ---
@@ -155,7 +162,7 @@ def test_killed_finetune_resumes_from_its_checkpoint_to_the_same_model(project, 
 def offline_rerun(project, tmp_path_factory) -> tuple[str, Path]:
     """A forced rerun of every stage whose library could phone home, with internet sockets blocked."""
     logs = tmp_path_factory.mktemp("offline")
-    stages = ["finetune", "generate", "evaluate_synthetic", classifier_stage(project)]
+    stages = [FINETUNE, GENERATE, "evaluate_synthetic@100", classifier_stage(project)]
     output = run(["dvc", "repro", "-f", "-s", *stages], project, env=stage_env(logs, block_network=True)).stdout
     assert ran_stages(output) == stages, output
     return output, logs
@@ -173,7 +180,7 @@ def test_forced_rerun_on_the_cpu_gives_identical_models_images_and_metrics(proje
     live = paths(project)["live"]
     # every output but the training curves (dvclive records wall-clock timestamps) and throughput timings
     outs = [out for stage in stages for out in stage_outs(project, stage)
-            if out.parts[0] != live and out.name not in ("finetune.json", "generate.json", "samples.png")]
+            if out.parts[0] != live and out.parent.name not in ("finetune", "generate") and not out.name.startswith("samples_")]
     assert any((reference / out).is_dir() for out in outs)  # the model and image folders are among them
     assert digests(project, outs) == digests(reference, outs)
 
@@ -189,7 +196,7 @@ def test_hub_id_offline_fails_naming_it_and_stays_off_the_network(project, tmp_p
     (bad / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (bad / "data/prepared").symlink_to(project / "data/prepared")  # read before the model is loaded
     env = {**stage_env(tmp_path, block_network=True), "HF_HUB_OFFLINE": "1"}
-    done = run([sys.executable, "stages/finetune.py"], bad, env=env, check=False)
+    done = run([sys.executable, "stages/finetune.py", "--keep", "100"], bad, env=env, check=False)
     assert done.returncode != 0, done.stdout
     message = done.stderr.strip().splitlines()[-1]
     assert hub_id in message and "offline" in message.lower(), done.stderr[-2000:]
@@ -202,9 +209,9 @@ def test_hub_id_offline_fails_naming_it_and_stays_off_the_network(project, tmp_p
 @pytest.mark.parametrize(
     "script, args, section, key, value",
     [
-        ("finetune.py", [], "finetune", "beta_schedule", "cosine"),
-        ("generate.py", [], "generate", "num_images", -8),
-        ("train_classifier.py", ["--ratio", "50", "--seed", "0"], "classifier", "arch", "vgg"),
+        ("finetune.py", ["--keep", "100"], "finetune", "beta_schedule", "cosine"),
+        ("generate.py", ["--keep", "100"], "generate", "num_images", -8),
+        ("train_classifier.py", ["--ratio", "50", "--keep", "100"], "classifier", "arch", "vgg"),
     ],
 )
 def test_bad_params_stop_a_stage_before_any_work(tmp_path, script, args, section, key, value):
@@ -280,13 +287,13 @@ def test_pickle_disguised_as_safetensors_is_refused_unexecuted(tmp_path, loader)
     raw["paths"]["classifiers"] = str(tmp_path)
     params = params_from_dict(raw)
     seed = params.evaluate.encoder_seed
-    path = classifier_path(params, 0, seed)
+    path = classifier_path(params, 0, seed, 100)
     marker = tmp_path / "executed"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(pickle.dumps({"weight": _RunsCode(marker)}))
     with pytest.raises(ValueError) as error:
         if loader == "load_classifier":
-            load_classifier(params, seed=seed, ratio=0, device=torch.device("cpu"))
+            load_classifier(params, seed=seed, ratio=0, device=torch.device("cpu"), keep=100)
         else:
             load_safetensors(path)
     assert not marker.exists()

@@ -45,7 +45,7 @@ def second_clone(project, tmp_path_factory) -> Path:
     clone = tmp_path_factory.mktemp("machine_b") / "project"
     run(["git", "clone", "-q", str(project), str(clone)], clone.parent)
     lock = yaml.safe_load((project / "dvc.lock").read_text())
-    folders = [out["path"] for out in lock["stages"]["finetune"]["outs"] if (project / out["path"]).is_dir()]
+    folders = [out["path"] for out in lock["stages"]["finetune@100"]["outs"] if (project / out["path"]).is_dir()]
     assert folders and not any((clone / out).exists() for out in folders)  # git's files only, so far
     run(["dvc", "pull"], clone)
     return clone
@@ -78,13 +78,16 @@ def test_queued_sweeps_run_two_at_a_time_reusing_the_cache(project):
         assert ran, f"{name} ran no stage"
         for stage in ran:  # only the new ratio's classifiers and the report; everything else came from the cache
             assert stage.startswith((f"train_classifier@{values[0]}-", "report")), f"{name} reran {stage}: {ran}"
+        assert sum(stage.startswith("train_classifier@") for stage in ran) == 2, ran  # the new R in both regimes
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     experiments = {rev["name"]: rev["data"] for commit in shown for exp in commit.get("experiments") or [] for rev in exp["revs"]}
     for name, values in ratios.items():
         data = experiments[name]
         assert data["params"]["params.yaml"]["data"]["sweep"]["ratios"] == values
-        summary = json.dumps(data["metrics"]["metrics/summary.json"]["data"])
-        assert f'"{values[0]}"' in summary and "r_max" in summary, summary
+        summary = data["metrics"]["metrics/summary.json"]["data"]
+        for regime in ("keep100", "keep25"):  # each experiment's own ratios, and only those, in every regime
+            assert sorted(summary[regime]["accuracy"], key=int) == ["0", *map(str, values)], summary
+            assert "r_max" in summary[regime]
 
 
 @pytest.mark.slow
@@ -93,11 +96,13 @@ def test_stage_run_under_accelerate_then_committed_needs_no_rerun(project):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["generate"]["inference_steps"] += 1
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert "generate" in run(["dvc", "status", "generate"], project).stdout
-    run(["accelerate", "launch", "--config_file", str(ACCELERATE / "single_gpu.yaml"), "--cpu", "stages/generate.py"], project)
-    run(["dvc", "commit", "-f", "generate"], project)
-    assert "up to date" in run(["dvc", "status", "generate"], project).stdout
-    assert ran_stages(run(["dvc", "repro", "generate"], project).stdout) == []
+    stage = "generate@100"
+    assert stage in run(["dvc", "status", stage], project).stdout
+    run(["accelerate", "launch", "--config_file", str(ACCELERATE / "single_gpu.yaml"), "--cpu", "stages/generate.py", "--keep", "100"],
+        project)
+    run(["dvc", "commit", "-f", stage], project)
+    assert "up to date" in run(["dvc", "status", stage], project).stdout
+    assert ran_stages(run(["dvc", "repro", stage], project).stdout) == []
 
 
 @pytest.mark.slow
@@ -111,14 +116,15 @@ def test_launcher_param_runs_finetune_under_accelerate_through_dvc(project):
     params["runtime"]["launcher"] = " ".join(["accelerate", "launch", *two_cpu_options()])
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
-    done = run(["dvc", "repro", "finetune"], project)
+    done = run(["dvc", "repro", "finetune@100"], project)
 
-    assert ran_stages(done.stdout) == ["finetune"], done.stdout
+    assert ran_stages(done.stdout) == ["finetune@100"], done.stdout
     assert "2 process(es)" in done.stdout + done.stderr
     lock = yaml.safe_load((project / "dvc.lock").read_text())
-    assert lock["stages"]["finetune"]["cmd"] == f"{params['runtime']['launcher']} stages/finetune.py"
-    assert "up to date" in run(["dvc", "status", "finetune"], project).stdout
+    assert lock["stages"]["finetune@100"]["cmd"] == f"{params['runtime']['launcher']} stages/finetune.py --keep 100"
+    assert "up to date" in run(["dvc", "status", "finetune@100"], project).stdout
     # one process logged and wrote: two dvclive loggers on one folder left unparsable JSON
-    live = json.loads((project / params["paths"]["live"] / "finetune" / "metrics.json").read_text())
+    live = json.loads((project / params["paths"]["live"] / "finetune_keep_100" / "metrics.json").read_text())
     assert live["step"] == params["finetune"]["steps"] - 1
-    assert json.loads((project / params["paths"]["metrics"] / "finetune.json").read_text())["steps"] == params["finetune"]["steps"]
+    finetune = json.loads((project / params["paths"]["metrics"] / "finetune" / "keep_100.json").read_text())
+    assert finetune["steps"] == params["finetune"]["steps"]

@@ -5,7 +5,8 @@ import torch
 from safetensors.torch import save_file
 
 from synthratio.config import RuntimeConfig
-from synthratio.runtime import load_safetensors, run_name, setup, write_atomically, write_json
+from synthratio.layout import run_name
+from synthratio.runtime import load_safetensors, setup, write_atomically, write_json
 
 
 def test_write_json_replaces_whole_file(tmp_path):
@@ -31,7 +32,7 @@ def test_failed_write_leaves_old_file_and_no_temporary(tmp_path):
 
 def test_setup_device_and_names():
     assert setup(RuntimeConfig(device="cpu")).type == "cpu"
-    assert run_name(50, 1) == "ratio_50_seed_1"
+    assert run_name(50, 25) == "ratio_50_keep_25"
 
 
 def test_load_safetensors_round_trip_and_missing_file(tmp_path):

@@ -14,14 +14,14 @@ spec = importlib.util.spec_from_file_location("rank_experiments", REPO / "script
 rank_experiments = sys.modules["rank_experiments"] = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(rank_experiments)
 
-METRIC = "metrics/synthetic.json:domain_fid"
+METRIC = "metrics/synthetic/keep_100.json:domain_fid"
 VARIANTS = {"sched-linear": "linear", "sched-laplace": "laplace"}  # the baseline is squaredcos_cap_v2
 QUEUE_TIMEOUT = 900  # s; both variants retrain the tiny generator and re-evaluate (about 1-2 min each here)
 
 
 def exp_state(rev: str, name: str | None, schedule: str, fid: float | None, experiments=None) -> dict:
     """One row of `dvc exp show --json` as dvc 3.67 writes it (the shape was copied from a real run)."""
-    metrics = {} if fid is None else {"metrics/synthetic.json": {"data": {"domain_fid": fid, "few_images": True}}}
+    metrics = {} if fid is None else {"metrics/synthetic/keep_100.json": {"data": {"domain_fid": fid, "few_images": True}}}
     data = {"rev": rev, "params": {"params.yaml": {"data": {"finetune": {"beta_schedule": schedule, "steps": 3}}}},
             "metrics": metrics, "deps": {}, "outs": {}, "meta": {}}
     return {"rev": rev, "name": name, "data": data, "error": None, "experiments": experiments}
@@ -74,9 +74,9 @@ def test_cli_fails_when_no_experiment_has_the_metric(shown, tmp_path: Path, caps
     saved = tmp_path / "shown.json"
     saved.write_text(json.dumps(shown))
     with pytest.raises(SystemExit) as exited:
-        rank_experiments.main(["--input", str(saved), "--metric", "metrics/synthetic.json:no_such_metric"])
+        rank_experiments.main(["--input", str(saved), "--metric", "metrics/synthetic/keep_100.json:no_such_metric"])
     assert exited.value.code == 1
-    assert "no finished experiment has metrics/synthetic.json:no_such_metric" in capsys.readouterr().out
+    assert "no finished experiment has metrics/synthetic/keep_100.json:no_such_metric" in capsys.readouterr().out
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def sweep(tmp_path_factory) -> tuple[Path, str, float]:
     ranked: (project, rank_experiments output, seconds the queue took)."""
     project = copy_project(tmp_path_factory, "schedule_sweep")
     for name, schedule in VARIANTS.items():
-        run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"finetune.beta_schedule={schedule}", "evaluate_synthetic"], project)
+        run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"finetune.beta_schedule={schedule}", "evaluate_synthetic@100"], project)
     started = time.monotonic()
     run(["dvc", "queue", "start", "-j", "2"], project)
     status = wait_for_queue(project, list(VARIANTS), QUEUE_TIMEOUT)
@@ -112,7 +112,7 @@ def test_sweep_ranks_both_variants_by_domain_fid(sweep):
             assert row[3] == f"finetune.beta_schedule={VARIANTS[row[1]]}"
     # the printed values are the experiments' own metrics
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
-    fids = {exp["name"]: exp["revs"][0]["data"]["metrics"]["metrics/synthetic.json"]["data"]["domain_fid"]
+    fids = {exp["name"]: exp["revs"][0]["data"]["metrics"]["metrics/synthetic/keep_100.json"]["data"]["domain_fid"]
             for baseline in shown for exp in baseline.get("experiments") or []}
     for row in rows:
         if row[1] in VARIANTS:

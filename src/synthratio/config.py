@@ -24,13 +24,15 @@ TIMESTEP_SAMPLINGS = ("uniform", "logit_normal")
 LR_SCHEDULES = ("constant", "cosine")
 MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
 ARCHS = ("simple_cnn", "resnet18", "resnet50", "efficientnet_b0", "convnext_tiny", "vit_b_16")
-MIX_MODES = ("replace", "add")
+MIX_MODES = ("replace", "add", "data")
 MAX_ADD_RATIO = 1000  # mix.mode add: at most 10 synthetic examples per real slot of the class
+REPORT_METRICS = ("accuracy", "log_loss", "auroc")
 
 
 def max_ratio(mode: str) -> int:
-    """The largest R of a mix mode: replace swaps at most every slot of the class, add stacks up to MAX_ADD_RATIO."""
-    return 100 if mode == "replace" else MAX_ADD_RATIO
+    """The largest R of a mix mode: replace swaps at most every slot of the class, add stacks up to
+    MAX_ADD_RATIO, data fills at most every left-out scan."""
+    return MAX_ADD_RATIO if mode == "add" else 100
 
 
 class ParamsError(ValueError):
@@ -99,9 +101,12 @@ class PhantomConfig:
     widths: tuple[int, ...]  # px; each patient gets one, drawn uniformly whatever the class
     height: int  # px
     classes: tuple[str, ...]  # classes to simulate
+    workers: int = 0  # rendering processes; 0 = every core
 
     def __post_init__(self) -> None:
         _require_positive("phantom", self, "scans_per_patient", "height")
+        if self.workers < 0:
+            _fail("phantom", "workers", self.workers, "0 (every core) or a positive count")
         if not self.widths or min(self.widths) <= 0:
             _fail("phantom", "widths", list(self.widths), "one or more positive widths in px")
         for split, count in self.patients.items():
@@ -250,10 +255,12 @@ class EvaluateConfig:
     inception_weights: Path | None  # clean-fid's inception-2015-12-05.pt; used when the file exists
     kid_subset_size: int  # images per KID subset
     nearest_k: int  # k nearest neighbours of precision/recall/density/coverage (Naeem et al. 2020 use 5)
+    floor_splits: int  # patient-disjoint halvings of the held-out real scans the distances and their floors average over
     memorization_quantile: float  # synthetic scans nearer a training scan than this quantile of held-out-real-to-train distances count as memorized
     pixel_size: int  # px, square; pixel-space memorization compares scans at min(this, the generator's size): its exact search costs pixel_size^2 per pair
     detector_epochs: int  # epochs of the synthetic-vs-real detector (simple_cnn)
     detector_image_size: int  # px, square; the detector's input, real and synthetic resized alike
+    bootstrap: int  # patient resamples of the detector's AUROC interval
     seed: int  # real halves, synthetic subsample, KID subsets, detector split and weights
     batch_size: int  # images per feature-extraction batch
     workers: int  # processes decoding images for features; 0 = in the stage's process
@@ -261,7 +268,7 @@ class EvaluateConfig:
     def __post_init__(self) -> None:
         _require_choice("evaluate", self, "real_split", ("val", "test"))
         _require_positive("evaluate", self, "min_images", "kid_subset_size", "nearest_k", "detector_epochs",
-                          "detector_image_size", "pixel_size", "batch_size")
+                          "detector_image_size", "pixel_size", "batch_size", "floor_splits", "bootstrap")
         if not 0 < self.memorization_quantile < 1:
             _fail("evaluate", "memorization_quantile", self.memorization_quantile, "a fraction in (0, 1)")
         for key in ("seed", "workers"):
@@ -294,7 +301,7 @@ class ClassifierConfig:
 
 @dataclass(frozen=True)
 class MixConfig:
-    mode: str  # replace: synthetic take R% of the class's slots | add: R% of them more, on top of all real ones
+    mode: str  # replace: synthetic take R% of the class's slots | add: R% of them more, on top of all real ones | data: a cohort's left-out scans filled with synthetic ones
 
     def __post_init__(self) -> None:
         _require_choice("mix", self, "mode", MIX_MODES)
@@ -305,7 +312,8 @@ class SweepConfig:
     ratios: tuple[int, ...]  # % of the CNV examples in each batch that are synthetic, R > 0 (R=0 is the baseline)
     seeds: tuple[int, ...]  # classifier seeds, each run at every R
     synthetic_class: str  # the class whose examples are replaced by synthetic ones
-    keep: tuple[int, ...] = (100,)  # % of the real synthetic-class training patients kept, one regime each
+    keep: tuple[int, ...] = (100,)  # % of the real synthetic-class training patients kept, one regime (and generator) each
+    subset_seed: int = 0  # seed of the patient order whose first keep % make each (nested) cohort
 
     def __post_init__(self) -> None:
         for ratio in self.ratios:
@@ -318,6 +326,8 @@ class SweepConfig:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             _fail("sweep", "seeds", list(self.seeds), "one or more distinct seeds >= 0")
         _require_choice("sweep", self, "synthetic_class", CLASS_NAMES)
+        if self.subset_seed < 0:
+            _fail("sweep", "subset_seed", self.subset_seed, "a seed >= 0")
 
     @property
     def all_ratios(self) -> tuple[int, ...]:
@@ -327,16 +337,22 @@ class SweepConfig:
 
 @dataclass(frozen=True)
 class ReportConfig:
-    tolerance: float  # R_max: largest R whose mean accuracy is within this of R=0's
-    confidence: float  # level of the bootstrap intervals
-    bootstrap: int  # bootstrap resamples of the test scans
+    metric: str  # what "costs nothing" is judged on: accuracy | log_loss | auroc
+    margin: float  # non-inferiority margin: R may cost at most this much of `metric` against R=0
+    confidence: float  # one-sided level of the non-inferiority bounds, two-sided level of the intervals
+    bootstrap: int  # resamples of test patients x seeds
+    permutations: int  # sign-flip draws of the paired test (exact enumeration for few patients)
+    seed: int  # bootstrap and permutation draws
 
     def __post_init__(self) -> None:
-        if not 0 <= self.tolerance < 1:
-            _fail("report", "tolerance", self.tolerance, "an accuracy difference in [0, 1)")
-        if not 0 < self.confidence < 1:
-            _fail("report", "confidence", self.confidence, "a level in (0, 1)")
-        _require_positive("report", self, "bootstrap")
+        _require_choice("report", self, "metric", REPORT_METRICS)
+        if not 0 < self.margin < 1:
+            _fail("report", "margin", self.margin, "a positive difference in (0, 1) of report.metric")
+        if not 0.5 < self.confidence < 1:
+            _fail("report", "confidence", self.confidence, "a level in (0.5, 1)")
+        _require_positive("report", self, "bootstrap", "permutations")
+        if self.seed < 0:
+            _fail("report", "seed", self.seed, "a seed >= 0")
 
 
 @dataclass(frozen=True)
@@ -362,6 +378,11 @@ class Params:
             _fail("sweep", "ratios", list(self.sweep.ratios), "percents in 1..100 with mix.mode replace (above 100 needs add)")
         if self.evaluate.encoder_seed not in self.sweep.seeds:
             _fail("evaluate", "encoder_seed", self.evaluate.encoder_seed, f"one of sweep.seeds {list(self.sweep.seeds)}")
+        if self.mix.mode == "data":  # R = 100: each cohort's left-out scans all replaced by synthetic ones
+            if self.sweep.ratios != (100,):
+                _fail("sweep", "ratios", list(self.sweep.ratios), "[100] with mix.mode data (a cohort's left-out CNV scans all filled with synthetic ones; the regimes sweep.keep set the synthetic share)")
+            if 100 not in self.sweep.keep or len(self.sweep.keep) < 2:
+                _fail("sweep", "keep", list(self.sweep.keep), "100 (the all-real reference) and the cohorts to fill, e.g. [100, 75, 50, 25], with mix.mode data")
 
 
 # YAML types each scalar annotation accepts (bool is an int in Python, so it is refused explicitly)

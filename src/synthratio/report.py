@@ -1,210 +1,199 @@
-"""The sweep's answer, per real-data regime: per-R means with bootstrap intervals over test scans and seeds,
-paired tests against R=0, R_max, and the figures a reader looks at."""
+"""The sweep's answer: per family of comparisons, each candidate against its reference on the same real test
+scans, with patient-level intervals, paired tests, the non-inferiority verdict and R_max (inference.py).
+
+A family is what one R_max is decided on:
+- replace and add modes: one family per regime keep, R = 25, 50, ... against R=0 of the same cohort;
+- data mode: one family, x = the synthetic share of the class's training data (100 - keep), the cohort
+  filled with synthetic scans against all real patients (R=0, keep 100); beside it, for reading only, the
+  cohorts without the fill ("real only").
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")  # stages run headless
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from scipy.stats import binomtest  # noqa: E402
-
-from synthratio.runtime import write_atomically  # noqa: E402
+from synthratio.config import ReportConfig
+from synthratio.inference import (
+    Draws,
+    Runs,
+    bootstrap,
+    cluster_draws,
+    fixed_sequence,
+    holm,
+    improvement,
+    interval,
+    non_inferiority,
+    paired_permutation_p,
+    point,
+)
 
 # The student study (2025) this project starts from: accuracy per R (%), Stable Diffusion on Kermany CNV.
 STUDY_ACCURACY = {10: 0.8625, 20: 0.8562, 30: 0.8750, 40: 0.8750, 50: 0.9000, 60: 0.8438, 70: 0.8187, 80: 0.7750, 90: 0.6813}
-SWEEP_COLUMNS = ("accuracy", "f1", "precision", "recall", "auroc", "log_loss", "ece")
-LOG_LOSS_EPS = np.finfo(np.float64).eps  # probabilities clipped as sklearn's log_loss does
+RUN_COLUMNS = ("accuracy", "f1", "precision", "recall", "auroc", "log_loss", "ece")  # per-run test metrics, averaged over seeds
+BAND_METRICS = ("accuracy", "log_loss")  # drawn with an interval
 
 
 @dataclass(frozen=True)
-class Regime:
-    """The test predictions of one real-data regime: probs[R] is (seeds, scans, classes), seeds in the same
-    order at every R (seed s at R is paired with seed s at R=0: same init and, when keep < 100, same real subset)."""
+class Arm:
+    """One training recipe under every seed: its test predictions and its per-seed metrics rows."""
 
-    keep: int  # % of the real synthetic-class training patients kept
-    labels: np.ndarray  # (scans,) true classes of the real test scans
-    probs: dict[int, np.ndarray]
+    runs: Runs
+    metrics: pd.DataFrame  # one row per seed: the classifier's metrics JSON (accuracy, ..., synthetic_share)
 
 
-def r_max(mean_accuracy: dict[int, float], tolerance: float) -> int:
-    """Largest R whose mean accuracy stays within `tolerance` of R=0's (0 when every R>0 costs accuracy)."""
-    floor = mean_accuracy[0] - tolerance
-    return max(ratio for ratio, accuracy in mean_accuracy.items() if accuracy >= floor - 1e-12)
+@dataclass(frozen=True)
+class Family:
+    """Candidates, keyed by x (R, or the synthetic data share), each compared with one reference arm."""
+
+    name: str  # keep<k>, data or real_only
+    reference: Arm
+    candidates: dict[int, Arm]
+    decides: bool  # whether an R_max is read off it (real_only is shown, not decided on)
+    x_label: str
 
 
-def per_scan(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(hits, losses) of (seeds, scans, classes) probabilities: 0/1 correctness and -log p(true class)."""
-    true = np.take_along_axis(probs, labels[None, :, None], axis=2)[..., 0]
-    return (probs.argmax(axis=2) == labels).astype(float), -np.log(np.clip(true, LOG_LOSS_EPS, 1.0))
+def families(mode: str, arms: dict[tuple[int, int], Arm], keeps: Sequence[int], ratios: Sequence[int]) -> list[Family]:
+    """The families of a sweep: `arms[(ratio, keep)]` for every ratio (0 included) and regime."""
+    if mode != "data":
+        label = "R: synthetic share of the CNV examples in every batch (%)" + (", on top of the real ones" if mode == "add" else "")
+        return [Family(f"keep{k}", arms[(0, k)], {r: arms[(r, k)] for r in ratios}, True, label) for k in sorted(keeps, reverse=True)]
+    cohorts = sorted((k for k in keeps if k < 100), reverse=True)
+    label = "synthetic share of the CNV training data (%): the cohort's left-out patients' scans replaced"
+    return [
+        Family("data", arms[(0, 100)], {100 - k: arms[(100, k)] for k in cohorts}, True, label),
+        Family("real_only", arms[(0, 100)], {100 - k: arms[(0, k)] for k in cohorts}, False,
+               "share of the CNV training patients left out, nothing in their place (%)"),
+    ]  # fmt: skip
 
 
-def bootstrap_means(values: dict[int, np.ndarray], resamples: int, seed: int) -> dict[int, np.ndarray]:
-    """Mean over seeds and scans of `values[R]` (seeds, scans) on `resamples` draws that resample the test
-    scans and the seeds with replacement (Efron & Tibshirani 1993, ch. 6). Every R uses the same scans and
-    seeds in a draw, so differences between ratios are paired."""
-    n_seeds, n_scans = next(iter(values.values())).shape
-    rng = np.random.default_rng(seed)
-    seeds = rng.integers(0, n_seeds, size=(resamples, n_seeds, 1))
-    scans = rng.integers(0, n_scans, size=(resamples, 1, n_scans))
-    return {ratio: v[seeds, scans].mean(axis=(1, 2)) for ratio, v in values.items()}
+def _compare(family: Family, config: ReportConfig) -> pd.DataFrame:
+    """One row per x (the reference at x=0 first): metrics, intervals, improvement, verdict, p."""
+    reference = family.reference.runs
+    draws = cluster_draws(reference.patients, len(reference.probs), config.bootstrap, config.seed, strata=reference.labels)
+    reference_draws = {m: bootstrap(reference, m, draws) for m in {*BAND_METRICS, config.metric}}
+    # the same patient draws with every seed kept: the spread the test set alone leaves
+    seeds_fixed = Draws(weights=draws.weights, seeds=np.broadcast_to(np.arange(draws.seeds.shape[1]), draws.seeds.shape))
+    reference_fixed = bootstrap(reference, config.metric, seeds_fixed)
+    rows = []
+    for x, arm in {0: family.reference, **family.candidates}.items():
+        row: dict = {"family": family.name, "x": x, "seeds": len(arm.metrics)}
+        row.update({name: float(arm.metrics[name].mean()) for name in RUN_COLUMNS})
+        for column in ("synthetic_share", "real_scans_of_class", "synthetic_scans"):
+            row[column] = float(arm.metrics[column].mean()) if column in arm.metrics else float("nan")
+        arm_draws = {m: bootstrap(arm.runs, m, draws) if x else reference_draws[m] for m in reference_draws}
+        for m in BAND_METRICS:
+            row[f"{m}_low"], row[f"{m}_high"] = interval(arm_draws[m], config.confidence)
+        if x:
+            metric = config.metric
+            delta = float(improvement(point(arm.runs, metric), point(reference, metric), metric))
+            verdict = non_inferiority(delta, improvement(arm_draws[metric], reference_draws[metric], metric), config.margin, config.confidence)
+            fixed = improvement(bootstrap(arm.runs, metric, seeds_fixed), reference_fixed, metric)
+            row.update(delta=delta, delta_lower=verdict.lower, delta_upper=verdict.upper, half_width=verdict.half_width,
+                       test_half_width=max(delta - float(np.quantile(fixed, 1 - config.confidence)), 0.0),
+                       verdict=verdict.verdict, p=paired_permutation_p(arm.runs, reference, metric, config.permutations, config.seed))
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
-def mcnemar_p(hits: np.ndarray, reference: np.ndarray) -> float:
-    """Two-sided exact McNemar test (binomial on the discordant pairs; McNemar 1947) of 0/1 hits (seeds, scans)
-    against the reference run of the same seed on the same scans, pooled over seeds. Pooling treats the
-    seeds' pairs as independent, which they are not quite (same scans): read p as a screen, the bootstrap
-    interval of the difference as the evidence."""
-    better = int(((hits == 1) & (reference == 0)).sum())
-    worse = int(((hits == 0) & (reference == 1)).sum())
-    return 1.0 if better + worse == 0 else float(binomtest(better, better + worse, 0.5).pvalue)
-
-
-def _interval(draws: np.ndarray, alpha: float) -> tuple[float, float]:
-    return round(float(np.quantile(draws, alpha)), 6), round(float(np.quantile(draws, 1 - alpha)), 6)
-
-
-def summarize_regime(runs: pd.DataFrame, regime: Regime, tolerance: float, confidence: float, resamples: int, seed: int = 0) -> dict:
-    """One regime: per R the mean over seeds of every metric (`runs`: one row per ratio and seed), bootstrap
-    intervals of accuracy and log-loss, the paired accuracy difference to R=0 with its interval and McNemar
-    p-value; then R_max with its bootstrap interval, the best R and accuracy at R=100."""
-    alpha = (1 - confidence) / 2
-    scores = {ratio: per_scan(probs, regime.labels) for ratio, probs in regime.probs.items()}
-    hits = {ratio: h for ratio, (h, _) in scores.items()}
-    accuracy = bootstrap_means(hits, resamples, seed)
-    loss = bootstrap_means({ratio: l for ratio, (_, l) in scores.items()}, resamples, seed)  # same draws
-    means = runs.groupby("ratio")[list(SWEEP_COLUMNS)].mean()
-    per_ratio: dict[str, dict[str, float]] = {}
-    for ratio, row in means.iterrows():
-        entry = {name: round(float(row[name]), 6) for name in SWEEP_COLUMNS}
-        entry["accuracy_ci_low"], entry["accuracy_ci_high"] = _interval(accuracy[ratio], alpha)
-        entry["log_loss_ci_low"], entry["log_loss_ci_high"] = _interval(loss[ratio], alpha)
-        entry["accuracy_delta"] = round(float(row["accuracy"] - means.loc[0, "accuracy"]), 6)
-        entry["accuracy_delta_ci_low"], entry["accuracy_delta_ci_high"] = _interval(accuracy[ratio] - accuracy[0], alpha)
-        entry["accuracy_delta_p"] = float(f"{mcnemar_p(hits[ratio], hits[0]):.4g}")  # significant digits: a tiny p is not 0
-        entry["seeds"] = int((runs["ratio"] == ratio).sum())
-        per_ratio[str(ratio)] = entry
-    mean_accuracy = {int(r): float(a) for r, a in means["accuracy"].items()}
-    r_max_draws = np.array([r_max({r: float(b[i]) for r, b in accuracy.items()}, tolerance) for i in range(resamples)])
-    return {
-        "keep": regime.keep,
-        "r_max": r_max(mean_accuracy, tolerance),
-        "r_max_ci_low": int(np.quantile(r_max_draws, alpha, method="lower")),
-        "r_max_ci_high": int(np.quantile(r_max_draws, 1 - alpha, method="higher")),
-        "best_ratio": int(max(mean_accuracy, key=lambda r: (mean_accuracy[r], -r))),
-        "baseline_accuracy": round(mean_accuracy[0], 6),
-        "accuracy_at_100": round(mean_accuracy[100], 6) if 100 in mean_accuracy else None,
-        "n_test": int(len(regime.labels)),
-        "ratios": per_ratio,
+def _decision(family: Family, table: pd.DataFrame, config: ReportConfig) -> dict:
+    """The family's headline: R_max and how it was reached, the resolvable margin, per-x figures."""
+    candidates = table[table["x"] > 0]
+    sequence = fixed_sequence(dict(zip(candidates["x"].astype(int), candidates["verdict"])))
+    runs = family.reference.runs
+    block = {
+        "r_max": sequence.r_max,
+        "r_max_shown": sequence.shown,
+        "stopped_at": sequence.stopped_at,
+        "stop": sequence.stop_verdict or "none",
+        "resolvable_margin": round(float(candidates["half_width"].max()), 6),
+        "test_set_margin": round(float(candidates["test_half_width"].max()), 6),
+        "n_test": int(len(runs.labels)),
+        "n_test_patients": int(len(np.unique(runs.patients))),
     }
+    for name in BAND_METRICS:
+        block[name] = {str(int(x)): round(v, 6) for x, v in zip(table["x"], table[name])}
+    block["lower"] = {str(int(x)): round(v, 6) for x, v in zip(candidates["x"], candidates["delta_lower"])}
+    return block
 
 
-def summarize(
-    runs: pd.DataFrame, regimes: Sequence[Regime], tolerance: float, confidence: float, resamples: int, mode: str = "replace", seed: int = 0
-) -> dict:
-    """summary.json: every regime's block under `regimes` (keyed by keep), and flat headline keys for `dvc exp
-    show`: r_max (with interval), best_ratio, accuracy_at_100 and acc_r<R> of the full-data regime (the
-    largest keep), `keep<K>_r_max` and `keep<K>_acc_r<R>` of the others."""
-    if not regimes:
-        raise ValueError("summarize needs at least one regime")
-    blocks = {r.keep: summarize_regime(runs[runs["keep"] == r.keep], r, tolerance, confidence, resamples, seed) for r in regimes}
-    headline = max(blocks)
-    flat: dict = {"mode": mode, "tolerance": tolerance, "confidence": confidence, "headline_keep": headline}
-    for keep, block in sorted(blocks.items(), reverse=True):
-        prefix = "" if keep == headline else f"keep{keep}_"
-        keys = ("r_max", "r_max_ci_low", "r_max_ci_high", "best_ratio", "baseline_accuracy", "accuracy_at_100", "n_test")
-        flat.update({prefix + key: block[key] for key in (keys if keep == headline else keys[:3])})
-        flat.update({f"{prefix}acc_r{ratio}": entry["accuracy"] for ratio, entry in block["ratios"].items()})
-    flat["regimes"] = {str(keep): block for keep, block in sorted(blocks.items(), reverse=True)}
-    return flat
+def summarize(all_families: Sequence[Family], config: ReportConfig, mode: str) -> tuple[dict, pd.DataFrame]:
+    """metrics/summary.json (settings, then one block per deciding family) and the long table behind it
+    (plots/ratio_summary.csv), with Holm-adjusted p-values over every comparison of every family."""
+    if not all_families:
+        raise ValueError("summarize needs at least one family")
+    table = pd.concat([_compare(family, config) for family in all_families], ignore_index=True)
+    tested = table["x"] > 0
+    table.loc[tested, "p_holm"] = holm(table.loc[tested, "p"].tolist())
+    summary: dict = {"metric": config.metric, "margin": config.margin, "confidence": config.confidence, "mode": mode}
+    for family in all_families:
+        if family.decides:
+            summary[family.name] = _decision(family, table[table["family"] == family.name], config)
+    return summary, table
 
 
-def save_ratio_plot(summary: dict, runs: pd.DataFrame, synthetic: dict, path: Path) -> None:
-    """Accuracy (left) and log-loss (right, it does not saturate) vs R for every regime: mean over seeds with its
-    bootstrap band and single seeds; the published study's curve, R=0's tolerance line and R_max of each
-    regime; the synthetic scans' FID against its real-vs-real floor and the detector AUROC in the title."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
-    for color, (keep, block) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], summary["regimes"].items()):
-        ratios = sorted(int(r) for r in block["ratios"])
-        entries = [block["ratios"][str(r)] for r in ratios]
-        seeds = runs[runs["keep"] == int(keep)]
-        for ax, metric in ((left, "accuracy"), (right, "log_loss")):
-            ax.fill_between(ratios, [e[f"{metric}_ci_low"] for e in entries], [e[f"{metric}_ci_high"] for e in entries], color=color, alpha=0.15)
-            ax.plot(ratios, [e[metric] for e in entries], "o-", color=color,
-                    label=f"{keep}% real CNV: mean, {summary['confidence']:.0%} band (scans x seeds)")
-            ax.scatter(seeds["ratio"], seeds[metric], s=10, color=color, alpha=0.5, zorder=3)
-        left.axhline(block["baseline_accuracy"] - summary["tolerance"], color=color, lw=0.8, ls=":")
-        left.axvline(block["r_max"], color=color, lw=1, ls="--",
-                     label=f"R_max {block['r_max']}% ({block['r_max_ci_low']}-{block['r_max_ci_high']}); dotted: R=0 - {summary['tolerance']}")
-    left.plot(list(STUDY_ACCURACY), list(STUDY_ACCURACY.values()), "s--", color="tab:red", alpha=0.6, label="published study (SD on Kermany)")
-    xlabel = f"R: synthetic share of CNV examples per batch (%), mix.mode={summary['mode']}"
-    left.set(xlabel=xlabel, ylabel="test accuracy (real scans)", title="Accuracy vs synthetic ratio")
-    right.set(xlabel=xlabel, ylabel="test log-loss (real scans)", title="Log-loss vs synthetic ratio (lower is better)")
-    notes = []
-    if "domain_fid" in synthetic:
-        floor = synthetic.get("domain_fid_floor")
-        notes.append(f"domain FID {synthetic['domain_fid']:.3g}" + (f" (real-vs-real floor {floor:.3g})" if floor is not None else ""))
-    notes += [f"{name} {synthetic[key]:.3g}" for key, name in (("inception_fid", "Inception FID"), ("detector_auroc", "detector AUROC")) if key in synthetic]
-    if notes:
-        fig.suptitle("Synthetic scans: " + ", ".join(notes), fontsize=10)
-    left.legend(fontsize=6.5, loc="lower left")
-    right.legend(fontsize=6.5, loc="upper left")
-    _save(fig, path)
+def verdict_sentence(name: str, block: dict, metric: str, margin: float, confidence: float) -> str:
+    """One line a reader can quote: what R_max is, or why there is none."""
+    bound = f"one-sided {confidence:.0%} lower bound of the paired {metric} difference above -{margin:g}"
+    if block["stop"] == "none":
+        return f"{name}: R_max = {block['r_max']}%: every R tested is non-inferior to R=0 ({bound})."
+    if block["stop"] == "inferior":
+        return (f"{name}: R_max = {block['r_max']}%: R={block['stopped_at']}% is shown to cost more than {margin:g} "
+                f"({bound} for every R up to {block['r_max']}%).")
+    return (f"{name}: R_max not determined at margin {margin:g}: R={block['stopped_at']}% is inconclusive. These runs resolve "
+            f"margins of about {block['resolvable_margin']:.3f} or more; the test set alone, seeds held fixed, "
+            f"{block['test_set_margin']:.3f} (more seeds narrow the difference). Non-inferior up to R={block['r_max_shown']}%.")
 
 
-def save_sample_grid(real: np.ndarray, synthetic: np.ndarray, path: Path, columns: int = 8) -> None:
-    """Real (top row) and synthetic (bottom row) scans side by side, at the generator's size."""
-    columns = min(columns, len(real), len(synthetic))
-    fig, axes = plt.subplots(2, columns, figsize=(1.4 * columns, 3.2), squeeze=False)
-    for row, (name, images) in enumerate((("real", real), ("synthetic", synthetic))):
-        for col in range(columns):
-            axes[row, col].imshow(images[col], cmap="gray", vmin=0, vmax=255)
-            axes[row, col].axis("off")
-        axes[row, 0].set_title(name, fontsize=9, loc="left")
-    _save(fig, path)
-
-
-def markdown_table(summary: dict, synthetic: dict) -> str:
-    """A short markdown report: per regime the headline numbers and the per-R table."""
-    lines = ["# Ratio sweep", "", f"mix.mode = {summary['mode']}; intervals: {summary['confidence']:.0%} bootstrap over test scans and seeds; "
-             "p: exact McNemar test against R=0, same seeds and scans."]
-    for keep, block in summary["regimes"].items():
+def markdown_report(summary: dict, table: pd.DataFrame, synthetic: dict[int, dict]) -> str:
+    """plots/report.md: the verdict per family, its table, and the synthetic scans of each cohort."""
+    metric, margin, confidence = summary["metric"], summary["margin"], summary["confidence"]
+    lines = [
+        "# Ratio sweep", "",
+        f"mix.mode = {summary['mode']}; decided on {metric} at margin {margin:g}; intervals: {confidence:.0%} "
+        "bootstrap over test patients crossed with seeds; p: patient-level sign-flip permutation test of the "
+        "seed-averaged paired difference, Holm-adjusted over every comparison.",
+    ]  # fmt: skip
+    for name, part in table.groupby("family", sort=False):
+        lines += ["", f"## {name}", ""]
+        if name in summary:
+            lines += [verdict_sentence(name, summary[name], metric, margin, confidence), ""]
         lines += [
-            "",
-            f"## {keep}% of the real CNV training patients",
-            "",
-            f"R_max = **{block['r_max']}%** ({summary['confidence']:.0%} CI {block['r_max_ci_low']}-{block['r_max_ci_high']}%), "
-            f"tolerance {summary['tolerance']} below R=0 accuracy {block['baseline_accuracy']:.4f}; best R {block['best_ratio']}%"
-            + (f"; accuracy at R=100 {block['accuracy_at_100']:.4f}" if block["accuracy_at_100"] is not None else "")
-            + f"; {block['n_test']} real test scans.",
-            "",
-            "| R % | accuracy (CI) | delta vs R=0 (CI) | p | F1 | AUROC | log-loss (CI) | ECE | seeds |",
-            "|---|---|---|---|---|---|---|---|---|",
+            f"| x % | synthetic share | accuracy (CI) | log-loss (CI) | {metric} difference (one-sided bounds) | verdict | p (Holm) | F1 | AUROC | ECE |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for ratio, e in sorted(block["ratios"].items(), key=lambda item: int(item[0])):
+        for _, r in part.iterrows():
+            tested = r["x"] > 0
             lines.append(
-                f"| {ratio} | {e['accuracy']:.4f} ({e['accuracy_ci_low']:.4f}-{e['accuracy_ci_high']:.4f}) | "
-                f"{e['accuracy_delta']:+.4f} ({e['accuracy_delta_ci_low']:+.4f}, {e['accuracy_delta_ci_high']:+.4f}) | {e['accuracy_delta_p']:.3g} | "
-                f"{e['f1']:.4f} | {e['auroc']:.4f} | {e['log_loss']:.4f} ({e['log_loss_ci_low']:.4f}-{e['log_loss_ci_high']:.4f}) | "
-                f"{e['ece']:.4f} | {e['seeds']} |"
-            )
-    if synthetic:
-        lines += ["", "Synthetic scans: " + ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in sorted(synthetic.items()))]
+                f"| {int(r['x'])} | {r['synthetic_share']:.2f} | {r['accuracy']:.4f} ({r['accuracy_low']:.4f}-{r['accuracy_high']:.4f}) | "
+                f"{r['log_loss']:.4f} ({r['log_loss_low']:.4f}-{r['log_loss_high']:.4f}) | "
+                + (f"{r['delta']:+.4f} ({r['delta_lower']:+.4f}, {r['delta_upper']:+.4f}) | {r['verdict']} | {r['p']:.3g} ({r['p_holm']:.3g}) | "
+                   if tested else "reference | | | ")
+                + f"{r['f1']:.4f} | {r['auroc']:.4f} | {r['ece']:.4f} |"
+            )  # fmt: skip
+    for keep, metrics in sorted(synthetic.items(), reverse=True):
+        lines += ["", f"## Synthetic scans of cohort keep {keep}", "", *synthetic_table(metrics)]
     return "\n".join(lines) + "\n"
 
 
-def sweep_table(runs: pd.DataFrame, columns: Sequence[str] = SWEEP_COLUMNS) -> pd.DataFrame:
-    """plots/ratio_sweep.csv: one row per (keep, ratio, seed), for `dvc plots`."""
-    return runs[["ratio", "seed", "keep", *columns]].sort_values(["keep", "ratio", "seed"], ascending=[False, True, True]).reset_index(drop=True)
-
-
-def _save(fig: plt.Figure, path: Path) -> None:
-    fig.tight_layout()
-    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
+def synthetic_table(metrics: dict) -> list[str]:
+    """The synthetic-scan figures beside what a real scan of another patient scores, and what each catches."""
+    rows = [
+        ("domain FID", "domain_fid", "domain_fid_floor", "distribution shift; the floor is real vs real, other patients"),
+        ("recall", "domain_recall", "domain_recall_floor", "missing variety"),
+        ("precision", "domain_precision", "domain_precision_floor", "implausible scans"),
+        ("coverage", "domain_coverage", "domain_coverage_floor", "missing variety, robust to outliers"),
+        ("memorized (features)", "memorized_share_features", "memorized_share_features_floor", "copies of training patients"),
+    ]
+    lines = ["| figure | synthetic | real floor (sd over halvings) | catches |", "|---|---|---|---|"]
+    for name, key, floor, meaning in rows:
+        if key in metrics:
+            spread = metrics.get(f"{floor}_sd")
+            lines.append(f"| {name} | {metrics[key]:.4g} | {metrics[floor]:.4g}" + (f" ({spread:.2g})" if spread is not None else "") + f" | {meaning} |")
+    if "detector_auroc" in metrics:
+        lines.append(f"| detector AUROC | {metrics['detector_auroc']:.3f} ({metrics['detector_auroc_ci_low']:.3f}-"
+                     f"{metrics['detector_auroc_ci_high']:.3f}) | 0.5 | a fingerprint a classifier can learn |")
+    return lines

@@ -28,11 +28,6 @@ def setup(runtime: RuntimeConfig) -> torch.device:
     return torch.device("cuda")
 
 
-def run_name(ratio: int, seed: int) -> str:
-    """Name shared by a classifier's weights, predictions, metrics and curves."""
-    return f"ratio_{ratio}_seed_{seed}"
-
-
 def write_json(path: Path, data: Any) -> None:
     """Write JSON through a temporary file and a rename, so a killed stage never leaves half a file."""
     write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))

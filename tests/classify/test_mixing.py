@@ -13,6 +13,12 @@ LABELS = np.repeat([0, 1, 2], [50, 30, 7])
 NUM_SYNTHETIC = 13
 
 
+def sampler_for(labels: np.ndarray = LABELS, *, num_synthetic: int = NUM_SYNTHETIC, seed: int = 0, synthetic_label: int = 0,
+                **kwargs) -> RatioBatchSampler:
+    """A sampler over `labels` with CNV (0) as the synthetic class."""
+    return RatioBatchSampler(labels, num_synthetic=num_synthetic, synthetic_label=synthetic_label, seed=seed, **kwargs)
+
+
 @pytest.mark.parametrize(
     ("labels", "batch_size", "ratio", "expected"),
     [
@@ -51,7 +57,7 @@ def test_every_batch_has_the_planned_composition(batch_size: int, ratio: int, mo
     cnv_slots = real_plan.per_class[0]
     expected_synthetic = (ratio * cnv_slots + 50) // 100
     expected_real_cnv = cnv_slots - expected_synthetic if mode == "replace" else cnv_slots
-    sampler = RatioBatchSampler(LABELS, NUM_SYNTHETIC, 0, ratio, batch_size, steps=20, seed=0, mode=mode)
+    sampler = sampler_for(ratio=ratio, batch_size=batch_size, steps=20, mode=mode)
     batches = list(sampler)
     assert len(batches) == len(sampler) == 20
     for batch in batches:
@@ -67,7 +73,7 @@ def test_every_batch_has_the_planned_composition(batch_size: int, ratio: int, mo
 def test_a_subsample_keeps_the_full_make_up():
     """Scarce regime: 5 real CNV left of 50; batches still hold the full set's 4 CNV slots, from those 5."""
     kept = np.concatenate([np.arange(5), np.arange(50, 87)])
-    sampler = RatioBatchSampler(LABELS[kept], NUM_SYNTHETIC, 0, 25, 8, steps=10, seed=0, class_counts=np.bincount(LABELS))
+    sampler = sampler_for(LABELS[kept], ratio=25, batch_size=8, steps=10, class_counts=np.bincount(LABELS))
     assert sampler.plan == plan_batches(LABELS, 8, 0, 25)
     drawn = np.concatenate([b[b < len(kept)] for b in sampler])
     assert set(drawn[LABELS[kept][drawn] == 0]) == set(range(5))
@@ -75,7 +81,7 @@ def test_a_subsample_keeps_the_full_make_up():
 
 def test_each_pool_is_walked_without_replacement_per_pass():
     """Real CNV (indices 0..49, 3 per batch of 8 at R=25) repeats only after all 50 have been drawn."""
-    sampler = RatioBatchSampler(LABELS, NUM_SYNTHETIC, 0, 25, 8, steps=25, seed=1)
+    sampler = sampler_for(ratio=25, batch_size=8, steps=25, seed=1)
     drawn = np.concatenate([b[b < 50] for b in sampler])
     assert len(drawn) == 75
     assert sorted(drawn[:50]) == list(range(50))
@@ -85,14 +91,14 @@ def test_each_pool_is_walked_without_replacement_per_pass():
 
 def test_deterministic_for_a_seed():
     def batches(seed: int) -> list[list[int]]:
-        return [b.tolist() for b in RatioBatchSampler(LABELS, NUM_SYNTHETIC, 0, 50, 16, steps=10, seed=seed)]
+        return [b.tolist() for b in sampler_for(ratio=50, batch_size=16, steps=10, seed=seed)]
 
     assert batches(3) == batches(3)
     assert batches(3) != batches(4)
 
 
 def test_ratio_zero_needs_no_synthetic():
-    assert all((b < len(LABELS)).all() for b in RatioBatchSampler(LABELS, 0, 0, 0, 8, steps=5, seed=0))
+    assert all((b < len(LABELS)).all() for b in sampler_for(num_synthetic=0, ratio=0, batch_size=8, steps=5))
 
 
 @pytest.mark.parametrize(
@@ -101,7 +107,7 @@ def test_ratio_zero_needs_no_synthetic():
         ({"num_synthetic": 0, "ratio": 50}, r"ratio=50 needs synthetic examples, got num_synthetic=0"),
         ({"ratio": 101}, r"ratio=101; expected a percent in 0..100 for mode 'replace'"),
         ({"ratio": 1001, "mode": "add"}, r"ratio=1001; expected a percent in 0..1000 for mode 'add'"),
-        ({"mode": "mix"}, r"mode='mix'; expected one of \['replace', 'add'\]"),
+        ({"mode": "mix"}, r"mode='mix'; expected one of \['replace', 'add', 'data'\]"),
         ({"class_counts": [60, 30]}, r"class_counts=\[60, 30\] must cover every class"),
         ({"batch_size": 2}, r"batch_size=2; .* needs >= 3"),
         ({"synthetic_label": 3}, r"synthetic_label=3; labels hold classes 0..2"),
@@ -109,15 +115,15 @@ def test_ratio_zero_needs_no_synthetic():
     ],
 )
 def test_bad_arguments_raise_naming_the_values(kwargs: dict, message: str):
-    args = {"labels": LABELS, "num_synthetic": NUM_SYNTHETIC, "synthetic_label": 0, "ratio": 50, "batch_size": 8}
+    args = {"labels": LABELS, "ratio": 50, "batch_size": 8, "steps": 1}
     with pytest.raises(ValueError, match=message):
-        RatioBatchSampler(**{**args, **kwargs}, steps=1, seed=0)
+        sampler_for(**{**args, **kwargs})
 
 
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"mix": {"mode": "blend"}}, r"mix.mode='blend'; expected one of \['add', 'replace'\]"),
+        ({"mix": {"mode": "blend"}}, r"mix.mode='blend'; expected one of \['add', 'data', 'replace'\]"),
         ({"sweep": {"ratios": [50, 200]}}, r"sweep.ratios=\[50, 200\]; expected percents in 1..100 with mix.mode replace"),
         ({"sweep": {"keep": [100, 0]}}, r"sweep.keep=\[100, 0\]; expected one or more distinct integer percents in 1..100"),
         ({"sweep": {"ratios": [1001]}, "mix": {"mode": "add"}}, r"sweep.ratios=\[1001\]; expected integer percents in 1..100 \(mix.mode add: 1..1000"),
@@ -150,3 +156,33 @@ def test_stage_arguments_outside_the_sweep_are_refused(mode: str, ratio: int, ke
     with pytest.raises(ParamsError, match=message):
         check_run(params, ratio, keep)
     check_run(params, 0 if mode == "replace" else 150, 25)  # inside both ranges: no error
+
+
+def test_data_mode_pools_left_out_fill_with_the_kept_real_scans():
+    """Cohort of 5 real CNV (of the full set's 50) plus 45 synthetic in their place: the CNV slots draw from
+    one pool of 50, so about 90% of them are synthetic, every kept real scan is seen, class make-up fixed."""
+    kept = np.concatenate([np.arange(5), np.arange(50, 87)])
+    sampler = sampler_for(LABELS[kept], num_synthetic=45, ratio=100, batch_size=8, steps=200, mode="data",
+                          class_counts=np.bincount(LABELS))
+    assert sampler.synthetic_share == pytest.approx(0.9)
+    batches = list(sampler)
+    n = len(kept)
+    cnv = np.concatenate([b[(b >= n) | (LABELS[kept][np.minimum(b, n - 1)] == 0)] for b in batches])
+    assert len(cnv) == 200 * sampler.plan.per_class[0]
+    assert (cnv >= n).mean() == pytest.approx(0.9, abs=0.02)
+    assert set(cnv[cnv < n]) == set(range(5)) and set(cnv[cnv >= n] - n) == set(range(45))
+
+
+def test_data_mode_with_nothing_to_fill_draws_the_baseline_batches():
+    baseline = [b.tolist() for b in sampler_for(num_synthetic=0, ratio=0, batch_size=8, steps=12)]
+    data = [b.tolist() for b in sampler_for(num_synthetic=0, ratio=100, batch_size=8, steps=12, mode="data")]
+    assert data == baseline
+
+
+@pytest.mark.parametrize(("ratio", "share"), [(25, 3 / 11), (50, 6 / 11), (75, 8 / 11), (100, 1.0)])
+def test_synthetic_share_is_what_the_batches_hold_not_the_nominal_r(ratio: int, share: float):
+    """11 CNV slots per batch of 20: R=25/50/75 round to 3, 6 (5.5 rounds up) and 8 synthetic."""
+    labels = np.repeat([0, 1], [55, 45])
+    sampler = sampler_for(labels, ratio=ratio, batch_size=20, steps=3)
+    assert sampler.plan.per_class[0] == 11
+    assert sampler.synthetic_share == pytest.approx(share)

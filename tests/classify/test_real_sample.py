@@ -27,7 +27,7 @@ def prepared_sample(sample: Path, out: Path, classes: tuple[str, ...], size: int
 def train_default(prepared: Path, classes: tuple[str, ...], seed: int, **changes) -> dict[str, float]:
     config = replace(load_params(REPO / "params.yaml").classifier, **changes)
     train, val, test = (Split(*load_split(prepared, split, config.image_size)) for split in ("train", "val", "test"))
-    result = train_classifier(train, val, None, 0, 0, config, seed, CPU, progress=False)
+    result = train_classifier(train, val, config, seed=seed, device=CPU, progress=False)
     return classification_metrics(test.labels, predict_proba(result.model, test.images, CPU), classes)
 
 

@@ -28,7 +28,7 @@ SYNTHETIC_CNV = toy(12, seed=2, cnv_share=1.0).images
 
 def train(ratio: int = 50, synthetic: np.ndarray | None = SYNTHETIC_CNV, **changes) -> tuple[TrainResult, Split]:
     train_split, val = toy(40, seed=0, cnv_share=0.6), toy(16, seed=1)
-    result = train_classifier(train_split, val, synthetic, 0, ratio, config(**changes), seed=0, device=CPU, progress=False)
+    result = train_classifier(train_split, val, config(**changes), seed=0, device=CPU, synthetic=synthetic, ratio=ratio, progress=False)
     return result, val
 
 
@@ -84,7 +84,7 @@ def test_logs_every_epoch_to_live():
             self.steps.append({})
 
     live = Live()
-    result = train_classifier(toy(16, 0), toy(8, 1), None, 0, 0, config(epochs=2), 0, CPU, live=live, progress=False)
+    result = train_classifier(toy(16, 0), toy(8, 1), config(epochs=2), seed=0, device=CPU, live=live, progress=False)
     assert live.steps == [*result.history, {}]
 
 
@@ -118,22 +118,8 @@ def test_add_mode_and_class_counts_train_the_same_number_of_steps():
 
     torch.nn.Module.__call__ = spy
     try:
-        train_classifier(train_split, val, SYNTHETIC_CNV, 0, 100, config(epochs=1), 0, CPU, progress=False, mode="add", class_counts=[24, 16])
+        train_classifier(train_split, val, config(epochs=1), seed=0, device=CPU, synthetic=SYNTHETIC_CNV, ratio=100, mode="add",
+                         class_counts=[24, 16], progress=False)
     finally:
         torch.nn.Module.__call__ = model_forward
     assert seen == [8 + 5] * 5  # per batch: 5 CNV + 3 NORMAL real (24:16 of 8), then 5 synthetic CNV on top
-
-
-def test_kept_rows_subsample_patients_of_one_class():
-    from synthratio.classify.experiment import kept_rows
-
-    groups = np.array(["a", "a", "b", "c", "d", "e", "f", "g"])
-    labels = np.array([0, 0, 0, 0, 0, 1, 1, 1])
-    rows = kept_rows(groups, labels, 0, 50, seed=3)
-    kept_cnv = set(groups[rows][labels[rows] == 0])
-    assert len(kept_cnv) == 2 and set(rows[labels[rows] == 1]) == {5, 6, 7}  # 50% of 4 patients; NORMAL untouched
-    assert all(set(np.flatnonzero(groups == g)) <= set(rows) for g in kept_cnv)  # whole patients
-    assert (kept_rows(groups, labels, 0, 50, seed=3) == rows).all()
-    assert len({tuple(kept_rows(groups, labels, 0, 50, seed=s)) for s in range(6)}) > 1  # the seed draws the subset
-    with pytest.raises(ValueError, match="keep=0; expected a percent of patients in 1..100"):
-        kept_rows(groups, labels, 0, 0, seed=0)

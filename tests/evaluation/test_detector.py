@@ -11,7 +11,8 @@ def test_splits_are_balanced_and_patient_disjoint(scans):
     real_train, heldout, synthetic = scans(30, seed=0), scans(20, seed=1), scans(40, seed=2)
     groups = np.repeat(np.arange(10), 2)  # two scans per patient
 
-    train, val, test = detector_splits(real_train, heldout, groups, synthetic, seed=0)
+    parts = detector_splits(real_train, heldout, groups, synthetic, seed=0)
+    train, val, test = parts.train, parts.val, parts.test
 
     for part in (train, val, test):
         assert (part.labels == REAL).sum() == (part.labels == SYNTHETIC).sum() > 0
@@ -22,6 +23,9 @@ def test_splits_are_balanced_and_patient_disjoint(scans):
     synthetic_parts = [{row.tobytes() for row in part.images[part.labels == SYNTHETIC]} for part in (train, val, test)]
     assert sum(map(len, synthetic_parts)) == len(set().union(*synthetic_parts))  # no synthetic scan in two parts
     assert (len(train.labels), len(val.labels), len(test.labels)) == (2 * 20, 2 * 10, 2 * 10)
+    real_units = parts.test_units[test.labels == REAL]
+    assert len(np.unique(real_units)) == 5  # ten test-half scans from five patients: five resampling units
+    assert len(np.unique(parts.test_units[test.labels == SYNTHETIC])) == 10  # each synthetic scan its own
 
 
 def test_one_patient_group_is_refused(scans):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from cleanfid import fid
 
-from synthratio.evaluation.distances import distance_pair, feature_distances, frechet_distance, split_real
+from synthratio.evaluation.distances import distance_pair, feature_distances, frechet_distance
+from synthratio.evaluation.halves import patient_halves
 
 
 def test_fid_matches_closed_form():
@@ -31,27 +32,16 @@ def test_feature_distances_fixed_numbers_and_global_rng_untouched():
     np.random.seed(123)
     state = np.random.get_state()
 
-    result = feature_distances(synthetic, real, kid_subset_size=10, seed=0)
+    result = feature_distances(synthetic, real, np.arange(40) // 2, kid_subset_size=10, seed=0, splits=3)
 
     assert {k: round(v, 4) for k, v in result.items()} == {
-        "fid": 1.1996,
-        "kid": 0.9534,
-        "fid_floor": 0.2765,
-        "kid_floor": -0.3656,
-        "precision": 0.9,
-        "recall": 0.95,
-        "density": 0.81,
-        "coverage": 0.9,
-        "precision_floor": 1.0,
-        "recall_floor": 1.0,
-        "density_floor": 0.94,
-        "coverage_floor": 1.0,
-        "n_synthetic": 30,
-        "n_real_half": 20,
-        "n_compared": 20,
-        "nearest_k": 5,
-    }
-    assert feature_distances(synthetic, real, kid_subset_size=10, seed=0) == result
+        "fid": 0.7446, "kid": 0.2598, "precision": 0.9833, "recall": 1.0, "density": 0.95, "coverage": 1.0,
+        "fid_floor": 0.3932, "kid_floor": -0.1652, "precision_floor": 1.0, "recall_floor": 0.9667, "density_floor": 1.1033,
+        "coverage_floor": 1.0, "fid_floor_sd": 0.2301, "kid_floor_sd": 0.2857, "precision_floor_sd": 0.0,
+        "recall_floor_sd": 0.0289, "density_floor_sd": 0.1692, "coverage_floor_sd": 0.0,
+        "n_synthetic": 30, "n_real_half": 20, "n_compared": 20, "nearest_k": 5, "floor_splits": 3,
+    }  # fmt: skip
+    assert feature_distances(synthetic, real, np.arange(40) // 2, kid_subset_size=10, seed=0, splits=3) == result
     np.testing.assert_array_equal(np.random.get_state()[1], state[1])
 
 
@@ -59,8 +49,9 @@ def test_floor_is_small_and_a_shifted_set_scores_far_above_it(scans):
     real = scans(64, seed=0).reshape(64, -1).astype(np.float64) / 255
     same = scans(32, seed=1).reshape(32, -1).astype(np.float64) / 255
 
-    near = feature_distances(same, real, kid_subset_size=16)
-    far = feature_distances(np.clip(same + 0.3, 0, 1), real, kid_subset_size=16)
+    groups = np.arange(64) // 2
+    near = feature_distances(same, real, groups, kid_subset_size=16)
+    far = feature_distances(np.clip(same + 0.3, 0, 1), real, groups, kid_subset_size=16)
 
     assert near["fid_floor"] == far["fid_floor"]
     assert near["fid"] < 2 * near["fid_floor"]
@@ -70,17 +61,38 @@ def test_floor_is_small_and_a_shifted_set_scores_far_above_it(scans):
 
 def test_fewer_synthetic_than_half_the_real_rows_cuts_both_compared_sets_and_k():
     rng = np.random.default_rng(0)
-    result = feature_distances(rng.normal(size=(5, 2)), rng.normal(size=(20, 2)), kid_subset_size=50, nearest_k=5)
+    result = feature_distances(rng.normal(size=(5, 2)), rng.normal(size=(20, 2)), np.arange(20), kid_subset_size=50, nearest_k=5)
     assert (result["n_synthetic"], result["n_real_half"], result["n_compared"], result["nearest_k"]) == (5, 10, 5, 4)
 
 
-def test_split_real_gives_disjoint_halves_covering_every_row():
-    reference, rest = split_real(9, np.random.default_rng(0))
-    assert len(reference) == 4 and len(rest) == 5
-    assert sorted(np.concatenate([reference, rest])) == list(range(9))
+def test_patient_halves_share_no_patient_and_cover_every_row():
+    groups = np.repeat(np.arange(7), [1, 3, 2, 2, 4, 1, 2])
+    first, second = patient_halves(groups, np.random.default_rng(0))
+    assert sorted(np.concatenate([first, second])) == list(range(len(groups)))
+    assert not set(groups[first]) & set(groups[second])
+    assert abs(len(first) - len(second)) <= 4  # dealt by whole patients: about half the rows each
+    with pytest.raises(ValueError, match="1 patient group"):
+        patient_halves(np.zeros(5), np.random.default_rng(0))
+
+
+def test_floor_does_not_find_a_patients_own_scans_in_the_other_half():
+    """Each patient brings three near-copies of one scan. Split scan by scan, every half-B scan has a copy in
+    half A and the floor's coverage and recall are about 1; split by patient, the floor is what a scan of
+    a new patient scores."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(40, 6))
+    real = np.repeat(base, 3, axis=0) + rng.normal(0, 0.01, (120, 6))
+    groups = np.repeat(np.arange(40), 3)
+    synthetic = rng.normal(size=(60, 6))
+    by_patient = feature_distances(synthetic, real, groups, kid_subset_size=20, splits=5)
+    by_scan = feature_distances(synthetic, real, np.arange(120), kid_subset_size=20, splits=5)
+    assert by_scan["coverage_floor"] > 0.95 and by_scan["recall_floor"] > 0.95
+    assert by_patient["coverage_floor"] < 0.85 and by_patient["recall_floor"] < 0.9
+    assert by_patient["fid_floor"] > 3 * by_scan["fid_floor"]
+    assert by_patient["fid_floor_sd"] > 0  # several halvings: the floor comes with its spread
 
 
 @pytest.mark.parametrize("n_synthetic, n_real", [(10, 3), (1, 10)])
 def test_too_few_rows_named(n_synthetic: int, n_real: int):
     with pytest.raises(ValueError, match=f"{n_synthetic} synthetic and {n_real} real"):
-        feature_distances(np.zeros((n_synthetic, 2)), np.zeros((n_real, 2)), kid_subset_size=4)
+        feature_distances(np.zeros((n_synthetic, 2)), np.zeros((n_real, 2)), np.arange(n_real), kid_subset_size=4)

@@ -17,7 +17,8 @@ from synthratio.evaluation.features import write_png_folder
 CPU = torch.device("cpu")
 CONFIG = EvaluateConfig(
     encoder_seed=0, real_split="val", min_images=4, inception_weights=None, kid_subset_size=8, nearest_k=3,
-    memorization_quantile=0.1, pixel_size=64, detector_epochs=1, detector_image_size=16, seed=0, batch_size=8, workers=0,
+    floor_splits=3, memorization_quantile=0.1, pixel_size=64, detector_epochs=1, detector_image_size=16, bootstrap=100, seed=0,
+    batch_size=8, workers=0,
 )  # fmt: skip
 
 
@@ -36,15 +37,18 @@ def test_every_metric_present_finite_and_few_images_flagged(
     with caplog.at_level(logging.WARNING, logger=evaluate.__name__):
         metrics = evaluate_synthetic(files, real, pool_features, CPU, config, tmp_path / "work", tmp_path / "mem.png")
 
-    spaces = [f"domain_{m}{floor}" for m in ("fid", "kid", "precision", "recall", "density", "coverage") for floor in ("", "_floor")]
+    figures = ("fid", "kid", "precision", "recall", "density", "coverage")
+    spaces = [f"domain_{m}{floor}" for m in figures for floor in ("", "_floor", "_floor_sd")]
     memorized = [f"memorized_{m}_{s}" for m in ("share", "threshold") for s in ("features", "pixels")]
-    memorized += [f"memorized_share_{s}_floor" for s in ("features", "pixels")]
-    detector = [f"detector_{m}" for m in ("auroc", "accuracy", "n_train", "n_val", "n_test")]
-    counts = ["n_synthetic", "n_real", "n_real_train", "n_real_half", "n_compared", "nearest_k"]
+    memorized += [f"memorized_share_{s}_{what}" for s in ("features", "pixels") for what in ("floor", "p")]
+    detector = [f"detector_{m}" for m in ("auroc", "auroc_ci_low", "auroc_ci_high", "accuracy", "n_train", "n_val", "n_test")]
+    counts = ["n_synthetic", "n_real", "n_real_train", "n_real_half", "n_compared", "nearest_k", "floor_splits"]
     assert set(metrics) == {*spaces, *memorized, *detector, *counts, "memorized_pixel_size", "inception", "few_images"}
     assert all(math.isfinite(v) for v in metrics.values())
     json.dumps(metrics, allow_nan=False)  # plain JSON for dvc exp show
     assert (metrics["n_synthetic"], metrics["n_real"], metrics["n_real_train"], metrics["n_compared"]) == (12, 20, 16, 10)
+    assert metrics["detector_auroc_ci_low"] <= metrics["detector_auroc"] <= metrics["detector_auroc_ci_high"]
+    assert 0 < metrics["memorized_share_features_p"] <= 1
     assert metrics["inception"] is False
     assert metrics["few_images"] is few
     assert ("biased and unstable" in caplog.text) is few

@@ -1,16 +1,18 @@
-"""One point of the ratio sweep: train a classifier at ratio R, seed and real-data regime `keep`, test it on
-real scans, save it all.
+"""One point of the ratio sweep: train a classifier per seed at ratio R in real-data regime `keep`, test them
+on real scans, save it all.
 
-`keep` (the scarce-data regime) is the percent of the synthetic class's real training patients kept: a
-patient-level subsample drawn from (keep, seed), so the baseline and every R of a regime and seed see the
-same real scans. Batches keep the class make-up and steps of the full training set: the few kept real
-scans of the class are drawn more often, and synthetic ones (R > 0) can stand in for the missing ones.
+`keep` (the regime) is the cohort of the synthetic class's real training patients the classifier may see
+(data/cohort.py): the same nested subset for the baseline, every R and every seed of the regime, and the
+one its generator was trained on. Batches keep the class make-up and steps of the full training set: the
+few kept real scans of the class are drawn more often, and synthetic ones (R > 0) can stand in for them.
+In mix.mode data the cohort's left-out scans are replaced, one for one, by synthetic scans of its own
+generator (R is then a share of the data, set by keep, not of each batch).
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -21,38 +23,13 @@ from synthratio.classify.metrics import classification_metrics
 from synthratio.classify.models import build_classifier
 from synthratio.classify.train import Split, predict_proba, train_classifier
 from synthratio.config import Params, ParamsError, max_ratio
+from synthratio.data.cohort import load_cohort
 from synthratio.data.ingest import load_split
 from synthratio.data.synthetic import load_synthetic, synthetic_seeds
-from synthratio.runtime import load_safetensors, run_name, write_atomically, write_json
+from synthratio.layout import classifier_live_path, classifier_metrics_path, classifier_path, generator_files, predictions_path
+from synthratio.runtime import load_safetensors, open_live, write_atomically, write_json
 
 log = logging.getLogger(__name__)
-
-
-def run_id(ratio: int, seed: int, keep: int = 100) -> str:
-    """Name of one run's weights, predictions, metrics and curves (dvc.yaml spells the same pattern)."""
-    return f"{run_name(ratio, seed)}_keep_{keep}"
-
-
-def classifier_path(params: Params, ratio: int, seed: int, keep: int = 100) -> Path:
-    return params.paths.classifiers / f"{run_id(ratio, seed, keep)}.safetensors"
-
-
-def metrics_path(params: Params, ratio: int, seed: int, keep: int = 100) -> Path:
-    return params.paths.metrics / "classifier" / f"{run_id(ratio, seed, keep)}.json"
-
-
-def predictions_path(params: Params, ratio: int, seed: int, keep: int = 100) -> Path:
-    return params.paths.predictions / f"{run_id(ratio, seed, keep)}.csv"
-
-
-def kept_rows(groups: np.ndarray, labels: np.ndarray, label: int, keep: int, seed: int) -> np.ndarray:
-    """Rows of a training split left in regime `keep`: every row of the other classes, and of class `label`
-    the rows of round(keep% of its patient groups) groups (at least 1), drawn from (keep, seed)."""
-    if not 0 < keep <= 100:
-        raise ValueError(f"keep={keep}; expected a percent of patients in 1..100")
-    ids = np.unique(groups[labels == label])
-    chosen = np.random.default_rng([keep, seed]).permutation(ids)[: max(1, (keep * len(ids) + 50) // 100)]
-    return np.flatnonzero((labels != label) | np.isin(groups, chosen))
 
 
 def load_real(params: Params, split: str) -> Split:
@@ -60,7 +37,7 @@ def load_real(params: Params, split: str) -> Split:
     return Split(images=images, labels=labels)
 
 
-def load_classifier(params: Params, seed: int, ratio: int, device: torch.device, keep: int = 100) -> torch.nn.Module:
+def load_classifier(params: Params, seed: int, ratio: int, device: torch.device, keep: int) -> torch.nn.Module:
     """A trained classifier from its safetensors file (never pickle)."""
     path = classifier_path(params, ratio, seed, keep)
     if not path.is_file():
@@ -80,47 +57,95 @@ def check_run(params: Params, ratio: int, keep: int) -> None:
         raise ParamsError(f"--keep {keep}; expected a percent of patients in 1..100")
 
 
-def run_ratio(
-    params: Params, ratio: int, seed: int, device: torch.device, live=None, keep: int = 100
-) -> dict[str, float]:
-    """Train at `ratio` % synthetic CNV per batch (params.mix.mode) on `keep` % of the real CNV patients,
-    select on real val, score on real test; write outputs."""
-    classes = params.prepare.classes
-    synthetic_class = params.sweep.synthetic_class
+def synthetic_count(params: Params, ratio: int, keep: int, n_real: int, n_full: int) -> int:
+    """How many synthetic scans a run mixes in: data mode fills ratio % of the n_full - n_real left-out scans
+    of the class; the other modes draw R % of every batch from the whole synthetic set."""
+    if ratio == 0:
+        return 0
+    wanted = (ratio * (n_full - n_real) + 50) // 100 if params.mix.mode == "data" else params.generate.num_images
+    if wanted > params.generate.num_images:
+        raise ParamsError(
+            f"mix.mode data fills the {wanted} left-out {params.sweep.synthetic_class} training scans of cohort "
+            f"keep={keep}, but generate.num_images={params.generate.num_images}; raise it to at least {wanted}"
+        )
+    return wanted
+
+
+@dataclass(frozen=True)
+class RunData:
+    """What every seed of one (R, keep) trains and is tested on."""
+
+    train: Split  # the cohort's real training scans
+    val: Split
+    test: Split
+    test_files: np.ndarray  # index.csv file of each test scan
+    test_patients: np.ndarray  # its patient group
+    synthetic: np.ndarray | None  # the synthetic scans mixed in
+    class_counts: tuple[int, ...]  # the full training set's scans per class: the batches' make-up
+    real_patients_of_class: int  # distinct real patients of the synthetic class the runs see
+
+
+def load_run_data(params: Params, ratio: int, keep: int) -> RunData:
+    """The real scans of cohort `keep`, val and test, and the synthetic scans a run at `ratio` mixes in."""
+    classes, synthetic_class = params.prepare.classes, params.sweep.synthetic_class
     label = classes.index(synthetic_class)
-    train, val, test = (load_real(params, split) for split in ("train", "val", "test"))
-    index = pd.read_csv(params.paths.prepared / "index.csv")
-    class_counts = np.bincount(train.labels, minlength=len(classes))
-    if keep < 100:
-        groups = index.loc[index["split"] == "train"].sort_values("row")["patient_group"].astype(str).to_numpy()
-        rows = kept_rows(groups, train.labels, label, keep, seed)
-        train = Split(images=np.asarray(train.images[rows]), labels=train.labels[rows])
+    cohort = load_cohort(params.paths.prepared, params.classifier.image_size, len(classes), label, keep, params.sweep.subset_seed)
+    n_real = int((cohort.labels == label).sum())
+    n_synthetic = synthetic_count(params, ratio, keep, n_real, cohort.class_counts[label])
     synthetic = None
-    if ratio > 0:
-        folder = params.paths.synthetic / synthetic_class
-        synthetic = load_synthetic(folder, synthetic_seeds(params.generate), params.classifier.image_size)
-    log.info(
-        "classifier %s at R=%d%% (%s) seed %d keep %d%% on %s: %d real train, %d val, %d test, %d synthetic %s",
-        params.classifier.arch, ratio, params.mix.mode, seed, keep, device, len(train.labels), len(val.labels),
-        len(test.labels), 0 if synthetic is None else len(synthetic), synthetic_class,
-    )
+    if n_synthetic:
+        folder = generator_files(params, keep).synthetic / synthetic_class
+        synthetic = load_synthetic(folder, synthetic_seeds(params.generate)[:n_synthetic], params.classifier.image_size)
+    index = pd.read_csv(params.paths.prepared / "index.csv")
+    rows = index.loc[index["split"] == "test"].sort_values("row")
+    return RunData(
+        train=Split(images=cohort.images, labels=cohort.labels), val=load_real(params, "val"), test=load_real(params, "test"),
+        test_files=rows["file"].to_numpy(), test_patients=rows["patient_group"].to_numpy(), synthetic=synthetic,
+        class_counts=cohort.class_counts, real_patients_of_class=len(np.unique(cohort.patients[cohort.labels == label])),
+    )  # fmt: skip
+
+
+def run_seed(params: Params, data: RunData, ratio: int, seed: int, keep: int, device: torch.device, live=None) -> dict:
+    """Train one seed at `ratio` % synthetic (params.mix.mode), select on real val, score on real test;
+    write its weights and predictions; return its metrics."""
+    classes, synthetic_class = params.prepare.classes, params.sweep.synthetic_class
+    label = classes.index(synthetic_class)
+    n_synthetic = 0 if data.synthetic is None else len(data.synthetic)
     result = train_classifier(
-        train, val, synthetic, label, ratio, params.classifier, seed, device,
-        live=live, progress=params.runtime.progress, mode=params.mix.mode, class_counts=class_counts.tolist(),
-    )
-    probabilities = predict_proba(result.model, test.images, device)
-    metrics = classification_metrics(test.labels, probabilities, classes, positive=synthetic_class)
+        data.train, data.val, params.classifier, seed=seed, device=device, synthetic=data.synthetic, synthetic_label=label,
+        ratio=ratio, mode=params.mix.mode, class_counts=data.class_counts, live=live, progress=params.runtime.progress,
+    )  # fmt: skip
+    probabilities = predict_proba(result.model, data.test.images, device)
+    metrics = classification_metrics(data.test.labels, probabilities, classes, positive=synthetic_class)
     metrics.update(
-        ratio=ratio, seed=seed, keep=keep, best_epoch=result.best_epoch, n_test=int(len(test.labels)),
-        n_train_real=int(len(train.labels)),
-    )
-    files = index.loc[index["split"] == "test"].sort_values("row")["file"].to_numpy()
-    predictions = pd.DataFrame({"file": files, "label": test.labels})
+        ratio=ratio, seed=seed, keep=keep, best_epoch=result.best_epoch, n_test=int(len(data.test.labels)),
+        n_train_real=int(len(data.train.labels)), real_scans_of_class=int((data.train.labels == label).sum()),
+        real_patients_of_class=data.real_patients_of_class, synthetic_scans=n_synthetic,
+        synthetic_share=round(float(result.synthetic_share), 6),
+    )  # fmt: skip
+    predictions = pd.DataFrame({"file": data.test_files, "patient": data.test_patients, "label": data.test.labels})
     for i, name in enumerate(classes):
         predictions[f"prob_{name}"] = np.round(probabilities[:, i], 6)
     state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
     write_atomically(classifier_path(params, ratio, seed, keep), lambda tmp: save_file(state, str(tmp)))
     write_atomically(predictions_path(params, ratio, seed, keep), lambda tmp: predictions.to_csv(tmp, index=False))
-    write_json(metrics_path(params, ratio, seed, keep), metrics)
     return metrics
 
+
+def run_ratio(params: Params, ratio: int, keep: int, device: torch.device) -> list[dict]:
+    """Every seed of sweep.seeds at `ratio` on cohort `keep`: one classifier each (dvclive curves under
+    paths.live), then the seeds' metrics as one JSON list, written last so that it marks the stage done."""
+    data = load_run_data(params, ratio, keep)
+    label = params.prepare.classes.index(params.sweep.synthetic_class)
+    log.info(
+        "classifiers %s at R=%d%% (%s) keep %d%%, seeds %s, on %s: %d real train (%d %s from %d patients), %d val, "
+        "%d test, %d synthetic", params.classifier.arch, ratio, params.mix.mode, keep, list(params.sweep.seeds), device,
+        len(data.train.labels), int((data.train.labels == label).sum()), params.sweep.synthetic_class,
+        data.real_patients_of_class, len(data.val.labels), len(data.test.labels), 0 if data.synthetic is None else len(data.synthetic),
+    )  # fmt: skip
+    runs = []
+    for seed in params.sweep.seeds:
+        with open_live(classifier_live_path(params, ratio, seed, keep)) as live:
+            runs.append(run_seed(params, data, ratio, seed, keep, device, live))
+    write_json(classifier_metrics_path(params, ratio, keep), runs)
+    return runs

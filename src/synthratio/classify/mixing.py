@@ -1,12 +1,16 @@
-"""Batches with synthetic examples at ratio R, exactly composed in every batch (not just on average).
+"""Batches with synthetic examples at ratio R.
 
-Two modes, both with the batch's real class make-up fixed by the class counts of the (full) real
-training set, split over the batch by largest remainder:
+Three modes, all with the batch's class make-up fixed by the class counts of the (full) real training set,
+split over the batch by largest remainder:
 - replace (the study's definition): R is the share of the synthetic class's slots that are synthetic,
-  round(R% x slots) of them; R=0 is real only, R=100 has no real example of that class. R in 0..100.
+  round(R% x slots) of them in every batch; R=0 is real only, R=100 has no real example of that class.
+  R in 0..100. Below 100 every real example is still seen, only less often: R is exposure, not data.
 - add: every batch holds the whole R=0 batch plus round(R% x the synthetic class's slots) synthetic
   examples on top (augmentation), so batches grow with R. R in 0..MAX_ADD_RATIO (200 = twice as many
   synthetic as real examples of the class).
+- data: the synthetic examples given join the real ones of the class in one pool that fills the class's
+  slots (a cohort's left-out scans replaced by synthetic ones: R is a share of the data, not of a batch),
+  so a batch's synthetic count varies around the pool's share.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from synthratio.config import MIX_MODES, max_ratio
 
 __all__ = ["MIX_MODES", "MixMode", "BatchPlan", "RatioBatchSampler", "plan_batches"]
 
-MixMode = Literal["replace", "add"]
+MixMode = Literal["replace", "add", "data"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,7 @@ class BatchPlan:
     """Composition of every batch."""
 
     per_class: tuple[int, ...]  # examples of each class per batch, synthetic included; sums to the batch length
-    synthetic: int  # of per_class[synthetic_label], how many are synthetic
+    synthetic: int  # of per_class[synthetic_label], how many are synthetic in every batch (data mode: 0, they share the pool)
 
     @property
     def size(self) -> int:
@@ -46,7 +50,7 @@ def plan_batches(
 ) -> BatchPlan:
     """Per-class real slots proportional to `class_counts` (default: the counts of `labels`; largest
     remainder, at least 1 per class), and round(ratio% of the synthetic class's slots) synthetic, halves
-    rounded up: replacing real ones (replace) or on top of them (add)."""
+    rounded up: replacing real ones (replace) or on top of them (add); none fixed in data mode."""
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.size == 0 or labels.min() < 0:
         raise ValueError(f"labels: expected a non-empty 1-D array of class indices >= 0, got shape {labels.shape}")
@@ -75,7 +79,7 @@ def plan_batches(
         per_class[np.argmax(per_class)] -= 1
         per_class[empty] = 1
 
-    synthetic = (ratio * int(per_class[synthetic_label]) + 50) // 100
+    synthetic = 0 if mode == "data" else (ratio * int(per_class[synthetic_label]) + 50) // 100
     if mode == "add":
         per_class[synthetic_label] += synthetic
     return BatchPlan(tuple(int(n) for n in per_class), synthetic)
@@ -102,13 +106,14 @@ class _Walk:
 
 class RatioBatchSampler:
     """Yields `steps` batches of indices into [real examples..., synthetic examples...] (synthetic k is
-    len(labels) + k), each with exactly the composition of `plan_batches`. The same seed gives the same
-    batches on every iteration. `class_counts` fixes the make-up when `labels` is a subsample (the
-    scarce-data regime draws its few real examples of a class more often)."""
+    len(labels) + k), each with the composition of `plan_batches`. The same seed gives the same batches on
+    every iteration. `class_counts` fixes the make-up when `labels` is a subsample (the scarce-data regime
+    draws its few real examples of a class more often)."""
 
     def __init__(
         self,
         labels: np.ndarray,
+        *,
         num_synthetic: int,
         synthetic_label: int,
         ratio: int,
@@ -118,7 +123,7 @@ class RatioBatchSampler:
         mode: MixMode = "replace",
         class_counts: Sequence[int] | None = None,
     ) -> None:
-        if ratio > 0 and num_synthetic == 0:
+        if ratio > 0 and num_synthetic == 0 and mode != "data":
             raise ValueError(f"ratio={ratio} needs synthetic examples, got num_synthetic={num_synthetic}")
         labels = np.asarray(labels)
         self.plan = plan_batches(labels, batch_size, synthetic_label, ratio, mode, class_counts)
@@ -128,7 +133,13 @@ class RatioBatchSampler:
         real_counts = list(self.plan.per_class)
         real_counts[synthetic_label] -= self.plan.synthetic
         synthetic = np.arange(len(labels), len(labels) + num_synthetic)
+        if mode == "data":  # synthetic examples stand in for left-out real ones in the class's own pool
+            real[synthetic_label], synthetic = np.concatenate([real[synthetic_label], synthetic]), synthetic[:0]
         self._pools = [*zip(real, real_counts), (synthetic, self.plan.synthetic)]
+        n_real = int((labels == synthetic_label).sum())
+        per_slot = self.plan.per_class[synthetic_label]
+        # expected share of the class's examples per batch that are synthetic (what R actually came out as)
+        self.synthetic_share = num_synthetic / (n_real + num_synthetic) if mode == "data" else self.plan.synthetic / per_slot
 
     def __len__(self) -> int:
         return self.steps

@@ -55,6 +55,7 @@ class TrainResult:
     model: nn.Module  # the selected model (best epoch on real val accuracy, then log-loss), in eval mode
     best_epoch: int  # 1-based: history[best_epoch - 1] describes it
     history: list[dict[str, float]]  # per epoch: train_loss, val_loss, val_accuracy
+    synthetic_share: float  # share of the synthetic class's examples per batch that were synthetic (expected)
 
 
 def set_seed(seed: int) -> None:
@@ -151,30 +152,32 @@ def _evaluate(model: nn.Module, images: Tensor, labels: np.ndarray, num_classes:
 def train_classifier(
     train: Split,
     val: Split,
-    synthetic: np.ndarray | None,
-    synthetic_label: int,
-    ratio: int,
     config: ClassifierConfig,
+    *,
     seed: int,
     device: torch.device,
-    live: dvclive.Live | None = None,
-    progress: bool = True,
+    synthetic: np.ndarray | None = None,
+    synthetic_label: int = 0,
+    ratio: int = 0,
     mode: MixMode = "replace",
     class_counts: Sequence[int] | None = None,
+    live: dvclive.Live | None = None,
+    progress: bool = True,
 ) -> TrainResult:
-    """AdamW with cosine decay on cross-entropy over RatioBatchSampler batches (`mode` replace or add);
-    after every epoch, real val accuracy (then log-loss) picks the model to keep. `class_counts` (default:
-    those of train.labels) sets the batches' class make-up and the steps per epoch, so a scarce-data regime
-    (train a subsample) trains as many steps on the same make-up as the full set. Deterministic on the CPU
-    for a seed; bf16 autocast on CUDA."""
+    """AdamW with cosine decay on cross-entropy over RatioBatchSampler batches (`ratio` % synthetic
+    examples of class `synthetic_label` in `mode`; a plain classifier without them); after every epoch,
+    real val accuracy (then log-loss) picks the model to keep. `class_counts` (default: those of
+    train.labels) sets the batches' class make-up and the steps per epoch, so a scarce-data regime (train a
+    subsample) trains as many steps on the same make-up as the full set. Deterministic on the CPU for a
+    seed; bf16 autocast on CUDA."""
     synthetic = np.zeros((0, config.image_size, config.image_size), np.uint8) if synthetic is None else synthetic
     for name, images in (("train", train.images), ("val", val.images), ("synthetic", synthetic)):
         _check_size(name, images, config.image_size)
     steps_per_epoch = math.ceil((len(train.labels) if class_counts is None else sum(class_counts)) / config.batch_size)
     sampler = RatioBatchSampler(
-        train.labels, len(synthetic), synthetic_label, ratio, config.batch_size, config.epochs * steps_per_epoch, seed,
-        mode, class_counts,
-    )
+        train.labels, num_synthetic=len(synthetic), synthetic_label=synthetic_label, ratio=ratio,
+        batch_size=config.batch_size, steps=config.epochs * steps_per_epoch, seed=seed, mode=mode, class_counts=class_counts,
+    )  # fmt: skip
     num_classes = len(sampler.plan.per_class)
 
     set_seed(seed)
@@ -191,11 +194,10 @@ def train_classifier(
 
     history: list[dict[str, float]] = []
     best_key, best_state, best_epoch = (-math.inf, -math.inf), None, 0
-    plan = sampler.plan
     bar = tqdm(
         total=len(sampler),
         disable=not progress,
-        desc=f"{config.arch} R={ratio}% ({plan.synthetic}/{plan.per_class[synthetic_label]} synthetic per batch)",
+        desc=f"{config.arch} R={ratio}% {mode} ({sampler.synthetic_share:.0%} of class {synthetic_label} synthetic)",
     )
     batches = iter(sampler)
     for epoch in range(1, config.epochs + 1):
@@ -231,4 +233,4 @@ def train_classifier(
     model.load_state_dict(best_state)
     model.to(memory_format=torch.contiguous_format)  # safetensors saves contiguous tensors only
     model.eval()
-    return TrainResult(model=model, best_epoch=best_epoch, history=history)
+    return TrainResult(model=model, best_epoch=best_epoch, history=history, synthetic_share=sampler.synthetic_share)

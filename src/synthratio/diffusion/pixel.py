@@ -26,9 +26,10 @@ from synthratio.diffusion.training import DiffusionTask, FinetuneResult, replace
 if TYPE_CHECKING:
     from dvclive import Live
 
-__all__ = ["CLASSES_FILE", "FinetuneResult", "build_training_scheduler", "build_unet", "replace_folder", "save_pipeline", "train_pixel"]
+__all__ = ["CLASSES_FILE", "TRAINING_PATIENTS_FILE", "FinetuneResult", "build_training_scheduler", "build_unet", "replace_folder", "save_pipeline", "train_pixel"]
 
 CLASSES_FILE = "classes.json"  # class list of a class-conditional pipeline: label i is classes[i]
+TRAINING_PATIENTS_FILE = "training_patients.json"  # sorted patient groups whose scans the generator learned
 
 
 def build_unet(config: FinetuneConfig, num_classes: int | None = None) -> UNet2DModel:
@@ -64,22 +65,25 @@ def _check_images(images: np.ndarray, labels: np.ndarray, class_names: Sequence[
         raise ValueError(f"training labels span {labels.min()}..{labels.max()}; expected 0..{len(class_names) - 1} for classes {list(class_names)}")
 
 
-def select_training_images(
-    images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], config: FinetuneConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """The scans the UNet learns: the target class (or every class when class-conditional), at most
+def training_rows(labels: np.ndarray, class_names: Sequence[str], config: FinetuneConfig) -> np.ndarray:
+    """Rows of the scans the UNet learns: the target class (or every class when class-conditional), at most
     `config.max_images` of them, a seeded choice kept in the original order."""
     if config.target_class not in class_names:
         raise ValueError(f"params.yaml: finetune.target_class={config.target_class!r}; expected one of {list(class_names)}")
-    if not config.class_conditional:
-        keep = labels == list(class_names).index(config.target_class)
-        images, labels = images[keep], labels[keep]
-    if 0 < config.max_images < len(images):
-        chosen = np.sort(np.random.default_rng(config.seed).choice(len(images), config.max_images, replace=False))
-        images, labels = images[chosen], labels[chosen]
-    if len(images) == 0:
-        raise ValueError(f"no training images of class {config.target_class!r} (shape {images.shape}); expected N >= 1")
-    return images, labels
+    rows = np.arange(len(labels)) if config.class_conditional else np.flatnonzero(labels == list(class_names).index(config.target_class))
+    if 0 < config.max_images < len(rows):
+        rows = rows[np.sort(np.random.default_rng(config.seed).choice(len(rows), config.max_images, replace=False))]
+    if len(rows) == 0:
+        raise ValueError(f"no training images of class {config.target_class!r} among {len(labels)}; expected N >= 1")
+    return rows
+
+
+def select_training_images(
+    images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], config: FinetuneConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """The scans and labels at `training_rows`."""
+    rows = training_rows(labels, class_names, config)
+    return images[rows], labels[rows]
 
 
 def _fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
@@ -139,9 +143,13 @@ def train_pixel(
     )
 
 
-def save_pipeline(pipeline: DiffusionPipeline, out_dir: Path, classes: Sequence[str] = ()) -> None:
+def save_pipeline(
+    pipeline: DiffusionPipeline, out_dir: Path, classes: Sequence[str] = (), training_patients: Sequence[int] | None = None
+) -> None:
     """Write `pipeline` in diffusers' format (safetensors) to `out_dir`, atomically replacing it; a
-    class-conditional pipeline also gets its class list as classes.json (a JSON list; label i = classes[i])."""
+    class-conditional pipeline also gets its class list as classes.json (a JSON list; label i = classes[i]),
+    and `training_patients` (the patient groups of the scans it learned from) go to training_patients.json,
+    so anyone can check which patients a generator saw."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
@@ -149,6 +157,8 @@ def save_pipeline(pipeline: DiffusionPipeline, out_dir: Path, classes: Sequence[
         pipeline.save_pretrained(staging, safe_serialization=True)
         if classes:
             (staging / CLASSES_FILE).write_text(json.dumps(list(classes)) + "\n")
+        if training_patients is not None:
+            (staging / TRAINING_PATIENTS_FILE).write_text(json.dumps(sorted(int(p) for p in set(training_patients))) + "\n")
         replace_folder(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -9,7 +9,8 @@ Classifier Two-Sample Tests".
 Data, all of one class: the detector trains on the real *training* scans (the generator's data) against
 a share of the synthetic scans, picks its epoch on one patient-disjoint half of the held-out real scans, and
 is scored on the other half. Val and test get as many synthetic scans as real ones (at most a quarter of
-the synthetic set each), train the rest; each part is balanced by subsampling its larger side.
+the synthetic set each), train the rest; each part is balanced by subsampling its larger side. The AUROC's
+interval resamples the test part's real patients (their scans are not independent) and synthetic scans.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from sklearn.metrics import roc_auc_score
 
 from synthratio.classify.train import Split, predict_proba, train_classifier
 from synthratio.config import ClassifierConfig
+from synthratio.evaluation.halves import patient_halves
+from synthratio.inference import Runs, cluster_draws, interval
+from synthratio.inference import bootstrap as inference_bootstrap
 
 REAL, SYNTHETIC = 0, 1  # detector labels
 DETECTOR_BATCH_SIZE = 32  # images per step
@@ -33,6 +37,8 @@ DETECTOR_WEIGHT_DECAY = 1e-4  # AdamW
 @dataclass(frozen=True)
 class DetectorResult:
     auroc: float  # ROC AUC of P(synthetic) on the test part
+    auroc_ci_low: float  # its interval from resampling test patients (real) and scans (synthetic)
+    auroc_ci_high: float
     accuracy: float  # share of test scans classified right at P = 0.5
     n_train: int  # scans per side (real, synthetic) in each part
     n_val: int
@@ -46,36 +52,34 @@ def resize_scans(images: np.ndarray, size: int) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS)) for image in images])
 
 
-def _halves_by_group(groups: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices of two group-disjoint parts: shuffled groups dealt to the first part until it holds
-    about half of the rows."""
-    names, counts = np.unique(groups, return_counts=True)
-    if len(names) < 2:
-        raise ValueError(f"held-out real scans come from {len(names)} patient group(s); the detector needs >= 2 (val, test)")
-    order = rng.permutation(len(names))
-    cut = int(np.searchsorted(np.cumsum(counts[order]), len(groups) / 2)) + 1
-    cut = min(max(cut, 1), len(names) - 1)
-    first = np.isin(groups, names[order[:cut]])
-    return np.flatnonzero(first), np.flatnonzero(~first)
-
-
-def _balanced(real: np.ndarray, synthetic: np.ndarray, rng: np.random.Generator, part: str) -> Split:
+def _balanced(real: np.ndarray, synthetic: np.ndarray, rng: np.random.Generator, part: str) -> tuple[Split, np.ndarray, np.ndarray]:
+    """A part with as many real as synthetic scans (the larger side subsampled), and the rows picked from
+    each side."""
     n = min(len(real), len(synthetic))
     if n == 0:
         raise ValueError(f"detector {part} part has {len(real)} real and {len(synthetic)} synthetic scans; needs both")
-    pick = lambda images: images[np.sort(rng.choice(len(images), size=n, replace=False))]  # noqa: E731
-    images = np.concatenate([pick(real), pick(synthetic)])
-    return Split(images=images, labels=np.repeat(np.array([REAL, SYNTHETIC], dtype=np.int64), n))
+    real_rows, synthetic_rows = (np.sort(rng.choice(len(images), size=n, replace=False)) for images in (real, synthetic))
+    images = np.concatenate([real[real_rows], synthetic[synthetic_rows]])
+    split = Split(images=images, labels=np.repeat(np.array([REAL, SYNTHETIC], dtype=np.int64), n))
+    return split, real_rows, synthetic_rows
+
+
+@dataclass(frozen=True)
+class DetectorParts:
+    train: Split
+    val: Split
+    test: Split
+    test_units: np.ndarray  # resampling unit of each test scan: its patient (real) or itself (synthetic)
 
 
 def detector_splits(
     real_train: np.ndarray, real_heldout: np.ndarray, heldout_groups: np.ndarray, synthetic: np.ndarray, seed: int
-) -> tuple[Split, Split, Split]:
-    """Balanced (train, val, test) parts, labels REAL / SYNTHETIC (see the module docstring)."""
+) -> DetectorParts:
+    """Balanced train, val and test parts, labels REAL / SYNTHETIC (see the module docstring)."""
     if len(heldout_groups) != len(real_heldout):
         raise ValueError(f"{len(heldout_groups)} patient groups for {len(real_heldout)} held-out real scans")
     rng = np.random.default_rng(seed)
-    val_rows, test_rows = _halves_by_group(np.asarray(heldout_groups), rng)
+    val_rows, test_rows = patient_halves(np.asarray(heldout_groups), rng)
     real_parts = (real_train, real_heldout[val_rows], real_heldout[test_rows])
     # as many synthetic scans as real ones in val and test (at most a quarter each), the rest to train
     n_val, n_test = (min(len(part), len(synthetic) // 4) for part in real_parts[1:])
@@ -83,8 +87,12 @@ def detector_splits(
     synthetic_parts = (
         synthetic[order[n_val + n_test :]], synthetic[order[:n_val]], synthetic[order[n_val : n_val + n_test]]
     )
-    names = ("train", "val", "test")
-    return tuple(_balanced(r, s, rng, name) for r, s, name in zip(real_parts, synthetic_parts, names))
+    (train, _, _), (val, _, _), (test, test_real, test_synthetic) = (
+        _balanced(r, s, rng, name) for r, s, name in zip(real_parts, synthetic_parts, ("train", "val", "test"))
+    )
+    groups = np.asarray(heldout_groups)[test_rows][test_real]
+    _, units = np.unique(groups, return_inverse=True)
+    return DetectorParts(train, val, test, np.concatenate([units, units.max() + 1 + np.arange(len(test_synthetic))]))
 
 
 def detect_synthetic(
@@ -97,21 +105,30 @@ def detect_synthetic(
     seed: int,
     device: torch.device,
     progress: bool = False,
+    bootstrap: int = 1000,
+    confidence: float = 0.95,
 ) -> DetectorResult:
-    """Train simple_cnn (classify.train.train_classifier, R = 0) on synthetic vs real uint8 (N, H, W) scans
-    of one class, resized alike to image_size; AUROC and accuracy on the held-out test part."""
-    train, val, test = detector_splits(
+    """Train simple_cnn (classify.train.train_classifier) on synthetic vs real uint8 (N, H, W) scans of one
+    class, resized alike to image_size; AUROC (with a `confidence` interval from `bootstrap` resamples of
+    test patients and synthetic scans) and accuracy on the held-out test part."""
+    parts = detector_splits(
         *(resize_scans(images, image_size) for images in (real_train, real_heldout)), heldout_groups,
         resize_scans(synthetic, image_size), seed,
     )  # fmt: skip
+    train, val, test = parts.train, parts.val, parts.test
     config = ClassifierConfig(
         arch="simple_cnn", image_size=image_size, batch_size=DETECTOR_BATCH_SIZE, epochs=epochs,
         learning_rate=DETECTOR_LEARNING_RATE, weight_decay=DETECTOR_WEIGHT_DECAY,
     )  # fmt: skip
-    result = train_classifier(train, val, None, SYNTHETIC, 0, config, seed, device, progress=progress)
-    p_synthetic = predict_proba(result.model, test.images, device)[:, SYNTHETIC]
+    result = train_classifier(train, val, config, seed=seed, device=device, progress=progress)
+    probs = predict_proba(result.model, test.images, device)
+    p_synthetic = probs[:, SYNTHETIC]
+    runs = Runs(probs=probs[None], labels=test.labels, patients=parts.test_units, positive=SYNTHETIC)
+    low, high = interval(inference_bootstrap(runs, "auroc", cluster_draws(parts.test_units, 1, bootstrap, seed, strata=test.labels)), confidence)
     return DetectorResult(
         auroc=float(roc_auc_score(test.labels == SYNTHETIC, p_synthetic)),
+        auroc_ci_low=low,
+        auroc_ci_high=high,
         accuracy=float(((p_synthetic > 0.5) == (test.labels == SYNTHETIC)).mean()),
         n_train=len(train.labels) // 2,
         n_val=len(val.labels) // 2,

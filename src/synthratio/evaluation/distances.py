@@ -1,7 +1,8 @@
 """FID (Heusel et al. 2017, "GANs Trained by a Two Time-Scale Update Rule Converge to a Local Nash
 Equilibrium"), KID (Binkowski et al. 2018, "Demystifying MMD GANs") and precision/recall/density/coverage
 (manifold.py) between synthetic and held-out real scans, next to the real-vs-real floor that a perfect
-generator would score with the same set sizes.
+generator would score with the same set sizes: two halves of the held-out scans with no patient in common,
+over several halvings.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 from cleanfid import fid
 
+from synthratio.evaluation.halves import patient_halves
 from synthratio.evaluation.manifold import MANIFOLD_KEYS, precision_recall_density_coverage
 
 KID_SUBSETS = 100  # random subsets KID averages over (clean-fid's default)
-DISTANCE_KEYS = ("fid", "kid", "fid_floor", "kid_floor", *MANIFOLD_KEYS, *(f"{key}_floor" for key in MANIFOLD_KEYS))
+DISTANCE_KEYS = tuple(f"{key}{suffix}" for suffix in ("", "_floor", "_floor_sd") for key in ("fid", "kid", *MANIFOLD_KEYS))
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
@@ -60,25 +62,19 @@ def distance_pair(x: np.ndarray, y: np.ndarray, kid_subset_size: int, seed: int 
     return DistancePair(fid=fid_value, kid=kid_value)
 
 
-def split_real(n_real: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices of two disjoint halves of n_real shuffled real rows: the reference A (first n_real // 2)
-    and the held-out rest B. feature_distances(seed) draws its halves as split_real(n, default_rng(seed))."""
-    order = rng.permutation(n_real)
-    half = n_real // 2
-    return order[:half], order[half:]
-
-
 def feature_distances(
-    synthetic: np.ndarray, real: np.ndarray, kid_subset_size: int, seed: int = 0, nearest_k: int = 5
+    synthetic: np.ndarray, real: np.ndarray, groups: np.ndarray, kid_subset_size: int, seed: int = 0, nearest_k: int = 5,
+    splits: int = 1,
 ) -> dict[str, float]:
-    """Synthetic-vs-real distances and the real-vs-real floor, in one feature space.
+    """Synthetic-vs-real distances and the real-vs-real floor, in one feature space, averaged over `splits`
+    patient-disjoint halvings of the real rows (`groups`: each real row's patient).
 
-    The real rows are shuffled (seed) and split into disjoint halves A and B (split_real). A is the
-    reference; the synthetic set (subsampled, seed) and B are cut to the same size n_compared =
-    min(n_synthetic, |A|), so fid/kid and precision/recall/density/coverage (synthetic vs A) and their
-    *_floor twins (B vs A) carry the same small-sample bias. When synthetic has fewer rows than |A|,
-    n_compared < n_real_half says so. The k-NN metrics use nearest_k = min(nearest_k, n_compared - 1)
-    neighbours, recorded as nearest_k.
+    In halving j the real rows split into patient-disjoint halves A and B (patient_halves). A is the
+    reference; the synthetic set and B are subsampled to the same size n_compared = min(n_synthetic, |A|,
+    |B|), so fid/kid and precision/recall/density/coverage (synthetic vs A) and their *_floor twins (B vs A)
+    carry the same small-sample bias. Each key is the mean over halvings, each *_floor also comes with its
+    standard deviation *_floor_sd (how far the floor moves with the halving). The k-NN metrics use nearest_k
+    = min(nearest_k, n_compared - 1) neighbours, recorded as nearest_k.
     """
     if synthetic.ndim != 2 or real.ndim != 2 or synthetic.shape[1] != real.shape[1]:
         raise ValueError(
@@ -89,28 +85,32 @@ def feature_distances(
             f"{len(synthetic)} synthetic and {len(real)} real feature rows; expected at least 2 synthetic and 4 real "
             "(real is split into two halves, and a covariance needs two rows)"
         )
-    if nearest_k < 1:
-        raise ValueError(f"nearest_k={nearest_k}; expected a neighbour count >= 1")
-    rng = np.random.default_rng(seed)
-    reference_rows, rest = split_real(len(real), rng)
-    n_compared = min(len(synthetic), len(reference_rows))
-    reference = real[reference_rows]
-    held_out = real[rest[:n_compared]]
-    chosen = synthetic[rng.choice(len(synthetic), size=n_compared, replace=False)]
-    versus = distance_pair(chosen, reference, kid_subset_size, seed)
-    floor = distance_pair(held_out, reference, kid_subset_size, seed)
+    if len(groups) != len(real):
+        raise ValueError(f"{len(groups)} patient groups for {len(real)} real feature rows")
+    if nearest_k < 1 or splits < 1:
+        raise ValueError(f"nearest_k={nearest_k}, splits={splits}; expected counts >= 1")
+    halvings = [patient_halves(groups, np.random.default_rng([seed, j])) for j in range(splits)]
+    n_compared = min(len(synthetic), *(min(len(a), len(b)) for a, b in halvings))
+    if n_compared < 2:
+        raise ValueError(f"a patient-disjoint half holds {n_compared} real row(s); a covariance needs two (more held-out patients)")
     k = min(nearest_k, n_compared - 1)
-    manifold = precision_recall_density_coverage(reference, chosen, k)
-    manifold_floor = precision_recall_density_coverage(reference, held_out, k)
+    versus, floor = [], []
+    for j, (reference_rows, rest) in enumerate(halvings):
+        rng = np.random.default_rng([seed, j, 1])
+        reference = real[reference_rows]
+        held_out = real[rng.choice(rest, size=n_compared, replace=False)]
+        chosen = synthetic[rng.choice(len(synthetic), size=n_compared, replace=False)]
+        for out, candidate in ((versus, chosen), (floor, held_out)):
+            pair = distance_pair(candidate, reference, kid_subset_size, seed)
+            out.append({"fid": pair.fid, "kid": pair.kid, **precision_recall_density_coverage(reference, candidate, k)})
+    keys = versus[0].keys()
     return {
-        "fid": versus.fid,
-        "kid": versus.kid,
-        "fid_floor": floor.fid,
-        "kid_floor": floor.kid,
-        **manifold,
-        **{f"{key}_floor": value for key, value in manifold_floor.items()},
+        **{key: float(np.mean([v[key] for v in versus])) for key in keys},
+        **{f"{key}_floor": float(np.mean([f[key] for f in floor])) for key in keys},
+        **{f"{key}_floor_sd": float(np.std([f[key] for f in floor], ddof=1)) if splits > 1 else 0.0 for key in keys},
         "n_synthetic": len(synthetic),
-        "n_real_half": len(reference_rows),
+        "n_real_half": int(round(np.mean([len(a) for a, _ in halvings]))),
         "n_compared": n_compared,
         "nearest_k": k,
+        "floor_splits": splits,
     }

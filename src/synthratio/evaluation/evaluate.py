@@ -20,11 +20,13 @@ import numpy as np
 import pandas as pd
 import torch
 from cleanfid.features import build_feature_extractor
+from scipy.stats import binomtest
 
 from synthratio.config import EvaluateConfig
 from synthratio.data.ingest import load_split
 from synthratio.evaluation.detector import detect_synthetic, resize_scans
-from synthratio.evaluation.distances import DISTANCE_KEYS, feature_distances, split_real
+from synthratio.evaluation.distances import DISTANCE_KEYS, feature_distances
+from synthratio.evaluation.halves import patient_halves
 from synthratio.evaluation.features import FeatureFn, file_features, inception_available, read_scans, write_png_folder
 from synthratio.evaluation.memorization import Memorization, memorization, pixel_rows, save_memorization_grid
 
@@ -40,17 +42,13 @@ class RealScans:
     train: np.ndarray  # the generator's training scans (what memorization compares with)
 
 
-def load_real_scans(prepared: Path, heldout_split: str, size: int, label: int) -> RealScans:
-    """The prepared real scans of class `label` at `size` px: held-out split (with patient groups from
-    index.csv) and train split."""
+def load_heldout(prepared: Path, heldout_split: str, size: int, label: int, train: np.ndarray) -> RealScans:
+    """The prepared held-out scans of class `label` at `size` px, with their patient groups from index.csv,
+    beside `train`, the generator's training scans."""
     index = pd.read_csv(prepared / "index.csv")
     images, labels = load_split(prepared, heldout_split, size)
     groups = index.loc[index["split"] == heldout_split].sort_values("row")["patient_group"].to_numpy()
-    train, train_labels = load_split(prepared, "train", size)
-    return RealScans(
-        heldout=np.asarray(images[labels == label]), heldout_groups=groups[labels == label],
-        train=np.asarray(train[train_labels == label]),
-    )  # fmt: skip
+    return RealScans(heldout=np.asarray(images[labels == label]), heldout_groups=groups[labels == label], train=np.asarray(train))
 
 
 def _check_inputs(synthetic: np.ndarray, files: Sequence[Path], real: RealScans) -> None:
@@ -80,6 +78,7 @@ def evaluate_synthetic(
     workdir: Path,
     memorization_plot: Path | None = None,
     progress: bool = False,
+    confidence: float = 0.95,
 ) -> dict[str, float | int | bool]:
     """All of metrics/synthetic.json for the listed synthetic scans (see the module docstring).
 
@@ -113,12 +112,13 @@ def evaluate_synthetic(
         computed[space] = (
             extract(synthetic_files, name=f"{space} features, synthetic"), extract(real_files, name=f"{space} features, real")
         )
-        distances = feature_distances(*computed[space], config.kid_subset_size, config.seed, config.nearest_k)
+        distances = feature_distances(*computed[space], real.heldout_groups, config.kid_subset_size, config.seed,
+                                      config.nearest_k, config.floor_splits)
         metrics.update({f"{space}_{key}": distances[key] for key in DISTANCE_KEYS})
     train_features = file_features(train_files, feature_fn, device, config.batch_size, config.workers,
                                    name="domain features, real training", progress=progress)
 
-    reference, floor = split_real(len(real.heldout), np.random.default_rng(config.seed))  # feature_distances' halves
+    reference, floor = patient_halves(real.heldout_groups, np.random.default_rng([config.seed, 0]))  # distances' first halving
     # Pixel distances at a capped size: the exact search costs a multiply-add per pixel of every pair, and a
     # copy of a 512 px scan is as much a copy at 64 px (the threshold is calibrated at the same size).
     pixel_size = min(config.pixel_size, synthetic.shape[1])
@@ -126,20 +126,27 @@ def evaluate_synthetic(
     copies: dict[str, Memorization] = {}
     for space, (fake, heldout, train) in {"features": (*computed["domain"], train_features), "pixels": pixels}.items():
         copies[space] = memorization(fake, heldout[reference], heldout[floor], train, config.memorization_quantile, device)
+        found = copies[space]
         metrics.update({
-            f"memorized_share_{space}": copies[space].share,
-            f"memorized_share_{space}_floor": copies[space].share_floor,
-            f"memorized_threshold_{space}": copies[space].threshold,
+            f"memorized_share_{space}": found.share,
+            f"memorized_share_{space}_floor": found.share_floor,
+            # one-sided exact binomial test of "no more than the quantile's share are this close" (the threshold
+            # is itself a quantile of len(reference) distances, so read p as a screen, not to three digits)
+            f"memorized_share_{space}_p": float(binomtest(int((found.nearest.distance <= found.threshold).sum()), len(fake),
+                                                          config.memorization_quantile, alternative="greater").pvalue),
+            f"memorized_threshold_{space}": found.threshold,
         })  # fmt: skip
     if memorization_plot is not None:
         save_memorization_grid(synthetic, real.train, copies, memorization_plot)
 
     detector = detect_synthetic(
         real.train, real.heldout, real.heldout_groups, synthetic, config.detector_image_size, config.detector_epochs,
-        config.seed, device, progress,
+        config.seed, device, progress, bootstrap=config.bootstrap, confidence=confidence,
     )  # fmt: skip
     metrics.update(
         detector_auroc=detector.auroc,
+        detector_auroc_ci_low=detector.auroc_ci_low,
+        detector_auroc_ci_high=detector.auroc_ci_high,
         detector_accuracy=detector.accuracy,
         detector_n_train=detector.n_train,
         detector_n_val=detector.n_val,
@@ -150,6 +157,7 @@ def evaluate_synthetic(
         n_real_half=distances["n_real_half"],
         n_compared=distances["n_compared"],
         nearest_k=distances["nearest_k"],
+        floor_splits=distances["floor_splits"],
         memorized_pixel_size=pixel_size,
         inception=use_inception,
         few_images=distances["n_compared"] < config.min_images,

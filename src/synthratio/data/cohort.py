@@ -1,0 +1,66 @@
+"""Cohorts: the real training patients of the synthetic class that one regime may see.
+
+A regime `keep` keeps keep % of the synthetic class's training patients, and its generator and its
+classifiers see exactly those (a generator trained on more patients would leak the held-back ones into the
+scarce regime through its scans). The cohorts are nested: one seeded order of the patients, and cohort k
+is its first round(k % of them), so the 25 % cohort lies inside the 50 % one and results move with the
+amount of data, not with which patients were drawn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from synthratio.data.ingest import load_split
+
+
+def cohort_patients(groups: np.ndarray, labels: np.ndarray, label: int, keep: int, subset_seed: int) -> np.ndarray:
+    """The patient groups of class `label` in cohort `keep`: the first round(keep % of them) (at least one)
+    in an order drawn from `subset_seed`."""
+    if not 0 < keep <= 100:
+        raise ValueError(f"keep={keep}; expected a percent of patients in 1..100")
+    ids = np.unique(np.asarray(groups)[np.asarray(labels) == label])
+    if len(ids) == 0:
+        raise ValueError(f"no training patients of class {label}; a cohort needs at least one")
+    order = np.random.default_rng(subset_seed).permutation(ids)
+    return np.sort(order[: max(1, (keep * len(ids) + 50) // 100)])
+
+
+def cohort_rows(groups: np.ndarray, labels: np.ndarray, label: int, keep: int, subset_seed: int) -> np.ndarray:
+    """Rows of a training split in cohort `keep`: every row of the other classes and the rows of class
+    `label` whose patient is in cohort_patients."""
+    groups, labels = np.asarray(groups), np.asarray(labels)
+    chosen = cohort_patients(groups, labels, label, keep, subset_seed)
+    return np.flatnonzero((labels != label) | np.isin(groups, chosen))
+
+
+@dataclass(frozen=True)
+class TrainingScans:
+    """The real training scans a cohort sees, uint8 at one size."""
+
+    images: np.ndarray  # (N, size, size)
+    labels: np.ndarray  # (N,) class indices
+    patients: np.ndarray  # (N,) patient group of each scan
+    class_counts: tuple[int, ...]  # scans per class in the whole training split (what batches are made of)
+
+
+def training_patients(prepared: Path) -> np.ndarray:
+    """The patient group of every train row of a prepared dataset, in row order."""
+    index = pd.read_csv(prepared / "index.csv")
+    return index.loc[index["split"] == "train"].sort_values("row")["patient_group"].to_numpy()
+
+
+def load_cohort(prepared: Path, size: int, num_classes: int, label: int, keep: int, subset_seed: int) -> TrainingScans:
+    """The prepared training scans at `size` px that cohort `keep` of class `label` may see (still the
+    memory map when it sees them all)."""
+    images, labels = load_split(prepared, "train", size)
+    patients = training_patients(prepared)
+    counts = tuple(int(n) for n in np.bincount(labels, minlength=num_classes))
+    rows = cohort_rows(patients, labels, label, keep, subset_seed)
+    if len(rows) < len(labels):
+        images, labels, patients = np.asarray(images[rows]), labels[rows], patients[rows]
+    return TrainingScans(images=images, labels=labels, patients=patients, class_counts=counts)

@@ -1,0 +1,62 @@
+"""The PNG figures the stages write (matplotlib, headless); `dvc plots` draws the CSV tables beside them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # stages run headless
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from synthratio.runtime import write_atomically  # noqa: E402
+
+STUDY_LABEL = "published study (Stable Diffusion, full Kermany): a reference, not comparable with these data"
+
+
+def save_ratio_plot(summary: dict, table: pd.DataFrame, x_label: str, path: Path, study: dict[int, float] | None = None) -> None:
+    """Left: accuracy vs x per family, mean over seeds with its band. Right: the paired difference in the
+    decision metric with its one-sided bounds, the -margin line the lower bound must clear, and R_max."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    margin, metric = summary["margin"], summary["metric"]
+    for color, (name, part) in zip(colors, table.groupby("family", sort=False)):
+        part = part.sort_values("x")
+        left.fill_between(part["x"], part["accuracy_low"], part["accuracy_high"], color=color, alpha=0.15)
+        left.plot(part["x"], part["accuracy"], "o-", color=color, label=f"{name}: mean over seeds, {summary['confidence']:.0%} band")
+        tested = part[part["x"] > 0]
+        errors = np.vstack([tested["delta"] - tested["delta_lower"], tested["delta_upper"] - tested["delta"]])
+        right.errorbar(tested["x"], tested["delta"], yerr=errors, fmt="o-", color=color, capsize=3, label=name)
+        block = summary.get(name)
+        if block is not None and block["r_max"] is not None:
+            right.axvline(block["r_max"], color=color, ls="--", lw=1, label=f"{name}: R_max {block['r_max']}%")
+    if metric == "accuracy" and study:
+        left.plot(list(study), list(study.values()), "s:", color="grey", alpha=0.6, label=STUDY_LABEL)
+    right.axhline(-margin, color="tab:red", lw=1, label=f"-margin ({margin:g}): lower bounds must stay above")
+    right.axhline(0, color="black", lw=0.5)
+    left.set(xlabel=x_label, ylabel="test accuracy (real scans)", title="Accuracy")
+    right.set(xlabel=x_label, ylabel=f"{metric} difference to the reference (positive: better)",
+              title=f"Paired difference, one-sided {summary['confidence']:.0%} bounds")
+    for ax in (left, right):
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=1, frameon=False)
+    _save(fig, path)
+
+
+def save_sample_grid(real: np.ndarray, synthetic: np.ndarray, path: Path, columns: int = 8) -> None:
+    """Real (top row) and synthetic (bottom row) scans side by side, at the generator's size."""
+    columns = min(columns, len(real), len(synthetic))
+    fig, axes = plt.subplots(2, columns, figsize=(1.4 * columns, 3.2), squeeze=False)
+    for row, (name, images) in enumerate((("real", real), ("synthetic", synthetic))):
+        for col in range(columns):
+            axes[row, col].imshow(images[col], cmap="gray", vmin=0, vmax=255)
+            axes[row, col].axis("off")
+        axes[row, 0].set_title(name, fontsize=9, loc="left")
+    _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    fig.tight_layout()
+    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)

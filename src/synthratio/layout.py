@@ -1,0 +1,68 @@
+"""Where every run's files live: one name per classifier run and per generator cohort, shared by the
+stages, the report and the tests (dvc.yaml spells the same patterns from params.yaml). No torch here, so
+the report stage stays light."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from synthratio.config import Params
+
+
+def run_name(ratio: int, keep: int) -> str:
+    """Name of the classifier runs (every seed) at ratio R in regime keep: one stage, one folder each."""
+    return f"ratio_{ratio}_keep_{keep}"
+
+
+def classifier_path(params: Params, ratio: int, seed: int, keep: int) -> Path:
+    return params.paths.classifiers / run_name(ratio, keep) / f"seed_{seed}.safetensors"
+
+
+def predictions_path(params: Params, ratio: int, seed: int, keep: int) -> Path:
+    return params.paths.predictions / run_name(ratio, keep) / f"seed_{seed}.csv"
+
+
+def classifier_live_path(params: Params, ratio: int, seed: int, keep: int) -> Path:
+    return params.paths.live / run_name(ratio, keep) / f"seed_{seed}"
+
+
+def classifier_metrics_path(params: Params, ratio: int, keep: int) -> Path:
+    """Every seed's test metrics of one (R, keep), a JSON list in sweep.seeds order."""
+    return params.paths.metrics / "classifier" / f"{run_name(ratio, keep)}.json"
+
+
+def cohort_name(keep: int) -> str:
+    """Name of the generator of cohort `keep` (the keep % of real CNV training patients it may see)."""
+    return f"keep_{keep}"
+
+
+@dataclass(frozen=True)
+class GeneratorFiles:
+    """What finetune@keep, generate@keep and evaluate_synthetic@keep write for one cohort."""
+
+    model: Path  # diffusers pipeline folder
+    checkpoints: Path  # resumable training state, beside the model (outside the DVC output)
+    live: Path  # dvclive training curves
+    synthetic: Path  # <CLASS>/<seed:06d>.png under it
+    finetune_metrics: Path
+    generate_metrics: Path
+    synthetic_metrics: Path
+    samples_plot: Path
+    memorization_plot: Path
+
+
+def generator_files(params: Params, keep: int) -> GeneratorFiles:
+    name, paths = cohort_name(keep), params.paths
+    model = paths.diffusion_model / name
+    return GeneratorFiles(
+        model=model,
+        checkpoints=model.with_name(f"{name}.checkpoints"),
+        live=paths.live / f"finetune_{name}",
+        synthetic=paths.synthetic / name,
+        finetune_metrics=paths.metrics / "finetune" / f"{name}.json",
+        generate_metrics=paths.metrics / "generate" / f"{name}.json",
+        synthetic_metrics=paths.metrics / "synthetic" / f"{name}.json",
+        samples_plot=paths.plots / f"samples_{name}.png",
+        memorization_plot=paths.plots / f"memorization_{name}.png",
+    )
