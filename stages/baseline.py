@@ -3,9 +3,7 @@ patients. They never read synthetic data, so a new generator does not rerun them
 
 import argparse
 
-from synthratio.classify.experiment import check_run, run_ratio
-from synthratio.config import load_params
-from synthratio.runtime import setup
+from synthratio.config import load_params, run_stage
 
 
 def main() -> None:
@@ -13,10 +11,14 @@ def main() -> None:
     parser.add_argument("--keep", type=int, required=True, help="cohort: percent of the real CNV training patients, 1..100")
     args = parser.parse_args()
     params = load_params()
+    # imported once params.yaml is read and checked: torch, diffusers and sklearn take seconds to import
+    from synthratio.classify.experiment import check_run, run_ratio
+    from synthratio.runtime import setup
+
     check_run(params, 0, args.keep)
     device = setup(params.runtime)
     run_ratio(params, 0, args.keep, device)
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

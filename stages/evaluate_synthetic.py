@@ -7,14 +7,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from synthratio.classify.experiment import load_classifier
-from synthratio.config import load_params
-from synthratio.data.cohort import load_cohort
-from synthratio.data.synthetic import synthetic_file, synthetic_seeds
-from synthratio.evaluation.evaluate import evaluate_synthetic, load_heldout
-from synthratio.evaluation.features import classifier_feature_fn
-from synthratio.layout import generator_files
-from synthratio.runtime import setup, write_json
+from synthratio.config import load_params, run_stage
 
 
 def main() -> None:
@@ -22,6 +15,15 @@ def main() -> None:
     parser.add_argument("--keep", type=int, required=True, help="cohort: percent of the real CNV training patients, 1..100")
     args = parser.parse_args()
     params = load_params()
+    # imported once params.yaml is read and checked: torch, diffusers and sklearn take seconds to import
+    from synthratio.classify.experiment import load_classifier
+    from synthratio.data.cohort import load_cohort
+    from synthratio.data.synthetic import synthetic_file, synthetic_seeds
+    from synthratio.evaluation.evaluate import evaluate_synthetic, load_heldout
+    from synthratio.evaluation.features import classifier_feature_fn
+    from synthratio.layout import generator_files
+    from synthratio.runtime import setup, write_json
+
     device = setup(params.runtime)
     config, target, classes = params.evaluate, params.finetune.target_class, params.prepare.classes
     files = generator_files(params, args.keep)
@@ -41,4 +43,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

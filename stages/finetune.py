@@ -5,15 +5,7 @@ import argparse
 import contextlib
 import shutil
 
-import numpy as np
-from accelerate import PartialState
-
-from synthratio.config import load_params
-from synthratio.data.cohort import load_cohort
-from synthratio.diffusion.pixel import save_pipeline, train_pixel, training_rows
-from synthratio.diffusion.training import resolve_mixed_precision
-from synthratio.layout import generator_files
-from synthratio.runtime import open_live, setup, write_json
+from synthratio.config import load_params, run_stage
 
 
 def main() -> None:
@@ -21,6 +13,16 @@ def main() -> None:
     parser.add_argument("--keep", type=int, required=True, help="cohort: percent of the real CNV training patients, 1..100")
     args = parser.parse_args()
     params = load_params()
+    # imported once params.yaml is read and checked: torch, diffusers and sklearn take seconds to import
+    import numpy as np
+    from accelerate import PartialState
+
+    from synthratio.data.cohort import load_cohort
+    from synthratio.diffusion.pixel import save_pipeline, train_pixel, training_rows
+    from synthratio.diffusion.training import resolve_mixed_precision
+    from synthratio.layout import generator_files
+    from synthratio.runtime import open_live, setup, write_json
+
     device = setup(params.runtime)
     config, classes = params.finetune, params.prepare.classes
     label = classes.index(config.target_class)
@@ -38,7 +40,7 @@ def main() -> None:
     if not main_process:
         return
     patients = cohort.patients[training_rows(cohort.labels, classes, config)]
-    save_pipeline(result.pipeline, files.model, classes=result.classes, training_patients=patients)
+    save_pipeline(result.pipeline, files.model, classes=result.classes, training_patients=patients, pretrained=config.pretrained)
     shutil.rmtree(files.checkpoints, ignore_errors=True)
     tail = result.losses[-min(50, len(result.losses)):]
     write_json(files.finetune_metrics, {
@@ -56,4 +58,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

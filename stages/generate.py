@@ -5,17 +5,7 @@ import argparse
 import logging
 import time
 
-import numpy as np
-from accelerate import PartialState
-
-from synthratio.config import load_params
-from synthratio.data.cohort import load_cohort
-from synthratio.data.synthetic import load_synthetic, synthetic_seeds
-from synthratio.diffusion.noise import make_noise_injector, measure_noise
-from synthratio.diffusion.sampling import generate_to_folder
-from synthratio.figures import save_sample_grid
-from synthratio.layout import generator_files
-from synthratio.runtime import setup, write_json
+from synthratio.config import load_params, run_stage
 
 log = logging.getLogger("generate")
 
@@ -25,6 +15,18 @@ def main() -> None:
     parser.add_argument("--keep", type=int, required=True, help="cohort: percent of the real CNV training patients, 1..100")
     args = parser.parse_args()
     params = load_params()
+    # imported once params.yaml is read and checked: torch, diffusers and sklearn take seconds to import
+    import numpy as np
+    from accelerate import PartialState
+
+    from synthratio.data.cohort import load_cohort
+    from synthratio.data.synthetic import load_synthetic, synthetic_seeds
+    from synthratio.diffusion.noise import make_noise_injector, measure_noise
+    from synthratio.diffusion.sampling import generate_to_folder
+    from synthratio.figures import save_sample_grid
+    from synthratio.layout import generator_files
+    from synthratio.runtime import setup, write_json
+
     device = setup(params.runtime)
     config, target = params.generate, params.finetune.target_class
     seeds = synthetic_seeds(config)
@@ -68,4 +70,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

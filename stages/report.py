@@ -2,22 +2,28 @@
 set resolves, per-R figures and lower bounds), plots/ratio_summary.csv for dvc plots, the figure and a
 markdown report. Reads exactly the runs params.yaml lists."""
 
+from __future__ import annotations
+
 import json
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
+from synthratio.config import Params, load_params, run_stage
 
-from synthratio.config import Params, load_params
-from synthratio.figures import save_ratio_plot
-from synthratio.inference import Runs
-from synthratio.layout import classifier_metrics_path, generator_files, predictions_path
-from synthratio.report import STUDY_ACCURACY, Arm, families, markdown_report, summarize
-from synthratio.runtime import setup, write_atomically, write_json
+if TYPE_CHECKING:
+    from synthratio.report import Arm
 
 
 def load_arm(params: Params, ratio: int, keep: int, scans: list[str] | None) -> tuple[Arm, list[str]]:
     """Every seed's metrics and test probabilities of one (R, keep), and the test scans they scored; every
     run must have scored the same test scans in the same order (`scans`: those of the runs read before)."""
+    # imported here, not at the top: main() reads and checks params.yaml before the seconds of these imports
+    import numpy as np
+    import pandas as pd
+
+    from synthratio.inference import Runs
+    from synthratio.layout import classifier_metrics_path, predictions_path
+    from synthratio.report import Arm
+
     probs = []
     for seed in params.sweep.seeds:
         path = predictions_path(params, ratio, seed, keep)
@@ -34,6 +40,12 @@ def load_arm(params: Params, ratio: int, keep: int, scans: list[str] | None) -> 
 
 def main() -> None:
     params = load_params()
+    # imported once params.yaml is read and checked: pandas, scipy and matplotlib take seconds to import
+    from synthratio.figures import save_ratio_plot
+    from synthratio.layout import generator_files
+    from synthratio.report import STUDY_ACCURACY, families, markdown_report, summarize
+    from synthratio.runtime import setup, write_atomically, write_json
+
     setup(params.runtime)
     sweep, plots = params.sweep, params.paths.plots
     arms, scans = {}, None
@@ -50,4 +62,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

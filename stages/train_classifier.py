@@ -3,9 +3,7 @@ of the real CNV patients and its generator's scans, tested on real scans."""
 
 import argparse
 
-from synthratio.classify.experiment import check_run, run_ratio
-from synthratio.config import ParamsError, load_params
-from synthratio.runtime import setup
+from synthratio.config import ParamsError, load_params, run_stage
 
 
 def main() -> None:
@@ -16,10 +14,14 @@ def main() -> None:
     params = load_params()
     if args.ratio == 0:  # R=0 is the baseline stage, which never reads synthetic scans
         raise ParamsError("--ratio 0: run the baseline stage for R=0")
+    # imported once params.yaml is read and checked: torch, diffusers and sklearn take seconds to import
+    from synthratio.classify.experiment import check_run, run_ratio
+    from synthratio.runtime import setup
+
     check_run(params, args.ratio, args.keep)
     device = setup(params.runtime)
     run_ratio(params, args.ratio, args.keep, device)
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -1,11 +1,14 @@
 import copy
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from synthratio.config import ParamsError, load_params, params_from_dict
+from synthratio.config import ParamsError, check_params, load_params, params_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,6 +47,10 @@ def test_repository_params_load():
         ("prepare", "test_fraction", 0.9, "< 1"),
         ("prepare", "classes", ["CNV", "GLAUCOMA"], "names from"),
         ("finetune", "beta_schedule", "cosine", "one of"),
+        ("finetune", "beta_schedule", "pretrained",
+         r"one of \[.*'squaredcos_cap_v2'\] for the pixel backend \('pretrained', the pretrained scheduler's own, is for the latent"),
+        ("finetune", "prediction_type", "pretrained", r"one of \['epsilon', 'v_prediction'\] for the pixel backend"),
+        ("finetune", "prediction_type", "x0", r"one of \['epsilon', 'v_prediction'\], or 'pretrained' \(latent backend"),
         ("finetune", "backend", "gan", "one of"),
         ("finetune", "lr_schedule", "step", "one of"),
         ("finetune", "mixed_precision", "fp8", "one of"),
@@ -70,18 +77,101 @@ def test_bad_values_name_key_value_and_allowed(raw_params, section, key, value, 
     assert f"{section}." in str(error.value)
 
 
-def test_unknown_key_lists_known_keys(raw_params):
-    raw_params["classifier"]["epoch"] = 3
-    with pytest.raises(ParamsError, match=r"unknown key\(s\) \['epoch'\].*known keys: .*'epochs'"):
+def test_unknown_key_names_the_closest_known_key_or_lists_them(raw_params):
+    raw_params["finetune"]["step"] = raw_params["finetune"].pop("steps")  # a misspelt key: one error, not two
+    steps = raw_params["finetune"]["step"]
+    raw_params["classifier"]["zzz"] = 3
+    raw_params["evalute"] = raw_params.pop("evaluate")
+    with pytest.raises(ParamsError) as error:
         params_from_dict(raw_params)
+    assert sorted(str(error.value).splitlines()) == [
+        "params.yaml: classifier.zzz=3; unknown key, known keys: ['arch', 'batch_size', 'epochs', 'image_size', "
+        "'learning_rate', 'pretrained', 'weight_decay']",
+        "params.yaml: evalute; unknown section, did you mean 'evaluate'?",
+        f"params.yaml: finetune.step={steps}; unknown key, did you mean 'finetune.steps'?",
+    ]
 
 
 def test_missing_key_and_missing_file(raw_params, tmp_path):
     del raw_params["generate"]["sampler"]
-    with pytest.raises(ParamsError, match=r"lacks key\(s\) \['sampler'\]"):
+    with pytest.raises(ParamsError, match=r"^params.yaml: generate.sampler is missing; expected a string$"):
         params_from_dict(raw_params)
     with pytest.raises(ParamsError, match="no such params file"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_every_error_is_reported_at_once(raw_params):
+    raw_params["generate"].update(sampler="heun", num_images=-4)  # two bad values in one section
+    raw_params["finetune"]["learning_rate"] = "fast"  # a wrong type
+    raw_params["classifier"]["epoch"] = 3  # an unknown key
+    del raw_params["report"]["seed"]  # a missing key
+    raw_params["prepare"]["test_fraction"] = 0.9  # a bad value of a section that is otherwise whole
+    with pytest.raises(ParamsError) as error:
+        params_from_dict(raw_params)
+    lines = str(error.value).splitlines()
+    expected = [
+        "generate.sampler='heun'; expected one of",
+        "generate.num_images=-4; expected a positive number",
+        "finetune.learning_rate='fast'; expected a number",
+        "classifier.epoch=3; unknown key, did you mean 'classifier.epochs'?",
+        "report.seed is missing; expected an integer",
+        "prepare.val_fraction + test_fraction=",
+    ]
+    assert len(lines) == len(expected), lines
+    for fragment in expected:
+        assert sum(fragment in line for line in lines) == 1, (fragment, lines)
+    assert all(line.startswith("params.yaml: ") for line in lines)
+
+
+def test_cross_section_rules_are_reported_with_the_sections_own_errors(raw_params):
+    raw_params["evaluate"]["encoder_seed"] = 7  # not one of sweep.seeds
+    raw_params["sweep"]["ratios"] = [50, 50]
+    with pytest.raises(ParamsError) as error:
+        params_from_dict(raw_params)
+    assert [line.split(";")[0] for line in str(error.value).splitlines()] == [
+        "params.yaml: sweep.ratios=[50, 50]", "params.yaml: evaluate.encoder_seed=7"]
+
+
+def check(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "synthratio.config", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_check_command_applies_dvc_overrides_and_reports_bad_ones(raw_params, tmp_path):
+    raw_params["finetune"].update(steps=400, warmup_steps=0)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params, sort_keys=False))
+    done = check("-S", "sweep.ratios=[25,50]", "-S", "finetune.steps=300", "-S", "finetune.learning_rate=1e-4", cwd=tmp_path)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "params.yaml: OK\n", "")
+    done = check("-S", "finetune.step=300", "-S", "generate.num_images=-8", "-S", "finetune.steps=300,-1", cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.splitlines() == [
+        "error: params.yaml: -S finetune.step=300: unknown key, did you mean 'finetune.steps'?",
+        "error: params.yaml: generate.num_images=-8; expected a positive number",
+        "error: params.yaml: finetune.steps=-1; expected a positive number (with -S generate.num_images=-8 -S finetune.steps=-1)",
+        "error: params.yaml: finetune.warmup_steps=0; expected fewer than finetune.steps (-1) "
+        "(with -S generate.num_images=-8 -S finetune.steps=-1)",
+    ]
+    raw_params["finetune"]["step"] = raw_params["finetune"].pop("steps")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params, sort_keys=False))
+    assert check(cwd=tmp_path).returncode == 2
+    assert check("-S", "~finetune.step", "-S", "+finetune.steps=400", cwd=tmp_path).stdout == "params.yaml: OK\n"
+
+
+def test_check_params_counts_the_parameter_sets_of_a_sweep():
+    assert check_params(REPO / "params.yaml", ["finetune.steps=300,600", "generate.sampler=ddim,unipc"]) == 4
+
+
+def test_stage_with_a_typo_fails_at_once_in_one_line(raw_params, tmp_path):
+    raw_params["finetune"]["step"] = raw_params["finetune"].pop("steps")
+    steps = raw_params["finetune"]["step"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params, sort_keys=False))
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, str(REPO / "stages" / "finetune.py"), "--keep", "100"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    assert done.returncode == 2
+    assert done.stderr == f"error: params.yaml: finetune.step={steps}; unknown key, did you mean 'finetune.steps'?\n"
+    assert [path.name for path in tmp_path.iterdir()] == ["params.yaml"]
+    assert seconds < 5, f"{seconds:.1f} s: the stage imports torch before it reads params.yaml"
 
 
 @pytest.mark.parametrize(
@@ -104,3 +194,13 @@ def test_latent_backend_accepts_a_hub_id_or_a_pipeline_folder(raw_params, tmp_pa
     for pretrained in ("stable-diffusion-v1-5/stable-diffusion-v1-5", str(tmp_path)):
         raw_params["finetune"].update(backend="latent", pretrained=pretrained)
         assert params_from_dict(raw_params).finetune.pretrained == pretrained
+
+
+def test_latent_backend_takes_the_pretrained_schedule_and_checks_other_values(raw_params, tmp_path):
+    (tmp_path / "model_index.json").write_text("{}")
+    raw_params["finetune"].update(backend="latent", pretrained=str(tmp_path), beta_schedule="pretrained", prediction_type="pretrained")
+    finetune = params_from_dict(raw_params).finetune
+    assert (finetune.beta_schedule, finetune.prediction_type) == ("pretrained", "pretrained")
+    raw_params["finetune"]["beta_schedule"] = "cosine"
+    with pytest.raises(ParamsError, match=r"finetune.beta_schedule='cosine'; expected one of \[.*\], or 'pretrained'"):
+        params_from_dict(raw_params)

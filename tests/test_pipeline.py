@@ -56,7 +56,7 @@ def test_each_generator_learned_only_its_own_cohort(project: Path):
     full = set(json.loads((project / "models/diffusion/keep_100/training_patients.json").read_text()))
     scarce = set(json.loads((project / "models/diffusion/keep_25/training_patients.json").read_text()))
     assert full == everyone
-    assert scarce < everyone and len(scarce) == max(1, round(len(everyone) / 4))
+    assert scarce < everyone and len(scarce) == max(1, (25 * len(everyone) + 50) // 100)  # 25%, halves rounded up
     for run_metrics in json.loads((project / "metrics/classifier/ratio_100_keep_25.json").read_text()):
         assert run_metrics["real_patients_of_class"] == len(scarce)
     predictions = [(project / f"data/predictions/ratio_100_keep_{keep}/seed_0.csv").read_bytes() for keep in (100, 25)]
@@ -92,7 +92,7 @@ def test_data_mode_fills_each_cohort_with_its_own_synthetic_scans(project: Path)
     nothing_left_out = json.loads((project / "metrics/classifier/ratio_100_keep_100.json").read_text())
     assert [run["seed"] for run in filled_runs] == [0, 1]
     for filled, unfilled in zip(filled_runs, nothing_left_out):
-        assert filled["real_patients_of_class"] == len(cohort) == round(len(train_patients(project)) / 2)
+        assert filled["real_patients_of_class"] == len(cohort) == (50 * len(train_patients(project)) + 50) // 100
         assert filled["real_scans_of_class"] + filled["synthetic_scans"] == n_real  # the CNV count is unchanged
         assert filled["synthetic_share"] == pytest.approx(filled["synthetic_scans"] / n_real)
         assert unfilled["synthetic_scans"] == 0

@@ -221,10 +221,11 @@ def test_bad_params_stop_a_stage_before_any_work(tmp_path, script, args, section
     started = time.perf_counter()
     done = run([sys.executable, str(REPO / "stages" / script), *args], tmp_path, check=False)
     seconds = time.perf_counter() - started
-    assert done.returncode != 0
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: params.yaml: ") and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert f"{section}.{key}={value!r}" in done.stderr.strip().splitlines()[-1], done.stderr[-2000:]
     assert [p.name for p in tmp_path.rglob("*")] == ["params.yaml"], "the stage wrote files before failing"
-    assert seconds < 60, f"{script} took {seconds:.0f} s to reject {section}.{key}"
+    assert seconds < 5, f"{script} took {seconds:.1f} s to reject {section}.{key} (heavy imports before load_params?)"
 
 
 # --- weights load only as safetensors or with weights_only ---

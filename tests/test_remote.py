@@ -112,7 +112,7 @@ def test_launcher_param_runs_finetune_under_accelerate_through_dvc(project):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["runtime"]["progress"] = not params["runtime"]["progress"]
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert "up to date" in run(["dvc", "status", "finetune", "generate"], project).stdout
+    assert "up to date" in run(["dvc", "status", "finetune@100", "generate@100"], project).stdout
     params["runtime"]["launcher"] = " ".join(["accelerate", "launch", *two_cpu_options()])
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 

@@ -1,4 +1,9 @@
+import io
 import json
+import os
+import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -6,7 +11,7 @@ from safetensors.torch import save_file
 
 from synthratio.config import RuntimeConfig
 from synthratio.layout import run_name
-from synthratio.runtime import load_safetensors, setup, write_atomically, write_json
+from synthratio.runtime import load_safetensors, progress_bar, setup, write_atomically, write_json
 
 
 def test_write_json_replaces_whole_file(tmp_path):
@@ -41,3 +46,56 @@ def test_load_safetensors_round_trip_and_missing_file(tmp_path):
     assert torch.equal(load_safetensors(path)["w"], torch.arange(3.0))
     with pytest.raises(FileNotFoundError, match="missing.safetensors"):
         load_safetensors(tmp_path / "missing.safetensors")
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    "stream, enabled, tqdm_disable, shown",
+    [
+        (Terminal, True, None, True),
+        (io.StringIO, True, None, False),  # a log file or `dvc queue logs`: no carriage-return lines
+        (Terminal, True, "1", False),
+        (Terminal, False, None, False),  # runtime.progress: false
+    ],
+)
+def test_bars_show_only_on_a_terminal(monkeypatch, stream, enabled, tqdm_disable, shown):
+    if tqdm_disable is None:
+        monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    else:
+        monkeypatch.setenv("TQDM_DISABLE", tqdm_disable)
+    out = stream()
+    with progress_bar(range(3), enabled=enabled, file=out) as bar:
+        assert bar.disable is not shown
+        assert list(bar) == [0, 1, 2]
+    assert bool(out.getvalue()) is shown
+
+
+def test_bars_are_off_when_stderr_is_not_a_terminal(monkeypatch):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert progress_bar(total=3).disable
+
+
+LOGS = """
+import logging
+from synthratio.config import RuntimeConfig
+from synthratio.runtime import setup
+setup(RuntimeConfig(device="cpu"))
+logging.getLogger("stage").info("started")
+logging.getLogger("stage").warning("slow")
+"""
+
+
+@pytest.mark.parametrize("rank, logged", [(None, ["INFO", "WARNING"]), ("1", ["WARNING"])])
+def test_log_lines_carry_a_timestamp_and_other_processes_log_warnings_only(rank, logged):
+    env = {key: value for key, value in os.environ.items() if key not in ("RANK", "LOCAL_RANK")}
+    if rank is not None:
+        env["RANK"] = rank  # what accelerate launch and torchrun set in each process
+    done = subprocess.run([sys.executable, "-c", LOGS], env=env, capture_output=True, text=True, check=True)
+    lines = done.stderr.splitlines()
+    assert [line.split()[2] for line in lines] == logged, done.stderr
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (INFO|WARNING) stage: (started|slow)", line) for line in lines), lines

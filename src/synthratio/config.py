@@ -1,18 +1,28 @@
 """Typed view of params.yaml: one frozen dataclass per section.
 
-Every setting the pipeline reads lives in params.yaml; stages load it through `load_params`, which
-rejects unknown keys (naming the known ones) and bad values before any work starts.
+Every setting the pipeline reads lives in params.yaml; stages load it through `load_params` first thing,
+before their heavy imports, and it raises one ParamsError listing every unknown key (with the closest known
+one), missing key and bad value. Light on purpose (yaml and the standard library): a typo fails in a second.
+
+Check a params file, with `dvc exp run -S` overrides, before queueing experiments:
+`python -m synthratio.config [-S key=value ...] [params.yaml]`.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import dataclasses
+import difflib
 import re
+import sys
+import tempfile
 import types
 import typing
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping, get_args, get_origin
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence, get_args, get_origin
 
 import yaml
 
@@ -20,6 +30,8 @@ CLASS_NAMES = ("CNV", "DME", "DRUSEN", "NORMAL")
 SAMPLERS = ("ddpm", "ddim", "dpmsolver++", "euler", "unipc")
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid", "laplace")
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+PRETRAINED = "pretrained"  # finetune.beta_schedule / prediction_type, latent backend: the pretrained scheduler's own
 TIMESTEP_SAMPLINGS = ("uniform", "logit_normal")
 LR_SCHEDULES = ("constant", "cosine")
 MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
@@ -36,11 +48,41 @@ def max_ratio(mode: str) -> int:
 
 
 class ParamsError(ValueError):
-    """A params.yaml value that the pipeline cannot use."""
+    """params.yaml values that the pipeline cannot use, one error per line."""
+
+
+# While params_from_dict builds Params, the checks below note their errors here and go on, so that one
+# ParamsError lists them all; a dataclass built directly (tests, dataclasses.replace) raises at the first.
+_errors: ContextVar[list[str] | None] = ContextVar("params_errors", default=None)
+
+
+def _report(message: str) -> None:
+    """Raise ParamsError(message), or note it (once) while params_from_dict collects. The checks after a
+    report still run then, so none may rely on an earlier one having stopped it."""
+    errors = _errors.get()
+    if errors is None:
+        raise ParamsError(message)
+    if message not in errors:
+        errors.append(message)
+
+
+@contextlib.contextmanager
+def _collecting() -> Iterator[list[str]]:
+    """The errors reported inside the block, in order, instead of the first one raised."""
+    errors: list[str] = []
+    token = _errors.set(errors)
+    try:
+        yield errors
+    finally:
+        _errors.reset(token)
+
+
+def _message(section: str, key: str, value: Any, allowed: str) -> str:
+    return f"params.yaml: {section}.{key}={value!r}; expected {allowed}"
 
 
 def _fail(section: str, key: str, value: Any, allowed: str) -> None:
-    raise ParamsError(f"params.yaml: {section}.{key}={value!r}; expected {allowed}")
+    _report(_message(section, key, value, allowed))
 
 
 def _require_positive(section: str, obj: Any, *keys: str) -> None:
@@ -150,15 +192,15 @@ class FinetuneConfig:
     image_size: int  # px, square; latent: the resolution the VAE sees (512 for SD 1.5)
     pretrained: str  # latent: diffusers Stable Diffusion pipeline, hub id or local folder; "" for pixel
     prompts: tuple[str, ...]  # latent: prompts, one drawn per scan per step
-    lora_rank: int  # latent: 0 trains the whole UNet; > 0 trains LoRA adapters of this rank (peft)
+    lora_rank: int  # latent: 0 trains (and saves) the whole UNet; > 0 trains LoRA adapters of this rank (peft), saved alone
     max_images: int  # training scans used, a seeded choice; 0 = all of them
     class_conditional: bool  # pixel: one UNet for every class of prepare.classes (class embedding)
     block_channels: tuple[int, ...]  # pixel: UNet channels per resolution level
     layers_per_block: int  # pixel: ResNet layers per UNet block
     train_timesteps: int  # diffusion steps T of the training schedule
-    beta_schedule: str  # linear | scaled_linear | squaredcos_cap_v2 | sigmoid | laplace
+    beta_schedule: str  # linear | scaled_linear | squaredcos_cap_v2 | sigmoid | laplace | pretrained (latent: the pipeline's own)
     zero_terminal_snr: bool  # rescale betas to alpha_bar(T-1) = 0 (Lin et al. 2024); needs v_prediction
-    prediction_type: Literal["epsilon", "v_prediction"]  # what the UNet predicts
+    prediction_type: Literal["epsilon", "v_prediction", "pretrained"]  # what the UNet predicts; pretrained (latent): the pipeline's own
     snr_gamma: float  # min-SNR-gamma loss weighting (Hang et al. 2023); 0 = plain MSE
     noise_offset: float  # std of a per-image constant added to the noise (brightness range); 0 = off
     timestep_sampling: str  # uniform | logit_normal: how training draws t
@@ -176,8 +218,13 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         _require_choice("finetune", self, "backend", ("pixel", "latent"))
         _require_choice("finetune", self, "target_class", CLASS_NAMES)
-        _require_choice("finetune", self, "beta_schedule", BETA_SCHEDULES)
-        _require_choice("finetune", self, "prediction_type", ("epsilon", "v_prediction"))
+        for key, choices in (("beta_schedule", BETA_SCHEDULES), ("prediction_type", PREDICTION_TYPES)):
+            value = getattr(self, key)
+            if value == PRETRAINED and self.backend == "pixel":
+                _fail("finetune", key, value, f"one of {sorted(choices)} for the pixel backend ({PRETRAINED!r}, the "
+                      "pretrained scheduler's own, is for the latent backend: the pixel UNet starts from scratch)")
+            if value not in (*choices, PRETRAINED):
+                _fail("finetune", key, value, f"one of {sorted(choices)}, or {PRETRAINED!r} (latent backend: the pretrained scheduler's own)")
         _require_choice("finetune", self, "timestep_sampling", TIMESTEP_SAMPLINGS)
         _require_choice("finetune", self, "lr_schedule", LR_SCHEDULES)
         _require_choice("finetune", self, "mixed_precision", MIXED_PRECISIONS)
@@ -194,7 +241,8 @@ class FinetuneConfig:
             _fail("finetune", "ema_decay", self.ema_decay, "a decay in [0, 1) (0 = no EMA)")
         if self.warmup_steps >= self.steps:
             _fail("finetune", "warmup_steps", self.warmup_steps, f"fewer than finetune.steps ({self.steps})")
-        if self.zero_terminal_snr and self.prediction_type != "v_prediction":
+        # prediction_type 'pretrained' is checked once the latent backend has replaced it by the pipeline's own
+        if self.zero_terminal_snr and self.prediction_type not in ("v_prediction", PRETRAINED):
             _fail("finetune", "zero_terminal_snr", True, "false unless prediction_type is v_prediction (epsilon is undefined at SNR 0)")
         if self.backend == "latent":
             _check_pretrained(self.pretrained)
@@ -213,10 +261,10 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 def _check_pretrained(pretrained: str) -> None:
     """A local folder with model_index.json, or a hub id (owner/name) that the latent backend downloads."""
-    if not pretrained:
-        _fail("finetune", "pretrained", pretrained, "a Stable Diffusion pipeline: a local folder or a hub id like 'owner/name'")
     folder = Path(pretrained).expanduser()
-    if folder.is_dir():
+    if not pretrained:  # Path("") is the working folder: no further check
+        _fail("finetune", "pretrained", pretrained, "a Stable Diffusion pipeline: a local folder or a hub id like 'owner/name'")
+    elif folder.is_dir():
         if not (folder / "model_index.json").is_file():
             _fail("finetune", "pretrained", pretrained, "a diffusers pipeline folder (it has no model_index.json)")
     elif not _HUB_ID.match(pretrained):
@@ -390,7 +438,8 @@ _SCALARS = {bool: ((bool,), "true or false"), int: ((int,), "an integer"), float
 
 
 def _coerce(section: str, key: str, hint: Any, value: Any) -> Any:
-    """Convert a YAML value to the annotated type, or raise naming section.key."""
+    """Convert a YAML value to the annotated type, or raise ParamsError naming section.key (at once: a value
+    of the wrong type has nothing further to check)."""
     origin = get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = get_args(hint)
@@ -402,58 +451,207 @@ def _coerce(section: str, key: str, hint: Any, value: Any) -> Any:
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            _fail(section, key, value, "a list")
+            raise ParamsError(_message(section, key, value, "a list"))
         item = get_args(hint)[0]
         return tuple(_coerce(section, key, item, v) for v in value)
     if origin is dict:
         if not isinstance(value, Mapping):
-            _fail(section, key, value, "a mapping")
+            raise ParamsError(_message(section, key, value, "a mapping"))
         item = get_args(hint)[1]
         return {str(k): _coerce(section, f"{key}.{k}", item, v) for k, v in value.items()}
     if hint is Path:
         if not isinstance(value, str) or not value:
-            _fail(section, key, value, "a path")
+            raise ParamsError(_message(section, key, value, "a path"))
         return Path(value)
     if hint in _SCALARS:
         accepted, allowed = _SCALARS[hint]
         if not isinstance(value, accepted) or (hint is not bool and isinstance(value, bool)):
-            _fail(section, key, value, allowed)
+            raise ParamsError(_message(section, key, value, allowed))
         return float(value) if hint is float else value
     return value
 
 
-def _build(cls: type, section: str, raw: Any) -> Any:
+def _describe(hint: Any) -> str:
+    """What a key of this annotation takes, for the error of a missing key."""
+    origin = get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return "a section of keys"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if option is type(None) else _describe(option) for option in get_args(hint))
+    if origin is Literal:
+        return f"one of {sorted(get_args(hint))}"
+    if hint is Path:
+        return "a path"
+    return {tuple: "a list", dict: "a mapping"}.get(origin) or _SCALARS.get(hint, (None, "a value"))[1]
+
+
+def _unknown(key: str, known: Iterable[str], section: str | None) -> tuple[str, str | None]:
+    """The error of an unknown key of `section` (None: an unknown section) and the known key it is closest
+    to: 'unknown key, did you mean ...?', or the list of known keys when none is close."""
+    kind = "section" if section is None else "key"
+    guess = next(iter(difflib.get_close_matches(key, list(known), n=1)), None)
+    if guess is None:
+        return f"unknown {kind}, known {kind}s: {sorted(known)}", None
+    return f"unknown {kind}, did you mean {guess if section is None else f'{section}.{guess}'!r}?", guess
+
+
+def _build(cls: type, section: str | None, raw: Any) -> Any:
+    """cls built from its mapping in params.yaml (section None: Params from the whole file), its checks
+    reporting bad values; None when a key is missing or of the wrong type, which is reported. Unknown keys are
+    reported and left out, so the section's other values are still checked."""
+    name = (lambda key: str(key)) if section is None else (lambda key: f"{section}.{key}")
     if not isinstance(raw, Mapping):
-        raise ParamsError(f"params.yaml: section {section!r} must be a mapping, got {raw!r}")
+        _report(f"params.yaml: {section}={raw!r}; expected a mapping of keys" if section else
+                f"params.yaml: {raw!r}; expected a mapping of sections")
+        return None
+    fields = {field.name: field for field in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ParamsError(f"params.yaml: unknown key(s) {unknown} in section {section!r}; known keys: {sorted(known)}")
-    required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
-    missing = sorted(required - set(raw))
-    if missing:
-        raise ParamsError(f"params.yaml: section {section!r} lacks key(s) {missing}")
+    missing = [key for key, field in fields.items() if key not in raw
+               and field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING]
+    complete = not missing
+    for key in [key for key in raw if key not in fields]:
+        problem, guess = _unknown(str(key), fields, section)
+        _report(f"params.yaml: {name(key)}{'' if section is None else f'={raw[key]!r}'}; {problem}")
+        missing = [other for other in missing if other != guess]  # a misspelt key is one error, not two
+    for key in missing:
+        _report(f"params.yaml: {name(key)} is missing; expected {_describe(hints[key])}")
     values = {}
-    for key, value in raw.items():
+    for key in [key for key in raw if key in fields]:
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
-            values[key] = _build(hint, key if cls is Params else f"{section}.{key}", value)
-        else:
-            values[key] = _coerce(section, key, hint, value)
-    return cls(**values)
+            values[key] = _build(hint, key, raw[key])
+            complete = complete and values[key] is not None
+            continue
+        try:
+            values[key] = _coerce(str(section), key, hint, raw[key])
+        except ParamsError as error:
+            _report(str(error))
+            complete = False
+    return cls(**values) if complete else None
 
 
 def params_from_dict(raw: Mapping[str, Any]) -> Params:
-    """Build and validate Params from a parsed params.yaml."""
-    return _build(Params, "params", raw)
+    """Build and validate Params from a parsed params.yaml: one ParamsError lists every unknown key, missing
+    key, wrong type and bad value (cross-section rules once every section is whole), one per line."""
+    with _collecting() as errors:
+        params = _build(Params, None, raw)
+    if errors:
+        raise ParamsError("\n".join(errors))
+    return params
+
+
+def _read(path: Path) -> str:
+    if not path.is_file():
+        raise ParamsError(f"{path}: no such params file (run from the project root)")
+    return path.read_text()
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml; every error names the key, the value and what is allowed."""
     path = Path(path)
-    if not path.is_file():
-        raise ParamsError(f"{path}: no such params file (run from the project root)")
-    with path.open() as handle:
-        raw = yaml.safe_load(handle)
+    try:
+        raw = yaml.safe_load(_read(path))
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
     return params_from_dict(raw or {})
+
+
+def run_stage(main: Callable[[], None]) -> None:
+    """Run a stage's main(): a ParamsError prints as `error: <line>` on stderr, one line per error and no
+    traceback, and exits with status 2 (as argparse does for bad arguments)."""
+    try:
+        main()
+    except ParamsError as error:
+        print("\n".join(f"error: {line}" for line in str(error).splitlines()), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _unknown_override(key: str) -> str | None:
+    """Why the dotted key of an override names no key of Params, or None. Keys below a section's key
+    (phantom.patients.train) are left to the check of the result."""
+    section, _, rest = key.partition(".")
+    sections = typing.get_type_hints(Params)
+    if section not in sections:
+        return _unknown(section, sections, None)[0]
+    field, known = rest.partition(".")[0], [field.name for field in dataclasses.fields(sections[section])]
+    return _unknown(field, known, section)[0] if rest and field not in known else None
+
+
+def check_params(path: str | Path = "params.yaml", overrides: Sequence[str] = ()) -> int:
+    """Validate a params file as `dvc exp run -S override ...` would leave it, and return how many parameter
+    sets that is; raise one ParamsError listing every error.
+
+    DVC's own code applies the overrides, to a temporary copy: Hydra's grammar, as `dvc exp run -S` takes it
+    (`finetune.steps=300`, `'sweep.ratios=[25,50]'`, `+key=value` adds a key, `~key` drops one), and a
+    sweep (`finetune.steps=300,600`, `'range(...)'`) checks every parameter set `dvc exp run --queue` queues.
+    """
+    path = Path(path)
+    if not overrides:
+        load_params(path)
+        return 1
+    text = _read(path)
+    # DVC and Hydra take a second to import: only here, where -S needs them
+    from dvc.exceptions import InvalidArgumentError
+    from dvc.utils.cli_parse import to_path_overrides
+    from dvc.utils.hydra import apply_overrides, get_hydra_sweeps, to_hydra_overrides
+    from hydra.errors import OverrideParseException
+
+    errors, usable = [], []
+    for target, items in to_path_overrides(overrides).items():
+        for override in items:
+            if Path(target).name != "params.yaml":
+                errors.append(f"params.yaml: -S {target}:{override}: an override of another file; this checks {path}")
+                continue
+            try:
+                parsed = to_hydra_overrides([override])[0]
+            except OverrideParseException as error:  # not an override dvc exp run -S takes
+                problem = " ".join(str(error).split())
+            else:  # ~key may drop a misspelt key; any other must name one that Params has
+                problem = None if parsed.is_delete() else _unknown_override(parsed.key_or_group)
+            if problem:
+                errors.append(f"params.yaml: -S {override}: {problem}")
+            else:
+                usable.append(override)
+    try:
+        sets = [one["params.yaml"] for one in get_hydra_sweeps({"params.yaml": usable})]
+    except InvalidArgumentError as error:  # a glob sweep, which dvc exp run refuses too
+        raise ParamsError("\n".join([*errors, f"params.yaml: -S: {error}"])) from None
+    found = []  # the errors of each parameter set
+    for one in sets:
+        lines = []
+        with tempfile.TemporaryDirectory() as folder:
+            copy = Path(folder) / "params.yaml"
+            copy.write_text(text)
+            for override in one:
+                try:
+                    apply_overrides(copy, [override])
+                except InvalidArgumentError as error:  # e.g. a key params.yaml lacks, without '+'
+                    lines.append(f"params.yaml: -S {override}: {' '.join(str(error.__cause__ or error).split())}")
+            try:
+                load_params(copy)
+            except ParamsError as error:
+                lines.extend(str(error).splitlines())
+        found.append(lines)
+    everywhere = set.intersection(*(set(lines) for lines in found))
+    for one, lines in zip(sets, found):  # an error of some parameter sets of a sweep names them
+        errors.extend(line if line in everywhere else f"{line} (with -S {' -S '.join(one)})" for line in lines)
+    if errors:
+        raise ParamsError("\n".join(dict.fromkeys(errors)))
+    return len(sets)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m synthratio.config [-S key=value ...] [params.yaml]`: check params before queueing experiments."""
+    parser = argparse.ArgumentParser(prog="python -m synthratio.config", description=(
+        "Check a params file, with `dvc exp run -S` overrides applied, before queueing experiments: prints "
+        "'<file>: OK', or every error and exits with status 2."))
+    parser.add_argument("path", nargs="?", default="params.yaml", type=Path, help="params file (default: params.yaml)")
+    parser.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="an override as `dvc exp run -S` takes it, e.g. 'sweep.ratios=[25,50]' or finetune.steps=300,600 (a sweep)")
+    args = parser.parse_args(argv)
+    sets = check_params(args.path, args.overrides)
+    print(f"{args.path}: OK" + (f" ({sets} parameter sets of the -S sweep)" if sets > 1 else ""))
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,24 +1,39 @@
-"""Device choice, thread settings, atomic file writes and safe weight loading shared by every stage."""
+"""Device choice, thread settings, logging, progress bars, atomic file writes and safe weight loading shared
+by every stage. torch is imported where it is used, so data/ and the stages' progress bars need none of it."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterable, TextIO
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
+from tqdm.auto import tqdm
 
 from synthratio.config import RuntimeConfig
 
+if TYPE_CHECKING:
+    import torch
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def is_main_process() -> bool:
+    """False in every process but the first under `accelerate launch` or torchrun (they set RANK, and
+    LOCAL_RANK per machine), without starting accelerate's process group."""
+    return int(os.environ.get("RANK") or os.environ.get("LOCAL_RANK") or 0) == 0
+
 
 def setup(runtime: RuntimeConfig) -> torch.device:
-    """Configure logging and torch threads; return the device the stage runs on."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    """Configure logging (timestamped; under a launcher only the main process logs INFO, the others warnings
+    and errors, so each event is one line) and torch threads; return the device the stage runs on."""
+    import torch
+
+    level = logging.INFO if is_main_process() else logging.WARNING
+    logging.basicConfig(level=level, format=LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S")
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
     if runtime.device == "cuda" and not torch.cuda.is_available():
@@ -26,6 +41,20 @@ def setup(runtime: RuntimeConfig) -> torch.device:
     if runtime.device == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda")
+
+
+def progress_shown(enabled: bool = True, file: TextIO | None = None) -> bool:
+    """Whether a progress bar shows: `enabled` (runtime.progress, passed down by the stage), TQDM_DISABLE
+    unset, and its stream (stderr) a terminal, tqdm's own disable=None rule. Log files and `dvc queue logs`
+    never get carriage-return lines."""
+    stream = sys.stderr if file is None else file
+    off = os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false")
+    return enabled and not off and hasattr(stream, "isatty") and stream.isatty()
+
+
+def progress_bar(iterable: Iterable | None = None, *, enabled: bool = True, **kwargs: Any) -> tqdm:
+    """tqdm(iterable, **kwargs), shown only where progress_shown(enabled) says: every bar of the pipeline."""
+    return tqdm(iterable, disable=not progress_shown(enabled, kwargs.get("file")), **kwargs)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -49,6 +78,9 @@ def write_atomically(path: Path, write) -> None:
 def load_safetensors(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """The tensors of a .safetensors file. Never unpickles: a file that is not safetensors (a pickle renamed,
     a truncated copy) raises naming the file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: weights file not found")
     try:

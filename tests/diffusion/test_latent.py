@@ -1,24 +1,29 @@
 """Latent backend on a tiny Stable Diffusion pipeline saved to disk and loaded through `from_pretrained`."""
 
+import copy
 import dataclasses
+import json
+import logging
 
 import huggingface_hub.constants
 import numpy as np
 import pytest
 import torch
 from diffusers import DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers.loaders.lora_base import LORA_WEIGHT_NAME_SAFE
 from PIL import Image
 
 import synthratio.diffusion.latent as latent
-from synthratio.config import FinetuneConfig, GenerateConfig
-from synthratio.diffusion.latent import LATENT_CACHE, LORA_TARGETS, PretrainedUnavailableError, load_pretrained, train_latent
-from synthratio.diffusion.pixel import save_pipeline
-from synthratio.diffusion.sampling import generate_to_folder, load_pipeline
+from synthratio.config import FinetuneConfig, GenerateConfig, ParamsError
+from synthratio.diffusion.latent import LATENT_CACHE, LORA_FILE, LORA_TARGETS, PretrainedUnavailableError, load_pretrained, train_latent
+from synthratio.diffusion.pixel import TRAINING_PATIENTS_FILE, save_pipeline
+from synthratio.diffusion.sampling import generate_to_folder, load_pipeline, make_sampler, sample_latent_images
 from synthratio.diffusion.tiny_sd import build_tiny_sd_pipeline
 
 CPU = torch.device("cpu")
 SEEDS = [4, 0, 7]
 SIZE = 32
+LORA_BOOST = 50  # scales trained LoRA up-projections where a test needs the adapter to show in the images
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +32,17 @@ def pretrained_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def base_scheduler(pretrained_dir) -> dict:
+    """The pretrained pipeline's scheduler config (SD 1.5's: PNDM on scaled-linear betas, epsilon)."""
+    return json.loads((pretrained_dir / "scheduler" / "scheduler_config.json").read_text())
+
+
+@pytest.fixture(scope="module")
 def config(tiny_finetune, pretrained_dir) -> FinetuneConfig:
+    """The study's settings: the pretrained pipeline's own noise schedule and prediction type."""
     return dataclasses.replace(
         tiny_finetune, backend="latent", image_size=SIZE, pretrained=str(pretrained_dir),
-        prompts=("oct scan showing cnv", "retina"), beta_schedule="scaled_linear", train_timesteps=1000,
+        prompts=("oct scan showing cnv", "retina"), beta_schedule="pretrained", prediction_type="pretrained", train_timesteps=1000,
     )
 
 
@@ -48,31 +60,27 @@ def fit(images: np.ndarray, config: FinetuneConfig, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def before_merge():
-    """The UNet's state as `train_diffusion` returns it, before LoRA adapters are merged."""
-    return {}
+def trained(config, images, tmp_path_factory):
+    """One full and one LoRA (rank 4) run of 2 steps."""
+    torch.set_num_threads(1)  # as conftest's per-test fixture, which a module fixture runs before: same numbers
+    full = fit(images, config, checkpoint_dir=tmp_path_factory.mktemp("ckpt"))
+    lora = fit(images, dataclasses.replace(config, lora_rank=4))
+    return {"full": full, "lora": lora}
 
 
 @pytest.fixture(scope="module")
-def trained(config, images, tmp_path_factory, before_merge):
-    """One full and one LoRA (rank 4) run of 2 steps; the LoRA run also records its pre-merge state."""
-    torch.set_num_threads(1)  # as conftest's per-test fixture, which a module fixture runs before: same numbers
-    monkeypatch = pytest.MonkeyPatch()
-    real = latent.train_diffusion
+def saved(trained, config, tmp_path_factory):
+    """Both runs saved as the finetune stage saves them."""
+    root = tmp_path_factory.mktemp("models")
+    for kind, result in trained.items():
+        save_pipeline(result.pipeline, root / kind, training_patients=[3, 1, 3], pretrained=config.pretrained)
+    return {kind: root / kind for kind in trained}
 
-    def spy(task, *args, **kwargs):
-        result = real(task, *args, **kwargs)
-        before_merge.update({key: value.clone() for key, value in result.unet.state_dict().items()})
-        return result
 
-    monkeypatch.setattr(latent, "train_diffusion", spy)
-    try:
-        full = fit(images, config, checkpoint_dir=tmp_path_factory.mktemp("ckpt"))
-        before_merge.clear()
-        lora = fit(images, dataclasses.replace(config, lora_rank=4))
-    finally:
-        monkeypatch.undo()
-    return {"full": full, "lora": lora}
+@pytest.fixture(scope="module")
+def loaded(saved):
+    """Both saved folders loaded back as the generate stage loads them."""
+    return {kind: load_pipeline(folder, CPU) for kind, folder in saved.items()}
 
 
 def weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -90,27 +98,61 @@ def generate_settings(batch_size: int) -> GenerateConfig:
 
 
 @pytest.mark.parametrize("kind", ["full", "lora"])
-def test_training_returns_a_plain_sd_pipeline(trained, config, kind):
+def test_training_returns_an_sd_pipeline_on_the_pretrained_schedule(trained, loaded, config, base_scheduler, kind):
     result = trained[kind]
     pipeline = result.pipeline
     assert isinstance(pipeline, StableDiffusionPipeline) and pipeline.safety_checker is None
     assert type(pipeline.unet) is UNet2DConditionModel
-    assert not any("lora" in key for key in pipeline.unet.state_dict())
+    assert any("lora" in key for key in pipeline.unet.state_dict()) == (kind == "lora")  # adapters unmerged
+    assert not any("lora" in key for key in loaded[kind].unet.state_dict())  # generate fuses them in
     assert len(result.losses) == config.steps and np.isfinite(result.losses).all()
-    scheduler = pipeline.scheduler
-    assert isinstance(scheduler, DDPMScheduler)
-    assert scheduler.config.prediction_type == config.prediction_type
-    assert (scheduler.config.beta_start, scheduler.config.beta_end) == (0.00085, 0.012)
+    for scheduler in (pipeline.scheduler, loaded[kind].scheduler):
+        assert isinstance(scheduler, DDPMScheduler)
+        for key in ("beta_schedule", "prediction_type", "beta_start", "beta_end", "steps_offset"):
+            assert scheduler.config[key] == base_scheduler[key], key
+    assert (base_scheduler["beta_schedule"], base_scheduler["prediction_type"]) == ("scaled_linear", "epsilon")
+
+
+def test_a_run_with_the_study_settings_trains_on_the_pipelines_own_schedule(config, images, base_scheduler, monkeypatch, caplog):
+    """finetune.beta_schedule and prediction_type `pretrained` reach the loop (its loss target) as the pipeline's own, unwarned."""
+    seen = {}
+
+    def record(task, loop_config, *args, **kwargs):
+        seen.update(scheduler=task.scheduler, config=loop_config)
+        pytest.fail("stop")
+
+    monkeypatch.setattr(latent, "train_diffusion", record)
+    with caplog.at_level(logging.WARNING), pytest.raises(pytest.fail.Exception, match="stop"):
+        fit(images, dataclasses.replace(config, lora_rank=4))
+    assert (seen["config"].beta_schedule, seen["config"].prediction_type) == ("scaled_linear", "epsilon")
+    assert seen["scheduler"].config.prediction_type == "epsilon" and seen["scheduler"].config.beta_schedule == "scaled_linear"
+    assert not [record for record in caplog.records if record.name.startswith("synthratio")]
+
+
+@pytest.mark.parametrize("key, value", [("prediction_type", "v_prediction"), ("beta_schedule", "squaredcos_cap_v2")])
+def test_another_schedule_than_the_pretrained_trains_with_a_warning(config, base_scheduler, caplog, key, value):
+    with caplog.at_level(logging.WARNING, logger=latent.__name__):
+        scheduler = latent.latent_training_scheduler(base_scheduler, dataclasses.replace(config, **{key: value}))
+    assert scheduler.config[key] == value
+    assert f"finetune.{key}={value!r} differs from the pretrained model's {base_scheduler[key]!r}" in caplog.text
+    assert f"finetune.{key}: pretrained keeps the model's own" in caplog.text
+
+
+def test_zero_terminal_snr_on_an_epsilon_pipeline_is_refused(config, base_scheduler):
+    with pytest.raises(ParamsError, match=r"finetune.zero_terminal_snr=True; expected false unless prediction_type is "
+                                          r"v_prediction.*finetune.pretrained=.*'prediction_type': 'epsilon'.*which 'pretrained' stands for"):
+        latent.pretrained_schedule(dataclasses.replace(config, zero_terminal_snr=True), base_scheduler)
 
 
 @pytest.mark.parametrize("kind", ["full", "lora"])
-def test_vae_and_text_encoder_stay_frozen(trained, pretrained_dir, kind):
+def test_vae_and_text_encoder_stay_frozen(trained, loaded, pretrained_dir, kind):
     original = StableDiffusionPipeline.from_pretrained(pretrained_dir)
     pipeline = trained[kind].pipeline
     for name in ("vae", "text_encoder"):
         assert not changed(weights(getattr(original, name)), weights(getattr(pipeline, name))), name
+        assert not changed(weights(getattr(original, name)), weights(getattr(loaded[kind], name))), name
         assert not any(p.requires_grad for p in getattr(pipeline, name).parameters())
-    assert changed(weights(original.unet), weights(pipeline.unet))
+    assert changed(weights(original.unet), weights(loaded[kind].unet))
 
 
 def test_full_training_changes_every_unet_level(trained, pretrained_dir):
@@ -120,14 +162,19 @@ def test_full_training_changes_every_unet_level(trained, pretrained_dir):
     assert any(".attn2.to_k." in key for key in moved)
 
 
-def test_lora_changes_only_adapter_covered_weights(trained, pretrained_dir, before_merge):
+def test_lora_trains_only_adapters_which_load_fused_into_the_attention_projections(trained, loaded, pretrained_dir):
     original = weights(StableDiffusionPipeline.from_pretrained(pretrained_dir).unet)
-    adapters = {key for key in before_merge if "lora_" in key}
-    assert adapters and all(".lora_A." in key or ".lora_B." in key for key in adapters)
-    base = {key.replace(".base_layer", ""): value for key, value in before_merge.items() if key not in adapters}
-    assert not changed(original, base), "before the merge only adapter weights may move"
+    unet = weights(trained["lora"].pipeline.unet)
+    adapters = {key for key in unet if "lora_" in key}
     covered = {key for key in original if key.endswith(tuple(f"{target}.weight" for target in LORA_TARGETS))}
-    assert changed(original, weights(trained["lora"].pipeline.unet)) == covered
+    assert {key.replace(".lora_A.default", "").replace(".lora_B.default", "") for key in adapters} == covered
+    base = {key.replace(".base_layer", ""): value for key, value in unet.items() if key not in adapters}
+    assert not changed(original, base), "training may move adapter weights only"
+    fused = weights(loaded["lora"].unet)
+    assert changed(original, fused) == covered
+    for key in covered:  # W + (alpha / r) B A with alpha = r
+        down, up = (unet[key.replace(".weight", f".lora_{m}.default.weight")] for m in "AB")
+        torch.testing.assert_close(fused[key], original[key] + up @ down)
 
 
 def test_resumed_run_reads_cached_latents_and_matches(config, images, tmp_path, monkeypatch):
@@ -167,10 +214,56 @@ def test_trains_on_a_seeded_choice_of_target_scans(config, images, monkeypatch):
     assert len(seen["images"]) == 3 and all(any(np.array_equal(s, c) for c in cnv) for s in seen["images"])
 
 
+def test_lora_folder_holds_the_adapter_alone(saved, config, base_scheduler):
+    """diffusers' adapter file, the record of its base and scheduler, the training patients: no UNet, VAE or
+    text-encoder weights, so at least 20x fewer bytes than the whole pipeline (SD 1.5: ~3.4 GB vs a few MB)."""
+    assert {path.name for path in saved["lora"].iterdir()} == {LORA_WEIGHT_NAME_SAFE, LORA_FILE, TRAINING_PATIENTS_FILE}
+    assert {"unet", "vae", "text_encoder", "model_index.json"} <= {path.name for path in saved["full"].iterdir()}
+    record = json.loads((saved["lora"] / LORA_FILE).read_text())
+    assert record["pretrained"] == config.pretrained
+    assert record["scheduler"]["_class_name"] == "DDPMScheduler"
+    assert record["scheduler"]["beta_schedule"] == base_scheduler["beta_schedule"]
+    assert record["scheduler"]["prediction_type"] == base_scheduler["prediction_type"]
+    for kind in saved:
+        assert json.loads((saved[kind] / TRAINING_PATIENTS_FILE).read_text()) == [1, 3]
+    size = {kind: sum(path.stat().st_size for path in folder.rglob("*") if path.is_file()) for kind, folder in saved.items()}
+    assert size["full"] >= 20 * size["lora"], size
+
+
+def test_saving_a_lora_pipeline_needs_its_base(trained, tmp_path):
+    with pytest.raises(ValueError, match="expected finetune.pretrained"):
+        save_pipeline(trained["lora"].pipeline, tmp_path / "model")
+    assert list(tmp_path.iterdir()) == [], "no model folder and no staging folder left"
+
+
+def test_generate_from_a_lora_folder_matches_the_trained_pipeline(trained, config, pretrained_dir, tmp_path):
+    """Same seeds, same images from the saved folder (base + fused adapter) as from the trained pipeline in
+    memory (unfused adapter). The adapter is scaled up first: two training steps move an image by a grey level."""
+    trained_pipeline = copy.deepcopy(trained["lora"].pipeline)
+    with torch.no_grad():
+        for name, parameter in trained_pipeline.unet.named_parameters():
+            if ".lora_B." in name:
+                parameter.mul_(LORA_BOOST)
+    save_pipeline(trained_pipeline, tmp_path / "model", pretrained=config.pretrained)
+    settings = generate_settings(3)
+    paths = generate_to_folder(tmp_path / "model", tmp_path / "out", SEEDS, settings, CPU, progress=False, prompt=config.prompts[0])
+    sampler = make_sampler(settings.sampler, trained_pipeline.scheduler.config, settings.timestep_spacing, clip_x0=False)
+
+    def sample(pipeline: StableDiffusionPipeline) -> dict[int, np.ndarray]:
+        return dict(sample_latent_images(pipeline, sampler, SEEDS, config.prompts[0], settings.inference_steps,
+                                         settings.guidance_scale, CPU, settings.batch_size, progress=False))
+
+    in_memory, base = sample(trained_pipeline), sample(StableDiffusionPipeline.from_pretrained(pretrained_dir))
+    for seed, path in zip(SEEDS, paths):
+        with Image.open(path) as image:
+            from_folder = np.asarray(image).astype(int)
+        assert np.abs(from_folder - in_memory[seed]).max() <= 1, seed  # fused vs unfused adapter: float rounding
+        assert np.abs(from_folder - base[seed]).mean() > 2, seed  # the adapter shows (unscaled: 0.1)
+
+
 @pytest.mark.parametrize("kind", ["full", "lora"])
-def test_generate_from_the_saved_folder(trained, config, tmp_path, kind):
-    model = tmp_path / "model"
-    save_pipeline(trained[kind].pipeline, model)
+def test_generate_from_the_saved_folder(saved, config, tmp_path, kind):
+    model = saved[kind]
     assert isinstance(load_pipeline(model, CPU), StableDiffusionPipeline)
     alone = generate_to_folder(model, tmp_path / "b1", SEEDS, generate_settings(1), CPU, progress=False, prompt=config.prompts[0])
     together = generate_to_folder(model, tmp_path / "b3", SEEDS, generate_settings(3), CPU, progress=False, prompt=config.prompts[0])
@@ -184,10 +277,9 @@ def test_generate_from_the_saved_folder(trained, config, tmp_path, kind):
     assert not np.array_equal(arrays[0], arrays[1])
 
 
-def test_generate_latent_needs_a_prompt(trained, tmp_path):
-    save_pipeline(trained["full"].pipeline, tmp_path / "model")
+def test_generate_latent_needs_a_prompt(saved, tmp_path):
     with pytest.raises(ValueError, match="needs a prompt"):
-        generate_to_folder(tmp_path / "model", tmp_path / "out", SEEDS, generate_settings(1), CPU, progress=False)
+        generate_to_folder(saved["full"], tmp_path / "out", SEEDS, generate_settings(1), CPU, progress=False)
 
 
 def test_offline_hub_id_names_the_param(monkeypatch):

@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import log_loss
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from synthratio.classify.mixing import MixMode, RatioBatchSampler
 from synthratio.classify.models import build_classifier
 from synthratio.config import ClassifierConfig
+from synthratio.runtime import progress_bar
 
 if TYPE_CHECKING:
     import dvclive
@@ -194,9 +194,9 @@ def train_classifier(
 
     history: list[dict[str, float]] = []
     best_key, best_state, best_epoch = (-math.inf, -math.inf), None, 0
-    bar = tqdm(
+    bar = progress_bar(
         total=len(sampler),
-        disable=not progress,
+        enabled=progress,
         desc=f"{config.arch} R={ratio}% {mode} ({sampler.synthetic_share:.0%} of class {synthetic_label} synthetic)",
     )
     batches = iter(sampler)

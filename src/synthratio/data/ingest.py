@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
-from tqdm import tqdm
 
 from synthratio.config import PrepareConfig
+from synthratio.runtime import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ def prepare_dataset(raw: Path, out: Path, config: PrepareConfig, sizes: tuple[in
     jobs = [(scan.path, sizes, config.mask_wedges) for scan in scans]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         decoded = list(
-            tqdm(pool.map(_decode_job, jobs, chunksize=16), total=len(jobs), desc="prepare: decode", unit="scan", disable=not progress)
+            progress_bar(pool.map(_decode_job, jobs, chunksize=16), total=len(jobs), desc="prepare: decode", unit="scan", enabled=progress)
         )
     decode_seconds = time.perf_counter() - started
 

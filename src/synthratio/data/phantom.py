@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from scipy import ndimage
-from tqdm import tqdm
 
 from synthratio.config import PhantomConfig
+from synthratio.runtime import progress_bar
 
 REFERENCE_HEIGHT = 496  # rows of a Spectralis B-scan in Kermany; lengths below are in its pixels
 SPLITS = ("train", "val", "test")
@@ -394,7 +394,7 @@ def write_phantom(out_dir: Path, config: PhantomConfig, progress: bool = True) -
     try:
         jobs = [(tmp, config, split, label, index, pid) for (split, label, index), pid in ids.items()]
         with ProcessPoolExecutor(max_workers=config.workers or os.cpu_count() or 1) as pool:
-            written = tqdm(pool.map(_write_patient, jobs, chunksize=8), total=len(jobs), desc="phantom patients", disable=not progress)
+            written = progress_bar(pool.map(_write_patient, jobs, chunksize=8), total=len(jobs), desc="phantom patients", enabled=progress)
             for (_, _, split, label, _, _), n in zip(jobs, written):
                 counts[split][label] += n
         for split, per_class in counts.items():

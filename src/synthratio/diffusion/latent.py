@@ -2,8 +2,15 @@
 
 Latent diffusion (Rombach et al. 2022): the frozen VAE maps a scan to a 4-channel latent at 1/8 of its
 size, the frozen CLIP text encoder maps a prompt to the UNet's cross-attention context, and only the UNet
-learns, either fully or through LoRA adapters on its attention projections (Hu et al. 2022, via peft),
-merged into the weights before saving so that users load a plain pipeline.
+learns, either fully or through LoRA adapters on its attention projections (Hu et al. 2022, via peft).
+A LoRA run is saved as its adapter alone, in diffusers' LoRA format, with a record of the base pipeline it
+belongs to and the training scheduler (`save_lora`): a few MB instead of the 3.4 GB of a whole SD 1.5
+pipeline. `load_lora_pipeline` rebuilds the pipeline from the base and the adapter.
+
+Unless params say otherwise, fine-tuning keeps the forward process the model was pretrained with:
+`finetune.beta_schedule` and `finetune.prediction_type` set to `pretrained` stand for the pretrained
+scheduler's own (SD 1.5: scaled_linear, epsilon; `pretrained_schedule`). Any other value is trained as
+asked, with a warning where it differs from the pretrained model's, which the UNet then has to re-learn.
 
 Every training scan is encoded once (the mean of the VAE's posterior times its scaling factor, as in
 diffusers' training scripts) and cached in `checkpoint_dir/latents.safetensors`, keyed by a fingerprint of
@@ -15,6 +22,7 @@ encoding pass and twice the (host) memory of the latents.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -26,11 +34,13 @@ import numpy as np
 import torch
 from accelerate import PartialState
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from peft import LoraConfig
+from diffusers.loaders.lora_base import LORA_WEIGHT_NAME_SAFE
+from diffusers.utils import convert_state_dict_to_diffusers
+from peft import LoraConfig, get_peft_model_state_dict
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from synthratio.config import FinetuneConfig
+from synthratio.config import PRETRAINED, FinetuneConfig, ParamsError
 from synthratio.diffusion.pixel import _check_images, select_training_images
 from synthratio.diffusion.schedules import build_training_scheduler
 from synthratio.diffusion.training import DiffusionTask, FinetuneResult, train_diffusion
@@ -45,6 +55,8 @@ LATENT_CACHE = "latents.safetensors"  # in checkpoint_dir, beside the training l
 UNET_CHECKPOINT = "unet"  # train_diffusion replaces its checkpoint folder whole, so it gets its own
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # the attention projections (Hu et al. 2022 adapt W_q, W_v)
 ENCODE_BATCH = 32
+LORA_FILE = "lora_base.json"  # beside diffusers' LORA_WEIGHT_NAME_SAFE: the base pipeline and training scheduler of the adapter
+SCHEDULER_DEFAULTS = {"beta_schedule": "linear", "prediction_type": "epsilon"}  # diffusers', where a scheduler config names none
 
 
 class PretrainedUnavailableError(OSError):
@@ -135,17 +147,29 @@ def cached_latents(
     return latents
 
 
+def pretrained_schedule(config: FinetuneConfig, pretrained_scheduler_config: Mapping[str, Any]) -> FinetuneConfig:
+    """`config` with finetune.beta_schedule and finetune.prediction_type `pretrained` replaced by the pretrained
+    scheduler's own values; the other keys as they are."""
+    own = {**SCHEDULER_DEFAULTS, **pretrained_scheduler_config}
+    resolved = {key: own[key] for key in SCHEDULER_DEFAULTS if getattr(config, key) == PRETRAINED}
+    try:
+        return dataclasses.replace(config, **resolved)  # checks the values again
+    except ParamsError as error:
+        raise ParamsError(f"{error} (finetune.pretrained={config.pretrained!r}: its scheduler's {resolved}, which "
+                          f"{PRETRAINED!r} stands for; set finetune.beta_schedule and prediction_type explicitly)") from error
+
+
 def latent_training_scheduler(pretrained_scheduler_config: Mapping[str, Any], config: FinetuneConfig) -> DDPMScheduler:
-    """The training agenda's forward process (`build_training_scheduler`: T, betas, prediction type, zero
-    terminal SNR); when the agenda keeps the pretrained model's beta schedule, its exact beta range and
-    steps_offset too (SD 1.5: scaled-linear 0.00085..0.012, Rombach et al. 2022)."""
-    agenda = build_training_scheduler(config)
-    pretrained = pretrained_scheduler_config
-    for key in ("prediction_type", "beta_schedule"):
-        if pretrained.get(key, agenda.config[key]) != agenda.config[key]:
-            log.warning("finetune.%s=%r differs from the pretrained model's %r: the UNet has to re-learn it",
-                        key, agenda.config[key], pretrained[key])
-    if pretrained.get("beta_schedule") != agenda.config.beta_schedule or pretrained.get("trained_betas") is not None:
+    """The training agenda's forward process (`build_training_scheduler` of `pretrained_schedule(config)`: T,
+    betas, prediction type, zero terminal SNR); when the agenda keeps the pretrained model's beta schedule, its
+    exact beta range and steps_offset too (SD 1.5: scaled-linear 0.00085..0.012, Rombach et al. 2022)."""
+    agenda = build_training_scheduler(pretrained_schedule(config, pretrained_scheduler_config))
+    pretrained = {**SCHEDULER_DEFAULTS, **pretrained_scheduler_config}
+    for key in SCHEDULER_DEFAULTS:
+        if pretrained[key] != agenda.config[key]:
+            log.warning("finetune.%s=%r differs from the pretrained model's %r: the UNet has to re-learn it "
+                        "(finetune.%s: %s keeps the model's own)", key, agenda.config[key], pretrained[key], key, PRETRAINED)
+    if pretrained["beta_schedule"] != agenda.config.beta_schedule or pretrained.get("trained_betas") is not None:
         return agenda
     keep = {key: pretrained[key] for key in ("beta_start", "beta_end", "steps_offset") if key in pretrained}
     return DDPMScheduler.from_config(agenda.config, **keep)
@@ -194,8 +218,9 @@ def train_latent(
     integer `labels` name `config.target_class` in `class_names` (the signature of `train_pixel`).
 
     lora_rank 0 trains every UNet weight; lora_rank r > 0 trains rank-r LoRA adapters (alpha = r) on the
-    attention projections and merges them into the UNet. Returns a StableDiffusionPipeline with the trained
-    UNet, the pretrained VAE, tokenizer and text encoder, and the training scheduler.
+    attention projections, which the returned UNet carries unmerged (`save_pipeline` then saves them alone).
+    Returns a StableDiffusionPipeline with the trained UNet, the pretrained VAE, tokenizer and text encoder,
+    and the training scheduler (`latent_training_scheduler`).
     """
     if config.class_conditional:
         raise ValueError("params.yaml: finetune.class_conditional=True is for the pixel backend; the latent backend "
@@ -206,6 +231,7 @@ def train_latent(
     if state.num_processes > 1 and device.type == state.device.type:
         device = state.device
     pretrained = load_pretrained(config.pretrained)
+    config = pretrained_schedule(config, pretrained.scheduler.config)  # the loop's loss target follows it too
     vae, text_encoder, unet = _freeze(pretrained.vae), _freeze(pretrained.text_encoder.to(device)), pretrained.unet
     expected = unet.config.sample_size * pretrained.vae_scale_factor
     if expected != config.image_size:
@@ -228,16 +254,13 @@ def train_latent(
         unet.requires_grad_(True)
     scheduler = latent_training_scheduler(dict(pretrained.scheduler.config), config)
     task = latent_task(unet, scheduler, latents, prompts, fingerprint)
-    log.info("latent backend: %s, %s, %d scans -> latents %s", config.pretrained,
-             f"LoRA rank {config.lora_rank}" if config.lora_rank else "full UNet", task.items, tuple(latents.shape[1:]))
+    log.info("latent backend: %s, %s, %s betas, %s target, %d scans -> latents %s", config.pretrained,
+             f"LoRA rank {config.lora_rank}" if config.lora_rank else "full UNet", scheduler.config.beta_schedule,
+             scheduler.config.prediction_type, task.items, tuple(latents.shape[1:]))
     unet_checkpoint = Path(checkpoint_dir) / UNET_CHECKPOINT if checkpoint_dir is not None else None
     trained = train_diffusion(task, config, device, checkpoint_dir=unet_checkpoint, live=live, progress=progress)
-    unet = trained.unet
-    if config.lora_rank:
-        unet.fuse_lora()  # W <- W + (alpha / r) B A, then drop the adapter modules: a plain UNet2DConditionModel
-        unet.unload_lora()
     pipeline = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=pretrained.tokenizer, unet=_freeze(unet), scheduler=scheduler,
+        vae=vae, text_encoder=text_encoder, tokenizer=pretrained.tokenizer, unet=_freeze(trained.unet), scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     return FinetuneResult(
@@ -247,3 +270,33 @@ def train_latent(
         images_per_second=trained.images_per_second,
         resumed_from_step=trained.resumed_from_step,
     )
+
+
+def save_lora(pipeline: StableDiffusionPipeline, folder: Path, pretrained: str) -> None:
+    """Write the LoRA adapters of `pipeline.unet` into `folder` as diffusers' train_text_to_image_lora.py does
+    (`save_lora_weights`: LORA_WEIGHT_NAME_SAFE, with the adapter's LoraConfig as metadata) and LORA_FILE: the
+    base pipeline `pretrained` (finetune.pretrained, as given) and the training scheduler's config."""
+    if not pretrained:
+        raise ValueError("save_lora: pretrained is empty; expected finetune.pretrained, the base pipeline the adapter belongs to")
+    unet = pipeline.unet
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    type(pipeline).save_lora_weights(folder, unet_lora_layers=layers, safe_serialization=True,
+                                     unet_lora_adapter_metadata=unet.peft_config["default"].to_dict())
+    record = {"pretrained": pretrained, "scheduler": json.loads(pipeline.scheduler.to_json_string())}
+    (Path(folder) / LORA_FILE).write_text(json.dumps(record, indent=1) + "\n")
+
+
+def load_lora_pipeline(folder: Path) -> StableDiffusionPipeline:
+    """The pipeline `save_lora` wrote to `folder`: its base (`load_pretrained`), the training scheduler, and
+    the UNet adapter fused into the UNet's weights."""
+    folder = Path(folder)
+    record = json.loads((folder / LORA_FILE).read_text())
+    pipeline = load_pretrained(record["pretrained"])
+    pipeline.scheduler = DDPMScheduler.from_config(record["scheduler"])
+    pipeline.load_lora_weights(folder, weight_name=LORA_WEIGHT_NAME_SAFE, use_safetensors=True)
+    # Fused (W + (alpha / r) B A, once) and unloaded: a plain UNet, as fast as the base. Sampling runs the UNet
+    # twice per step (guidance), and unfused adapters would add their two matmuls per projection to every call;
+    # the images differ from the unfused adapter's by float rounding only.
+    pipeline.fuse_lora()
+    pipeline.unload_lora_weights()
+    return pipeline

@@ -144,17 +144,29 @@ def train_pixel(
 
 
 def save_pipeline(
-    pipeline: DiffusionPipeline, out_dir: Path, classes: Sequence[str] = (), training_patients: Sequence[int] | None = None
+    pipeline: DiffusionPipeline,
+    out_dir: Path,
+    classes: Sequence[str] = (),
+    training_patients: Sequence[int] | None = None,
+    pretrained: str = "",
 ) -> None:
     """Write `pipeline` in diffusers' format (safetensors) to `out_dir`, atomically replacing it; a
     class-conditional pipeline also gets its class list as classes.json (a JSON list; label i = classes[i]),
     and `training_patients` (the patient groups of the scans it learned from) go to training_patients.json,
-    so anyone can check which patients a generator saw."""
+    so anyone can check which patients a generator saw.
+
+    A pipeline whose UNet carries LoRA adapters (latent backend, lora_rank > 0) is written as the adapters
+    alone, with `pretrained`, the base pipeline they belong to (`synthratio.diffusion.latent.save_lora`)."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
-        pipeline.save_pretrained(staging, safe_serialization=True)
+        if getattr(getattr(pipeline, "unet", None), "peft_config", None):
+            from synthratio.diffusion.latent import save_lora  # imports peft (and this module)
+
+            save_lora(pipeline, staging, pretrained)
+        else:
+            pipeline.save_pretrained(staging, safe_serialization=True)
         if classes:
             (staging / CLASSES_FILE).write_text(json.dumps(list(classes)) + "\n")
         if training_patients is not None:

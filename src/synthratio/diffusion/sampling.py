@@ -6,8 +6,9 @@ the sampler and the step count: never on the batch size, on the other seeds in i
 processes share the work (`accelerate launch`: each process samples every world-th missing seed).
 
 Two model folders: a pixel `DDPMPipeline` (a UNet2DModel, optionally class-conditional with the class list
-in `classes.json`) and a latent `StableDiffusionPipeline` (Rombach et al. 2022), sampled at a prompt with
-classifier-free guidance (Ho & Salimans 2022) and written as grayscale.
+in `classes.json`) and a latent `StableDiffusionPipeline` (Rombach et al. 2022), saved whole or as a LoRA
+adapter on its base pipeline, sampled at a prompt with classifier-free guidance (Ho & Salimans 2022) and
+written as grayscale.
 """
 
 from __future__ import annotations
@@ -36,11 +37,11 @@ from diffusers import (
 )
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from PIL import Image
-from tqdm.auto import tqdm
 
 from synthratio.config import TIMESTEP_SPACINGS, GenerateConfig
 from synthratio.diffusion.pixel import CLASSES_FILE
 from synthratio.diffusion.training import replace_folder
+from synthratio.runtime import progress_bar
 
 SAMPLERS = ("ddpm", "ddim", "dpmsolver++", "euler", "unipc")
 SETTINGS_FILE = "generate_settings.json"
@@ -93,11 +94,17 @@ def make_sampler(
 
 
 def load_pipeline(model_dir: Path, device: torch.device) -> DiffusionPipeline:
-    """Load the pipeline saved in `model_dir` (its model_index.json names the class) onto `device`."""
+    """Load the pipeline saved in `model_dir` onto `device`: a whole pipeline, whose model_index.json names
+    the class, or a LoRA adapter with the record of its base pipeline (`synthratio.diffusion.latent.save_lora`)."""
     model_dir = Path(model_dir)
     index = model_dir / "model_index.json"
     if not index.is_file():
-        raise FileNotFoundError(f"{model_dir}: no diffusers pipeline there (model_index.json missing); run the finetune stage first")
+        from synthratio.diffusion import latent  # imports peft and transformers
+
+        if (model_dir / latent.LORA_FILE).is_file():
+            return latent.load_lora_pipeline(model_dir).to(device)
+        raise FileNotFoundError(f"{model_dir}: no diffusers pipeline there (neither model_index.json nor a LoRA adapter's "
+                                f"{latent.LORA_FILE}); run the finetune stage first")
     class_name = json.loads(index.read_text()).get("_class_name")
     if class_name not in PIPELINES:
         raise ValueError(f"{index}: _class_name={class_name!r}; expected one of {sorted(PIPELINES)}")
@@ -135,7 +142,7 @@ def sample_images(
     height, width = (size, size) if isinstance(size, int) else size
     shape = (unet.config.in_channels, height, width)
     stochastic = "generator" in inspect.signature(sampler.step).parameters
-    bar = tqdm(total=len(seeds), desc="generate", unit="img", disable=not progress)
+    bar = progress_bar(total=len(seeds), desc="generate", unit="img", enabled=progress)
     for start in range(0, len(seeds), batch_size):
         chunk = seeds[start : start + batch_size]
         generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in chunk]
@@ -179,7 +186,7 @@ def sample_latent_images(
     size = unet.config.sample_size
     height, width = (size, size) if isinstance(size, int) else size
     shape = (unet.config.in_channels, height, width)
-    bar = tqdm(total=len(seeds), desc="generate", unit="img", disable=not progress)
+    bar = progress_bar(total=len(seeds), desc="generate", unit="img", enabled=progress)
     for start in range(0, len(seeds), batch_size):
         chunk = seeds[start : start + batch_size]
         generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in chunk]

@@ -30,10 +30,10 @@ from diffusers import DDPMScheduler, DiffusionPipeline
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from synthratio.config import FinetuneConfig
 from synthratio.diffusion.schedules import loss_weights, offset_noise, sample_timesteps
+from synthratio.runtime import progress_bar
 
 if TYPE_CHECKING:
     from dvclive import Live
@@ -335,7 +335,7 @@ def train_diffusion(
 
     scheduler = task.scheduler
     pending: list[torch.Tensor] = []
-    bar = tqdm(total=config.steps, initial=start, desc="finetune", unit="step", disable=not progress or not accelerator.is_main_process)
+    bar = progress_bar(total=config.steps, initial=start, desc="finetune", unit="step", enabled=progress and accelerator.is_main_process)
     seconds = 0.0
     tick = time.perf_counter()
     for step in range(start, config.steps):

@@ -22,6 +22,8 @@ from cleanfid.utils import EXTENSIONS
 from PIL import Image
 from torch import nn
 
+from synthratio.runtime import progress_shown
+
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
 
 # Where clean-fid loads its Inception weights in clean mode, hard-coded in
@@ -131,7 +133,7 @@ def file_features(
         mode="clean",
         custom_fn_resize=None if inception_resize else _keep_size,
         description=name,
-        verbose=progress,
+        verbose=progress_shown(progress),  # clean-fid's own tqdm bar, shown only where ours would be
     )
 
 
