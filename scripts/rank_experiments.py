@@ -1,7 +1,7 @@
 """Rank DVC experiments by a synthetic-vs-real distance, best first, with the params each one changed.
 
     python scripts/rank_experiments.py                      # domain FID of the keep-100 generator, lower is better
-    python scripts/rank_experiments.py --metric metrics/synthetic/keep_25.json:domain_kid
+    python scripts/rank_experiments.py --metric metrics/synthetic/keep_25.json:detector_auroc
     python scripts/rank_experiments.py --metric metrics/summary.json:keep100.r_max --order desc
 
 Reads `dvc exp show --json` (run here, or a saved copy with --input). Every baseline commit shown and every

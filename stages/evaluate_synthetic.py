@@ -9,6 +9,10 @@ from pathlib import Path
 
 from synthratio.config import load_params, run_stage
 
+# compared across generator variants: distance and recall beside their real-vs-real floors, the detector, copies
+SYNTHETIC_HEADLINE = ("domain_fid", "domain_fid_floor", "domain_recall", "domain_recall_floor", "detector_auroc",
+                      "memorized_share_features", "memorized_share_features_floor")
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -22,7 +26,7 @@ def main() -> None:
     from synthratio.evaluation.evaluate import evaluate_synthetic, load_heldout
     from synthratio.evaluation.features import classifier_feature_fn
     from synthratio.layout import generator_files
-    from synthratio.runtime import setup, write_json
+    from synthratio.runtime import setup, write_metrics
 
     device = setup(params.runtime)
     config, target, classes = params.evaluate, params.finetune.target_class, params.prepare.classes
@@ -39,7 +43,7 @@ def main() -> None:
         metrics = evaluate_synthetic(synthetic, real, feature_fn, device, config, Path(workdir),
                                      memorization_plot=files.memorization_plot, progress=params.runtime.progress,
                                      confidence=params.report.confidence)
-    write_json(files.synthetic_metrics, {"keep": args.keep, "real_split": config.real_split, **metrics})
+    write_metrics(files.synthetic_metrics, {"keep": args.keep, "real_split": config.real_split, **metrics}, SYNTHETIC_HEADLINE)
 
 
 if __name__ == "__main__":

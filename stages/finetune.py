@@ -21,7 +21,7 @@ def main() -> None:
     from synthratio.diffusion.pixel import save_pipeline, train_pixel, training_rows
     from synthratio.diffusion.training import resolve_mixed_precision
     from synthratio.layout import generator_files
-    from synthratio.runtime import open_live, setup, write_json
+    from synthratio.runtime import open_live, setup, write_metrics
 
     device = setup(params.runtime)
     config, classes = params.finetune, params.prepare.classes
@@ -43,7 +43,7 @@ def main() -> None:
     save_pipeline(result.pipeline, files.model, classes=result.classes, training_patients=patients, pretrained=config.pretrained)
     shutil.rmtree(files.checkpoints, ignore_errors=True)
     tail = result.losses[-min(50, len(result.losses)):]
-    write_json(files.finetune_metrics, {
+    write_metrics(files.finetune_metrics, {
         "keep": args.keep,
         "final_loss": round(float(np.mean(tail)), 6),
         "steps": len(result.losses),
@@ -54,7 +54,7 @@ def main() -> None:
         "images_per_second": round(result.images_per_second, 1),
         "device": str(device),
         "precision": resolve_mixed_precision(config, device),
-    })
+    }, headline=("final_loss", "train_images", "train_patients"))
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ def main() -> None:
     state = PartialState()
     if not state.is_main_process:  # under accelerate launch, the main process writes the rest
         return
-    write_json(files.generate_metrics, {
+    write_json(files.generate_detail, {  # timings and counts: no DVC metric, nothing here compares variants
         "keep": args.keep,
         "images": len(seeds),
         "seconds": round(seconds, 1),

@@ -2,17 +2,22 @@
 
 from synthratio.config import load_params, run_stage
 
+# what experiments on other data are compared on; the rest (timings, wedges, skipped files) is detail
+DATA_HEADLINE = ("scans", "patients", "patients_in_several_splits", "duplicates_dropped", "leaks_removed", "counts",
+                 "patients_per_split")
+
 
 def main() -> None:
     params = load_params()
     # imported once params.yaml is read and checked: torch, scipy and pandas take seconds to import
     from synthratio.data.ingest import prepare_dataset
-    from synthratio.runtime import setup, write_json
+    from synthratio.runtime import setup, write_metrics
 
     setup(params.runtime)
     sizes = (params.finetune.image_size, params.classifier.image_size)
     summary = prepare_dataset(params.paths.raw, params.paths.prepared, params.prepare, sizes, params.runtime.progress)
-    write_json(params.paths.metrics / "data.json", summary)
+    metrics = params.paths.metrics / "data.json"
+    write_metrics(metrics, summary, DATA_HEADLINE)
 
 
 if __name__ == "__main__":

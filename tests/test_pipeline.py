@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from pipeline_helpers import copy_project, ran_stages, run
+from pipeline_helpers import GIT_USER, copy_project, ran_stages, run
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +20,12 @@ def train_patients(project: Path, label: str = "CNV") -> set[int]:
     """Raw patient ids of the prepared training scans of `label`, read from index.csv."""
     index = pd.read_csv(project / "data/prepared/index.csv")
     return set(index.loc[(index["split"] == "train") & (index["class"] == label), "patient_id"])
+
+
+def flatten(tree: dict, prefix: str = "") -> list[str]:
+    """Dotted keys of a nested dict, as `dvc exp show` names its columns."""
+    return [key for name, value in tree.items()
+            for key in (flatten(value, f"{prefix}{name}.") if isinstance(value, dict) else [f"{prefix}{name}"])]
 
 
 @pytest.mark.slow
@@ -35,7 +41,9 @@ def test_every_stage_ran_and_wrote_finite_outputs(project: Path):
         assert all(math.isfinite(v) for v in [*block["accuracy"].values(), *block["log_loss"].values(), block["resolvable_margin"]])
         synthetic = json.loads((project / f"metrics/synthetic/keep_{keep}.json").read_text())
         assert math.isfinite(synthetic["domain_fid"]) and math.isfinite(synthetic["domain_fid_floor"])
-        assert synthetic["few_images"] is True  # 8 synthetic scans: flagged, not silently trusted
+        detail = json.loads((project / f"metrics/synthetic/keep_{keep}.detail.json").read_text())
+        assert detail["few_images"] is True  # 8 synthetic scans: flagged, not silently trusted
+        assert set(synthetic) < set(detail) and all(detail[key] == value for key, value in synthetic.items())
         pngs = sorted(p.name for p in (project / f"data/synthetic/keep_{keep}/CNV").iterdir())
         assert pngs == [f"{seed:06d}.png" for seed in range(8)]
         for figure in (f"samples_keep_{keep}.png", f"memorization_keep_{keep}.png"):
@@ -78,6 +86,38 @@ def test_exp_run_with_other_ratios_reuses_the_baselines_and_generators(project: 
         assert name.startswith(("train_classifier@25-", "report")), f"{name} ran again: {output}"
     summary = json.loads((project / "metrics/summary.json").read_text())
     assert sorted(summary["keep100"]["accuracy"], key=int) == ["0", "25", "100"]  # the experiment's ratios, not the old ones
+
+
+@pytest.mark.slow
+def test_plots_declare_every_figure_and_overlay_two_revisions(project: Path):
+    """Every PNG the stages write is a declared plot; `dvc plots diff` of the run and an experiment draws both
+    revisions' accuracy-vs-R curves (with their bands) in one view; the page needs no network."""
+    shown = json.loads(run(["dvc", "plots", "show", "--json"], project).stdout)["data"]
+    written = {str(p.relative_to(project)) for p in (project / "plots").glob("*.png")}
+    assert written and written <= set(shown), f"undeclared figures: {written - set(shown)}"
+    head_ratios = yaml.safe_load((project / "params.yaml").read_text())["sweep"]["ratios"]
+    run(["git", *GIT_USER, "add", "-A"], project)
+    run(["git", *GIT_USER, "commit", "-qm", "run"], project)
+    run(["dvc", "exp", "run", "-n", "other-ratios", "-S", "sweep.ratios=[75,100]"], project)
+    diff = json.loads(run(["dvc", "plots", "diff", "HEAD", "other-ratios", "--json"], project).stdout)["data"]
+    values = diff["accuracy vs R"][0]["content"]["data"]["values"]
+    assert {row["rev"] for row in values} == {"HEAD", "other-ratios"}
+    drawn = {(row["rev"], int(row["x"])) for row in values if row["family"] == "keep100"}
+    assert drawn == {("HEAD", r) for r in (0, *head_ratios)} | {("other-ratios", r) for r in (0, 75, 100)}
+    assert all(row["accuracy_low"] <= row["accuracy"] <= row["accuracy_high"] for row in values)
+    run(["dvc", "plots", "show"], project)
+    page = (project / "dvc_plots" / "index.html").read_text()
+    assert "vegaEmbed" in page and "<script src=" not in page  # the libraries are inlined: nothing to fetch
+
+
+@pytest.mark.slow
+def test_exp_show_lists_what_people_compare(project: Path):
+    """At most 60 metric columns (per-run classifier figures, per-R detail and timings stay in files)."""
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    metrics = shown[0]["data"]["metrics"]  # the workspace
+    columns = [f"{path}:{key}" for path, data in metrics.items() for key in flatten(data["data"])]
+    assert 20 <= len(columns) <= 60, columns
+    assert not [c for c in columns if any(word in c for word in ("second", "per_second", "device"))], columns
 
 
 @pytest.mark.slow

@@ -126,5 +126,5 @@ def test_launcher_param_runs_finetune_under_accelerate_through_dvc(project):
     # one process logged and wrote: two dvclive loggers on one folder left unparsable JSON
     live = json.loads((project / params["paths"]["live"] / "finetune_keep_100" / "metrics.json").read_text())
     assert live["step"] == params["finetune"]["steps"] - 1
-    finetune = json.loads((project / params["paths"]["metrics"] / "finetune" / "keep_100.json").read_text())
+    finetune = json.loads((project / params["paths"]["metrics"] / "finetune" / "keep_100.detail.json").read_text())
     assert finetune["steps"] == params["finetune"]["steps"]

@@ -39,7 +39,9 @@ def save_ratio_plot(summary: dict, table: pd.DataFrame, x_label: str, path: Path
     left.set(xlabel=x_label, ylabel="test accuracy (real scans)", title="Accuracy")
     right.set(xlabel=x_label, ylabel=f"{metric} difference to the reference (positive: better)",
               title=f"Paired difference, one-sided {summary['confidence']:.0%} bounds")
+    span = (0, float(table["x"].max()))  # both panels from R=0, so an R_max at the first R is not on the frame
     for ax in (left, right):
+        ax.set_xlim(span[0] - 0.05 * span[1], span[1] * 1.05)
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=1, frameon=False)
     _save(fig, path)
 

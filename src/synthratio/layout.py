@@ -32,6 +32,12 @@ def classifier_metrics_path(params: Params, ratio: int, keep: int) -> Path:
     return params.paths.metrics / "classifier" / f"{run_name(ratio, keep)}.json"
 
 
+def detail_path(metric: Path) -> Path:
+    """A stage's full figures (timings, counts, spreads) beside its DVC metric <name>.json: <name>.detail.json,
+    tracked but not a metric."""
+    return metric.with_suffix(".detail.json")
+
+
 def cohort_name(keep: int) -> str:
     """Name of the generator of cohort `keep` (the keep % of real CNV training patients it may see)."""
     return f"keep_{keep}"
@@ -45,9 +51,10 @@ class GeneratorFiles:
     checkpoints: Path  # resumable training state, beside the model (outside the DVC output)
     live: Path  # dvclive training curves
     synthetic: Path  # <CLASS>/<seed:06d>.png under it
-    finetune_metrics: Path
-    generate_metrics: Path
+    finetune_metrics: Path  # DVC metric: what experiments are compared on
+    generate_detail: Path  # timings and counts (tracked, not a metric)
     synthetic_metrics: Path
+    synthetic_detail: Path  # every figure of evaluate_synthetic, what the report's tables read
     samples_plot: Path
     memorization_plot: Path
 
@@ -61,8 +68,9 @@ def generator_files(params: Params, keep: int) -> GeneratorFiles:
         live=paths.live / f"finetune_{name}",
         synthetic=paths.synthetic / name,
         finetune_metrics=paths.metrics / "finetune" / f"{name}.json",
-        generate_metrics=paths.metrics / "generate" / f"{name}.json",
+        generate_detail=detail_path(paths.metrics / "generate" / f"{name}.json"),
         synthetic_metrics=paths.metrics / "synthetic" / f"{name}.json",
+        synthetic_detail=detail_path(paths.metrics / "synthetic" / f"{name}.json"),
         samples_plot=paths.plots / f"samples_{name}.png",
         memorization_plot=paths.plots / f"memorization_{name}.png",
     )

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from synthratio.config import ReportConfig
+from synthratio.config import Params, ReportConfig
 from synthratio.inference import (
     Draws,
     Runs,
@@ -30,11 +30,14 @@ from synthratio.inference import (
     paired_permutation_p,
     point,
 )
+from synthratio.layout import classifier_live_path, classifier_metrics_path, generator_files, predictions_path, run_name
+from synthratio.runtime import read_json
 
 # The student study (2025) this project starts from: accuracy per R (%), Stable Diffusion on Kermany CNV.
 STUDY_ACCURACY = {10: 0.8625, 20: 0.8562, 30: 0.8750, 40: 0.8750, 50: 0.9000, 60: 0.8438, 70: 0.8187, 80: 0.7750, 90: 0.6813}
 RUN_COLUMNS = ("accuracy", "f1", "precision", "recall", "auroc", "log_loss", "ece")  # per-run test metrics, averaged over seeds
 BAND_METRICS = ("accuracy", "log_loss")  # drawn with an interval
+HEADLINE_KEYS = ("r_max", "r_max_shown", "stopped_at", "stop", "resolvable_margin", *BAND_METRICS, "lower")
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,37 @@ class Family:
     candidates: dict[int, Arm]
     decides: bool  # whether an R_max is read off it (real_only is shown, not decided on)
     x_label: str
+
+
+def load_arm(params: Params, ratio: int, keep: int, scans: list[str] | None) -> tuple[Arm, list[str]]:
+    """Every seed's metrics and test probabilities of one (R, keep), and the test scans they scored; every
+    run must have scored the same test scans in the same order (`scans`: those of the runs read before)."""
+    probs = []
+    for seed in params.sweep.seeds:
+        path = predictions_path(params, ratio, seed, keep)
+        predictions = pd.read_csv(path)
+        if scans is not None and predictions["file"].tolist() != scans:
+            raise ValueError(f"{path}: test scans differ from the other runs' (rerun the classifier stages)")
+        scans = predictions["file"].tolist()
+        probs.append(predictions[[f"prob_{name}" for name in params.prepare.classes]].to_numpy())
+    runs = Runs(probs=np.stack(probs), labels=predictions["label"].to_numpy(), patients=predictions["patient"].to_numpy(),
+                positive=params.prepare.classes.index(params.sweep.synthetic_class))
+    return Arm(runs=runs, metrics=pd.DataFrame(read_json(classifier_metrics_path(params, ratio, keep)))), scans
+
+
+def training_curves(params: Params) -> pd.DataFrame:
+    """plots/training_curves.csv: every training curve of the sweep in one long table (run, metric, step,
+    value), read from the dvclive folders params.yaml names: each generator's loss and learning rate, each
+    classifier's train loss and validation loss and accuracy per epoch."""
+    folders = {f"finetune keep {k}": generator_files(params, k).live for k in params.sweep.keep}
+    folders.update({f"{run_name(r, k)} seed {s}": classifier_live_path(params, r, s, k)
+                    for k in params.sweep.keep for r in params.sweep.all_ratios for s in params.sweep.seeds})
+    parts = []
+    for run, folder in folders.items():
+        for tsv in sorted((folder / "plots" / "metrics").glob("*.tsv")):  # the curves this run logged
+            curve = pd.read_csv(tsv, sep="\t")
+            parts.append(pd.DataFrame({"run": run, "metric": tsv.stem, "step": curve["step"], "value": curve[tsv.stem]}))
+    return pd.concat(parts, ignore_index=True)
 
 
 def families(mode: str, arms: dict[tuple[int, int], Arm], keeps: Sequence[int], ratios: Sequence[int]) -> list[Family]:
@@ -80,7 +114,7 @@ def _compare(family: Family, config: ReportConfig) -> pd.DataFrame:
     reference_fixed = bootstrap(reference, config.metric, seeds_fixed)
     rows = []
     for x, arm in {0: family.reference, **family.candidates}.items():
-        row: dict = {"family": family.name, "x": x, "seeds": len(arm.metrics)}
+        row: dict = {"family": family.name, "x": x, "seeds": len(arm.metrics), "margin": config.margin}
         row.update({name: float(arm.metrics[name].mean()) for name in RUN_COLUMNS})
         for column in ("synthetic_share", "real_scans_of_class", "synthetic_scans"):
             row[column] = float(arm.metrics[column].mean()) if column in arm.metrics else float("nan")
@@ -121,7 +155,7 @@ def _decision(family: Family, table: pd.DataFrame, config: ReportConfig) -> dict
 
 
 def summarize(all_families: Sequence[Family], config: ReportConfig, mode: str) -> tuple[dict, pd.DataFrame]:
-    """metrics/summary.json (settings, then one block per deciding family) and the long table behind it
+    """The summary (settings, then one block per deciding family) and the long table behind it
     (plots/ratio_summary.csv), with Holm-adjusted p-values over every comparison of every family."""
     if not all_families:
         raise ValueError("summarize needs at least one family")
@@ -133,6 +167,13 @@ def summarize(all_families: Sequence[Family], config: ReportConfig, mode: str) -
         if family.decides:
             summary[family.name] = _decision(family, table[table["family"] == family.name], config)
     return summary, table
+
+
+def headline(summary: dict) -> dict:
+    """metrics/summary.json, what `dvc exp show` compares: per family R_max, how the sequence ended, the
+    resolvable margin, and per R the mean accuracy and log-loss and the lower bound of the difference (the
+    settings are params, and the rest of summary is in metrics/detail/summary.json)."""
+    return {name: {key: block[key] for key in HEADLINE_KEYS} for name, block in summary.items() if isinstance(block, dict)}
 
 
 def verdict_sentence(name: str, block: dict, metric: str, margin: float, confidence: float) -> str:
@@ -197,3 +238,24 @@ def synthetic_table(metrics: dict) -> list[str]:
         lines.append(f"| detector AUROC | {metrics['detector_auroc']:.3f} ({metrics['detector_auroc_ci_low']:.3f}-"
                      f"{metrics['detector_auroc_ci_high']:.3f}) | 0.5 | a fingerprint a classifier can learn |")
     return lines
+
+
+def terminal_summary(summary: dict, synthetic: dict[int, dict], plots: str) -> str:
+    """The few lines the quick start ends with: the verdict per regime, accuracy per R, the synthetic scans'
+    figures beside their floors, and where the report and figures are."""
+    metric, margin, confidence = summary["metric"], summary["margin"], summary["confidence"]
+    lines = [f"R_max: largest R shown non-inferior to R=0 on {metric} at margin {margin:g} ({confidence:.0%} one-sided):"]
+    for name, block in summary.items():
+        if isinstance(block, dict):
+            lines.append("  " + verdict_sentence(name, block, metric, margin, confidence))
+            lines.append(f"    accuracy by R: " + ", ".join(f"R={x} {v:.3f}" for x, v in sorted(block["accuracy"].items(), key=lambda i: int(i[0]))))
+    for keep, figures in sorted(synthetic.items(), reverse=True):
+        lines.append(
+            f"  synthetic scans, cohort keep {keep}: domain FID {figures['domain_fid']:.3g} (real floor {figures['domain_fid_floor']:.3g}), "
+            f"detector AUROC {figures['detector_auroc']:.2f} ({figures['detector_auroc_ci_low']:.2f}-{figures['detector_auroc_ci_high']:.2f}; "
+            f"0.5 = indistinguishable), memorized {figures['memorized_share_features']:.2f} (real {figures['memorized_share_features_floor']:.2f})"
+        )  # fmt: skip
+    lines.append(f"Report: {plots}/report.md; figures: {plots}/accuracy_vs_ratio.png, {plots}/samples_keep_*.png; "
+                 "every curve: dvc plots show (dvc_plots/index.html, works offline)")
+    return "\n".join(lines)
+

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterable, TextIO
 from tqdm.auto import tqdm
 
 from synthratio.config import RuntimeConfig
+from synthratio.layout import detail_path
 
 if TYPE_CHECKING:
     import torch
@@ -27,13 +28,18 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK") or os.environ.get("LOCAL_RANK") or 0) == 0
 
 
-def setup(runtime: RuntimeConfig) -> torch.device:
-    """Configure logging (timestamped; under a launcher only the main process logs INFO, the others warnings
-    and errors, so each event is one line) and torch threads; return the device the stage runs on."""
-    import torch
-
+def setup_logging() -> None:
+    """Timestamped log lines; under a launcher only the main process logs INFO, the others warnings and
+    errors, so each event is one line."""
     level = logging.INFO if is_main_process() else logging.WARNING
     logging.basicConfig(level=level, format=LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S")
+
+
+def setup(runtime: RuntimeConfig) -> torch.device:
+    """setup_logging() and torch's threads; return the device the stage runs on."""
+    import torch
+
+    setup_logging()
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
     if runtime.device == "cuda" and not torch.cuda.is_available():
@@ -57,9 +63,23 @@ def progress_bar(iterable: Iterable | None = None, *, enabled: bool = True, **kw
     return tqdm(iterable, disable=not progress_shown(enabled, kwargs.get("file")), **kwargs)
 
 
+def read_json(path: Path) -> Any:
+    """A JSON file a stage wrote; a missing one names the file and the stage that writes it."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: not found (run `dvc repro` for the stage that writes it)")
+    return json.loads(Path(path).read_text())
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write JSON through a temporary file and a rename, so a killed stage never leaves half a file."""
     write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
+
+
+def write_metrics(path: Path, figures: dict[str, Any], headline: tuple[str, ...]) -> None:
+    """Two JSON files: at `path` (a DVC metric, what `dvc exp show` compares) the `headline` keys of
+    `figures`, beside it at layout.detail_path (tracked, not a metric) all of them, timings included."""
+    write_json(detail_path(path), figures)
+    write_json(path, {key: figures[key] for key in headline if key in figures})
 
 
 def write_atomically(path: Path, write) -> None:
