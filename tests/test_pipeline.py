@@ -140,4 +140,5 @@ def test_data_mode_fills_each_cohort_with_its_own_synthetic_scans(project: Path)
         same = [(project / f"data/predictions/ratio_{r}_keep_100/seed_{seed}.csv").read_bytes() for r in (0, 100)]
         assert same[0] == same[1]  # nothing to fill: the baseline's batches, the baseline's classifier
     summary = json.loads((project / "metrics/summary.json").read_text())
-    assert summary["mode"] == "data" and sorted(summary["data"]["accuracy"], key=int) == ["0", "50"]
+    detail = json.loads((project / "metrics/summary.detail.json").read_text())
+    assert detail["mode"] == "data" and sorted(summary["data"]["accuracy"], key=int) == ["0", "50"]

@@ -168,10 +168,50 @@ def offline_rerun(project, tmp_path_factory) -> tuple[str, Path]:
     return output, logs
 
 
+# Tries what a library phoning home would do, on loopback only (where nothing listens: without the guard it
+# is refused locally, so the probe never reaches a network), and what the guard must leave alone (a Unix socket).
+NETWORK_PROBE = """
+import socket
+for family, address in ((socket.AF_INET, ("127.0.0.1", 9)), (socket.AF_UNIX, "/nonexistent/probe.sock")):
+    for method in ("connect", "connect_ex"):
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            try:
+                getattr(probe, method)(address)
+            except OSError:
+                pass
+try:
+    socket.getaddrinfo("localhost", 80)
+except OSError:
+    pass
+"""
+GUARDED = ["connect ('127.0.0.1', 9)", "connect_ex ('127.0.0.1', 9)", "getaddrinfo 'localhost'"]
+
+
+def probe_network_guard(folder: Path, env: dict[str, str], script: str = "stages/probe.py") -> list[str]:
+    """Run NETWORK_PROBE as `script` (relative to `folder`, as dvc runs a stage) under `env`; what the guard
+    logged, without each line's pid."""
+    (folder / script).parent.mkdir(parents=True, exist_ok=True)
+    (folder / script).write_text(NETWORK_PROBE)
+    run([sys.executable, script], folder, env=env)
+    log = Path(env.get("SYNTHRATIO_TEST_NO_NETWORK", folder / "network.log"))
+    return [f"{line.split(' ', 2)[0]} {line.split(' ', 2)[2]}" for line in read_log(log)]
+
+
+def test_the_network_guard_logs_a_stage_that_tries_and_leaves_other_scripts_alone(tmp_path):
+    """Positive control for the test below: an empty log means something only if a stage that tries is logged."""
+    env = stage_env(tmp_path, block_network=True)
+    assert probe_network_guard(tmp_path, env) == [f"probe.py {line}" for line in GUARDED]
+    (tmp_path / "network.log").unlink()
+    assert probe_network_guard(tmp_path, env, "tools/probe.py") == []  # not a stage: dvc, git and the tests are untouched
+    assert probe_network_guard(tmp_path, stage_env(tmp_path)) == []  # guard off unless asked for
+
+
 @pytest.mark.slow
-def test_stages_run_with_the_network_blocked_and_never_try_it(offline_rerun):
+def test_stages_run_with_the_network_blocked_and_never_try_it(offline_rerun, tmp_path):
     _, logs = offline_rerun
     assert read_log(logs / "network.log") == []
+    # the same guard, loaded the same way, does log a stage that tries (else the empty log above proves nothing)
+    assert probe_network_guard(tmp_path, stage_env(tmp_path, block_network=True)) == [f"probe.py {line}" for line in GUARDED]
 
 
 @pytest.mark.slow

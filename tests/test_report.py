@@ -1,11 +1,19 @@
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
-from synthratio.config import ReportConfig
+from synthratio.config import Params, ReportConfig, params_from_dict
 from synthratio.figures import save_ratio_plot
 from synthratio.inference import Runs
-from synthratio.report import STUDY_ACCURACY, Arm, families, markdown_report, summarize, verdict_sentence
+from synthratio.layout import classifier_live_path, classifier_metrics_path, generator_files, predictions_path
+from synthratio.report import (
+    HEADLINE_KEYS, STUDY_ACCURACY, Arm, families, headline, load_arm, markdown_report, summarize, terminal_summary, training_curves,
+    verdict_sentence,
+)  # fmt: skip
 
 CONFIG = ReportConfig(metric="accuracy", margin=0.01, confidence=0.95, bootstrap=400, permutations=2000, seed=0)
 N_SCANS = 1000  # 500 patients of two scans
@@ -62,7 +70,7 @@ def test_summary_numbers_lower_bounds_and_holm():
     assert summary["keep100"]["n_test_patients"] == 500 and summary["keep100"]["n_test"] == N_SCANS
     gain = table[(table["family"] == "keep25") & (table["x"] == 50)].iloc[0]
     assert gain["delta"] == pytest.approx(0.05) and gain["delta_lower"] > 0.03 and gain["verdict"] == "non-inferior"
-    assert summary["keep25"]["lower"]["50"] == pytest.approx(gain["delta_lower"], abs=1e-6)
+    assert summary["keep25"]["lower"]["50"] == round(gain["delta_lower"], 6)  # the headline keeps 6 decimals
     drop = table[(table["family"] == "keep100") & (table["x"] == 100)].iloc[0]
     assert drop["delta_upper"] < -0.09 and drop["p"] < 1e-3 and drop["p_holm"] >= drop["p"]
     tested = table[table["x"] > 0]
@@ -70,6 +78,39 @@ def test_summary_numbers_lower_bounds_and_holm():
     reference = table[table["x"] == 0]
     assert reference["verdict"].isna().all()  # R=0 is the reference, not a comparison
     assert (table["accuracy_low"] <= table["accuracy"]).all() and (table["accuracy"] <= table["accuracy_high"]).all()
+    assert (table["seeds"] == 2).all() and (table["margin"] == CONFIG.margin).all() and list(table.index) == list(range(6))
+    assert table.loc[table["x"] == 0, "p_holm"].isna().all()  # only comparisons are adjusted
+    for name in ("keep100", "keep25"):
+        part = table[(table["family"] == name) & (table["x"] > 0)]
+        assert summary[name]["resolvable_margin"] == round(part["half_width"].max(), 6)
+        assert summary[name]["test_set_margin"] == round(part["test_half_width"].max(), 6)
+    assert (table["real_scans_of_class"] == 100).all() and table["synthetic_scans"].isna().all()  # not in these runs' metrics
+    pd.testing.assert_frame_equal(summarize(families("replace", {**full, **scarce}, [100, 25], [50, 100]), CONFIG, "replace")[1], table)
+    first = table.iloc[0]  # keep100 at R=0: 400 draws of 500 patients stratified by class, crossed with 2 seeds, seed 0
+    assert [round(first[key], 4) for key in ("accuracy_low", "accuracy_high", "log_loss_low", "log_loss_high")] == [0.883, 0.917, 0.2877, 0.3625]
+
+
+def test_differences_are_paired_so_a_near_copy_of_r0_is_shown_non_inferior():
+    """R=50 differs from R=0 on 4 of 1000 scans per seed (2 lost, 2 gained), as a classifier trained on mostly
+    the same data would: each arm's own accuracy interval spans about 0.04, the paired difference's bounds stay
+    within +-0.005. Bootstrapped on separate draws, the bounds would spread like the arms' and straddle -margin."""
+    arms = {(0, 100): arm(REFERENCE), (50, 100): arm(paired(REFERENCE, lost=2, gained=2), ratio=50)}
+    summary, table = summarize(families("replace", arms, [100], [50]), CONFIG, "replace")
+    row = table.set_index("x").loc[50]
+    assert row["accuracy_high"] - row["accuracy_low"] > 0.03
+    assert -0.005 < row["delta_lower"] <= 0.0 <= row["delta_upper"] < 0.005 and row["delta"] == 0.0
+    assert row["verdict"] == "non-inferior" and summary["keep100"]["r_max"] == 50
+
+
+def test_the_smallest_r_is_a_candidate_and_a_sequence_that_never_stops_says_none():
+    """R=1 (the smallest sweep.ratios allows), identical to R=0: non-inferior, R_max = 1, stop "none"; figures
+    keep six decimals."""
+    reference = arm(REFERENCE)
+    reference.metrics["log_loss"] = 1 / 3
+    summary, table = summarize(families("replace", {(0, 100): reference, (1, 100): arm(REFERENCE, ratio=1)}, [100], [1]), CONFIG, "replace")
+    assert (summary["keep100"]["r_max"], summary["keep100"]["stopped_at"], summary["keep100"]["stop"]) == (1, None, "none")
+    assert summary["keep100"]["log_loss"]["0"] == 0.333333 and list(summary["keep100"]["lower"]) == ["1"]
+    assert table.set_index("x").loc[1, "p_holm"] == 1.0
 
 
 def test_an_inconclusive_r_gives_no_number_and_says_why():
@@ -110,3 +151,148 @@ def test_the_decision_metric_is_a_param_away(metric: str):
     summary, table = summarize(families("replace", arms, [100], [50]), config, "replace")
     assert summary["metric"] == metric and summary["keep100"]["stop"] == "inferior"
     assert table.set_index("x").loc[50, "delta"] < 0  # worse is negative whichever way the metric points
+
+
+# --- what the report prints: fixed tables in, exact text out ---
+
+BLOCK = {"r_max": 25, "r_max_shown": 25, "stopped_at": 100, "stop": "inferior", "resolvable_margin": 0.0123,
+         "test_set_margin": 0.0081, "accuracy": {"0": 0.9, "100": 0.85, "25": 0.8964}, "log_loss": {"0": 0.3}, "lower": {"25": -0.01}}  # fmt: skip
+SYNTHETIC = {
+    25: {"domain_fid": 4.5, "domain_fid_floor": 2.25, "detector_auroc": 0.71, "detector_auroc_ci_low": 0.6, "detector_auroc_ci_high": 0.8,
+         "memorized_share_features": 0.125, "memorized_share_features_floor": 0.05},
+    100: {"domain_fid": 3.0, "domain_fid_floor": 2.5, "domain_fid_floor_sd": 0.4, "domain_recall": 0.5, "domain_recall_floor": 0.75,
+          "domain_precision": 0.875, "domain_precision_floor": 0.9, "domain_coverage": 0.625, "domain_coverage_floor": 0.8,
+          "domain_coverage_floor_sd": 0.05, "detector_auroc": 0.55, "detector_auroc_ci_low": 0.45, "detector_auroc_ci_high": 0.65,
+          "memorized_share_features": 0.0625, "memorized_share_features_floor": 0.0625},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("changes", "sentence"),
+    [
+        ({"stop": "none", "stopped_at": None, "r_max": 100},
+         "keep100: R_max = 100%: every R tested is non-inferior to R=0 (one-sided 95% lower bound of the paired accuracy difference above -0.02)."),
+        ({}, "keep100: R_max = 25%: R=100% is shown to cost more than 0.02 (one-sided 95% lower bound of the paired accuracy "
+             "difference above -0.02 for every R up to 25%)."),
+        ({"stop": "inconclusive", "r_max": None, "r_max_shown": 0, "stopped_at": 25},
+         "keep100: R_max not determined at margin 0.02: R=25% is inconclusive. These runs resolve margins of about 0.012 or more; "
+         "the test set alone, seeds held fixed, 0.008 (more seeds narrow the difference). Non-inferior up to R=0%."),
+    ],
+)  # fmt: skip
+def test_verdict_sentences(changes: dict, sentence: str):
+    assert verdict_sentence("keep100", {**BLOCK, **changes}, "accuracy", 0.02, 0.95) == sentence
+
+
+def test_terminal_summary_lists_verdicts_accuracy_by_r_and_each_cohorts_scans():
+    summary = {"metric": "accuracy", "margin": 0.02, "confidence": 0.95, "mode": "replace", "keep100": BLOCK}
+    assert terminal_summary(summary, SYNTHETIC, "plots").splitlines() == [
+        "R_max: largest R shown non-inferior to R=0 on accuracy at margin 0.02 (95% one-sided):",
+        "  " + verdict_sentence("keep100", BLOCK, "accuracy", 0.02, 0.95),
+        "    accuracy by R: R=0 0.900, R=25 0.896, R=100 0.850",
+        "  synthetic scans, cohort keep 100: domain FID 3 (real floor 2.5), detector AUROC 0.55 (0.45-0.65; 0.5 = indistinguishable), "
+        "memorized 0.06 (real 0.06)",
+        "  synthetic scans, cohort keep 25: domain FID 4.5 (real floor 2.25), detector AUROC 0.71 (0.60-0.80; 0.5 = indistinguishable), "
+        "memorized 0.12 (real 0.05)",
+        "Report: plots/report.md; figures: plots/accuracy_vs_ratio.png, plots/samples_keep_*.png; every curve: dvc plots show "
+        "(dvc_plots/index.html, works offline)",
+    ]  # fmt: skip
+    assert headline({**summary, "keep100": {**BLOCK, "n_test": 10}}) == {
+        "metric": "accuracy", "margin": 0.02, "confidence": 0.95, "keep100": {key: BLOCK[key] for key in HEADLINE_KEYS}}
+
+
+def test_markdown_report_prints_every_figure_of_the_table():
+    """Families in the table's order (keep25 first, shown without a verdict), cohorts' scans largest first."""
+    row = dict(synthetic_share=0.0, accuracy=0.9, accuracy_low=0.88, accuracy_high=0.92, log_loss=0.3,
+               log_loss_low=0.25, log_loss_high=0.35, f1=0.89, auroc=0.95, ece=0.05)  # fmt: skip
+    tested = dict(delta=-0.025, delta_lower=-0.04, delta_upper=-0.01, verdict="inconclusive", p=0.0123, p_holm=0.0246)
+    table = pd.DataFrame([
+        {**row, "family": "keep25", "x": 0}, {**row, **tested, "family": "keep25", "x": 1, "accuracy": 0.5},
+        {**row, "family": "keep100", "x": 0}, {**row, **tested, "family": "keep100", "x": 50, "synthetic_share": 0.5, "accuracy": 0.875},
+    ])  # fmt: skip
+    summary = {"metric": "accuracy", "margin": 0.02, "confidence": 0.95, "mode": "replace",
+               "keep100": {**BLOCK, "stop": "inconclusive", "r_max": None, "r_max_shown": 0, "stopped_at": 50}}  # fmt: skip
+    header = ["| x % | synthetic share | accuracy (CI) | log-loss (CI) | accuracy difference (one-sided bounds) | verdict | p (Holm) | F1 | AUROC | ECE |",
+              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    reference = "| 0 | 0.00 | 0.9000 (0.8800-0.9200) | 0.3000 (0.2500-0.3500) | reference | | | 0.8900 | 0.9500 | 0.0500 |"
+    compared = " (0.8800-0.9200) | 0.3000 (0.2500-0.3500) | -0.0250 (-0.0400, -0.0100) | inconclusive | 0.0123 (0.0246) | 0.8900 | 0.9500 | 0.0500 |"
+    assert markdown_report(summary, table, SYNTHETIC) == "\n".join([
+        "# Ratio sweep", "",
+        "mix.mode = replace; decided on accuracy at margin 0.02; intervals: 95% bootstrap over test patients crossed with seeds; "
+        "p: patient-level sign-flip permutation test of the seed-averaged paired difference, Holm-adjusted over every comparison.",
+        "", "## keep25", "", *header, reference, "| 1 | 0.00 | 0.5000" + compared,
+        "", "## keep100", "", verdict_sentence("keep100", summary["keep100"], "accuracy", 0.02, 0.95), "",
+        *header, reference, "| 50 | 0.50 | 0.8750" + compared,
+        "", "## Synthetic scans of cohort keep 100", "",
+        "| figure | synthetic | real floor (sd over halvings) | catches |", "|---|---|---|---|",
+        "| domain FID | 3 | 2.5 (0.4) | distribution shift; the floor is real vs real, other patients |",
+        "| recall | 0.5 | 0.75 | missing variety |",
+        "| precision | 0.875 | 0.9 | implausible scans |",
+        "| coverage | 0.625 | 0.8 (0.05) | missing variety, robust to outliers |",
+        "| memorized (features) | 0.0625 | 0.0625 | copies of training patients |",
+        "| detector AUROC | 0.550 (0.450-0.650) | 0.5 | a fingerprint a classifier can learn |",
+        "", "## Synthetic scans of cohort keep 25", "",
+        "| figure | synthetic | real floor (sd over halvings) | catches |", "|---|---|---|---|",
+        "| domain FID | 4.5 | 2.25 | distribution shift; the floor is real vs real, other patients |",
+        "| memorized (features) | 0.125 | 0.05 | copies of training patients |",
+        "| detector AUROC | 0.710 (0.600-0.800) | 0.5 | a fingerprint a classifier can learn |",
+    ]) + "\n"  # fmt: skip
+
+
+def test_each_mode_labels_its_x_axis():
+    arms = {(r, k): arm(REFERENCE) for r in (0, 50, 100) for k in (100, 25)}
+    assert [f.x_label for f in families("replace", arms, [100], [50])] == ["R: synthetic share of the CNV examples in every batch (%)"]
+    assert [f.x_label for f in families("add", arms, [100], [50])] == [
+        "R: synthetic share of the CNV examples in every batch (%), on top of the real ones"]
+    assert [f.x_label for f in families("data", arms, [100, 25], [100])] == [
+        "synthetic share of the CNV training data (%): the cohort's left-out patients' scans replaced",
+        "share of the CNV training patients left out, nothing in their place (%)",
+    ]
+    assert [(f.name, f.decides) for f in families("replace", arms, [25, 100], [50, 100])] == [("keep100", True), ("keep25", True)]
+
+
+def params_in(tmp_path) -> Params:
+    """params.yaml with every output path under tmp_path, two seeds, keeps 100 and 25, R = 50."""
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    raw["paths"] = {key: str(tmp_path / key) for key in raw["paths"]}
+    raw["sweep"] = {**raw["sweep"], "ratios": [50], "seeds": [0, 1], "keep": [100, 25], "synthetic_class": "CNV"}
+    raw["prepare"] = {**raw["prepare"], "classes": ["CNV", "NORMAL"]}
+    return params_from_dict(raw)
+
+
+def test_load_arm_stacks_the_seeds_by_class_name_and_refuses_other_test_scans(tmp_path):
+    params = params_in(tmp_path)
+    for seed in (0, 1):
+        path = predictions_path(params, 50, seed, 25)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"file": ["b.png", "a.png", "c.png"], "label": [1, 0, 0], "patient": [8, 7, 7],
+                      "prob_NORMAL": [0.8, 0.3 + seed / 10, 0.6], "prob_CNV": [0.2, 0.7 - seed / 10, 0.4]}).to_csv(path, index=False)  # fmt: skip
+    metrics = classifier_metrics_path(params, 50, 25)
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text(json.dumps([{"seed": 0, "accuracy": 0.5}, {"seed": 1, "accuracy": 0.75}]))
+    arm, scans = load_arm(params, 50, 25, None)
+    assert scans == ["b.png", "a.png", "c.png"]
+    np.testing.assert_allclose(arm.runs.probs[:, :, 0], [[0.2, 0.7, 0.4], [0.2, 0.6, 0.4]])  # prob_CNV first, as classes order it
+    np.testing.assert_array_equal(arm.runs.labels, [1, 0, 0])
+    np.testing.assert_array_equal(arm.runs.patients, [8, 7, 7])
+    assert arm.runs.positive == 0 and arm.metrics["accuracy"].tolist() == [0.5, 0.75]
+    assert load_arm(params, 50, 25, scans)[1] == scans
+    with pytest.raises(ValueError, match=r"seed_0.csv: test scans differ from the other runs'"):
+        load_arm(params, 50, 25, ["a.png", "b.png", "c.png"])
+
+
+def test_training_curves_is_one_long_table_of_every_logged_curve(tmp_path):
+    params = params_in(tmp_path)
+    curves = {generator_files(params, 25).live: {"loss": [0.5, 0.4]},
+              classifier_live_path(params, 50, 1, 100): {"val_accuracy": [0.7, 0.8, 0.85], "train_loss": [0.9, 0.6, 0.5]}}  # fmt: skip
+    for folder, metrics in curves.items():
+        (folder / "plots" / "metrics").mkdir(parents=True)
+        for name, values in metrics.items():
+            pd.DataFrame({"step": range(len(values)), name: values}).to_csv(folder / "plots" / "metrics" / f"{name}.tsv", sep="\t", index=False)
+    table = training_curves(params)
+    assert table.columns.tolist() == ["run", "metric", "step", "value"]
+    assert table.groupby(["run", "metric"])["value"].apply(list).to_dict() == {
+        ("finetune keep 25", "loss"): [0.5, 0.4],
+        ("ratio_50_keep_100 seed 1", "train_loss"): [0.9, 0.6, 0.5],
+        ("ratio_50_keep_100 seed 1", "val_accuracy"): [0.7, 0.8, 0.85],
+    }
+    assert table.loc[table["metric"] == "val_accuracy", "step"].tolist() == [0, 1, 2]

@@ -170,10 +170,11 @@ def summarize(all_families: Sequence[Family], config: ReportConfig, mode: str) -
 
 
 def headline(summary: dict) -> dict:
-    """metrics/summary.json, what `dvc exp show` compares: per family R_max, how the sequence ended, the
-    resolvable margin, and per R the mean accuracy and log-loss and the lower bound of the difference (the
-    settings are params, and the rest of summary is in metrics/detail/summary.json)."""
-    return {name: {key: block[key] for key in HEADLINE_KEYS} for name, block in summary.items() if isinstance(block, dict)}
+    """metrics/summary.json, what `dvc exp show` compares: the metric, margin and confidence the verdicts were
+    reached at; per family R_max, how the sequence ended, the resolvable margin, and per R the mean accuracy
+    and log-loss and the lower bound of the difference (the rest is in summary.detail.json)."""
+    settings = {key: summary[key] for key in ("metric", "margin", "confidence")}
+    return settings | {name: {key: block[key] for key in HEADLINE_KEYS} for name, block in summary.items() if isinstance(block, dict)}
 
 
 def verdict_sentence(name: str, block: dict, metric: str, margin: float, confidence: float) -> str:

@@ -186,3 +186,46 @@ def test_synthetic_share_is_what_the_batches_hold_not_the_nominal_r(ratio: int, 
     sampler = sampler_for(labels, ratio=ratio, batch_size=20, steps=3)
     assert sampler.plan.per_class[0] == 11
     assert sampler.synthetic_share == pytest.approx(share)
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [(np.zeros((2, 3), int), r"shape \(2, 3\)"), (np.array([], int), r"shape \(0,\)"), (np.array([0, -1, 1]), r"shape \(3,\)")],
+)
+def test_labels_must_be_a_non_empty_vector_of_class_indices(labels: np.ndarray, message: str):
+    with pytest.raises(ValueError, match=r"labels: expected a non-empty 1-D array of class indices >= 0, got " + message):
+        plan_batches(labels, 8, 0, 50)
+
+
+def test_class_counts_below_the_labels_own_counts_are_refused():
+    with pytest.raises(ValueError, match=r"class_counts=\[40, 30, 7\] must cover every class of labels, at least as often"):
+        plan_batches(LABELS, 8, 0, 50, class_counts=[40, 30, 7])  # 50 CNV labels, counts say 40
+    assert plan_batches(LABELS, 8, 0, 50, class_counts=[50, 30, 7]) == plan_batches(LABELS, 8, 0, 50)
+
+
+def test_several_rare_classes_each_take_one_slot_from_the_largest():
+    """Counts 97/1/1/1 in batches of 4: quotas 3.88 and 0.04 x 3; the three rare classes get one slot each."""
+    assert plan_batches(np.repeat([0, 1, 2, 3], [97, 1, 1, 1]), 4, 0, 0) == BatchPlan((1, 1, 1, 1), 0)
+    # NORMAL takes the spare slot (remainder .88 over .08 and .04), then CNV and DME one each from it
+    assert plan_batches(np.repeat([0, 1, 2], [1, 97, 2]), 4, 0, 100) == BatchPlan((1, 2, 1), 1)
+
+
+def test_data_mode_fixes_no_synthetic_slots_and_add_mode_share_counts_the_added_ones():
+    assert plan_batches(LABELS, 8, 0, 100, "data") == BatchPlan((4, 3, 1), 0)
+    labels = np.repeat([0, 1], [55, 45])
+    add = sampler_for(labels, ratio=50, batch_size=20, steps=2, mode="add")
+    assert add.plan == BatchPlan((17, 9), 6) and add.synthetic_share == pytest.approx(6 / 17)  # 11 real + 6 synthetic slots
+
+
+def test_a_pool_smaller_than_its_slots_is_walked_several_times_in_one_batch():
+    """Two real CNV left (of six) for four CNV slots per batch: each batch holds both, twice."""
+    labels = np.repeat([0, 1], [2, 6])
+    sampler = sampler_for(labels, num_synthetic=0, ratio=0, batch_size=8, steps=3, class_counts=[6, 6])
+    for batch in sampler:
+        assert sorted(batch[labels[batch] == 0].tolist()) == [0, 0, 1, 1] and (labels[batch] == 1).sum() == 4
+
+
+def test_batches_are_pinned_for_a_seed():
+    """One seeded check against fixed numbers: a change in how pools are walked changes the batches."""
+    batches = [b.tolist() for b in sampler_for(ratio=25, batch_size=8, steps=2, seed=5)]
+    assert batches == [[29, 6, 39, 57, 69, 78, 80, 94], [48, 17, 30, 76, 64, 51, 83, 97]]  # 3 CNV, 3 NORMAL, 1 DME, 1 synthetic

@@ -128,4 +128,7 @@ def test_copied_training_scans_are_memorized(scores: dict[str, dict]):
     real, copied = scores["real (other half)"], scores["copied training scans"]
     assert copied["memorized_share_pixels"] > 0.95 > 0.15 > real["memorized_share_pixels"]
     assert copied["memorized_share_features"] > 0.8
-    assert copied["domain_fid"] < 1.5 * copied["domain_fid_floor"]  # FID cannot see copying
+    # FID cannot see copying: the copies sit near the patient-disjoint real-vs-real floor (measured 1.8x),
+    # where a smoothed set lands far above it (7x and 12x)
+    assert copied["domain_fid"] < 2.5 * copied["domain_fid_floor"]
+    assert 3 * copied["domain_fid"] < min(scores["blurred"]["domain_fid"], scores["speckle removed"]["domain_fid"])

@@ -96,3 +96,52 @@ def test_floor_does_not_find_a_patients_own_scans_in_the_other_half():
 def test_too_few_rows_named(n_synthetic: int, n_real: int):
     with pytest.raises(ValueError, match=f"{n_synthetic} synthetic and {n_real} real"):
         feature_distances(np.zeros((n_synthetic, 2)), np.zeros((n_real, 2)), np.arange(n_real), kid_subset_size=4)
+
+
+def test_the_smallest_sets_that_work_and_those_that_do_not():
+    rng = np.random.default_rng(2)
+    smallest = feature_distances(rng.normal(size=(2, 3)), rng.normal(size=(4, 3)), np.arange(4), kid_subset_size=2)
+    assert (smallest["n_compared"], smallest["nearest_k"], smallest["floor_splits"], smallest["fid_floor_sd"]) == (2, 1, 1, 0.0)
+    real = rng.normal(size=(6, 3))
+    with pytest.raises(ValueError, match=r"a patient-disjoint half holds 1 real row\(s\)"):
+        feature_distances(rng.normal(size=(4, 3)), real, np.array([0, 0, 0, 0, 0, 1]), kid_subset_size=2)
+    with pytest.raises(ValueError, match="5 patient groups for 6 real feature rows"):
+        feature_distances(rng.normal(size=(4, 3)), real, np.arange(5), kid_subset_size=2)
+    assert feature_distances(rng.normal(size=(4, 3)), real, np.arange(6), kid_subset_size=2, nearest_k=1)["nearest_k"] == 1
+    two = feature_distances(rng.normal(size=(4, 3)), real, np.arange(6), kid_subset_size=2, splits=2)
+    assert two["floor_splits"] == 2 and two["fid_floor_sd"] > 0  # two halvings: the floor's spread over them
+    for k, splits in ((0, 1), (1, 0)):
+        with pytest.raises(ValueError, match=f"nearest_k={k}, splits={splits}; expected counts >= 1"):
+            feature_distances(rng.normal(size=(4, 3)), real, np.arange(6), kid_subset_size=2, nearest_k=k, splits=splits)
+    for synthetic, other in ((np.zeros((4, 2)), real), (np.zeros(4), real), (rng.normal(size=(4, 3)), np.zeros(6))):
+        with pytest.raises(ValueError, match="expected \\(N, D\\) and \\(M, D\\)"):
+            feature_distances(synthetic, other, np.arange(len(other)), kid_subset_size=2)
+
+
+def test_kid_subsets_are_capped_by_the_smaller_set_and_seeded():
+    """A subset cannot be larger than either set; the seed picks the subsets (and so KID), not the global RNG."""
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(6, 2)), rng.normal(0.5, 1.0, size=(9, 2))
+    pair = distance_pair(x, y, kid_subset_size=1000, seed=3)
+    np.random.seed(0)
+    assert distance_pair(x, y, kid_subset_size=1000, seed=3) == pair
+    assert distance_pair(x, y, kid_subset_size=6, seed=3).kid == pair.kid  # 6 = min(1000, 6, 9)
+    assert distance_pair(x, y, kid_subset_size=5, seed=3).kid != pair.kid
+    assert distance_pair(x, y, kid_subset_size=5, seed=4).kid != distance_pair(x, y, kid_subset_size=5, seed=3).kid
+    assert distance_pair(x, y, kid_subset_size=6, seed=3).fid == pytest.approx(frechet_distance(x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False)))
+    assert distance_pair(y, x, kid_subset_size=1000, seed=3).kid == pytest.approx(distance_pair(y, x, kid_subset_size=6, seed=3).kid)
+    assert distance_pair(x, y, kid_subset_size=5) == distance_pair(x, y, kid_subset_size=5, seed=0)  # the default seed
+
+
+def test_features_are_compared_in_float64_whatever_they_come_in():
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(12, 4)).astype(np.float32), rng.normal(0.3, 1.0, size=(10, 4)).astype(np.float32)
+    assert distance_pair(x, y, kid_subset_size=5) == distance_pair(x.astype(np.float64), y.astype(np.float64), kid_subset_size=5)
+
+
+def test_feature_distances_kid_subsets_follow_the_seed():
+    """The seed draws the halvings, the subsamples and KID's subsets: pinned for seed 1 as for seed 0 above."""
+    rng = np.random.default_rng(0)
+    real, synthetic = rng.normal(0.0, 1.0, (40, 3)), rng.normal(0.5, 1.0, (30, 3))
+    result = feature_distances(synthetic, real, np.arange(40) // 2, kid_subset_size=10, seed=1, splits=2)
+    assert {key: round(result[key], 4) for key in ("fid", "kid", "fid_floor", "kid_floor")} == {"fid": 0.8606, "kid": 0.7282, "fid_floor": 0.5523, "kid_floor": 0.2084}

@@ -2,9 +2,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.colors import to_hex
 from PIL import Image
 
-from synthratio.evaluation.memorization import memorization, nearest_rows, pixel_rows, save_memorization_grid
+import synthratio.evaluation.memorization as memorization_module
+from synthratio.evaluation.memorization import Memorization, Nearest, memorization, nearest_rows, pixel_rows, save_memorization_grid
 
 
 def test_copies_are_memorized_and_unseen_real_sits_near_the_quantile():
@@ -61,3 +63,64 @@ def test_grid_png_written(tmp_path: Path, scans):
     with Image.open(path) as png:
         assert png.size[0] > 300 and png.size[1] > 500  # 4 pairs wide, two spaces of two rows tall
     assert [p.name for p in path.parent.iterdir()] == ["memorization.png"]  # no temporary file left
+
+
+def test_grid_shows_the_closest_pairs_first_with_memorized_distances_in_red(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Pairs sorted by distance (ties in order), each synthetic scan above its nearest training scan, red at or
+    below the threshold; one panel per space with its threshold and shares."""
+    figures = []
+    monkeypatch.setattr(memorization_module.plt, "close", figures.append)  # keep the figure to look at
+    rng = np.random.default_rng(0)
+    synthetic, train = rng.integers(0, 256, (5, 4, 4), dtype=np.uint8), rng.integers(0, 256, (6, 4, 4), dtype=np.uint8)
+    pixels = Memorization(threshold=1.0, share=0.6, share_floor=0.125, nearest=Nearest(np.array([5.0, 1.0, 3.0, 0.0, 1.0]), np.array([0, 1, 4, 2, 5])))
+    features = Memorization(threshold=0.5, share=0.2, share_floor=0.05, nearest=Nearest(np.array([0.25, 2.0, 3.0, 4.0, 5.0]), np.array([3, 3, 3, 3, 3])))
+    path = tmp_path / "grid.png"
+    save_memorization_grid(synthetic, train, {"pixels": pixels, "features": features}, path, pairs=4)
+    with Image.open(path) as png:
+        assert png.size == (720, 864)  # 1.5 in per pair, 3.6 in per space, at 120 dpi
+    (figure,) = figures
+    assert type(figure.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"
+    panels = figure.subfigs
+    assert [panel._suptitle.get_text() for panel in panels] == [
+        "pixels: threshold 1, memorized 60.0% of synthetic (12.5% of unseen real)",
+        "features: threshold 0.5, memorized 20.0% of synthetic (5.0% of unseen real)",
+    ]
+    assert all(panel._suptitle.get_fontsize() == 9 for panel in panels)
+    top, bottom = panels[0].axes[:4], panels[0].axes[4:]
+    assert [ax.get_title() for ax in top] == ["d=0", "d=1", "d=1", "d=3"]
+    assert [to_hex(ax.title.get_color()) for ax in top] == [to_hex("tab:red")] * 3 + [to_hex("black")]
+    assert all(ax.title.get_fontsize() == 7 for ax in top)
+    for ax, row in zip(top, [3, 1, 4, 2]):
+        np.testing.assert_array_equal(ax.images[0].get_array(), synthetic[row])
+    for ax, row in zip(bottom, [2, 1, 5, 4]):
+        np.testing.assert_array_equal(ax.images[0].get_array(), train[row])
+    for ax in [*top, *bottom]:
+        assert ax.images[0].get_clim() == (0, 255) and ax.images[0].get_cmap().name == "gray"
+        assert list(ax.get_xticks()) == [] and list(ax.get_yticks()) == []
+    assert (top[0].get_ylabel(), bottom[0].get_ylabel(), top[0].yaxis.label.get_fontsize()) == ("synthetic", "nearest train", 8)
+    assert [ax.get_title() for ax in panels[1].axes[:4]] == ["d=0.25", "d=2", "d=3", "d=4"]
+
+
+@pytest.mark.parametrize(("n", "size"), [(3, (540, 432)), (1, (180, 432))])
+def test_grid_shows_at_most_as_many_pairs_as_synthetic_scans(tmp_path: Path, scans, n: int, size: tuple[int, int]):
+    images = scans(9, seed=0)
+    result = memorization(pixel_rows(images[:n]), pixel_rows(images[3:5]), pixel_rows(images[5:7]), pixel_rows(images[3:]), quantile=0.5)
+    save_memorization_grid(images[:n], images[3:], {"pixels": result}, tmp_path / "grid.png")
+    with Image.open(tmp_path / "grid.png") as png:
+        assert png.size == size  # n pairs (of the default 8), one space
+
+
+def test_threshold_share_and_floor_count_distances_at_the_threshold():
+    """Reference distances 1, 2, 3 set the median threshold 2; a floor scan and a synthetic scan at exactly 2 count."""
+    train = np.zeros((1, 1))
+    result = memorization(np.array([[2.0], [5.0]]), np.array([[1.0], [2.0], [3.0]]), np.array([[2.0], [4.0]]), train, quantile=0.5)
+    assert (result.threshold, result.share, result.share_floor) == (2.0, 0.5, 0.5)
+    assert memorization(np.array([[2.0]]), np.array([[1.0], [2.0], [3.0]]), np.array([[2.0]]), train, quantile=0.25).threshold == 1.5
+
+
+@pytest.mark.parametrize("name", ["synthetic", "real_reference", "real_floor"])
+@pytest.mark.parametrize("rows", [np.zeros((0, 4)), np.zeros((3, 5)), np.zeros(4)])
+def test_rows_of_the_wrong_shape_are_named(name: str, rows: np.ndarray):
+    sets = {"synthetic": np.zeros((2, 4)), "real_reference": np.zeros((2, 4)), "real_floor": np.zeros((2, 4)), name: rows}
+    with pytest.raises(ValueError, match=rf"{name} rows of shape \({', '.join(map(str, rows.shape))},?\); expected \(N >= 1, 4\) like train"):
+        memorization(sets["synthetic"], sets["real_reference"], sets["real_floor"], np.zeros((3, 4)), 0.5)
