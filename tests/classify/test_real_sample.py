@@ -33,13 +33,14 @@ def train_default(prepared: Path, classes: tuple[str, ...], seed: int, **changes
 
 
 @pytest.mark.slow
-def test_default_classifier_reaches_097_on_real_scans(kermany_sample: Path, tmp_path: Path):
-    """Measured: seeds 0 and 1 give 0.984 and 0.976 on the 124 test scans (62 patients per class)."""
+def test_default_classifier_reaches_093_on_real_scans(kermany_sample: Path, tmp_path: Path):
+    """Trained on prepare's train share (166 scans), tested on 250 scans of 246 patients. Measured: seeds 0-3 give
+    accuracy 0.952-0.960 and AUROC 0.987-0.989; one test scan is 0.004."""
     classes = ("CNV", "NORMAL")
     size = load_params(REPO / "params.yaml").classifier.image_size
     metrics = train_default(prepared_sample(kermany_sample, tmp_path, classes, size), classes, seed=0)
-    assert metrics["accuracy"] >= 0.97, metrics
-    assert metrics["auroc"] >= 0.99, metrics
+    assert metrics["accuracy"] >= 0.93, metrics
+    assert metrics["auroc"] >= 0.97, metrics
 
 
 @pytest.mark.slow

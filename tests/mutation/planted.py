@@ -62,6 +62,9 @@ PLANTS = [
           "    _, first, cluster = np.unique(np.arange(len(patients)), return_index=True, return_inverse=True)"),
     Plant("permutation test flips scans, not patients", [f"{TEST_INFERENCE}::test_permutation_p_is_exact_for_few_patients_and_counts_each_scan_once"],
           INFERENCE, "    _, cluster = np.unique(candidate.patients, return_inverse=True)", "    cluster = np.arange(len(candidate.patients))"),
+    Plant("permutation test on the first seed only", [f"{TEST_INFERENCE}::test_exact_permutation_p_matches_swapping_every_patients_predictions"],
+          INFERENCE, "    a, b = candidate.scores(metric), reference.scores(metric)",
+          "    a, b = candidate.scores(metric)[:1], reference.scores(metric)[:1]"),
     Plant("candidate and R=0 bootstrapped on separate draws", ["tests/test_report.py::test_differences_are_paired_so_a_near_copy_of_r0_is_shown_non_inferior"],
           REPORT, "        arm_draws = {m: bootstrap(arm.runs, m, draws) if x else reference_draws[m] for m in reference_draws}",
           "        own = cluster_draws(reference.patients, len(reference.probs), config.bootstrap, config.seed + x, strata=reference.labels)\n"
