@@ -336,3 +336,15 @@ def test_permutation_p_refuses_runs_that_are_not_paired():
 def test_holm_is_monotone_and_capped_at_one():
     assert holm([0.04, 0.01]) == pytest.approx([0.04, 0.02])
     assert holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])
+
+
+def test_exact_p_counts_ties_of_a_large_statistic_despite_rounding():
+    """Six patients of 10-60 scans, the candidate right on all three seeds and the reference on one: every
+    per-patient difference is positive (2/3 per scan), so only all signs alike reach |sum| = 140: p = 2/64.
+    Sums of thirds in the hundreds round differently pattern by pattern; the tie tolerance must grow with the
+    statistic, or the observed pattern itself stops counting (p = 0)."""
+    patients = np.repeat(np.arange(6), [10, 20, 30, 40, 50, 60])
+    reference = np.zeros((3, len(patients)))
+    reference[0] = 1
+    p = paired_permutation_p(runs_from_hits(np.ones((3, len(patients))), patients), runs_from_hits(reference, patients), "accuracy", 10, seed=0)
+    assert p == pytest.approx(2 / 64)

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import yaml
 
 from synthratio.config import Params, ReportConfig, params_from_dict
 from synthratio.figures import save_ratio_plot
-from synthratio.inference import Runs
+from synthratio.inference import Runs, holm
 from synthratio.layout import classifier_live_path, classifier_metrics_path, generator_files, predictions_path
 from synthratio.report import (
     HEADLINE_KEYS, STUDY_ACCURACY, Arm, families, headline, load_arm, markdown_report, summarize, terminal_summary, training_curves,
@@ -75,6 +76,8 @@ def test_summary_numbers_lower_bounds_and_holm():
     assert drop["delta_upper"] < -0.09 and drop["p"] < 1e-3 and drop["p_holm"] >= drop["p"]
     tested = table[table["x"] > 0]
     assert (tested["p_holm"] >= tested["p"]).all() and tested["p_holm"].notna().all()
+    # adjusted over the four comparisons only: counting the two R=0 rows as tests would inflate every p_holm
+    assert tested["p_holm"].tolist() == pytest.approx(holm(tested["p"].tolist())) and len(tested) == 4
     reference = table[table["x"] == 0]
     assert reference["verdict"].isna().all()  # R=0 is the reference, not a comparison
     assert (table["accuracy_low"] <= table["accuracy"]).all() and (table["accuracy"] <= table["accuracy_high"]).all()
@@ -113,6 +116,44 @@ def test_the_smallest_r_is_a_candidate_and_a_sequence_that_never_stops_says_none
     assert table.set_index("x").loc[1, "p_holm"] == 1.0
 
 
+def test_the_headline_keeps_six_decimals_of_every_margin_and_bound():
+    """metrics/summary.json (what `dvc exp show` compares) rounds the resolvable margins and the lower bound to
+    six decimals. Three seeds over 300 scans make every difference a multiple of 1/900, whose decimals never
+    end, so the rounding is visible."""
+    three = np.random.default_rng(2).random((3, 300)) < 0.85
+    arms = {(0, 100): arm(three), (50, 100): arm(paired(three, lost=4, gained=1), ratio=50)}
+    summary, table = summarize(families("replace", arms, [100], [50]), CONFIG, "replace")
+    row, block = table.set_index("x").loc[50], summary["keep100"]
+    for figure, value in ((block["resolvable_margin"], row["half_width"]), (block["test_set_margin"], row["test_half_width"]),
+                          (block["lower"]["50"], row["delta_lower"])):  # fmt: skip
+        assert value != round(value, 6)  # more decimals than the headline keeps
+        assert figure == round(value, 6)
+
+
+def test_bootstrap_draws_keep_the_test_sets_class_make_up():
+    """Real test patients have one class each. The report draws patients within each class, so every draw
+    keeps the test set's class counts (a draw without one class has no AUROC): an arm right on every class-0
+    scan and wrong on every class-1 one then scores exactly the class-0 share, 30 of 50 patients, in every
+    draw, and its accuracy interval has no width. Drawn across classes, it would spread."""
+    labels = np.repeat((np.arange(50) >= 30).astype(int), 2)  # patients 0-29 class 0, 30-49 class 1, two scans each
+    hits = np.tile(labels == 0, (2, 1))
+    p0 = np.where(labels == 0, np.where(hits, 0.9, 0.1), np.where(hits, 0.1, 0.9))
+    runs = Runs(probs=np.stack([p0, 1 - p0], axis=2), labels=labels, patients=np.arange(100) // 2)
+    reference = Arm(runs=runs, metrics=arm(hits).metrics)
+    _, table = summarize(families("replace", {(0, 100): reference, (50, 100): reference}, [100], [50]), CONFIG, "replace")
+    assert table["accuracy_low"].tolist() == pytest.approx([0.6, 0.6]) and table["accuracy_high"].tolist() == pytest.approx([0.6, 0.6])
+
+
+def test_the_same_report_seed_gives_the_same_monte_carlo_p():
+    """500 patients are too many to enumerate: p comes from 2000 random sign patterns. report.seed fixes them,
+    so a rerun of the report stage reproduces every p (a DVC output that changed on every run would never be
+    up to date); another seed draws other patterns."""
+    arms = {(0, 100): arm(REFERENCE), (50, 100): arm(paired(REFERENCE, lost=9, gained=4), ratio=50)}
+    p = [summarize(families("replace", arms, [100], [50]), config, "replace")[1].set_index("x").loc[50, "p"]
+         for config in (CONFIG, CONFIG, dataclasses.replace(CONFIG, seed=1))]  # fmt: skip
+    assert 0.01 < p[0] < 1 and p[0] == p[1] and p[2] != p[0]
+
+
 def test_an_inconclusive_r_gives_no_number_and_says_why():
     few = np.random.default_rng(1).random((2, 60)) < 0.85  # 30 patients: a 1-point margin is far below the noise
     arms = {(0, 100): arm(few), (50, 100): arm(paired(few, lost=1), ratio=50)}
@@ -134,6 +175,8 @@ def test_data_mode_compares_filled_cohorts_with_all_real_patients(tmp_path):
     summary, table = summarize(groups, CONFIG, "data")
     assert "real_only" not in summary  # shown, not decided on
     assert (summary["data"]["r_max"], summary["data"]["stopped_at"]) == (50, 75)
+    for name in ("data", "real_only"):  # the report lists each family's rows by ascending share, as its x axis runs
+        assert table.loc[table["family"] == name, "x"].tolist() == [0, 50, 75]
     shares = table[table["family"] == "data"].set_index("x")["synthetic_share"]
     assert shares.loc[50] == pytest.approx(0.5) and shares.loc[75] == pytest.approx(0.75)
     save_ratio_plot(summary, table, groups[0].x_label, tmp_path / "plot.png", STUDY_ACCURACY)
@@ -238,6 +281,21 @@ def test_markdown_report_prints_every_figure_of_the_table():
     ]) + "\n"  # fmt: skip
 
 
+def test_markdown_report_states_a_shown_verdict_on_the_metric_it_was_decided_on():
+    """A family whose sequence never stopped: its sentence under the heading names the decision metric
+    (log-loss here) in the bound it quotes, as the settings line above it does."""
+    row = dict(synthetic_share=0.0, accuracy=0.9, accuracy_low=0.88, accuracy_high=0.92, log_loss=0.3,
+               log_loss_low=0.25, log_loss_high=0.35, f1=0.89, auroc=0.95, ece=0.05)  # fmt: skip
+    table = pd.DataFrame([{**row, "family": "keep100", "x": 0},
+                          {**row, "family": "keep100", "x": 100, "delta": 0.001, "delta_lower": -0.004, "delta_upper": 0.006,
+                           "verdict": "non-inferior", "p": 0.5, "p_holm": 0.5}])  # fmt: skip
+    summary = {"metric": "log_loss", "margin": 0.02, "confidence": 0.95, "mode": "replace",
+               "keep100": {**BLOCK, "stop": "none", "stopped_at": None, "r_max": 100}}  # fmt: skip
+    lines = markdown_report(summary, table, {}).splitlines()
+    assert lines[4:7] == ["## keep100", "", "keep100: R_max = 100%: every R tested is non-inferior to R=0 (one-sided 95% lower bound "
+                          "of the paired log_loss difference above -0.02)."]  # fmt: skip
+
+
 def test_each_mode_labels_its_x_axis():
     arms = {(r, k): arm(REFERENCE) for r in (0, 50, 100) for k in (100, 25)}
     assert [f.x_label for f in families("replace", arms, [100], [50])] == ["R: synthetic share of the CNV examples in every batch (%)"]
@@ -248,14 +306,16 @@ def test_each_mode_labels_its_x_axis():
         "share of the CNV training patients left out, nothing in their place (%)",
     ]
     assert [(f.name, f.decides) for f in families("replace", arms, [25, 100], [50, 100])] == [("keep100", True), ("keep25", True)]
+    # real_only is shown beside the data family, never decided on
+    assert [(f.name, f.decides) for f in families("data", arms, [100, 25], [100])] == [("data", True), ("real_only", False)]
 
 
-def params_in(tmp_path) -> Params:
+def params_in(tmp_path, classes: tuple[str, ...] = ("CNV", "NORMAL")) -> Params:
     """params.yaml with every output path under tmp_path, two seeds, keeps 100 and 25, R = 50."""
     raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     raw["paths"] = {key: str(tmp_path / key) for key in raw["paths"]}
     raw["sweep"] = {**raw["sweep"], "ratios": [50], "seeds": [0, 1], "keep": [100, 25], "synthetic_class": "CNV"}
-    raw["prepare"] = {**raw["prepare"], "classes": ["CNV", "NORMAL"]}
+    raw["prepare"] = {**raw["prepare"], "classes": list(classes)}
     return params_from_dict(raw)
 
 
@@ -280,6 +340,23 @@ def test_load_arm_stacks_the_seeds_by_class_name_and_refuses_other_test_scans(tm
         load_arm(params, 50, 25, ["a.png", "b.png", "c.png"])
 
 
+def test_load_arm_ranks_the_synthetic_class_for_auroc_wherever_classes_put_it(tmp_path):
+    """prepare.classes listing NORMAL first puts CNV (the synthetic class, whose AUROC the report ranks) at
+    index 1: the runs must rank column 1, not the default column 0, or AUROC would score the other class."""
+    params = params_in(tmp_path, classes=("NORMAL", "CNV"))
+    for seed in (0, 1):
+        path = predictions_path(params, 50, seed, 25)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"file": ["b.png", "a.png"], "label": [1, 0], "patient": [8, 7],
+                      "prob_NORMAL": [0.2, 0.7], "prob_CNV": [0.8, 0.3]}).to_csv(path, index=False)  # label 1 is CNV here
+    metrics = classifier_metrics_path(params, 50, 25)
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text(json.dumps([{"seed": 0, "accuracy": 0.5}, {"seed": 1, "accuracy": 0.5}]))
+    arm, _ = load_arm(params, 50, 25, None)
+    assert arm.runs.positive == 1
+    np.testing.assert_allclose(arm.runs.probs[0], [[0.2, 0.8], [0.7, 0.3]])  # prob_NORMAL first, as classes order it
+
+
 def test_training_curves_is_one_long_table_of_every_logged_curve(tmp_path):
     params = params_in(tmp_path)
     curves = {generator_files(params, 25).live: {"loss": [0.5, 0.4]},
@@ -296,3 +373,5 @@ def test_training_curves_is_one_long_table_of_every_logged_curve(tmp_path):
         ("ratio_50_keep_100 seed 1", "val_accuracy"): [0.7, 0.8, 0.85],
     }
     assert table.loc[table["metric"] == "val_accuracy", "step"].tolist() == [0, 1, 2]
+    # rows numbered 0..n-1 across every run's curves, not restarting per file: a row label names one point
+    assert table.index.tolist() == list(range(8))

@@ -229,3 +229,38 @@ def test_batches_are_pinned_for_a_seed():
     """One seeded check against fixed numbers: a change in how pools are walked changes the batches."""
     batches = [b.tolist() for b in sampler_for(ratio=25, batch_size=8, steps=2, seed=5)]
     assert batches == [[29, 6, 39, 57, 69, 78, 80, 94], [48, 17, 30, 76, 64, 51, 83, 97]]  # 3 CNV, 3 NORMAL, 1 DME, 1 synthetic
+
+
+def test_class_counts_naming_a_class_without_real_examples_are_refused():
+    """class_counts promise DME (7 scans) but the labels hold none: its slots could never be filled, so the
+    error names the real counts (not a numpy shape error, and no sampler that waits forever for DME)."""
+    labels = np.repeat([0, 1], [50, 30])
+    with pytest.raises(ValueError, match=r"real training class counts \[50, 30, 0\]: every class needs at least one example"):
+        plan_batches(labels, 8, 0, 50, class_counts=[50, 30, 7])
+
+
+def test_equal_remainders_give_the_spare_slot_to_the_first_class_on_every_machine():
+    """Counts 1:1:2:2 in batches of 7: quotas 1.17, 1.17, 2.33, 2.33; the one spare slot goes to class 2, the
+    first of the two tied ones. A sort that is not stable (numpy's default, SIMD on some CPUs) may hand it to
+    class 3, and the batch make-up, hence the results, would depend on the machine."""
+    assert plan_batches(np.repeat([0, 1, 2, 3], [100, 100, 200, 200]), 7, 0, 0) == BatchPlan((1, 1, 3, 2), 0)
+
+
+@pytest.mark.parametrize(("ratio", "synthetic"), [(49, 0), (50, 1), (51, 1)])
+def test_synthetic_count_rounds_half_up_and_below_half_down(ratio: int, synthetic: int):
+    """One CNV slot per batch: R=49 is 0.49 of a slot (no synthetic example), R=50 exactly half (rounds up)."""
+    assert plan_batches(np.repeat([0, 1], [10, 10]), 2, 0, ratio).synthetic == synthetic
+
+
+def test_any_positive_ratio_needs_synthetic_examples():
+    """R=1 rounds to no synthetic slot in a small batch, yet a run labelled R=1 without synthetic examples is
+    a mistake in the caller: refused like any other R > 0."""
+    with pytest.raises(ValueError, match=r"ratio=1 needs synthetic examples, got num_synthetic=0"):
+        sampler_for(num_synthetic=0, ratio=1, batch_size=8, steps=1)
+
+
+def test_class_counts_given_as_floats_plan_the_same_batches():
+    """Counts that arrive as floats (a JSON or CSV column pandas read as float64) are whole numbers of scans:
+    the same plan as the integer counts, not a failure in the largest-remainder step."""
+    floats = np.array([60.0, 30.0, 7.0])
+    assert plan_batches(LABELS, 8, 0, 50, class_counts=floats) == plan_batches(LABELS, 8, 0, 50, class_counts=[60, 30, 7])

@@ -77,3 +77,11 @@ def test_load_cohort_reads_the_cohorts_rows_and_the_full_class_counts(tmp_path: 
     np.testing.assert_array_equal(half.labels, LABELS[rows])
     np.testing.assert_array_equal(half.patients, GROUPS[rows])
     assert half.class_counts == (10, 2)  # the whole training split's make-up, which batches are built from
+
+
+def test_a_cohort_of_every_patient_keeps_the_memory_map(tmp_path: Path):
+    """keep=100 sees every training scan: they stay memory-mapped rather than copied into RAM (the full
+    split at the classifier's size can be larger than the memory of the machine); a smaller cohort is a copy."""
+    prepared = write_prepared(tmp_path / "prepared")
+    assert isinstance(load_cohort(prepared, 4, 2, 0, 100, subset_seed=3).images, np.memmap)
+    assert not isinstance(load_cohort(prepared, 4, 2, 0, 50, subset_seed=3).images, np.memmap)

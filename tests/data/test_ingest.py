@@ -1,4 +1,7 @@
 import hashlib
+import io
+import sys
+import warnings
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -9,8 +12,9 @@ import pytest
 from PIL import Image
 
 from synthratio.config import PrepareConfig
+from synthratio.data import ingest
 from synthratio.data.ingest import (
-    DatasetError, assign_patient_splits, decode_scan, detect_wedges, list_scans, load_split, mask_wedges, prepare_dataset,
+    DatasetError, _summary, assign_patient_splits, decode_scan, detect_wedges, list_scans, load_split, mask_wedges, prepare_dataset,
 )  # fmt: skip
 
 CONFIG = PrepareConfig(
@@ -180,6 +184,19 @@ def test_summary_counts_every_scan_and_patient(raw: Path, tmp_path: Path):
     }
 
 
+def test_summary_flags_every_patient_found_in_more_than_one_split():
+    """The leak check of metrics/data.json, fed a frame that leaks (prepare never makes one): patient 1 in
+    train and test, patient 2 in all three splits, patient 3 only in val; and 7 scans listed in 3 s."""
+    frame = pd.DataFrame({
+        "patient_group": [1, 1, 2, 2, 2, 3], "patient_id": [1, 1, 2, 2, 2, 3], "class": ["CNV"] * 3 + ["NORMAL"] * 3,
+        "split": ["train", "test", "train", "val", "test", "val"], "wedge": [False, True, False, False, False, False],
+    })  # fmt: skip
+    summary = _summary(frame, {}, 0, Counter(), 3.0, 7, (16,), CONFIG)
+    assert summary["patients_in_several_splits"] == 2  # two splits are as much a leak as three
+    assert summary["scans_per_second"] == 2.3  # 7 / 3, to a tenth
+    assert summary["counts"]["train"] == {"CNV": 2, "NORMAL": 0} and summary["counts"]["val"] == {"CNV": 0, "NORMAL": 2}
+
+
 def test_one_file_name_in_two_folders_with_different_pixels_is_counted(raw: Path, tmp_path: Path):
     save(raw, "test/CNV/CNV-1003-1.jpeg", scan(4242))  # the name of a train scan, another image
     summary = prepare_dataset(raw, tmp_path / "prepared", CONFIG, sizes=(16,), progress=False)
@@ -275,13 +292,17 @@ def test_skipped_files_are_counted_by_problem(raw: Path, tmp_path: Path):
         (raw / "train" / "CNV" / name).write_text("hello")
     (raw / "train" / "CNV" / ".DS_Store").write_text("hidden files are not scans")
     save(raw, "train/NORMAL/NORMAL-5-1.png", scan(5, 8, 8))
+    save(raw, "train/NORMAL/scan-7.png", scan(7))
     summary = prepare_dataset(raw, tmp_path / "prepared", replace(CONFIG, on_bad_file="skip"), sizes=(16,), progress=False)
-    assert summary["skipped"] == {"not an image file": 2, "image 8x8 is smaller than the target size 16": 1}
+    assert summary["skipped"] == {  # the keys of metrics/data.json say what was wrong, in full
+        "not an image file": 2, "image 8x8 is smaller than the target size 16": 1,
+        "file name has no patient id; expected <CLASS>-<patient id>-<image number>.jpeg": 1,
+    }  # fmt: skip
     assert summary["scans"] == 32
 
 
 def test_missing_class_folder_and_layout(raw: Path, tmp_path: Path):
-    with pytest.raises(DatasetError, match="DME"):
+    with pytest.raises(DatasetError, match=r"DME: class folder missing; prepare.classes asks for 'DME'"):
         prepare_dataset(raw, tmp_path / "p", replace(CONFIG, classes=("CNV", "DME")), sizes=(16,), progress=False)
     (raw / "test").rename(tmp_path / "elsewhere")  # train/ alone: neither layout
     layout = r"Kermany's \{train,val,test\}/\{CLASS\}/\*.jpeg or a flat \{CLASS\}/\*.jpeg"
@@ -300,7 +321,10 @@ def test_a_class_folder_without_scans_and_a_scan_in_the_wrong_class_folder_are_n
         path.unlink()
     for path in list((raw / "test" / "NORMAL").iterdir())[1:]:
         path.unlink()  # one NORMAL scan left: enough
-    assert prepare_dataset(raw, tmp_path / "one", replace(CONFIG, val_fraction=0.0, test_fraction=0.0), sizes=(16,), progress=False)["scans"] == 17
+    one = prepare_dataset(raw, tmp_path / "one", replace(CONFIG, val_fraction=0.0, test_fraction=0.0), sizes=(16,), progress=False)
+    assert one["scans"] == 17
+    # the per-class counts of metrics/data.json: 16 CNV, the one NORMAL, all in train (no val or test asked for)
+    assert one["counts"] == {"train": {"CNV": 16, "NORMAL": 1}, "val": {"CNV": 0, "NORMAL": 0}, "test": {"CNV": 0, "NORMAL": 0}}
     (raw / "test" / "NORMAL" / next((raw / "test" / "NORMAL").iterdir()).name).unlink()
     with pytest.raises(DatasetError, match=r"no scans of class 'NORMAL' in any split"):
         prepare_dataset(raw, tmp_path / "none", CONFIG, sizes=(16,), progress=False)
@@ -313,7 +337,67 @@ def test_mendeley_layout_without_val_keeps_every_test_scan(raw: Path, tmp_path: 
     """train/ and test/ only (Mendeley v3): val comes from train patients, test as published."""
     summary = prepare_dataset(raw, tmp_path / "prepared", replace(CONFIG, split="official"), sizes=(16,), progress=False)
     assert summary["counts"]["test"] == {"CNV": 4, "NORMAL": 4} and summary["patients_per_split"] == {"train": 8, "val": 4, "test": 4}
+    index = pd.read_csv(tmp_path / "prepared" / "index.csv")
+    # one seeded check: the train patients moved to val come from prepare.seed (0 always moves these), so a
+    # rerun of the stage gives the same split
+    assert sorted(index.loc[index["split"] == "val", "patient_id"].unique().tolist()) == [1004, 1005, 2006, 2007]
     assert list_scans(raw / "train", ("CNV", "NORMAL"), "error")[0][0].official_split == ""  # flat: the default split is by patient
+
+
+def test_a_val_folder_without_every_class_folder_is_read_past(raw: Path, tmp_path: Path):
+    """val/ with a CNV folder only (val holds a handful of scans): the missing val/NORMAL is no error, and the
+    NORMAL scans of test/, listed after val/, are all still there."""
+    save(raw, "val/CNV/CNV-1005-3.jpeg", scan(998))
+    summary = prepare_dataset(raw, tmp_path / "prepared", replace(CONFIG, split="official"), sizes=(16,), progress=False)
+    assert summary["counts"]["test"] == {"CNV": 4, "NORMAL": 4}
+
+
+class InProcessPool:
+    """Stands in for ProcessPoolExecutor: records the processes asked for and decodes in this process."""
+
+    def __init__(self, max_workers=None, asked: list | None = None) -> None:
+        (asked if asked is not None else []).append(max_workers)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        return False
+
+    def map(self, fn, jobs, chunksize=1):
+        return map(fn, jobs)
+
+
+def test_prepare_workers_sets_the_decoding_processes(raw: Path, tmp_path: Path, monkeypatch):
+    """prepare.workers: N processes; 0 every core; every core unknown (os.cpu_count() is None): one."""
+    asked = []
+    monkeypatch.setattr(ingest, "ProcessPoolExecutor", lambda max_workers=None: InProcessPool(max_workers, asked))
+    monkeypatch.setattr(ingest.os, "cpu_count", lambda: 3)
+    prepare_dataset(raw, tmp_path / "two", replace(CONFIG, workers=2), sizes=(16,), progress=False)
+    prepare_dataset(raw, tmp_path / "all", replace(CONFIG, workers=0), sizes=(16,), progress=False)
+    monkeypatch.setattr(ingest.os, "cpu_count", lambda: None)
+    prepare_dataset(raw, tmp_path / "unknown", replace(CONFIG, workers=0), sizes=(16,), progress=False)
+    assert asked == [2, 3, 1]
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_decoding_shows_a_progress_bar_on_a_terminal_unless_turned_off(raw: Path, tmp_path: Path, monkeypatch):
+    """On a terminal (stderr a tty), prepare shows one labelled bar counting the scans decoded (progress on
+    by default); progress=False (runtime.progress: false) shows none."""
+    monkeypatch.setattr(ingest, "ProcessPoolExecutor", InProcessPool)
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    shown, hidden = Terminal(), Terminal()
+    monkeypatch.setattr(sys, "stderr", shown)
+    prepare_dataset(raw, tmp_path / "shown", CONFIG, sizes=(16,))
+    monkeypatch.setattr(sys, "stderr", hidden)
+    prepare_dataset(raw, tmp_path / "hidden", CONFIG, sizes=(16,), progress=False)
+    monkeypatch.undo()
+    assert "\rprepare: decode: 100%" in shown.getvalue() and "| 32/32 [" in shown.getvalue() and "scan/s]" in shown.getvalue()
+    assert "prepare: decode" not in hidden.getvalue()
 
 
 def test_prepare_replaces_an_earlier_output_and_a_stale_staging_folder(raw: Path, tmp_path: Path):
@@ -324,6 +408,9 @@ def test_prepare_replaces_an_earlier_output_and_a_stale_staging_folder(raw: Path
     (out / "old.txt").write_text("from an earlier run")
     prepare_dataset(raw, out, CONFIG, sizes=(8,), progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["index.csv", "test_8px.npy", "train_8px.npy", "val_8px.npy"]
+    fresh = tmp_path / "new" / "deeper" / "prepared"  # no parent folder yet (a first `dvc repro` elsewhere)
+    prepare_dataset(raw, fresh, CONFIG, sizes=(8,), progress=False)
+    assert (fresh / "index.csv").is_file()
     assert sorted(p.name for p in out.parent.iterdir()) == ["prepared"]
     index = pd.read_csv(out / "index.csv")
     assert index.columns.tolist() == ["file", "sha256", "class", "label", "patient_id", "official_split", "width", "height", "wedge",
@@ -383,6 +470,10 @@ def test_decode_scan_hashes_the_raw_pixels_masks_the_wedge_and_resizes(tmp_path:
         (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\ngarbage"), "unreadable or truncated image"),
         (lambda p: Image.fromarray(np.dstack([scan(1), scan(2), scan(3)])).save(p), "colour image; expected grayscale OCT"),
         (lambda p: Image.fromarray(np.dstack([scan(1), scan(1), scan(2), scan(3)])).save(p), "colour image"),  # RGBA
+        # two equal channels are not grey: a tint in any one channel is colour
+        (lambda p: Image.fromarray(np.dstack([scan(1), scan(1), scan(2)])).save(p), "colour image"),
+        (lambda p: Image.fromarray(np.dstack([scan(1), scan(2), scan(1)])).save(p), "colour image"),
+        (lambda p: Image.fromarray(np.dstack([scan(2), scan(1), scan(1)])).save(p), "colour image"),
         (lambda p: Image.fromarray(scan(1).astype(np.uint16) * 200).save(p), "image mode 'I;16'; expected 8-bit grayscale 'L'"),
         (lambda p: Image.fromarray(scan(1, 15, 40)).save(p), "image 15x40 is smaller than the target size 16"),
         (lambda p: Image.fromarray(scan(1, 40, 15)).save(p), "image 40x15 is smaller than the target size 16"),
@@ -393,6 +484,13 @@ def test_decode_scan_names_what_is_wrong_with_a_file(tmp_path: Path, make, messa
     make(path)
     result = decode_scan(path, (8, 16), mask=True)
     assert result.problem.startswith(message) and result.resized == {} and result.pixel_sha256 == ""
+
+
+def test_a_scan_exactly_as_large_as_the_target_size_is_kept(tmp_path: Path):
+    """16 px on its short side for a 16 px target: no upsampling needed, so it is a usable scan."""
+    path = save(tmp_path, "CNV-1-1.png", scan(1, 16, 40))
+    result = decode_scan(path, (8, 16), mask=True)
+    assert result.problem == "" and (result.width, result.height) == (16, 40) and sorted(result.resized) == [8, 16]
 
 
 def corner_block(corner: str, offset: tuple[int, int] = (0, 0), level: int = 250) -> tuple[np.ndarray, np.ndarray]:
@@ -422,7 +520,9 @@ def test_a_wedge_is_white_touching_a_corner_and_at_least_64_pixels(corner: str):
 
 
 def test_an_all_white_image_is_filled_with_black():
-    filled = mask_wedges(np.full((4, 4), 255, np.uint8), np.ones((4, 4), bool))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no background to take a median of: black, not NaN cast to uint8
+        filled = mask_wedges(np.full((4, 4), 255, np.uint8), np.ones((4, 4), bool))
     np.testing.assert_array_equal(filled, np.zeros((4, 4), np.uint8))
 
 

@@ -1,9 +1,17 @@
+import types
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sklearn.metrics import roc_auc_score
 
-from synthratio.evaluation.detector import REAL, SYNTHETIC, detect_synthetic, detector_splits, resize_scans
+import synthratio.evaluation.detector as detector_module
+from synthratio.config import ClassifierConfig
+from synthratio.evaluation.detector import (
+    DETECTOR_BATCH_SIZE, DETECTOR_LEARNING_RATE, DETECTOR_WEIGHT_DECAY, REAL, SYNTHETIC, detect_synthetic, detector_splits, resize_scans,
+)  # fmt: skip
+from synthratio.inference import Runs, bootstrap, cluster_draws, interval
 
 CPU = torch.device("cpu")
 
@@ -81,3 +89,61 @@ def test_resize_scans_keeps_matching_sizes_and_resizes_others(scans):
     assert resize_scans(images, 8).shape == (3, 8, 8) and resize_scans(images, 8).dtype == np.uint8
     lanczos = [np.asarray(Image.fromarray(image).resize((8, 8), Image.Resampling.LANCZOS)) for image in images]
     np.testing.assert_array_equal(resize_scans(images, 8), lanczos)  # as prepare resizes: no resampling fingerprint
+
+
+def test_detector_trains_on_train_picks_on_val_and_scores_test_with_a_patient_interval(scans, monkeypatch: pytest.MonkeyPatch):
+    """With a stand-in for the CNN (fixed P(synthetic) per test scan), what detect_synthetic does around it:
+    the resized train and val parts go to train_classifier with the detector's settings and no progress bar
+    by default (a DVC stage log, not a terminal), the test part to predict_proba, and the AUROC, accuracy
+    (P > 0.5 is synthetic, so P = 0.5 counts as real) and interval (test patients and synthetic scans
+    resampled, each class apart) come from its output."""
+    calls = {}
+
+    def fake_train(train, val, config, *, seed, device, progress):
+        calls.update(train=train, val=val, config=config, seed=seed, device=device, progress=progress)
+        return types.SimpleNamespace(model="stand-in")
+
+    def fake_predict(model, images, device):
+        calls.update(model=model, test_images=images, predict_device=device)
+        n = len(images) // 2  # real test scans first, then as many synthetic ones
+        p = np.concatenate([np.where(np.arange(n) % 3 == 0, 0.5, np.linspace(0.1, 0.7, n)), np.linspace(0.3, 0.95, n)])
+        return np.stack([1 - p, p], axis=1)
+
+    monkeypatch.setattr(detector_module, "train_classifier", fake_train)
+    monkeypatch.setattr(detector_module, "predict_proba", fake_predict)
+    real_train, heldout, groups, synthetic = scans(30, seed=0), scans(20, seed=1), np.repeat(np.arange(10), 2), scans(40, seed=2)
+    parts = detector_splits(resize_scans(real_train, 8), resize_scans(heldout, 8), groups, resize_scans(synthetic, 8), seed=7)
+    p = fake_predict(None, parts.test.images, CPU)[:, SYNTHETIC]
+    is_synthetic = parts.test.labels == SYNTHETIC
+
+    result = detect_synthetic(real_train, heldout, groups, synthetic, 8, epochs=3, seed=7, device=CPU)
+
+    for name in ("train", "val"):
+        np.testing.assert_array_equal(calls[name].images, getattr(parts, name).images)
+        np.testing.assert_array_equal(calls[name].labels, getattr(parts, name).labels)
+    np.testing.assert_array_equal(calls["test_images"], parts.test.images)
+    assert calls["config"] == ClassifierConfig(
+        arch="simple_cnn", image_size=8, batch_size=DETECTOR_BATCH_SIZE, epochs=3, learning_rate=DETECTOR_LEARNING_RATE,
+        weight_decay=DETECTOR_WEIGHT_DECAY,
+    )  # fmt: skip
+    assert (calls["seed"], calls["device"], calls["progress"], calls["model"], calls["predict_device"]) == (7, CPU, False, "stand-in", CPU)
+    assert result.auroc == roc_auc_score(is_synthetic, p)
+    assert result.accuracy == np.mean((p > 0.5) == is_synthetic) and (p[~is_synthetic] == 0.5).sum() == 4
+    runs = Runs(probs=np.stack([1 - p, p], axis=1)[None], labels=parts.test.labels, patients=parts.test_units, positive=SYNTHETIC)
+    draws = cluster_draws(parts.test_units, 1, 1000, 7, strata=parts.test.labels)  # the defaults: 1000 resamples, 95 %
+    assert (result.auroc_ci_low, result.auroc_ci_high) == interval(bootstrap(runs, "auroc", draws), 0.95)
+    assert [type(n) for n in (result.n_train, result.n_val, result.n_test)] == [int] * 3
+    assert (result.n_train, result.n_val, result.n_test) == (20, 10, 10)
+
+    narrow = detect_synthetic(real_train, heldout, groups, synthetic, 8, epochs=3, seed=7, device=CPU, progress=True, bootstrap=200, confidence=0.5)
+    assert calls["progress"] is True
+    draws = cluster_draws(parts.test_units, 1, 200, 7, strata=parts.test.labels)
+    assert (narrow.auroc_ci_low, narrow.auroc_ci_high) == interval(bootstrap(runs, "auroc", draws), 0.5)
+
+
+def test_the_smallest_split_has_one_scan_per_side_in_val_and_test(scans):
+    """Two held-out patients of one scan each: val and test hold one real and one synthetic scan, which is
+    enough to score (a part is refused only when a side is empty)."""
+    parts = detector_splits(scans(3, seed=0), scans(2, seed=1), np.array([5, 9]), scans(8, seed=2), seed=0)
+    assert [part.labels.tolist() for part in (parts.val, parts.test)] == [[REAL, SYNTHETIC]] * 2
+    assert (parts.train.labels == SYNTHETIC).sum() == 3 and parts.test_units.tolist() == [0, 1]

@@ -145,3 +145,12 @@ def test_feature_distances_kid_subsets_follow_the_seed():
     real, synthetic = rng.normal(0.0, 1.0, (40, 3)), rng.normal(0.5, 1.0, (30, 3))
     result = feature_distances(synthetic, real, np.arange(40) // 2, kid_subset_size=10, seed=1, splits=2)
     assert {key: round(result[key], 4) for key in ("fid", "kid", "fid_floor", "kid_floor")} == {"fid": 0.8606, "kid": 0.7282, "fid_floor": 0.5523, "kid_floor": 0.2084}
+
+
+def test_feature_distances_default_seed_is_zero():
+    """Stages that do not pass a seed get the pinned seed-0 numbers (halvings, subsamples, KID subsets)."""
+    rng = np.random.default_rng(1)
+    real, synthetic = rng.normal(size=(12, 2)), rng.normal(size=(8, 2))
+    assert feature_distances(synthetic, real, np.arange(12) // 2, kid_subset_size=4) == feature_distances(
+        synthetic, real, np.arange(12) // 2, kid_subset_size=4, seed=0
+    )

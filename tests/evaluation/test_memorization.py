@@ -2,6 +2,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from matplotlib.colors import to_hex
 from PIL import Image
 
@@ -98,6 +99,7 @@ def test_grid_shows_the_closest_pairs_first_with_memorized_distances_in_red(tmp_
         assert ax.images[0].get_clim() == (0, 255) and ax.images[0].get_cmap().name == "gray"
         assert list(ax.get_xticks()) == [] and list(ax.get_yticks()) == []
     assert (top[0].get_ylabel(), bottom[0].get_ylabel(), top[0].yaxis.label.get_fontsize()) == ("synthetic", "nearest train", 8)
+    assert bottom[0].yaxis.label.get_fontsize() == 8
     assert [ax.get_title() for ax in panels[1].axes[:4]] == ["d=0.25", "d=2", "d=3", "d=4"]
 
 
@@ -124,3 +126,71 @@ def test_rows_of_the_wrong_shape_are_named(name: str, rows: np.ndarray):
     sets = {"synthetic": np.zeros((2, 4)), "real_reference": np.zeros((2, 4)), "real_floor": np.zeros((2, 4)), name: rows}
     with pytest.raises(ValueError, match=rf"{name} rows of shape \({', '.join(map(str, rows.shape))},?\); expected \(N >= 1, 4\) like train"):
         memorization(sets["synthetic"], sets["real_reference"], sets["real_floor"], np.zeros((3, 4)), 0.5)
+
+
+def test_an_empty_training_set_is_named():
+    with pytest.raises(ValueError, match=r"train rows of shape \(0, 4\); expected \(N >= 1, 4\) like train"):
+        memorization(np.zeros((2, 4)), np.zeros((2, 4)), np.zeros((2, 4)), np.zeros((0, 4)), 0.5)
+
+
+@pytest.mark.parametrize(("chunk_bytes", "rows"), [(8, 1), (8 * 16 * 7, 7), (8 * 16 * 7 + 127, 7)])
+def test_blocks_hold_as_many_float64_rows_as_chunk_bytes_allow(monkeypatch: pytest.MonkeyPatch, chunk_bytes: int, rows: int):
+    """Memory stays at a few blocks of chunk_bytes (the full training set as float64 would not fit): 16-pixel
+    rows are 128 float64 bytes, so a block holds chunk_bytes // 128 rows, and one row when a row alone is larger."""
+    sizes = []
+    blocks = memorization_module._blocks
+
+    def recorded(rows_in, size, device):
+        for start, block, norm in blocks(rows_in, size, device):
+            sizes.append(len(block))
+            yield start, block, norm
+
+    monkeypatch.setattr(memorization_module, "_blocks", recorded)
+    rng = np.random.default_rng(2)
+    nearest_rows(rng.integers(0, 256, (20, 16), dtype=np.uint8), rng.integers(0, 256, (30, 16), dtype=np.uint8), chunk_bytes=chunk_bytes)
+    assert max(sizes) == rows
+
+
+def test_the_search_runs_on_the_device_it_is_given():
+    """On PyTorch's meta device (shapes, no data) every step runs until the distances are copied back, which
+    a meta tensor cannot do; a tensor left on the CPU fails earlier, on a device mismatch. On a GPU such a
+    tensor would crash the evaluation stage or search 10 GB of pixels on the CPU."""
+    meta = torch.device("meta")
+    rows = np.zeros((3, 4), np.uint8)
+    with pytest.raises(NotImplementedError, match="Cannot copy out of meta tensor"):
+        nearest_rows(rows, np.ones((5, 4), np.uint8), meta, chunk_bytes=8 * 4 * 2)
+    with pytest.raises(NotImplementedError, match="Cannot copy out of meta tensor"):
+        memorization(rows, rows, rows, rows, 0.5, device=meta)
+    start, block, norm = next(memorization_module._blocks(rows, 2, meta))
+    assert (start, block.device, block.dtype, norm.device, tuple(norm.shape)) == (0, meta, torch.float64, meta, (2,))
+
+
+def test_grid_keeps_tied_distances_in_scan_order_among_many(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Duplicated synthetic scans tie on their distance; the grid shows the first of them, in scan order (a
+    stable sort), so the same result always draws the same figure. numpy's default sort reorders ties once
+    there are more than 16 values (64 here)."""
+    figures = []
+    monkeypatch.setattr(memorization_module.plt, "close", figures.append)
+    distance = np.random.default_rng(3).integers(0, 3, 64).astype(float)  # 0, 1 or 2: many ties
+    synthetic = np.repeat(np.arange(64, dtype=np.uint8), 16).reshape(64, 4, 4)  # scan i: all pixels i
+    result = Memorization(threshold=0.0, share=0.0, share_floor=0.0, nearest=Nearest(distance, np.zeros(64, dtype=np.int64)))
+    save_memorization_grid(synthetic, np.zeros((1, 4, 4), np.uint8), {"pixels": result}, tmp_path / "grid.png")
+    shown = [int(ax.images[0].get_array()[0, 0]) for ax in figures[0].subfigs[0].axes[:8]]
+    assert shown == list(np.flatnonzero(distance == 0)[:8])
+
+
+def test_nearest_row_indices_stay_exact_past_float32_integers():
+    """Row 2^24 + 1 of the reference is the copy. Indices are int64 all the way: a float32 index would round
+    it to 2^24 and the grid would show the wrong training scan as the copy (16.8M one-pixel rows: 17 MB)."""
+    reference = np.full((2**24 + 2, 1), 200, np.uint8)
+    reference[2**24 + 1] = 7
+    nearest = nearest_rows(np.array([[7]], np.uint8), reference, chunk_bytes=2**20)
+    assert (nearest.index[0], nearest.distance[0], nearest.index.dtype) == (2**24 + 1, 0.0, np.int64)
+
+
+def test_grid_is_a_png_whatever_the_file_suffix(tmp_path: Path, scans):
+    """The format is PNG by decision, not guessed from the output name (an unknown suffix would fail)."""
+    images = scans(4, seed=0)
+    result = memorization(pixel_rows(images[:2]), pixel_rows(images[2:3]), pixel_rows(images[3:]), pixel_rows(images[2:]), quantile=0.5)
+    save_memorization_grid(images[:2], images[2:], {"pixels": result}, tmp_path / "grid.out")
+    assert (tmp_path / "grid.out").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
