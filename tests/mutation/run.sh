@@ -2,7 +2,7 @@
 # Mutation testing of the scientific core ([tool.mutmut] in pyproject.toml) in a scratch copy of the
 # repository, so mutmut's mutants/ folder never lands in the checkout.
 #
-#   bash tests/mutation/run.sh                 every mutant of the configured modules (about an hour on 2 cores)
+#   bash tests/mutation/run.sh                 every mutant of the configured modules (one to two hours on 2 cores)
 #   bash tests/mutation/run.sh --fast          the CI subset (minutes): patient split, linked-patient merge, leaks, cohorts, verdict, R_max
 #   bash tests/mutation/run.sh 'synthratio.inference.x_holm__mutmut_*'   only mutants matching these globs
 #

@@ -36,12 +36,13 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils import logging as diffusers_logging
 from PIL import Image
 
 from synthratio.config import TIMESTEP_SPACINGS, GenerateConfig
 from synthratio.diffusion.pixel import CLASSES_FILE
 from synthratio.diffusion.training import replace_folder
-from synthratio.runtime import progress_bar
+from synthratio.runtime import progress_bar, progress_shown
 
 SAMPLERS = ("ddpm", "ddim", "dpmsolver++", "euler", "unipc")
 SETTINGS_FILE = "generate_settings.json"
@@ -287,6 +288,8 @@ def generate_to_folder(
         raise ValueError(f"generate: seeds must be distinct and >= 0; got {len(seeds)} seeds from {min(seeds, default=None)}")
     state = PartialState(cpu=device.type == "cpu")  # cpu: several CPU processes (gloo) under a launcher
     device = _process_device(state, device)
+    if not progress_shown(progress):  # diffusers' own loading bar follows ours: no carriage returns in log files
+        diffusers_logging.disable_progress_bar()
     pipeline = load_pipeline(model_dir, device)
     latent = isinstance(pipeline, StableDiffusionPipeline)
     if latent and not prompt:
