@@ -1,6 +1,6 @@
-"""Where every run's files live: one name per classifier run and per generator cohort, shared by the
-stages, the report and the tests (dvc.yaml spells the same patterns from params.yaml). No torch here, so
-the report stage stays light."""
+"""Where every run's files live: one name per classifier run and per generator cohort, and the file names
+inside a generator and a synthetic-scan folder, shared by the stages, the report and the tests (dvc.yaml
+spells the same patterns from params.yaml). No torch here, so the report stage stays light."""
 
 from __future__ import annotations
 
@@ -8,6 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from synthratio.config import Params
+
+
+CLASSES_FILE = "classes.json"  # in a class-conditional generator: label i is classes[i]
+TRAINING_PATIENTS_FILE = "training_patients.json"  # in a generator: sorted patient groups whose scans it learned
+
+
+def synthetic_file(folder: Path, seed: int) -> Path:
+    """The scan `generate` writes for `seed` into a class folder of the synthetic scans."""
+    return folder / f"{seed:06d}.png"
 
 
 def run_name(ratio: int, keep: int) -> str:

@@ -1,11 +1,13 @@
-"""Device choice, thread settings, logging, progress bars, atomic file writes and safe weight loading shared
-by every stage. torch is imported where it is used, so data/ and the stages' progress bars need none of it."""
+"""Device choice, thread settings, logging, progress bars, atomic file and folder writes and safe weight
+loading shared by every stage. torch is imported where it is used, so data/ and the stages' progress bars need none of it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     import torch
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_progress = {"enabled": True}  # runtime.progress, set once by setup()
 
 
 def is_main_process() -> bool:
@@ -40,6 +43,7 @@ def setup(runtime: RuntimeConfig) -> torch.device:
     import torch
 
     setup_logging()
+    set_progress(runtime.progress)
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
     if runtime.device == "cuda" and not torch.cuda.is_available():
@@ -49,18 +53,34 @@ def setup(runtime: RuntimeConfig) -> torch.device:
     return torch.device("cuda")
 
 
-def progress_shown(enabled: bool = True, file: TextIO | None = None) -> bool:
-    """Whether a progress bar shows: `enabled` (runtime.progress, passed down by the stage), TQDM_DISABLE
-    unset, and its stream (stderr) a terminal, tqdm's own disable=None rule. Log files and `dvc queue logs`
-    never get carriage-return lines."""
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on a CUDA device that has bf16 (tensor cores, no loss scaling), else nothing: the CPU runs
+    fp32 and deterministic."""
+    import torch
+
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def set_progress(enabled: bool) -> None:
+    """Show progress bars or not (runtime.progress), for every bar of the process."""
+    _progress["enabled"] = enabled
+
+
+def progress_shown(file: TextIO | None = None) -> bool:
+    """Whether a progress bar shows: runtime.progress (set_progress), TQDM_DISABLE unset, and its stream
+    (stderr) a terminal, tqdm's own disable=None rule, in the main process only. Log files and `dvc queue logs` never get
+    carriage-return lines."""
     stream = sys.stderr if file is None else file
     off = os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false")
-    return enabled and not off and hasattr(stream, "isatty") and stream.isatty()
+    terminal = hasattr(stream, "isatty") and stream.isatty()
+    return _progress["enabled"] and is_main_process() and not off and terminal
 
 
-def progress_bar(iterable: Iterable | None = None, *, enabled: bool = True, **kwargs: Any) -> tqdm:
-    """tqdm(iterable, **kwargs), shown only where progress_shown(enabled) says: every bar of the pipeline."""
-    return tqdm(iterable, disable=not progress_shown(enabled, kwargs.get("file")), **kwargs)
+def progress_bar(iterable: Iterable | None = None, **kwargs: Any) -> tqdm:
+    """tqdm(iterable, **kwargs), shown only where progress_shown() says: every bar of the pipeline."""
+    return tqdm(iterable, disable=not progress_shown(kwargs.get("file")), **kwargs)
 
 
 def read_json(path: Path) -> Any:
@@ -95,6 +115,21 @@ def write_atomically(path: Path, write) -> None:
             os.unlink(tmp)
 
 
+def replace_folder(source: Path, target: Path) -> None:
+    """Move the finished folder `source` to `target`, replacing any old `target`.
+
+    A rename is atomic; an old `target` is first renamed aside and deleted afterwards, so `target`
+    is always either the old complete folder or the new one (missing only between two renames).
+    """
+    if target.exists():
+        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+        target.rename(old / target.name)
+        source.rename(target)
+        shutil.rmtree(old)
+    else:
+        source.rename(target)
+
+
 def load_safetensors(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """The tensors of a .safetensors file. Never unpickles: a file that is not safetensors (a pickle renamed,
     a truncated copy) raises naming the file."""
@@ -111,6 +146,6 @@ def load_safetensors(path: Path, device: str | torch.device = "cpu") -> dict[str
 
 def open_live(folder: Path):
     """dvclive logger for a stage's training curves; never rewrites dvc.yaml (dvc.yaml declares the plots)."""
-    from dvclive import Live  # imported here so the library runs where dvclive is not installed (GPU boxes)
+    from dvclive import Live  # imported here: only the training stages pay for it
 
     return Live(dir=str(folder), dvcyaml=False, save_dvc_exp=False, report=None)

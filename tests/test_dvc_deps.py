@@ -1,0 +1,101 @@
+"""dvc.yaml against the code it runs: a change to any synthratio module a stage imports reruns that stage.
+
+Hand-kept dependency lists drift; this test reads each stage's script, follows its imports through the package
+(imports inside functions count: they run too) and asks DVC's own view of dvc.yaml whether every module
+reached is a dependency, itself or through a folder above it."""
+
+import ast
+from pathlib import Path
+
+import pytest
+from dvc.repo import Repo
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+
+# Modules a stage imports that deliberately are not among its deps, each with the reason it changes no result.
+NOT_DEPENDENCIES: dict[str, str] = {}
+
+
+def module_file(name: str) -> Path | None:
+    """The source file of a dotted synthratio module name (a package is its __init__.py), None if no such module."""
+    base = SRC.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Dotted names of the synthratio modules a file imports anywhere in its body, parent packages included."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            assert node.level == 0, f"{path}: relative import of {node.module}; the package imports absolutely"
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)  # `from pkg import module`
+    found = set()
+    for name in names:
+        parts = name.split(".")
+        if parts[0] == "synthratio":
+            found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return {name for name in found if module_file(name) is not None}
+
+
+def import_closure(script: Path) -> set[Path]:
+    """Every synthratio source file that running `script` can import."""
+    seen: set[Path] = set()
+    todo = [module_file(name) for name in imported_modules(script)]
+    while todo:
+        path = todo.pop()
+        if path not in seen:
+            seen.add(path)
+            todo.extend(module_file(name) for name in imported_modules(path))
+    return seen
+
+
+def covered(path: Path, deps: list[Path]) -> bool:
+    return any(path == dep or dep in path.parents for dep in deps)
+
+
+def stage_scripts() -> list[tuple[str, Path, list[Path]]]:
+    """(name, script, deps) of every dvc.yaml stage, as DVC resolves them (matrix items expanded)."""
+    stages = []
+    for stage in Repo(str(ROOT)).index.stages:
+        if not stage.cmd:
+            continue  # data.dvc and other tracked data
+        script = next(word for word in stage.cmd.split() if word.startswith("stages/"))
+        stages.append((stage.addressing, ROOT / script, [ROOT / dep.def_path for dep in stage.deps]))
+    return stages
+
+
+STAGES = stage_scripts()
+
+
+def test_every_stage_runs_a_script_it_depends_on():
+    assert len(STAGES) >= 7
+    for name, script, deps in STAGES:
+        assert script.is_file() and script in deps, f"{name}: runs {script} without depending on it"
+
+
+@pytest.mark.parametrize(("name", "script", "deps"), STAGES, ids=[name for name, _, _ in STAGES])
+def test_every_module_a_stage_imports_is_a_dependency(name: str, script: Path, deps: list[Path]):
+    missing = sorted(
+        str(path.relative_to(ROOT))
+        for path in import_closure(script)
+        if not covered(path, deps) and str(path.relative_to(ROOT)) not in NOT_DEPENDENCIES
+        and not (path.name == "__init__.py" and not path.read_text().strip())  # an empty package marker
+    )
+    assert not missing, f"dvc.yaml stage {name} imports these without depending on them: {missing}"
+
+
+def test_the_closure_follows_imports_inside_functions_and_from_package_imports(tmp_path: Path):
+    """The walk this test relies on: `from synthratio.diffusion import latent` inside a function reaches latent.py
+    and what latent.py imports; a plain library import reaches nothing."""
+    script = tmp_path / "stage.py"
+    script.write_text("import numpy\n\ndef main():\n    from synthratio.diffusion import latent\n")
+    closure = {str(path.relative_to(SRC)) for path in import_closure(script)}
+    assert {"synthratio/diffusion/latent.py", "synthratio/diffusion/training.py", "synthratio/config.py"} <= closure
+    assert not any("classify" in path for path in closure)
