@@ -22,9 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from synthratio.classify.mixing import plan_batches
-from synthratio.classify.models import ARCHS, build_classifier
-from synthratio.classify.train import Split, autocast, set_seed, train_classifier
-from synthratio.config import ClassifierConfig
+from synthratio.classify.models import build_classifier
+from synthratio.classify.train import LabelledImages, set_seed, train_classifier
+from synthratio.config import ARCHS, ClassifierConfig
+from synthratio.runtime import autocast
 
 
 def _sync(device: torch.device) -> None:
@@ -32,7 +33,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bare_throughput(arch: str, size: int, batch: int, steps: int, warmup: int, device: torch.device) -> float:
+def bare_throughput(arch: str, size: int, batch: int, *, steps: int, warmup: int, device: torch.device) -> float:
     """Images per second of a plain training loop on one resident random uint8 batch."""
     set_seed(0)
     model = build_classifier(arch, 2, size).to(device, memory_format=torch.channels_last).train()
@@ -52,24 +53,24 @@ def bare_throughput(arch: str, size: int, batch: int, steps: int, warmup: int, d
     return steps * batch / (time.perf_counter() - start)
 
 
-def loop_throughput(arch: str, size: int, batch: int, steps: int, ratio: int, device: torch.device) -> float:
+def loop_throughput(arch: str, size: int, batch: int, *, steps: int, ratio: int, device: torch.device) -> float:
     """Images per second of train_classifier over `steps` batches at ratio R (a 1-epoch warm-up run first)."""
     rng = np.random.default_rng(0)
     n_train = batch * steps  # one epoch of `steps` batches
-    train = Split(rng.integers(0, 256, (n_train, size, size), dtype=np.uint8), rng.integers(0, 2, n_train))
-    val = Split(train.images[:batch], train.labels[:batch])
+    train = LabelledImages(rng.integers(0, 256, (n_train, size, size), dtype=np.uint8), rng.integers(0, 2, n_train))
+    val = LabelledImages(train.images[:batch], train.labels[:batch])
     synthetic = rng.integers(0, 256, (max(batch, n_train // 4), size, size), dtype=np.uint8)
     config = ClassifierConfig(arch=arch, image_size=size, batch_size=batch, epochs=1, learning_rate=1e-4, weight_decay=0.0)
-    plan = plan_batches(train.labels, batch, 0, ratio)
+    plan = plan_batches(train.labels, batch_size=batch, synthetic_label=0, ratio=ratio)
 
-    def run(split: Split) -> float:
+    def run(scans: LabelledImages) -> float:
         _sync(device)
         start = time.perf_counter()
-        train_classifier(split, val, config, seed=0, device=device, synthetic=synthetic, ratio=ratio, progress=False)
+        train_classifier(scans, val, config, seed=0, device=device, synthetic=synthetic, ratio=ratio)
         _sync(device)
         return time.perf_counter() - start
 
-    run(Split(train.images[: batch * 2], train.labels[: batch * 2]))  # warm-up: kernels, allocator
+    run(LabelledImages(train.images[: batch * 2], train.labels[: batch * 2]))  # warm-up: kernels, allocator
     return steps * plan.size / run(train)
 
 
@@ -96,8 +97,8 @@ def main() -> None:
     if args.repeats < 1 or args.steps < 1:
         parser.error(f"--repeats {args.repeats} --steps {args.steps}; both must be >= 1")
     pairs = [
-        (bare_throughput(args.arch, args.size, args.batch, args.steps, args.warmup, device),
-         loop_throughput(args.arch, args.size, args.batch, args.steps, args.ratio, device))
+        (bare_throughput(args.arch, args.size, args.batch, steps=args.steps, warmup=args.warmup, device=device),
+         loop_throughput(args.arch, args.size, args.batch, steps=args.steps, ratio=args.ratio, device=device))
         for _ in range(args.repeats)
     ]
     bare, ours = (float(np.median(values)) for values in zip(*pairs))

@@ -1,4 +1,4 @@
-"""Feature-extraction throughput: the bare Inception-v3 ceiling vs the evaluation's folder_features pipeline.
+"""Feature-extraction throughput: the bare Inception-v3 ceiling vs the evaluation's file_features pipeline.
 
     python benchmarks/feature_speed.py [--n 10000] [--device cuda] [--batch 256] [--workers 16]
 
@@ -7,9 +7,9 @@ markdown table of images/s for:
   - bare Inception-v3 on random (B, 3, 299, 299) tensors already on the device: clean-fid's feature model
     when its weights file is in place (features.CLEANFID_INCEPTION), else torchvision's inception_v3 with
     random weights (same shapes and cost; no download);
-  - folder_features with that model: PNG decode, clean-fid's clean resize to 299 px, model (what
+  - file_features with that model: PNG decode, clean-fid's clean resize to 299 px, model (what
     evaluate_synthetic does for inception_* metrics);
-  - folder_features with the domain encoder (simple_cnn at --domain-size px): PNG decode, model.
+  - file_features with the domain encoder (simple_cnn at --domain-size px): PNG decode, model.
 Decoding and resizing run in --workers DataLoader processes (evaluate.workers in params.yaml).
 """
 
@@ -27,18 +27,22 @@ import torch
 from PIL import Image
 
 from synthratio.classify.models import build_classifier
-from synthratio.evaluation.features import CLEANFID_INCEPTION, FeatureFn, classifier_feature_fn, folder_features
+from synthratio.evaluation.features import CLEANFID_INCEPTION, FeatureFn, classifier_feature_fn, file_features
 
 SIZE = 512  # px, the latent backend's scan size
 
 
+def _scan_file(folder: Path, seed: int) -> Path:
+    return folder / f"{seed:06d}.png"
+
+
 def _write_scan(job: tuple[Path, int]) -> None:
-    path, seed = job
+    folder, seed = job
     rng = np.random.default_rng(seed)
     rows = np.arange(SIZE)[:, None]
     band = 150 * np.exp(-((rows - SIZE / 2 - rng.normal(0, 30)) ** 2) / (2 * 40**2)) + 30
     speckle = rng.gamma(4.0, 0.25, (SIZE, SIZE))  # multiplicative, mean 1
-    Image.fromarray(np.clip(band * speckle, 0, 255).astype(np.uint8)).save(path / f"{seed:06d}.png")
+    Image.fromarray(np.clip(band * speckle, 0, 255).astype(np.uint8)).save(_scan_file(folder, seed))
 
 
 def inception_model(device: torch.device) -> tuple[FeatureFn, str]:
@@ -65,7 +69,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def bare_throughput(fn: FeatureFn, device: torch.device, n: int, batch: int) -> float:
+def bare_throughput(fn: FeatureFn, device: torch.device, *, n: int, batch: int) -> float:
     x = torch.rand(batch, 3, 299, 299, device=device) * 255
     fn(x)  # warm-up
     _sync(device)
@@ -76,9 +80,11 @@ def bare_throughput(fn: FeatureFn, device: torch.device, n: int, batch: int) -> 
     return max(1, n // batch) * batch / (time.perf_counter() - started)
 
 
-def pipeline_throughput(folder: Path, fn: FeatureFn, device: torch.device, args: argparse.Namespace, inception: bool) -> float:
+def pipeline_throughput(
+    files: list[Path], fn: FeatureFn, device: torch.device, *, args: argparse.Namespace, inception: bool
+) -> float:
     started = time.perf_counter()
-    feats = folder_features(folder, fn, device, args.batch, args.workers, inception_resize=inception)
+    feats = file_features(files, fn, device, batch_size=args.batch, workers=args.workers, inception_resize=inception)
     _sync(device)
     return len(feats) / (time.perf_counter() - started)
 
@@ -96,17 +102,20 @@ def main() -> None:
     domain = classifier_feature_fn(build_classifier("simple_cnn", 2, args.domain_size), args.domain_size, device)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        files = [_scan_file(folder, i) for i in range(args.n)]
         started = time.perf_counter()
         with ProcessPoolExecutor(max(1, args.workers)) as pool:
             list(pool.map(_write_scan, [(folder, i) for i in range(args.n)], chunksize=64))
         written = args.n / (time.perf_counter() - started)
-        folder_features(folder, domain, device, args.batch, args.workers)  # warm the page cache and the workers' imports
+        # warm the page cache and the workers' imports
+        file_features(files, domain, device, batch_size=args.batch, workers=args.workers)
         rows = [
-            (f"bare {inception_name}, 299 px tensors on the device", bare_throughput(inception, device, args.n, args.batch)),
-            (f"folder_features -> {inception_name} ({SIZE} px PNG, clean resize to 299)",
-             pipeline_throughput(folder, inception, device, args, inception=True)),
-            (f"folder_features -> domain simple_cnn at {args.domain_size} px ({SIZE} px PNG)",
-             pipeline_throughput(folder, domain, device, args, inception=False)),
+            (f"bare {inception_name}, 299 px tensors on the device",
+             bare_throughput(inception, device, n=args.n, batch=args.batch)),
+            (f"file_features -> {inception_name} ({SIZE} px PNG, clean resize to 299)",
+             pipeline_throughput(files, inception, device, args=args, inception=True)),
+            (f"file_features -> domain simple_cnn at {args.domain_size} px ({SIZE} px PNG)",
+             pipeline_throughput(files, domain, device, args=args, inception=False)),
         ]  # fmt: skip
     print(f"{args.n} scans, device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
           f"batch {args.batch}, workers {args.workers}, torch threads {torch.get_num_threads()}; PNGs written at {written:.0f}/s\n")

@@ -3,8 +3,8 @@
     python benchmarks/latent_speed.py            # GPU: SD-1.5-sized pipeline, random weights, 512 px, batch 32, bf16
     python benchmarks/latent_speed.py --tiny     # the same code on the tiny config, on the CPU, in seconds
 
-The pipeline comes from `tiny_sd.build_sd_pipeline` ("sd15" preset: UNet 860M, VAE, CLIP ViT-L text encoder
-shapes; throughput depends on shape, not weights). Training: the bare eager step (forward, MSE, backward,
+The pipeline comes from `build_sd_pipeline` of tests/tiny_sd.py ("sd15" preset: UNet 860M, VAE, CLIP ViT-L text
+encoder shapes; throughput depends on shape, not weights). Training: the bare eager step (forward, MSE, backward,
 AdamW on latents already on the device) against `train_diffusion` on the latent backend's task (cached
 latents on the host, mirrored and paired with a prompt per draw, seeded noise and timesteps, clipping,
 LR schedule). Sampling: the bare UNet forward with classifier-free guidance (batch 2B) per step against
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import time
 from pathlib import Path
 
@@ -27,8 +28,8 @@ from pixel_speed import _peak_gib, _reset_peak, _sync  # same folder: run as a s
 from synthratio.config import FinetuneConfig, load_params
 from synthratio.diffusion.latent import latent_task, latent_training_scheduler
 from synthratio.diffusion.sampling import make_sampler, sample_latent_images
-from synthratio.diffusion.tiny_sd import build_sd_pipeline
 from synthratio.diffusion.training import resolve_mixed_precision, train_diffusion
+from synthratio.runtime import set_progress
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPT = "oct scan showing cnv"
@@ -39,7 +40,7 @@ def _autocast(device: torch.device, bf16: bool) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
-def bare_train_speed(unet: torch.nn.Module, shape: tuple[int, ...], width: int, device: torch.device, bf16: bool,
+def bare_train_speed(unet: torch.nn.Module, shape: tuple[int, ...], width: int, *, device: torch.device, bf16: bool,
                      warmup: int, steps: int) -> float:
     """img/s of the plain step: forward on noised latents with a text context, MSE to the noise, backward, AdamW."""
     batch = shape[0]
@@ -66,7 +67,9 @@ def bare_train_speed(unet: torch.nn.Module, shape: tuple[int, ...], width: int, 
     return steps * batch / (time.perf_counter() - started)
 
 
-def loop_train_speed(pipeline, config: FinetuneConfig, shape: tuple[int, ...], device: torch.device, warmup: int, steps: int) -> float:
+def loop_train_speed(
+    pipeline, config: FinetuneConfig, shape: tuple[int, ...], *, device: torch.device, warmup: int, steps: int
+) -> float:
     """img/s of `train_diffusion` on `latent_task` (its own timer covers the optimizer steps only)."""
     with torch.no_grad():
         prompts = pipeline.encode_prompt(PROMPT, device, 1, False)[0]
@@ -74,15 +77,16 @@ def loop_train_speed(pipeline, config: FinetuneConfig, shape: tuple[int, ...], d
     scheduler = latent_training_scheduler(dict(pipeline.scheduler.config), config)
     for count in (max(warmup, 1), steps):
         run = dataclasses.replace(config, steps=count, warmup_steps=0)
-        speed = train_diffusion(latent_task(pipeline.unet, scheduler, latents, prompts), run, device, progress=False).images_per_second
+        task = latent_task(pipeline.unet, scheduler, latents, prompt_embeds=prompts)
+        speed = train_diffusion(task, run, device).images_per_second
         if count != steps:
             _reset_peak(device)
     return speed
 
 
 @torch.no_grad()
-def bare_sample_step_seconds(unet: torch.nn.Module, shape: tuple[int, ...], width: int, device: torch.device, bf16: bool,
-                             warmup: int, steps: int) -> float:
+def bare_sample_step_seconds(unet: torch.nn.Module, shape: tuple[int, ...], width: int, *, device: torch.device,
+                             bf16: bool, warmup: int, steps: int) -> float:
     """Seconds per bare UNet forward at batch 2B (classifier-free guidance: unconditional + conditional)."""
     unet.eval()
     sample = torch.randn((2 * shape[0], *shape[1:]), device=device)
@@ -98,7 +102,9 @@ def bare_sample_step_seconds(unet: torch.nn.Module, shape: tuple[int, ...], widt
     return (time.perf_counter() - started) / steps
 
 
-def pipeline_sample_speed(pipeline, config: FinetuneConfig, batch: int, device: torch.device, steps: int, guidance: float) -> float:
+def pipeline_sample_speed(
+    pipeline, config: FinetuneConfig, batch: int, *, device: torch.device, steps: int, guidance: float
+) -> float:
     """img/s of `sample_latent_images` (one untimed batch first), DPM-Solver++ on the training schedule."""
     scheduler = latent_training_scheduler(dict(pipeline.scheduler.config), config)
     sampler = make_sampler("dpmsolver++", scheduler.config, "trailing", clip_x0=False)
@@ -108,7 +114,8 @@ def pipeline_sample_speed(pipeline, config: FinetuneConfig, batch: int, device: 
             _sync(device)
             started = time.perf_counter()
         seeds = list(range(first_seed, first_seed + batch))
-        images = list(sample_latent_images(pipeline, sampler, seeds, PROMPT, steps, guidance, device, batch, progress=False))
+        images = list(sample_latent_images(pipeline, sampler, seeds, prompt=PROMPT, inference_steps=steps,
+                                           guidance_scale=guidance, device=device, batch_size=batch))
     _sync(device)
     assert len(images) == batch
     return batch / (time.perf_counter() - started)
@@ -118,13 +125,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="tiny config on the CPU (a smoke test of this script)")
     parser.add_argument("--size", type=int, help="px, square (default 512; --tiny 32)")
-    parser.add_argument("--batch", type=int, help="images per training step and per sampling batch (default 32; --tiny 4)")
+    parser.add_argument("--batch", type=int,
+                        help="images per training step and per sampling batch (default 32; --tiny 4)")
     parser.add_argument("--steps", type=int, help="timed training steps and bare sampling steps (default 20; --tiny 3)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     parser.add_argument("--sample-steps", type=int, default=25, help="DPM-Solver++ steps per image")
     parser.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     args = parser.parse_args()
+    set_progress(False)  # no bars between the table's lines
+    sys.path.insert(0, str(REPO / "tests"))  # tiny_sd: a test fixture, not part of the package
+    from tiny_sd import build_sd_pipeline
+
     size = args.size or (32 if args.tiny else 512)
     batch = args.batch or (4 if args.tiny else 32)
     steps = args.steps or (3 if args.tiny else 20)
@@ -142,22 +154,24 @@ def main() -> None:
     width = unet.config.cross_attention_dim
     millions = sum(p.numel() for p in unet.parameters()) / 1e6
     name = torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} threads"
-    print(f"{name}; {'tiny' if args.tiny else 'sd15'} preset, {size} px (latents {shape[2]}x{shape[3]}), UNet {millions:.1f}M "
-          f"params, batch {batch}, precision {precision}, {steps} timed steps, sampling {args.sample_steps} DPM-Solver++ "
-          f"steps at guidance {args.guidance}\n")
+    print(f"{name}; {'tiny' if args.tiny else 'sd15'} preset, {size} px (latents {shape[2]}x{shape[3]}), "
+          f"UNet {millions:.1f}M params, batch {batch}, precision {precision}, {steps} timed steps, "
+          f"sampling {args.sample_steps} DPM-Solver++ steps at guidance {args.guidance}\n")
 
     bf16 = precision == "bf16"
     _reset_peak(device)
-    bare_train = bare_train_speed(unet, shape, width, device, bf16, args.warmup, steps)
+    bare_train = bare_train_speed(unet, shape, width, device=device, bf16=bf16, warmup=args.warmup, steps=steps)
     bare_train_peak = _peak_gib(device)
     _reset_peak(device)
-    loop_train = loop_train_speed(pipeline, config, shape, device, args.warmup, steps)
+    loop_train = loop_train_speed(pipeline, config, shape, device=device, warmup=args.warmup, steps=steps)
     loop_train_peak = _peak_gib(device)
     pipeline.unet.requires_grad_(False)
     _reset_peak(device)
-    step_seconds = bare_sample_step_seconds(unet, shape, width, device, bf16, args.warmup, steps)
+    step_seconds = bare_sample_step_seconds(unet, shape, width, device=device, bf16=bf16, warmup=args.warmup,
+                                            steps=steps)
     bare_sample, bare_sample_peak = batch / (args.sample_steps * step_seconds), _peak_gib(device)
-    piped = pipeline_sample_speed(pipeline, config, batch, device, args.sample_steps, args.guidance)
+    piped = pipeline_sample_speed(pipeline, config, batch, device=device, steps=args.sample_steps,
+                                  guidance=args.guidance)
 
     print("| work | ms/step | img/s | vs bare | peak CUDA GiB |")
     print("|---|---|---|---|---|")
@@ -165,10 +179,11 @@ def main() -> None:
           f"{bare_train:.1f} | 1.00 | {bare_train_peak} |")
     print(f"| train_diffusion on latent_task (cached latents) | {1000 * batch / loop_train:.1f} | {loop_train:.1f} | "
           f"{loop_train / bare_train:.2f} | {loop_train_peak} |")
-    print(f"| bare UNet forward with CFG (batch {2 * batch}), {args.sample_steps} steps per image | {1000 * step_seconds:.1f} | "
-          f"{bare_sample:.2f} | 1.00 | {bare_sample_peak} |")
+    print(f"| bare UNet forward with CFG (batch {2 * batch}), {args.sample_steps} steps per image | "
+          f"{1000 * step_seconds:.1f} | {bare_sample:.2f} | 1.00 | {bare_sample_peak} |")
     print(f"| StableDiffusionPipeline via sample_latent_images, {args.sample_steps} DPM-Solver++ steps | "
-          f"{1000 * batch / piped / args.sample_steps:.1f} | {piped:.2f} | {piped / bare_sample:.2f} | {_peak_gib(device)} |")
+          f"{1000 * batch / piped / args.sample_steps:.1f} | {piped:.2f} | {piped / bare_sample:.2f} | "
+          f"{_peak_gib(device)} |")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from synthratio.config import FinetuneConfig, load_params
 from synthratio.diffusion.pixel import build_unet, pixel_task
 from synthratio.diffusion.training import resolve_mixed_precision, train_diffusion
+from synthratio.runtime import set_progress
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,7 +45,7 @@ def _reset_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def bare_step_speed(config: FinetuneConfig, device: torch.device, warmup: int, steps: int) -> float:
+def bare_step_speed(config: FinetuneConfig, device: torch.device, *, warmup: int, steps: int) -> float:
     """img/s of the plain eager step: forward, MSE to the noise, backward, AdamW."""
     unet = build_unet(config).to(device).train()
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate)
@@ -71,15 +72,16 @@ def bare_step_speed(config: FinetuneConfig, device: torch.device, warmup: int, s
     return steps * config.batch_size / (time.perf_counter() - started)
 
 
-def loop_speed(config: FinetuneConfig, device: torch.device, warmup: int, steps: int) -> float:
+def loop_speed(config: FinetuneConfig, device: torch.device, *, warmup: int, steps: int) -> float:
     """img/s of `train_diffusion` on the pixel task (its own timer covers the optimizer steps only)."""
-    images = np.random.default_rng(0).integers(0, 256, (4 * config.batch_size, config.image_size, config.image_size), dtype=np.uint8)
+    shape = (4 * config.batch_size, config.image_size, config.image_size)
+    images = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     labels = np.zeros(len(images), dtype=np.int64)
     warm = dataclasses.replace(config, steps=max(warmup, 1), warmup_steps=0)
-    train_diffusion(pixel_task(images, labels, ("CNV",), warm), warm, device, progress=False)
+    train_diffusion(pixel_task(images, labels, ("CNV",), config=warm), warm, device)
     _reset_peak(device)
     timed = dataclasses.replace(config, steps=steps, warmup_steps=0)
-    return train_diffusion(pixel_task(images, labels, ("CNV",), timed), timed, device, progress=False).images_per_second
+    return train_diffusion(pixel_task(images, labels, ("CNV",), config=timed), timed, device).images_per_second
 
 
 def main() -> None:
@@ -92,6 +94,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2, help="ResNet layers per UNet block")
     parser.add_argument("--rounds", type=int, default=1, help="alternating timed rounds; the best of each counts")
     args = parser.parse_args()
+    set_progress(False)  # no bars between the table's lines
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     config = dataclasses.replace(
@@ -101,14 +104,15 @@ def main() -> None:
     )
     millions = sum(p.numel() for p in build_unet(config).parameters()) / 1e6
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"{name}; {args.size} px, batch {args.batch}, UNet {millions:.1f}M params {list(args.channels)}x{args.layers}, "
-          f"precision {resolve_mixed_precision(config, device)}, {args.steps} timed steps\n")
+    print(f"{name}; {args.size} px, batch {args.batch}, UNet {millions:.1f}M params "
+          f"{list(args.channels)}x{args.layers}, precision {resolve_mixed_precision(config, device)}, "
+          f"{args.steps} timed steps\n")
     bare = loop = 0.0
     for _ in range(args.rounds):
         _reset_peak(device)
-        bare = max(bare, bare_step_speed(config, device, args.warmup, args.steps))
+        bare = max(bare, bare_step_speed(config, device, warmup=args.warmup, steps=args.steps))
         bare_peak = _peak_gib(device)
-        loop = max(loop, loop_speed(config, device, args.warmup, args.steps))
+        loop = max(loop, loop_speed(config, device, warmup=args.warmup, steps=args.steps))
     print("| training step | img/s | vs bare | peak CUDA GiB |")
     print("|---|---|---|---|")
     print(f"| bare UNet2DModel step (forward, backward, AdamW) | {bare:.1f} | 1.00 | {bare_peak} |")

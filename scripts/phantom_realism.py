@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from synthratio.classify.train import Split, predict_proba, train_classifier
+from synthratio.classify.train import LabelledImages, predict_proba, train_classifier
 from synthratio.config import ClassifierConfig, PhantomConfig
 from synthratio.data.calibration import CALIBRATION_FILE, measure
 from synthratio.data.ingest import detect_wedges, mask_wedges
@@ -81,10 +81,8 @@ def _patient_split(ids: list[str], seed: int) -> np.ndarray:
 
 def _train(images: np.ndarray, labels: np.ndarray, part: np.ndarray, size: int, seed: int = 0):
     config = ClassifierConfig(arch="simple_cnn", image_size=size, batch_size=32, epochs=10, learning_rate=2e-3, weight_decay=1e-4)
-    result = train_classifier(
-        Split(images[part == 0], labels[part == 0]), Split(images[part == 1], labels[part == 1]), config,
-        seed=seed, device=torch.device("cpu"), progress=False,
-    )
+    train, val = (LabelledImages(images[part == k], labels[part == k]) for k in (0, 1))
+    result = train_classifier(train, val, config, seed=seed, device=torch.device("cpu"))
     probs = predict_proba(result.model, images[part == 2], torch.device("cpu"))[:, 1]
     test = labels[part == 2]
     return result.model, float(((probs > 0.5) == test).mean()), float(roc_auc_score(test, probs))
@@ -102,7 +100,7 @@ def realism() -> None:
     config = PhantomConfig(seed=0, patients={"train": 90, "val": 30, "test": 30}, scans_per_patient=2,
                            widths=(SIZE[0],), height=SIZE[1], classes=LABELS)
     with tempfile.TemporaryDirectory() as tmp:
-        write_phantom(Path(tmp) / "raw", config, progress=True)
+        write_phantom(Path(tmp) / "raw", config)
         phantom = {(s, label, size): _load_phantom(Path(tmp) / "raw", s, label, size)
                    for s in ("train", "val", "test") for label in LABELS for size in (32, 64)}
     rows: list[tuple[str, str]] = []
@@ -136,7 +134,8 @@ def realism() -> None:
         feats = lambda x: model.features(torch.from_numpy(x).float().div(255).unsqueeze(1)).numpy()  # noqa: E731
         held_out = feats(real_images[real_part > 0])
         ph_feats = feats(ph_images[ph_part > 0])
-    d = feature_distances(ph_feats, held_out, kid_subset_size=50)
+    held_out_patients = np.asarray(real_ids)[real_part > 0]  # the floor's halves keep patients apart
+    d = feature_distances(ph_feats, held_out, held_out_patients, kid_subset_size=50)
     rows.append(("(b) FID phantom vs real (real CNV/NORMAL classifier features)", f"{d['fid']:.2f}"))
     rows.append(("(b) FID real vs real floor", f"{d['fid_floor']:.2f}"))
     rows.append(("(b) n compared per side", f"{d['n_compared']}"))

@@ -17,7 +17,7 @@ def main() -> None:
 
     check_run(params, 0, args.keep)
     device = setup(params.runtime)
-    run_ratio(params, 0, args.keep, device)
+    run_ratio(params, 0, args.keep, device=device)
 
 
 if __name__ == "__main__":

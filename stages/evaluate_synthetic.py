@@ -22,10 +22,10 @@ def main() -> None:
     # imported once params.yaml is read and checked: torch, diffusers and sklearn take seconds to import
     from synthratio.classify.experiment import load_classifier
     from synthratio.data.cohort import load_cohort
-    from synthratio.data.synthetic import synthetic_file, synthetic_seeds
+    from synthratio.data.synthetic import synthetic_seeds
     from synthratio.evaluation.evaluate import evaluate_synthetic, load_heldout
     from synthratio.evaluation.features import classifier_feature_fn
-    from synthratio.layout import generator_files
+    from synthratio.layout import generator_files, synthetic_file
     from synthratio.runtime import setup, write_metrics
 
     device = setup(params.runtime)
@@ -34,15 +34,17 @@ def main() -> None:
     label, size = classes.index(target), params.finetune.image_size
     # Real scans at the generator's size: both sets reach the encoder through the same resize, and pixel
     # distances compare like with like. Memorization compares with what this generator learned from.
-    cohort = load_cohort(params.paths.prepared, size, len(classes), label, args.keep, params.sweep.subset_seed)
-    real = load_heldout(params.paths.prepared, config.real_split, size, label, train=cohort.images[cohort.labels == label])
+    cohort = load_cohort(
+        params.paths.prepared, size, num_classes=len(classes), label=label, keep=args.keep,
+        subset_seed=params.sweep.subset_seed,
+    )
+    real = load_heldout(params.paths.prepared, config.real_split, size, label=label, train=cohort.images[cohort.labels == label])
     synthetic = [synthetic_file(files.synthetic / target, seed) for seed in synthetic_seeds(params.generate)]
     encoder = load_classifier(params, seed=config.encoder_seed, ratio=0, device=device, keep=args.keep)
     feature_fn = classifier_feature_fn(encoder, params.classifier.image_size, device)
     with tempfile.TemporaryDirectory() as workdir:
-        metrics = evaluate_synthetic(synthetic, real, feature_fn, device, config, Path(workdir),
-                                     memorization_plot=files.memorization_plot, progress=params.runtime.progress,
-                                     confidence=params.report.confidence)
+        metrics = evaluate_synthetic(synthetic, real, feature_fn, device=device, config=config, workdir=Path(workdir),
+                                     memorization_plot=files.memorization_plot, confidence=params.report.confidence)
     write_metrics(files.synthetic_metrics, {"keep": args.keep, "real_split": config.real_split, **metrics}, SYNTHETIC_HEADLINE)
 
 

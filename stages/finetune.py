@@ -10,7 +10,8 @@ from synthratio.config import load_params, run_stage
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--keep", type=int, required=True, help="cohort: percent of the real CNV training patients, 1..100")
+    parser.add_argument("--keep", type=int, required=True,
+                        help="cohort: percent of the real CNV training patients, 1..100")
     args = parser.parse_args()
     params = load_params()
     # imported once params.yaml is read and checked: torch, diffusers and sklearn take seconds to import
@@ -18,15 +19,17 @@ def main() -> None:
     from accelerate import PartialState
 
     from synthratio.data.cohort import load_cohort
-    from synthratio.diffusion.pixel import save_pipeline, train_pixel, training_rows
-    from synthratio.diffusion.training import resolve_mixed_precision
+    from synthratio.diffusion.pipelines import save_pipeline
+    from synthratio.diffusion.pixel import train_pixel
+    from synthratio.diffusion.training import resolve_mixed_precision, training_rows
     from synthratio.layout import generator_files
     from synthratio.runtime import open_live, setup, write_metrics
 
     device = setup(params.runtime)
     config, classes = params.finetune, params.prepare.classes
     label = classes.index(config.target_class)
-    cohort = load_cohort(params.paths.prepared, config.image_size, len(classes), label, args.keep, params.sweep.subset_seed)
+    cohort = load_cohort(params.paths.prepared, config.image_size, num_classes=len(classes), label=label,
+                         keep=args.keep, subset_seed=params.sweep.subset_seed)
     if config.backend == "pixel":
         train = train_pixel
     else:
@@ -36,11 +39,13 @@ def main() -> None:
     # pipeline saves racing on the same files corrupt them).
     main_process = PartialState(cpu=device.type == "cpu").is_main_process  # as train_diffusion's Accelerator
     with open_live(files.live) if main_process else contextlib.nullcontext() as live:
-        result = train(cohort.images, cohort.labels, classes, config, device, files.checkpoints, live, params.runtime.progress)
+        result = train(cohort.images, cohort.labels, classes, config=config, device=device,
+                       checkpoint_dir=files.checkpoints, live=live)
     if not main_process:
         return
     patients = cohort.patients[training_rows(cohort.labels, classes, config)]
-    save_pipeline(result.pipeline, files.model, classes=result.classes, training_patients=patients, pretrained=config.pretrained)
+    save_pipeline(result.pipeline, files.model, classes=result.classes, training_patients=patients,
+                  pretrained=config.pretrained)
     shutil.rmtree(files.checkpoints, ignore_errors=True)
     tail = result.losses[-min(50, len(result.losses)):]
     write_metrics(files.finetune_metrics, {

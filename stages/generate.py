@@ -12,7 +12,8 @@ log = logging.getLogger("generate")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--keep", type=int, required=True, help="cohort: percent of the real CNV training patients, 1..100")
+    parser.add_argument("--keep", type=int, required=True,
+                        help="cohort: percent of the real CNV training patients, 1..100")
     args = parser.parse_args()
     params = load_params()
     # imported once params.yaml is read and checked: torch, diffusers and sklearn take seconds to import
@@ -36,7 +37,8 @@ def main() -> None:
              config.sampler, config.inference_steps, config.batch_size, device)
     size, classes = params.finetune.image_size, params.prepare.classes
     label = classes.index(target)
-    cohort = load_cohort(params.paths.prepared, size, len(classes), label, args.keep, params.sweep.subset_seed)
+    cohort = load_cohort(params.paths.prepared, size, num_classes=len(classes), label=label, keep=args.keep,
+                         subset_seed=params.sweep.subset_seed)
     real = cohort.images[cohort.labels == label]
     postprocess, noise_settings, noise = None, None, {}
     if config.noise_injection:  # the spectrum of the cohort's real training scans' vitreous, at the generated size
@@ -49,7 +51,7 @@ def main() -> None:
     started = time.perf_counter()
     # staging sits beside the stage's output, which DVC deletes before a rerun: a killed run resumes
     staging = files.synthetic.with_name(files.synthetic.name + ".partial") / target
-    generate_to_folder(files.model, folder, seeds, config, device, params.runtime.progress, staging,
+    generate_to_folder(files.model, folder, seeds, config=config, device=device, staging=staging,
                        class_name=target, prompt=params.finetune.prompts[0], postprocess=postprocess,
                        settings_extra=noise_settings)
     seconds = time.perf_counter() - started

@@ -15,7 +15,7 @@ def main() -> None:
 
     setup(params.runtime)
     sizes = (params.finetune.image_size, params.classifier.image_size)
-    summary = prepare_dataset(params.paths.raw, params.paths.prepared, params.prepare, sizes, params.runtime.progress)
+    summary = prepare_dataset(params.paths.raw, params.paths.prepared, params.prepare, sizes=sizes)
     metrics = params.paths.metrics / "data.json"
     write_metrics(metrics, summary, DATA_HEADLINE)
 

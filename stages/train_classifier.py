@@ -20,7 +20,7 @@ def main() -> None:
 
     check_run(params, args.ratio, args.keep)
     device = setup(params.runtime)
-    run_ratio(params, args.ratio, args.keep, device)
+    run_ratio(params, args.ratio, args.keep, device=device)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ import re
 import subprocess
 import sys
 import time
+import typing
 from pathlib import Path
 
 import pytest
@@ -94,7 +95,7 @@ def test_unknown_key_names_the_closest_known_key_or_lists_them(raw_params):
 
 def test_missing_key_and_missing_file(raw_params, tmp_path):
     del raw_params["generate"]["sampler"]
-    with pytest.raises(ParamsError, match=r"^params.yaml: generate.sampler is missing; expected a string$"):
+    with pytest.raises(ParamsError, match=r"^params.yaml: generate.sampler is missing; expected one of \['ddim', 'ddpm', 'dpmsolver\+\+', 'euler', 'unipc'\]$"):
         params_from_dict(raw_params)
     with pytest.raises(ParamsError, match="no such params file"):
         load_params(tmp_path / "params.yaml")
@@ -204,3 +205,31 @@ def test_latent_backend_takes_the_pretrained_schedule_and_checks_other_values(ra
     raw_params["finetune"]["beta_schedule"] = "cosine"
     with pytest.raises(ParamsError, match=r"finetune.beta_schedule='cosine'; expected one of \[.*\], or 'pretrained'"):
         params_from_dict(raw_params)
+
+
+def literal_fields() -> list[tuple[str, str, tuple]]:
+    """(section, key, allowed values) of every enum-like setting, read from the config classes' annotations."""
+    from synthratio import config
+
+    fields = []
+    for section, hint in typing.get_type_hints(config.Params).items():
+        for key, choices in config._choices(hint).items():
+            fields.append((section, key, choices))
+    return fields
+
+
+@pytest.mark.parametrize(("section", "key", "choices"), literal_fields(), ids=lambda x: str(x)[:20])
+def test_every_enum_setting_is_checked_from_its_annotation(raw_params, section, key, choices):
+    """One source per choice: the Literal annotation lists the values; a value outside it fails naming them."""
+    assert choices and all(isinstance(choice, str) for choice in choices)
+    value = raw_params[section][key]
+    raw_params[section][key] = ["NOPE"] if isinstance(value, list) else "NOPE"
+    with pytest.raises(ParamsError, match=rf"{section}\.{key}=.*NOPE.*; expected one of {re.escape(str(sorted(choices)))}"):
+        params_from_dict(raw_params)
+
+
+def test_enum_tuples_are_the_annotations_values():
+    from synthratio import config
+
+    assert config.SAMPLERS == typing.get_args(config.Sampler) and "laplace" in config.BETA_SCHEDULES
+    assert config.MIX_MODES == ("replace", "add", "data") and config._choices(config.MixConfig) == {"mode": config.MIX_MODES}

@@ -71,6 +71,30 @@ def test_each_generator_learned_only_its_own_cohort(project: Path):
     assert predictions[0] != predictions[1]
 
 
+# What a pipeline run may leave outside the stages' declared outputs, each with its reason.
+NOT_OUTPUTS = (
+    ".dvc/",  # DVC's cache and temporary files
+    ".pytest_cache/",
+    "__pycache__/",  # interpreter caches (.dvcignore keeps them out of every hash)
+)
+
+
+@pytest.mark.slow
+def test_every_file_a_stage_writes_is_a_declared_output(project: Path):
+    """After `dvc repro` (whose results built_project committed), every file git does not track lies inside an
+    output dvc.yaml declares: a stage that wrote elsewhere would leave files DVC neither caches nor restores."""
+    from dvc.repo import Repo
+
+    outs = [out.def_path.rstrip("/") for stage in Repo(str(project)).index.stages for out in stage.outs]
+    listed = run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], project).stdout.splitlines()
+    written = [line[3:] for line in listed if line[:2] in ("??", "!!")]
+    assert written, "git status lists no untracked output at all: the check would see nothing"
+    stray = [path for path in written
+             if not any(path == out or path.startswith(out + "/") for out in outs)
+             and not any(part in path or path.startswith(part) for part in NOT_OUTPUTS)]
+    assert not stray, f"written outside every declared output: {stray[:10]}"
+
+
 @pytest.mark.slow
 def test_repro_again_runs_nothing(project: Path):
     output = run(["dvc", "repro"], project).stdout

@@ -21,7 +21,8 @@ QUEUE_TIMEOUT = 900  # s; both variants retrain the tiny generator and re-evalua
 
 def exp_state(rev: str, name: str | None, schedule: str, fid: float | None, experiments=None) -> dict:
     """One row of `dvc exp show --json` as dvc 3.67 writes it (the shape was copied from a real run)."""
-    metrics = {} if fid is None else {"metrics/synthetic/keep_100.json": {"data": {"domain_fid": fid, "few_images": True}}}
+    metric = {"data": {"domain_fid": fid, "few_images": True}}
+    metrics = {} if fid is None else {"metrics/synthetic/keep_100.json": metric}
     data = {"rev": rev, "params": {"params.yaml": {"data": {"finetune": {"beta_schedule": schedule, "steps": 3}}}},
             "metrics": metrics, "deps": {}, "outs": {}, "meta": {}}
     return {"rev": rev, "name": name, "data": data, "error": None, "experiments": experiments}
@@ -29,7 +30,8 @@ def exp_state(rev: str, name: str | None, schedule: str, fid: float | None, expe
 
 def exp_range(name: str, state: str, schedule: str, fid: float | None) -> dict:
     rev = name.encode().hex().ljust(40, "0")  # a fake sha, one per name
-    return {"revs": [exp_state(rev, name, schedule, fid)], "executor": {"state": state, "name": "dvc-task"}, "name": name}
+    executor = {"state": state, "name": "dvc-task"}
+    return {"revs": [exp_state(rev, name, schedule, fid)], "executor": executor, "name": name}
 
 
 @pytest.fixture
@@ -37,7 +39,8 @@ def shown() -> list[dict]:
     experiments = [exp_range("lin", "success", "linear", 9.5), exp_range("lap", "success", "laplace", 4.25),
                    exp_range("sig", "queued", "sigmoid", None), exp_range("broken", "failed", "linear", None),
                    exp_range("nan", "success", "scaled_linear", float("nan"))]
-    return [exp_state("workspace", None, "laplace", 4.25), exp_state("a" * 40, "main", "squaredcos_cap_v2", 7.0, experiments)]
+    return [exp_state("workspace", None, "laplace", 4.25),
+            exp_state("a" * 40, "main", "squaredcos_cap_v2", 7.0, experiments)]
 
 
 def table_rows(output: str) -> list[list[str]]:
@@ -65,7 +68,8 @@ def test_cli_prints_the_table_and_the_unranked(shown, tmp_path: Path, capsys):
     saved.write_text(json.dumps(shown))
     rank_experiments.main(["--input", str(saved)])
     output = capsys.readouterr().out
-    assert [row[:3] for row in table_rows(output)] == [["1", "lap", "4.25"], ["2", "baseline main", "7"], ["3", "lin", "9.5"]]
+    ranked = [["1", "lap", "4.25"], ["2", "baseline main", "7"], ["3", "lin", "9.5"]]
+    assert [row[:3] for row in table_rows(output)] == ranked
     assert "not ranked: sig (queued)" in output and "not ranked: broken (failed)" in output
     assert "not ranked: nan (no domain_fid)" in output
 
@@ -85,7 +89,8 @@ def sweep(tmp_path_factory) -> tuple[Path, str, float]:
     ranked: (project, rank_experiments output, seconds the queue took)."""
     project = copy_project(tmp_path_factory, "schedule_sweep")
     for name, schedule in VARIANTS.items():
-        run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"finetune.beta_schedule={schedule}", "evaluate_synthetic@100"], project)
+        setting = f"finetune.beta_schedule={schedule}"
+        run(["dvc", "exp", "run", "--queue", "-n", name, "-S", setting, "evaluate_synthetic@100"], project)
     started = time.monotonic()
     run(["dvc", "queue", "start", "-j", "2"], project)
     status = wait_for_queue(project, list(VARIANTS), QUEUE_TIMEOUT)
@@ -122,5 +127,6 @@ def test_sweep_ranks_both_variants_by_domain_fid(sweep):
 @pytest.mark.slow
 def test_readme_sorted_table_lists_the_variants(sweep):
     project, _, _ = sweep
-    table = run(["dvc", "exp", "show", "--md", "--only-changed", "--sort-by", METRIC, "--sort-order", "asc"], project).stdout
+    show = ["dvc", "exp", "show", "--md", "--only-changed", "--sort-by", METRIC, "--sort-order", "asc"]
+    table = run(show, project).stdout
     assert all(name in table for name in VARIANTS) and "domain_fid" in table

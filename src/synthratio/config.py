@@ -3,6 +3,7 @@
 Every setting the pipeline reads lives in params.yaml; stages load it through `load_params` first thing,
 before their heavy imports, and it raises one ParamsError listing every unknown key (with the closest known
 one), missing key and bad value. Light on purpose (yaml and the standard library): a typo fails in a second.
+Each setting's meaning is written once, in params.yaml's comment for its key; the fields here note units and limits.
 
 Check a params file, with `dvc exp run -S` overrides, before queueing experiments:
 `python -m synthratio.config [-S key=value ...] [params.yaml]`.
@@ -14,6 +15,7 @@ import argparse
 import contextlib
 import dataclasses
 import difflib
+import functools
 import re
 import sys
 import tempfile
@@ -26,19 +28,33 @@ from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
 
 import yaml
 
-CLASS_NAMES = ("CNV", "DME", "DRUSEN", "NORMAL")
-SAMPLERS = ("ddpm", "ddim", "dpmsolver++", "euler", "unipc")
-TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
-BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid", "laplace")
-PREDICTION_TYPES = ("epsilon", "v_prediction")
+# The allowed values of every enum-like setting, once: fields annotated with these are checked against them
+# (_check_choices), and the tuples are what other modules iterate over.
+ClassName = Literal["CNV", "DME", "DRUSEN", "NORMAL"]
+Sampler = Literal["ddpm", "ddim", "dpmsolver++", "euler", "unipc"]
+TimestepSpacing = Literal["leading", "trailing", "linspace"]
+BetaSchedule = Literal["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid", "laplace"]
+PredictionType = Literal["epsilon", "v_prediction"]
+TimestepSampling = Literal["uniform", "logit_normal"]
+LrSchedule = Literal["constant", "cosine"]
+MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
+Arch = Literal["simple_cnn", "resnet18", "resnet50", "efficientnet_b0", "convnext_tiny", "vit_b_16"]
+MixMode = Literal["replace", "add", "data"]
+ReportMetric = Literal["accuracy", "log_loss", "auroc"]
+
+CLASS_NAMES = get_args(ClassName)
+SAMPLERS = get_args(Sampler)
+TIMESTEP_SPACINGS = get_args(TimestepSpacing)
+BETA_SCHEDULES = get_args(BetaSchedule)
+PREDICTION_TYPES = get_args(PredictionType)
 PRETRAINED = "pretrained"  # finetune.beta_schedule / prediction_type, latent backend: the pretrained scheduler's own
-TIMESTEP_SAMPLINGS = ("uniform", "logit_normal")
-LR_SCHEDULES = ("constant", "cosine")
-MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
-ARCHS = ("simple_cnn", "resnet18", "resnet50", "efficientnet_b0", "convnext_tiny", "vit_b_16")
-MIX_MODES = ("replace", "add", "data")
+TIMESTEP_SAMPLINGS = get_args(TimestepSampling)
+LR_SCHEDULES = get_args(LrSchedule)
+MIXED_PRECISIONS = get_args(MixedPrecision)
+ARCHS = get_args(Arch)
+MIX_MODES = get_args(MixMode)
 MAX_ADD_RATIO = 1000  # mix.mode add: at most 10 synthetic examples per real slot of the class
-REPORT_METRICS = ("accuracy", "log_loss", "auroc")
+REPORT_METRICS = get_args(ReportMetric)
 
 
 def max_ratio(mode: str) -> int:
@@ -99,34 +115,48 @@ def _require_fraction(section: str, obj: Any, *keys: str) -> None:
             _fail(section, key, value, "a fraction in [0, 1)")
 
 
-def _require_choice(section: str, obj: Any, key: str, choices: tuple[str, ...]) -> None:
-    value = getattr(obj, key)
-    if value not in choices:
-        _fail(section, key, value, f"one of {sorted(choices)}")
+@functools.cache
+def _choices(cls: type) -> dict[str, tuple[str, ...]]:
+    """The Literal-annotated fields of a config class (a tuple of them too) and the values each allows."""
+    choices = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        if get_origin(hint) is tuple:
+            hint = get_args(hint)[0]
+        if get_origin(hint) is Literal:
+            choices[name] = get_args(hint)
+    return choices
+
+
+def _check_choices(section: str, obj: Any) -> None:
+    """Every Literal-annotated field of obj holds one of the values its annotation allows."""
+    for key, choices in _choices(type(obj)).items():
+        value = getattr(obj, key)
+        if any(item not in choices for item in (value if isinstance(value, tuple) else (value,))):
+            _fail(section, key, list(value) if isinstance(value, tuple) else value, f"one of {sorted(choices)}")
 
 
 @dataclass(frozen=True)
 class PathsConfig:
-    raw: Path  # input scans in Kermany's layout {train,val,test}/{CLASS}/*.jpeg
-    prepared: Path  # uint8 arrays per split and size, index.csv
-    diffusion_model: Path  # diffusers pipeline folder written by save_pretrained
-    synthetic: Path  # generated scans, <CLASS>/<seed:06d>.png
-    classifiers: Path  # classifier weights, one safetensors file per (ratio, seed)
-    predictions: Path  # per-scan test predictions, one csv per (ratio, seed)
-    live: Path  # dvclive training curves, one folder per training run
-    metrics: Path  # small json metrics tracked in git
-    plots: Path  # figures and csv tables for dvc plots
+    raw: Path
+    prepared: Path
+    diffusion_model: Path
+    synthetic: Path
+    classifiers: Path
+    predictions: Path
+    live: Path
+    metrics: Path
+    plots: Path
 
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
-    threads: int = 0  # CPU threads for torch; 0 keeps torch's default
-    progress: bool = True  # tqdm progress bars
-    launcher: str = "python"  # dvc.yaml's command for finetune and generate: python, accelerate launch or torchrun
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = 0  # 0 = torch's default
+    progress: bool = True
+    launcher: str = "python"  # python, accelerate launch [options] or torchrun [options]
 
     def __post_init__(self) -> None:
-        _require_choice("runtime", self, "device", ("auto", "cpu", "cuda"))
+        _check_choices("runtime", self)
         if self.threads < 0:
             _fail("runtime", "threads", self.threads, "0 (torch's default) or a positive count")
         words = str(self.launcher).split() or [""]
@@ -137,13 +167,13 @@ class RuntimeConfig:
 
 @dataclass(frozen=True)
 class PhantomConfig:
-    seed: int  # seed of the whole phantom data set
-    patients: dict[str, int]  # patients per split, e.g. {train: 120, val: 20, test: 40}
-    scans_per_patient: int  # B-scans per patient (of one class)
-    widths: tuple[int, ...]  # px; each patient gets one, drawn uniformly whatever the class
+    seed: int
+    patients: dict[str, int]  # split (train, val, test) -> count >= 0
+    scans_per_patient: int
+    widths: tuple[int, ...]  # px, one or more
     height: int  # px
-    classes: tuple[str, ...]  # classes to simulate
-    workers: int = 0  # rendering processes; 0 = every core
+    classes: tuple[str, ...]  # a subset of CNV, NORMAL
+    workers: int = 0  # 0 = every core
 
     def __post_init__(self) -> None:
         _require_positive("phantom", self, "scans_per_patient", "height")
@@ -161,18 +191,17 @@ class PhantomConfig:
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    classes: tuple[str, ...]  # classes in play; label i is classes[i]
-    split: Literal["patient", "official"]  # patient: patient-disjoint re-split; official: test as given, leaks dropped, val widened from train
-    val_fraction: float  # share of patients in val (split=patient)
-    test_fraction: float  # share of patients in test (split=patient)
-    seed: int  # seed of the patient split
-    mask_wedges: bool  # fill white registration wedges with the background level
-    on_bad_file: Literal["error", "skip"]  # unreadable or unusable scan: stop, or count and skip it
-    workers: int  # decoding processes; 0 uses every core
+    classes: tuple[str, ...]  # two or more distinct CLASS_NAMES
+    split: Literal["patient", "official"]
+    val_fraction: float  # fraction in [0, 1); val_fraction + test_fraction < 1
+    test_fraction: float  # fraction in [0, 1)
+    seed: int
+    mask_wedges: bool
+    on_bad_file: Literal["error", "skip"]
+    workers: int  # 0 = every core
 
     def __post_init__(self) -> None:
-        _require_choice("prepare", self, "split", ("patient", "official"))
-        _require_choice("prepare", self, "on_bad_file", ("error", "skip"))
+        _check_choices("prepare", self)
         _require_fraction("prepare", self, "val_fraction", "test_fraction")
         if self.val_fraction + self.test_fraction >= 1.0:
             _fail("prepare", "val_fraction + test_fraction", self.val_fraction + self.test_fraction, "< 1")
@@ -187,37 +216,36 @@ class PrepareConfig:
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    backend: Literal["pixel", "latent"]  # pixel: UNet2DModel from scratch; latent: fine-tune a Stable Diffusion UNet
-    target_class: str  # the class the generator learns (and samples)
-    image_size: int  # px, square; latent: the resolution the VAE sees (512 for SD 1.5)
-    pretrained: str  # latent: diffusers Stable Diffusion pipeline, hub id or local folder; "" for pixel
-    prompts: tuple[str, ...]  # latent: prompts, one drawn per scan per step
-    lora_rank: int  # latent: 0 trains (and saves) the whole UNet; > 0 trains LoRA adapters of this rank (peft), saved alone
-    max_images: int  # training scans used, a seeded choice; 0 = all of them
-    class_conditional: bool  # pixel: one UNet for every class of prepare.classes (class embedding)
-    block_channels: tuple[int, ...]  # pixel: UNet channels per resolution level
-    layers_per_block: int  # pixel: ResNet layers per UNet block
-    train_timesteps: int  # diffusion steps T of the training schedule
-    beta_schedule: str  # linear | scaled_linear | squaredcos_cap_v2 | sigmoid | laplace | pretrained (latent: the pipeline's own)
-    zero_terminal_snr: bool  # rescale betas to alpha_bar(T-1) = 0 (Lin et al. 2024); needs v_prediction
-    prediction_type: Literal["epsilon", "v_prediction", "pretrained"]  # what the UNet predicts; pretrained (latent): the pipeline's own
-    snr_gamma: float  # min-SNR-gamma loss weighting (Hang et al. 2023); 0 = plain MSE
-    noise_offset: float  # std of a per-image constant added to the noise (brightness range); 0 = off
-    timestep_sampling: str  # uniform | logit_normal: how training draws t
-    steps: int  # optimizer steps
-    batch_size: int  # images per step (over all processes)
-    learning_rate: float  # AdamW peak learning rate
-    lr_schedule: str  # constant | cosine, after warm-up
-    warmup_steps: int  # linear warm-up steps
-    ema_decay: float  # EMA of the weights, saved instead of the raw ones; 0 = off
-    mixed_precision: str  # auto | no | bf16 | fp16 (auto: bf16 on a GPU that has it, else no)
-    gradient_checkpointing: bool  # recompute activations in the backward pass to save memory
-    checkpoint_every: int  # steps between resumable checkpoints; 0 = none
-    seed: int  # weights init, data order and noise draws
+    backend: Literal["pixel", "latent"]
+    target_class: ClassName  # = sweep.synthetic_class
+    image_size: int  # px, square; latent: a multiple of 8; pixel: of 2^(UNet levels - 1)
+    pretrained: str  # latent: a folder with model_index.json or a hub id owner/name
+    prompts: tuple[str, ...]  # latent: one or more, non-empty
+    lora_rank: int  # >= 0; 0 = whole UNet
+    max_images: int  # scans; 0 = all
+    class_conditional: bool
+    block_channels: tuple[int, ...]
+    layers_per_block: int
+    train_timesteps: int
+    beta_schedule: str  # a BetaSchedule, or PRETRAINED (latent only); checked below
+    zero_terminal_snr: bool  # needs prediction_type v_prediction
+    prediction_type: str  # a PredictionType, or PRETRAINED (latent only); checked below
+    snr_gamma: float  # >= 0; 0 = plain MSE
+    noise_offset: float  # >= 0; 0 = off
+    timestep_sampling: TimestepSampling
+    steps: int
+    batch_size: int
+    learning_rate: float
+    lr_schedule: LrSchedule
+    warmup_steps: int  # steps; fewer than `steps`
+    ema_decay: float  # in [0, 1); 0 = off
+    mixed_precision: MixedPrecision
+    gradient_checkpointing: bool
+    checkpoint_every: int  # steps; 0 = none
+    seed: int
 
     def __post_init__(self) -> None:
-        _require_choice("finetune", self, "backend", ("pixel", "latent"))
-        _require_choice("finetune", self, "target_class", CLASS_NAMES)
+        _check_choices("finetune", self)
         for key, choices in (("beta_schedule", BETA_SCHEDULES), ("prediction_type", PREDICTION_TYPES)):
             value = getattr(self, key)
             if value == PRETRAINED and self.backend == "pixel":
@@ -225,9 +253,6 @@ class FinetuneConfig:
                       "pretrained scheduler's own, is for the latent backend: the pixel UNet starts from scratch)")
             if value not in (*choices, PRETRAINED):
                 _fail("finetune", key, value, f"one of {sorted(choices)}, or {PRETRAINED!r} (latent backend: the pretrained scheduler's own)")
-        _require_choice("finetune", self, "timestep_sampling", TIMESTEP_SAMPLINGS)
-        _require_choice("finetune", self, "lr_schedule", LR_SCHEDULES)
-        _require_choice("finetune", self, "mixed_precision", MIXED_PRECISIONS)
         _require_positive(
             "finetune", self, "image_size", "layers_per_block", "train_timesteps", "steps", "batch_size", "learning_rate"
         )
@@ -273,19 +298,18 @@ def _check_pretrained(pretrained: str) -> None:
 
 @dataclass(frozen=True)
 class GenerateConfig:
-    sampler: str  # ddpm | ddim | dpmsolver++ | euler | unipc
-    timestep_spacing: str  # leading | trailing | linspace: where the sampling steps sit in [0, T)
-    inference_steps: int  # sampling steps
-    guidance_scale: float  # latent: classifier-free guidance scale; 1 = off
-    num_images: int  # synthetic scans to write
-    first_seed: int  # image i uses seed first_seed + i
-    batch_size: int  # images sampled together (never changes an image)
-    noise_injection: bool  # add scanner noise with the spectrum measured in real background patches
-    noise_strength: float  # injected noise std as a multiple of the measured one
+    sampler: Sampler
+    timestep_spacing: TimestepSpacing
+    inference_steps: int
+    guidance_scale: float  # >= 1; 1 = off
+    num_images: int
+    first_seed: int
+    batch_size: int
+    noise_injection: bool
+    noise_strength: float  # multiple of the measured std, >= 0
 
     def __post_init__(self) -> None:
-        _require_choice("generate", self, "sampler", SAMPLERS)
-        _require_choice("generate", self, "timestep_spacing", TIMESTEP_SPACINGS)
+        _check_choices("generate", self)
         _require_positive("generate", self, "inference_steps", "num_images", "batch_size")
         if self.first_seed < 0:
             _fail("generate", "first_seed", self.first_seed, "a seed >= 0")
@@ -297,24 +321,24 @@ class GenerateConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    encoder_seed: int  # seed of the real-only baseline classifier whose features give the domain distance
-    real_split: Literal["val", "test"]  # held-out real scans to compare with; val keeps test free of decisions
-    min_images: int  # fewer images per set than this gives an unstable FID: warn and record it
-    inception_weights: Path | None  # clean-fid's inception-2015-12-05.pt; used when the file exists
-    kid_subset_size: int  # images per KID subset
-    nearest_k: int  # k nearest neighbours of precision/recall/density/coverage (Naeem et al. 2020 use 5)
-    floor_splits: int  # patient-disjoint halvings of the held-out real scans the distances and their floors average over
-    memorization_quantile: float  # synthetic scans nearer a training scan than this quantile of held-out-real-to-train distances count as memorized
-    pixel_size: int  # px, square; pixel-space memorization compares scans at min(this, the generator's size): its exact search costs pixel_size^2 per pair
-    detector_epochs: int  # epochs of the synthetic-vs-real detector (simple_cnn)
-    detector_image_size: int  # px, square; the detector's input, real and synthetic resized alike
-    bootstrap: int  # patient resamples of the detector's AUROC interval
-    seed: int  # real halves, synthetic subsample, KID subsets, detector split and weights
-    batch_size: int  # images per feature-extraction batch
-    workers: int  # processes decoding images for features; 0 = in the stage's process
+    encoder_seed: int  # one of sweep.seeds
+    real_split: Literal["val", "test"]
+    min_images: int  # images per set
+    inception_weights: Path | None
+    kid_subset_size: int
+    nearest_k: int
+    floor_splits: int
+    memorization_quantile: float  # fraction in (0, 1)
+    pixel_size: int  # px, square
+    detector_epochs: int
+    detector_image_size: int  # px, square
+    bootstrap: int
+    seed: int
+    batch_size: int
+    workers: int  # 0 = in-process
 
     def __post_init__(self) -> None:
-        _require_choice("evaluate", self, "real_split", ("val", "test"))
+        _check_choices("evaluate", self)
         _require_positive("evaluate", self, "min_images", "kid_subset_size", "nearest_k", "detector_epochs",
                           "detector_image_size", "pixel_size", "batch_size", "floor_splits", "bootstrap")
         if not 0 < self.memorization_quantile < 1:
@@ -326,16 +350,16 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class ClassifierConfig:
-    arch: str  # simple_cnn | resnet18 | resnet50 | efficientnet_b0 | convnext_tiny | vit_b_16
+    arch: Arch
     image_size: int  # px, square
-    batch_size: int  # examples per batch; its class make-up is fixed by the real training set
-    epochs: int  # passes over the real training set (same number of steps at every R)
-    learning_rate: float  # AdamW learning rate
-    weight_decay: float  # AdamW weight decay
-    pretrained: str = ""  # local torchvision weights file (.safetensors or torch state dict); "" = from scratch
+    batch_size: int
+    epochs: int
+    learning_rate: float
+    weight_decay: float
+    pretrained: str = ""  # "" = from scratch, else an existing file (not with simple_cnn)
 
     def __post_init__(self) -> None:
-        _require_choice("classifier", self, "arch", ARCHS)
+        _check_choices("classifier", self)
         _require_positive("classifier", self, "image_size", "batch_size", "epochs", "learning_rate")
         if self.weight_decay < 0:
             _fail("classifier", "weight_decay", self.weight_decay, "a number >= 0")
@@ -349,19 +373,19 @@ class ClassifierConfig:
 
 @dataclass(frozen=True)
 class MixConfig:
-    mode: str  # replace: synthetic take R% of the class's slots | add: R% of them more, on top of all real ones | data: a cohort's left-out scans filled with synthetic ones
+    mode: MixMode
 
     def __post_init__(self) -> None:
-        _require_choice("mix", self, "mode", MIX_MODES)
+        _check_choices("mix", self)
 
 
 @dataclass(frozen=True)
 class SweepConfig:
-    ratios: tuple[int, ...]  # % of the CNV examples in each batch that are synthetic, R > 0 (R=0 is the baseline)
-    seeds: tuple[int, ...]  # classifier seeds, each run at every R
-    synthetic_class: str  # the class whose examples are replaced by synthetic ones
-    keep: tuple[int, ...] = (100,)  # % of the real synthetic-class training patients kept, one regime (and generator) each
-    subset_seed: int = 0  # seed of the patient order whose first keep % make each (nested) cohort
+    ratios: tuple[int, ...]  # percents, distinct, in 1..100 (mix.mode add: 1..MAX_ADD_RATIO)
+    seeds: tuple[int, ...]  # distinct, >= 0
+    synthetic_class: ClassName  # one of prepare.classes
+    keep: tuple[int, ...] = (100,)  # percents, distinct, in 1..100
+    subset_seed: int = 0
 
     def __post_init__(self) -> None:
         for ratio in self.ratios:
@@ -373,7 +397,7 @@ class SweepConfig:
             _fail("sweep", "keep", list(self.keep), "one or more distinct integer percents in 1..100")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             _fail("sweep", "seeds", list(self.seeds), "one or more distinct seeds >= 0")
-        _require_choice("sweep", self, "synthetic_class", CLASS_NAMES)
+        _check_choices("sweep", self)
         if self.subset_seed < 0:
             _fail("sweep", "subset_seed", self.subset_seed, "a seed >= 0")
 
@@ -385,15 +409,15 @@ class SweepConfig:
 
 @dataclass(frozen=True)
 class ReportConfig:
-    metric: str  # what "costs nothing" is judged on: accuracy | log_loss | auroc
-    margin: float  # non-inferiority margin: R may cost at most this much of `metric` against R=0
-    confidence: float  # one-sided level of the non-inferiority bounds, two-sided level of the intervals
-    bootstrap: int  # resamples of test patients x seeds
-    permutations: int  # sign-flip draws of the paired test (exact enumeration for few patients)
-    seed: int  # bootstrap and permutation draws
+    metric: ReportMetric
+    margin: float  # in (0, 1), in units of report.metric
+    confidence: float  # in (0.5, 1)
+    bootstrap: int
+    permutations: int
+    seed: int
 
     def __post_init__(self) -> None:
-        _require_choice("report", self, "metric", REPORT_METRICS)
+        _check_choices("report", self)
         if not 0 < self.margin < 1:
             _fail("report", "margin", self.margin, "a positive difference in (0, 1) of report.metric")
         if not 0.5 < self.confidence < 1:

@@ -78,4 +78,4 @@ def test_single_class_labels_give_nan_auroc():
 )
 def test_bad_arguments_raise(probs: np.ndarray, classes: tuple[str, ...], positive: str, message: str):
     with pytest.raises(ValueError, match=message):
-        classification_metrics(LABELS, probs, classes, positive)
+        classification_metrics(LABELS, probs, classes, positive=positive)

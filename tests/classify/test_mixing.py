@@ -30,7 +30,7 @@ def sampler_for(labels: np.ndarray = LABELS, *, num_synthetic: int = NUM_SYNTHET
     ],
 )
 def test_plan(labels: np.ndarray, batch_size: int, ratio: int, expected: BatchPlan):
-    assert plan_batches(labels, batch_size, 0, ratio) == expected
+    assert plan_batches(labels, batch_size=batch_size, synthetic_label=0, ratio=ratio) == expected
 
 
 @pytest.mark.parametrize(
@@ -45,7 +45,8 @@ def test_plan(labels: np.ndarray, batch_size: int, ratio: int, expected: BatchPl
 )
 def test_plan_add_mode_and_class_counts(mode: str, batch_size: int, ratio: int, expected: BatchPlan):
     counts = [60, 30, 7] if mode == "replace" else None
-    assert plan_batches(LABELS, batch_size, 0, ratio, mode, counts) == expected
+    plan = plan_batches(LABELS, batch_size=batch_size, synthetic_label=0, ratio=ratio, mode=mode, class_counts=counts)
+    assert plan == expected
 
 
 @pytest.mark.parametrize("batch_size", [8, 32, 33])
@@ -53,7 +54,8 @@ def test_plan_add_mode_and_class_counts(mode: str, batch_size: int, ratio: int, 
 @pytest.mark.parametrize("mode", ["replace", "add"])
 def test_every_batch_has_the_planned_composition(batch_size: int, ratio: int, mode: str):
     """Counts real and synthetic CNV in every batch against the definition of each mode."""
-    real_plan = plan_batches(LABELS, batch_size, 0, 0)  # R=0: the real make-up both modes start from
+    # R=0: the real make-up both modes start from
+    real_plan = plan_batches(LABELS, batch_size=batch_size, synthetic_label=0, ratio=0)
     cnv_slots = real_plan.per_class[0]
     expected_synthetic = (ratio * cnv_slots + 50) // 100
     expected_real_cnv = cnv_slots - expected_synthetic if mode == "replace" else cnv_slots
@@ -74,7 +76,7 @@ def test_a_subsample_keeps_the_full_make_up():
     """Scarce regime: 5 real CNV left of 50; batches still hold the full set's 4 CNV slots, from those 5."""
     kept = np.concatenate([np.arange(5), np.arange(50, 87)])
     sampler = sampler_for(LABELS[kept], ratio=25, batch_size=8, steps=10, class_counts=np.bincount(LABELS))
-    assert sampler.plan == plan_batches(LABELS, 8, 0, 25)
+    assert sampler.plan == plan_batches(LABELS, batch_size=8, synthetic_label=0, ratio=25)
     drawn = np.concatenate([b[b < len(kept)] for b in sampler])
     assert set(drawn[LABELS[kept][drawn] == 0]) == set(range(5))
 
@@ -194,24 +196,28 @@ def test_synthetic_share_is_what_the_batches_hold_not_the_nominal_r(ratio: int, 
 )
 def test_labels_must_be_a_non_empty_vector_of_class_indices(labels: np.ndarray, message: str):
     with pytest.raises(ValueError, match=r"labels: expected a non-empty 1-D array of class indices >= 0, got " + message):
-        plan_batches(labels, 8, 0, 50)
+        plan_batches(labels, batch_size=8, synthetic_label=0, ratio=50)
 
 
 def test_class_counts_below_the_labels_own_counts_are_refused():
     with pytest.raises(ValueError, match=r"class_counts=\[40, 30, 7\] must cover every class of labels, at least as often"):
-        plan_batches(LABELS, 8, 0, 50, class_counts=[40, 30, 7])  # 50 CNV labels, counts say 40
-    assert plan_batches(LABELS, 8, 0, 50, class_counts=[50, 30, 7]) == plan_batches(LABELS, 8, 0, 50)
+        # 50 CNV labels, counts say 40
+        plan_batches(LABELS, batch_size=8, synthetic_label=0, ratio=50, class_counts=[40, 30, 7])
+    own = plan_batches(LABELS, batch_size=8, synthetic_label=0, ratio=50)
+    assert plan_batches(LABELS, batch_size=8, synthetic_label=0, ratio=50, class_counts=[50, 30, 7]) == own
 
 
 def test_several_rare_classes_each_take_one_slot_from_the_largest():
     """Counts 97/1/1/1 in batches of 4: quotas 3.88 and 0.04 x 3; the three rare classes get one slot each."""
-    assert plan_batches(np.repeat([0, 1, 2, 3], [97, 1, 1, 1]), 4, 0, 0) == BatchPlan((1, 1, 1, 1), 0)
+    plan = plan_batches(np.repeat([0, 1, 2, 3], [97, 1, 1, 1]), batch_size=4, synthetic_label=0, ratio=0)
+    assert plan == BatchPlan((1, 1, 1, 1), 0)
     # NORMAL takes the spare slot (remainder .88 over .08 and .04), then CNV and DME one each from it
-    assert plan_batches(np.repeat([0, 1, 2], [1, 97, 2]), 4, 0, 100) == BatchPlan((1, 2, 1), 1)
+    plan = plan_batches(np.repeat([0, 1, 2], [1, 97, 2]), batch_size=4, synthetic_label=0, ratio=100)
+    assert plan == BatchPlan((1, 2, 1), 1)
 
 
 def test_data_mode_fixes_no_synthetic_slots_and_add_mode_share_counts_the_added_ones():
-    assert plan_batches(LABELS, 8, 0, 100, "data") == BatchPlan((4, 3, 1), 0)
+    assert plan_batches(LABELS, batch_size=8, synthetic_label=0, ratio=100, mode="data") == BatchPlan((4, 3, 1), 0)
     labels = np.repeat([0, 1], [55, 45])
     add = sampler_for(labels, ratio=50, batch_size=20, steps=2, mode="add")
     assert add.plan == BatchPlan((17, 9), 6) and add.synthetic_share == pytest.approx(6 / 17)  # 11 real + 6 synthetic slots
@@ -236,20 +242,22 @@ def test_class_counts_naming_a_class_without_real_examples_are_refused():
     error names the real counts (not a numpy shape error, and no sampler that waits forever for DME)."""
     labels = np.repeat([0, 1], [50, 30])
     with pytest.raises(ValueError, match=r"real training class counts \[50, 30, 0\]: every class needs at least one example"):
-        plan_batches(labels, 8, 0, 50, class_counts=[50, 30, 7])
+        plan_batches(labels, batch_size=8, synthetic_label=0, ratio=50, class_counts=[50, 30, 7])
 
 
 def test_equal_remainders_give_the_spare_slot_to_the_first_class_on_every_machine():
     """Counts 1:1:2:2 in batches of 7: quotas 1.17, 1.17, 2.33, 2.33; the one spare slot goes to class 2, the
     first of the two tied ones. A sort that is not stable (numpy's default, SIMD on some CPUs) may hand it to
     class 3, and the batch make-up, hence the results, would depend on the machine."""
-    assert plan_batches(np.repeat([0, 1, 2, 3], [100, 100, 200, 200]), 7, 0, 0) == BatchPlan((1, 1, 3, 2), 0)
+    plan = plan_batches(np.repeat([0, 1, 2, 3], [100, 100, 200, 200]), batch_size=7, synthetic_label=0, ratio=0)
+    assert plan == BatchPlan((1, 1, 3, 2), 0)
 
 
 @pytest.mark.parametrize(("ratio", "synthetic"), [(49, 0), (50, 1), (51, 1)])
 def test_synthetic_count_rounds_half_up_and_below_half_down(ratio: int, synthetic: int):
     """One CNV slot per batch: R=49 is 0.49 of a slot (no synthetic example), R=50 exactly half (rounds up)."""
-    assert plan_batches(np.repeat([0, 1], [10, 10]), 2, 0, ratio).synthetic == synthetic
+    plan = plan_batches(np.repeat([0, 1], [10, 10]), batch_size=2, synthetic_label=0, ratio=ratio)
+    assert plan.synthetic == synthetic
 
 
 def test_any_positive_ratio_needs_synthetic_examples():
@@ -263,4 +271,5 @@ def test_class_counts_given_as_floats_plan_the_same_batches():
     """Counts that arrive as floats (a JSON or CSV column pandas read as float64) are whole numbers of scans:
     the same plan as the integer counts, not a failure in the largest-remainder step."""
     floats = np.array([60.0, 30.0, 7.0])
-    assert plan_batches(LABELS, 8, 0, 50, class_counts=floats) == plan_batches(LABELS, 8, 0, 50, class_counts=[60, 30, 7])
+    whole = plan_batches(LABELS, batch_size=8, synthetic_label=0, ratio=50, class_counts=[60, 30, 7])
+    assert plan_batches(LABELS, batch_size=8, synthetic_label=0, ratio=50, class_counts=floats) == whole

@@ -4,7 +4,8 @@ from safetensors.torch import save_file
 from torchvision.models import efficientnet_b0, resnet18
 
 from synthratio import config
-from synthratio.classify.models import ARCHS, build_classifier, load_weights, vit_patch_size
+from synthratio.classify.models import build_classifier, load_weights, vit_patch_size
+from synthratio.config import ARCHS
 
 DIMS = {"simple_cnn": 128, "resnet18": 512, "resnet50": 2048, "efficientnet_b0": 1280, "convnext_tiny": 768, "vit_b_16": 768}
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from synthratio.classify.metrics import classification_metrics
-from synthratio.classify.train import Split, predict_proba, train_classifier
+from synthratio.classify.train import LabelledImages, predict_proba, train_classifier
 from synthratio.config import load_params
-from synthratio.data.ingest import load_split, prepare_dataset
+from synthratio.data.ingest import prepare_dataset
+from synthratio.data.prepared import load_prepared
 
 REPO = Path(__file__).resolve().parents[2]
 CPU = torch.device("cpu")
@@ -21,14 +22,15 @@ def prepared_sample(sample: Path, out: Path, classes: tuple[str, ...], size: int
     """Prepare the sample as the pipeline would with paths.raw at it: its flat {CLASS}/*.jpeg folders,
     prepare's patient-disjoint split."""
     params = load_params(REPO / "params.yaml")
-    prepare_dataset(sample, out / "prepared", replace(params.prepare, classes=classes, workers=2), sizes=(size,), progress=False)
+    prepare_dataset(sample, out / "prepared", replace(params.prepare, classes=classes, workers=2), sizes=(size,))
     return out / "prepared"
 
 
 def train_default(prepared: Path, classes: tuple[str, ...], seed: int, **changes) -> dict[str, float]:
     config = replace(load_params(REPO / "params.yaml").classifier, **changes)
-    train, val, test = (Split(*load_split(prepared, split, config.image_size)) for split in ("train", "val", "test"))
-    result = train_classifier(train, val, config, seed=seed, device=CPU, progress=False)
+    splits = (load_prepared(prepared, split, config.image_size) for split in ("train", "val", "test"))
+    train, val, test = (LabelledImages(images=split.images, labels=split.labels) for split in splits)
+    result = train_classifier(train, val, config, seed=seed, device=CPU)
     return classification_metrics(test.labels, predict_proba(result.model, test.images, CPU), classes)
 
 
@@ -50,7 +52,7 @@ def test_four_classes_train_on_real_scans(kermany_sample: Path, tmp_path: Path):
     classes = ("CNV", "DME", "DRUSEN", "NORMAL")
     prepared = prepared_sample(kermany_sample, tmp_path, classes, 32)
     metrics = train_default(prepared, classes, seed=0, image_size=32, epochs=5)
-    test_labels = load_split(prepared, "test", 32)[1]
+    test_labels = load_prepared(prepared, "test", 32).labels
     majority = np.bincount(test_labels).max() / len(test_labels)  # accuracy of always answering the commonest class
     # what a broken classifier fails: one that predicts the commonest class (accuracy = majority share, AUROC
     # 0.5), one with its class columns mixed up (accuracy and AUROC far down), or one no better than a uniform

@@ -3,19 +3,19 @@ import pytest
 import torch
 from sklearn.metrics import log_loss
 
-from synthratio.classify.train import Split, TrainResult, predict_proba, train_classifier
+from synthratio.classify.train import LabelledImages, TrainResult, predict_proba, train_classifier
 from synthratio.config import ClassifierConfig
 
 SIZE = 16
 CPU = torch.device("cpu")
 
 
-def toy(n: int, seed: int, cnv_share: float = 0.5) -> Split:
+def toy(n: int, seed: int, cnv_share: float = 0.5) -> LabelledImages:
     """CNV (label 0) bright, NORMAL (label 1) dark, with pixel noise: separable by mean brightness."""
     rng = np.random.default_rng(seed)
     labels = (np.arange(n) >= round(cnv_share * n)).astype(np.int64)
     mean = np.where(labels == 0, 170.0, 80.0)[:, None, None]
-    return Split(np.clip(rng.normal(mean, 30, (n, SIZE, SIZE)), 0, 255).astype(np.uint8), labels)
+    return LabelledImages(np.clip(rng.normal(mean, 30, (n, SIZE, SIZE)), 0, 255).astype(np.uint8), labels)
 
 
 def config(**changes) -> ClassifierConfig:
@@ -26,9 +26,11 @@ def config(**changes) -> ClassifierConfig:
 SYNTHETIC_CNV = toy(12, seed=2, cnv_share=1.0).images
 
 
-def train(ratio: int = 50, synthetic: np.ndarray | None = SYNTHETIC_CNV, **changes) -> tuple[TrainResult, Split]:
+def train(
+    ratio: int = 50, synthetic: np.ndarray | None = SYNTHETIC_CNV, **changes
+) -> tuple[TrainResult, LabelledImages]:
     train_split, val = toy(40, seed=0, cnv_share=0.6), toy(16, seed=1)
-    result = train_classifier(train_split, val, config(**changes), seed=0, device=CPU, synthetic=synthetic, ratio=ratio, progress=False)
+    result = train_classifier(train_split, val, config(**changes), seed=0, device=CPU, synthetic=synthetic, ratio=ratio)
     return result, val
 
 
@@ -56,9 +58,9 @@ def test_synthetic_examples_are_what_the_cnv_class_learns_from_at_r100():
     assert (predicted[val.labels == 0] == 1).all()
 
 
-def test_split_lengths_must_match():
+def test_image_and_label_counts_must_match():
     with pytest.raises(ValueError, match="split has 3 images but 2 labels"):
-        Split(np.zeros((3, SIZE, SIZE), np.uint8), np.zeros(2, np.int64))
+        LabelledImages(np.zeros((3, SIZE, SIZE), np.uint8), np.zeros(2, np.int64))
 
 
 def test_deterministic_for_a_seed():
@@ -84,7 +86,7 @@ def test_logs_every_epoch_to_live():
             self.steps.append({})
 
     live = Live()
-    result = train_classifier(toy(16, 0), toy(8, 1), config(epochs=2), seed=0, device=CPU, live=live, progress=False)
+    result = train_classifier(toy(16, 0), toy(8, 1), config(epochs=2), seed=0, device=CPU, live=live)
     assert live.steps == [*result.history, {}]
 
 
@@ -119,7 +121,7 @@ def test_add_mode_and_class_counts_train_the_same_number_of_steps():
     torch.nn.Module.__call__ = spy
     try:
         train_classifier(train_split, val, config(epochs=1), seed=0, device=CPU, synthetic=SYNTHETIC_CNV, ratio=100, mode="add",
-                         class_counts=[24, 16], progress=False)
+                         class_counts=[24, 16])
     finally:
         torch.nn.Module.__call__ = model_forward
     assert seen == [8 + 5] * 5  # per batch: 5 CNV + 3 NORMAL real (24:16 of 8), then 5 synthetic CNV on top

@@ -4,15 +4,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synthratio.data.cohort import cohort_patients, cohort_rows, load_cohort, training_patients
-from synthratio.data.ingest import array_path
+from synthratio.data.cohort import cohort_patients, cohort_rows, load_cohort
+from synthratio.data.prepared import array_path, load_prepared
 
 GROUPS = np.array(["a", "a", "b", "c", "d", "e", "f", "g", "h", "h", "i", "j"])
 LABELS = np.array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1])  # class 0 (CNV): patients a-h; class 1: i, j
 
 
 def test_a_cohort_keeps_whole_patients_of_one_class_and_every_other_row():
-    rows = cohort_rows(GROUPS, LABELS, 0, 50, subset_seed=3)
+    rows = cohort_rows(GROUPS, LABELS, label=0, keep=50, subset_seed=3)
     kept = set(GROUPS[rows][LABELS[rows] == 0])
     assert len(kept) == 4  # 50% of 8 patients
     assert all(set(np.flatnonzero(GROUPS == g)) <= set(rows) for g in kept)  # whole patients
@@ -20,17 +20,19 @@ def test_a_cohort_keeps_whole_patients_of_one_class_and_every_other_row():
 
 
 def test_cohorts_are_nested_and_drawn_by_the_subset_seed():
-    cohorts = {keep: set(cohort_patients(GROUPS, LABELS, 0, keep, subset_seed=3)) for keep in (100, 75, 50, 25)}
+    cohorts = {
+        keep: set(cohort_patients(GROUPS, LABELS, label=0, keep=keep, subset_seed=3)) for keep in (100, 75, 50, 25)
+    }
     assert cohorts[25] <= cohorts[50] <= cohorts[75] <= cohorts[100] == set("abcdefgh")
     assert [len(cohorts[k]) for k in (25, 50, 75)] == [2, 4, 6]
-    draws = {tuple(cohort_patients(GROUPS, LABELS, 0, 50, subset_seed=s)) for s in range(8)}
-    assert len(draws) > 1 and tuple(cohort_patients(GROUPS, LABELS, 0, 50, subset_seed=3)) in draws
+    draws = {tuple(cohort_patients(GROUPS, LABELS, label=0, keep=50, subset_seed=s)) for s in range(8)}
+    assert len(draws) > 1 and tuple(cohort_patients(GROUPS, LABELS, label=0, keep=50, subset_seed=3)) in draws
 
 
 def test_a_tiny_cohort_keeps_one_patient_and_bad_keeps_are_refused():
-    assert len(cohort_patients(GROUPS, LABELS, 0, 1, subset_seed=0)) == 1
+    assert len(cohort_patients(GROUPS, LABELS, label=0, keep=1, subset_seed=0)) == 1
     with pytest.raises(ValueError, match="keep=0; expected a percent of patients in 1..100"):
-        cohort_rows(GROUPS, LABELS, 0, 0, subset_seed=0)
+        cohort_rows(GROUPS, LABELS, label=0, keep=0, subset_seed=0)
 
 
 @pytest.mark.parametrize(
@@ -41,23 +43,25 @@ def test_a_tiny_cohort_keeps_one_patient_and_bad_keeps_are_refused():
 def test_cohort_size_rounds_half_up_and_keeps_at_least_one(keep: int, n: int, size: int):
     """round(keep % x n patients), halves up (1.5 -> 2, 9.5 -> 10; 2.49 -> 2), never fewer than one."""
     groups = np.arange(2 * n) // 2
-    assert len(cohort_patients(groups, np.zeros(2 * n, int), 0, keep, subset_seed=0)) == size
+    assert len(cohort_patients(groups, np.zeros(2 * n, int), label=0, keep=keep, subset_seed=0)) == size
 
 
 def test_a_class_without_patients_and_keep_above_100_are_refused_one_patient_is_enough():
     with pytest.raises(ValueError, match="no training patients of class 2"):
-        cohort_patients(GROUPS, LABELS, 2, 50, subset_seed=0)
+        cohort_patients(GROUPS, LABELS, label=2, keep=50, subset_seed=0)
     with pytest.raises(ValueError, match="keep=101"):
-        cohort_patients(GROUPS, LABELS, 0, 101, subset_seed=0)
-    assert cohort_patients(np.array(["a", "a"]), np.array([0, 0]), 0, 50, subset_seed=0).tolist() == ["a"]
+        cohort_patients(GROUPS, LABELS, label=0, keep=101, subset_seed=0)
+    assert cohort_patients(np.array(["a", "a"]), np.array([0, 0]), label=0, keep=50, subset_seed=0).tolist() == ["a"]
 
 
-def write_prepared(root: Path) -> Path:
+def write_prepared_by_hand(root: Path) -> Path:
     """A prepared folder by hand: the 12 train rows of GROUPS/LABELS, listed in index.csv out of row order,
     image i filled with the value i; two test rows that a cohort must never see."""
     root.mkdir()
-    train = pd.DataFrame({"split": "train", "row": np.arange(12), "label": LABELS, "patient_group": GROUPS})
-    test = pd.DataFrame({"split": "test", "row": [0, 1], "label": [0, 1], "patient_group": ["x", "y"]})
+    train = pd.DataFrame({"split": "train", "row": np.arange(12), "label": LABELS, "patient_group": GROUPS,
+                          "file": [f"train/{i}.jpeg" for i in range(12)]})
+    test = pd.DataFrame({"split": "test", "row": [0, 1], "label": [0, 1], "patient_group": ["x", "y"],
+                         "file": ["test/0.jpeg", "test/1.jpeg"]})
     pd.concat([train.iloc[::-1], test]).to_csv(root / "index.csv", index=False)
     np.save(array_path(root, "train", 4), np.repeat(np.arange(12, dtype=np.uint8), 16).reshape(12, 4, 4))
     np.save(array_path(root, "test", 4), np.full((2, 4, 4), 99, np.uint8))
@@ -65,13 +69,13 @@ def write_prepared(root: Path) -> Path:
 
 
 def test_load_cohort_reads_the_cohorts_rows_and_the_full_class_counts(tmp_path: Path):
-    prepared = write_prepared(tmp_path / "prepared")
-    np.testing.assert_array_equal(training_patients(prepared), GROUPS)  # in row order, not index.csv's
-    full = load_cohort(prepared, 4, 3, 0, 100, subset_seed=3)
+    prepared = write_prepared_by_hand(tmp_path / "prepared")
+    np.testing.assert_array_equal(load_prepared(prepared, "train", 4).patients, GROUPS)  # in row order, not index.csv's
+    full = load_cohort(prepared, 4, num_classes=3, label=0, keep=100, subset_seed=3)
     np.testing.assert_array_equal(full.images[:, 0, 0], np.arange(12))
     assert full.class_counts == (10, 2, 0)  # num_classes=3: a class without scans counts 0
-    half = load_cohort(prepared, 4, 2, 0, 50, subset_seed=3)
-    rows = cohort_rows(GROUPS, LABELS, 0, 50, subset_seed=3)
+    half = load_cohort(prepared, 4, num_classes=2, label=0, keep=50, subset_seed=3)
+    rows = cohort_rows(GROUPS, LABELS, label=0, keep=50, subset_seed=3)
     assert rows.tolist() == [2, 3, 7, 8, 9, 10, 11]  # CNV patients b, c, g, h (two scans) of subset seed 3, both NORMAL scans
     np.testing.assert_array_equal(half.images[:, 0, 0], rows)
     np.testing.assert_array_equal(half.labels, LABELS[rows])
@@ -82,6 +86,6 @@ def test_load_cohort_reads_the_cohorts_rows_and_the_full_class_counts(tmp_path: 
 def test_a_cohort_of_every_patient_keeps_the_memory_map(tmp_path: Path):
     """keep=100 sees every training scan: they stay memory-mapped rather than copied into RAM (the full
     split at the classifier's size can be larger than the memory of the machine); a smaller cohort is a copy."""
-    prepared = write_prepared(tmp_path / "prepared")
-    assert isinstance(load_cohort(prepared, 4, 2, 0, 100, subset_seed=3).images, np.memmap)
-    assert not isinstance(load_cohort(prepared, 4, 2, 0, 50, subset_seed=3).images, np.memmap)
+    prepared = write_prepared_by_hand(tmp_path / "prepared")
+    assert isinstance(load_cohort(prepared, 4, num_classes=2, label=0, keep=100, subset_seed=3).images, np.memmap)
+    assert not isinstance(load_cohort(prepared, 4, num_classes=2, label=0, keep=50, subset_seed=3).images, np.memmap)

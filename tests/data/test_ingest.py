@@ -11,11 +11,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from synthratio import runtime
 from synthratio.config import PrepareConfig
 from synthratio.data import ingest
 from synthratio.data.ingest import (
-    DatasetError, _summary, assign_patient_splits, decode_scan, detect_wedges, list_scans, load_split, mask_wedges, prepare_dataset,
+    DatasetError, _summary, assign_patient_splits, decode_scan, detect_wedges, list_scans, mask_wedges, prepare_dataset,
 )  # fmt: skip
+from synthratio.data.prepared import load_prepared
 
 CONFIG = PrepareConfig(
     classes=("CNV", "NORMAL"), split="patient", val_fraction=0.25, test_fraction=0.25, seed=0,
@@ -54,7 +56,9 @@ def assert_no_patient_in_two_splits(index: pd.DataFrame, raw: Path, linked: dict
 
 def assert_arrays_disjoint(prepared: Path, size: int) -> None:
     """No prepared image (byte for byte) in two splits."""
-    rows = {split: {image.tobytes() for image in load_split(prepared, split, size)[0]} for split in ("train", "val", "test")}
+    rows = {
+        split: {image.tobytes() for image in load_prepared(prepared, split, size).images} for split in ("train", "val", "test")
+    }
     assert not (rows["train"] & rows["val"] or rows["train"] & rows["test"] or rows["val"] & rows["test"])
 
 
@@ -72,7 +76,7 @@ def raw(tmp_path: Path) -> Path:
 
 def test_patient_split_is_disjoint_and_arrays_match_index(raw: Path, tmp_path: Path):
     out = tmp_path / "prepared"
-    summary = prepare_dataset(raw, out, CONFIG, sizes=(16, 8), progress=False)
+    summary = prepare_dataset(raw, out, CONFIG, sizes=(16, 8))
     index = pd.read_csv(out / "index.csv")
     assert summary["scans"] == 32 and summary["patients"] == 16
     assert summary["patients_in_several_splits"] == 0
@@ -80,18 +84,18 @@ def test_patient_split_is_disjoint_and_arrays_match_index(raw: Path, tmp_path: P
     assert_arrays_disjoint(out, 16)
     for split in ("train", "val", "test"):
         for size in (8, 16):
-            images, labels = load_split(out, split, size)
-            assert images.shape[1:] == (size, size) and images.dtype == np.uint8
-            assert len(labels) == (index["split"] == split).sum()
+            loaded = load_prepared(out, split, size)
+            assert loaded.images.shape[1:] == (size, size) and loaded.images.dtype == np.uint8
+            assert len(loaded.labels) == (index["split"] == split).sum()
     assert not (tmp_path / "prepared.partial").exists()
 
 
 def test_rows_follow_the_index(raw: Path, tmp_path: Path):
     """Row i of an array is the scan index.csv lists at row i of that split."""
     out = tmp_path / "prepared"
-    prepare_dataset(raw, out, CONFIG, sizes=(16,), progress=False)
+    prepare_dataset(raw, out, CONFIG, sizes=(16,))
     index = pd.read_csv(out / "index.csv")
-    images, _ = load_split(out, "train", 16)
+    images = load_prepared(out, "train", 16).images
     first = index[(index["split"] == "train") & (index["row"] == 0)].iloc[0]
     expected = np.asarray(Image.open(raw / first["file"]).resize((16, 16), Image.Resampling.LANCZOS))
     np.testing.assert_array_equal(images[0], expected)
@@ -105,7 +109,7 @@ def test_duplicates_linked_patients_and_conflicts(raw: Path, tmp_path: Path):
     conflict = scan(77)
     save(raw, "train/CNV/CNV-6666-1.png", conflict)
     save(raw, "train/NORMAL/NORMAL-6667-1.png", conflict)
-    summary = prepare_dataset(raw, tmp_path / "prepared", CONFIG, sizes=(16,), progress=False)
+    summary = prepare_dataset(raw, tmp_path / "prepared", CONFIG, sizes=(16,))
     index = pd.read_csv(tmp_path / "prepared" / "index.csv")
     assert summary["duplicates_dropped"] == 1
     assert summary["conflicting_labels_dropped"] == 2
@@ -127,7 +131,7 @@ def test_a_linked_id_with_scans_of_its_own_is_the_same_patient(raw: Path, tmp_pa
             save(raw, f"train/CNV/CNV-{twin}-{number}.jpeg", scan(10 * twin + number))
         linked[twin] = source
     out = tmp_path / "prepared"
-    summary = prepare_dataset(raw, out, CONFIG, sizes=(16,), progress=False)
+    summary = prepare_dataset(raw, out, CONFIG, sizes=(16,))
     index = pd.read_csv(out / "index.csv")
     assert (summary["scans"], summary["duplicates_dropped"]) == (32 + 16, 8)
     assert (summary["patients"], summary["patient_ids"]) == (16, 24)
@@ -146,7 +150,7 @@ def test_a_chain_of_links_is_one_patient_named_by_its_smallest_id(raw: Path, tmp
     save(raw, "train/NORMAL/NORMAL-7002-1.png", c)
     save(raw, "train/CNV/CNV-7002-2.png", b)
     save(raw, "train/CNV/CNV-7003-3.png", scan(504))  # its only scan that is not a copy
-    summary = prepare_dataset(raw, tmp_path / "prepared", CONFIG, sizes=(16,), progress=False)
+    summary = prepare_dataset(raw, tmp_path / "prepared", CONFIG, sizes=(16,))
     index = pd.read_csv(tmp_path / "prepared" / "index.csv")
     groups = index.groupby("patient_id")["patient_group"].unique().map(list).to_dict()
     assert {pid: groups[pid] for pid in (1003, 7001, 7002, 7003)} == {1003: [1003], 7001: [1003], 7002: [1003], 7003: [1003]}
@@ -160,7 +164,7 @@ def test_one_image_under_three_ids_makes_them_one_patient(raw: Path, tmp_path: P
     save(raw, "train/NORMAL/NORMAL-8002-1.png", pixels)
     save(raw, "train/NORMAL/NORMAL-8001-2.png", scan(8001))  # each id keeps a scan of its own
     save(raw, "train/NORMAL/NORMAL-8002-2.png", scan(8002))
-    summary = prepare_dataset(raw, tmp_path / "prepared", CONFIG, sizes=(16,), progress=False)
+    summary = prepare_dataset(raw, tmp_path / "prepared", CONFIG, sizes=(16,))
     index = pd.read_csv(tmp_path / "prepared" / "index.csv")
     assert index.groupby("patient_id")["patient_group"].unique().map(list)[[2005, 8001, 8002]].tolist() == [[2005]] * 3
     assert (summary["patients"], summary["duplicates_dropped"], summary["scans"]) == (16, 2, 34)
@@ -168,7 +172,7 @@ def test_one_image_under_three_ids_makes_them_one_patient(raw: Path, tmp_path: P
 
 def test_summary_counts_every_scan_and_patient(raw: Path, tmp_path: Path):
     """Eight patients of two scans per class, a quarter of each class's patients in val and in test."""
-    summary = prepare_dataset(raw, tmp_path / "prepared", CONFIG, sizes=(16, 8, 16), progress=False)
+    summary = prepare_dataset(raw, tmp_path / "prepared", CONFIG, sizes=(16, 8, 16))
     assert summary.pop("scans_per_second") > 1  # 32 tiny scans take well under 32 s
     assert summary == {
         "scans": 32, "patients": 16, "patient_ids": 16,
@@ -199,7 +203,7 @@ def test_summary_flags_every_patient_found_in_more_than_one_split():
 
 def test_one_file_name_in_two_folders_with_different_pixels_is_counted(raw: Path, tmp_path: Path):
     save(raw, "test/CNV/CNV-1003-1.jpeg", scan(4242))  # the name of a train scan, another image
-    summary = prepare_dataset(raw, tmp_path / "prepared", CONFIG, sizes=(16,), progress=False)
+    summary = prepare_dataset(raw, tmp_path / "prepared", CONFIG, sizes=(16,))
     assert summary["same_name_different_image"] == 1 and summary["scans"] == 33 and summary["duplicates_dropped"] == 0
 
 
@@ -217,7 +221,7 @@ def split_groups() -> pd.DataFrame:
 def test_patient_split_is_stratified_by_each_patients_classes(seed: int):
     """A quarter of each kind of patient (CNV only, NORMAL only, both) in val and in test, whatever the seed;
     a split of the pooled 28 patients would put 7 in test with a class make-up that varies with the seed."""
-    splits = assign_patient_splits(split_groups(), 0.25, 0.25, seed)
+    splits = assign_patient_splits(split_groups(), val_fraction=0.25, test_fraction=0.25, seed=seed)
     kind = {pid: classes for classes, ids in PATIENTS_BY_CLASSES.items() for pid in ids}
     assert sorted(splits) == sorted(kind)
     assert Counter((kind[pid], split) for pid, split in splits.items()) == {
@@ -231,8 +235,9 @@ def test_patient_split_is_shuffled_by_the_seed_and_repeatable():
     """Which patients go to test depends on the seed (not on the ids' order), every patient can land in any
     split, and the same seed gives the same split whatever the order of the rows."""
     groups = pd.DataFrame({"patient_group": np.repeat(np.arange(20), 2), "class": "CNV"})
-    by_seed = [assign_patient_splits(groups, 0.25, 0.25, seed) for seed in range(40)]
-    assert assign_patient_splits(groups.sample(frac=1.0, random_state=1), 0.25, 0.25, 0) == by_seed[0]
+    by_seed = [assign_patient_splits(groups, val_fraction=0.25, test_fraction=0.25, seed=seed) for seed in range(40)]
+    shuffled = groups.sample(frac=1.0, random_state=1)
+    assert assign_patient_splits(shuffled, val_fraction=0.25, test_fraction=0.25, seed=0) == by_seed[0]
     tests = [frozenset(pid for pid, split in splits.items() if split == "test") for splits in by_seed]
     assert all(len(t) == 5 for t in tests) and len(set(tests)) >= 38
     assert tests[0] != frozenset(range(5)) and tests[0] != frozenset(range(15, 20))
@@ -247,7 +252,7 @@ def test_patient_split_is_shuffled_by_the_seed_and_repeatable():
 def test_patient_split_sizes_round_each_share(n: int, val: float, test: float, expected: tuple[int, int, int]):
     """round(share x patients) per split (Python rounds halves to even: 2.5 -> 2, 3.5 -> 4), the rest in train."""
     groups = pd.DataFrame({"patient_group": np.arange(n), "class": "NORMAL"})
-    counts = Counter(assign_patient_splits(groups, val, test, seed=0).values())
+    counts = Counter(assign_patient_splits(groups, val_fraction=val, test_fraction=test, seed=0).values())
     assert (counts["val"], counts["test"], counts["train"]) == expected
 
 
@@ -255,7 +260,7 @@ def test_official_split_removes_leaks_and_widens_val(raw: Path, tmp_path: Path):
     save(raw, "train/NORMAL/NORMAL-1000-3.jpeg", scan(999))  # patient 1000 is in test (as CNV)
     save(raw, "val/CNV/CNV-1005-3.jpeg", scan(998))  # patient 1005 is in train
     save(raw, "val/NORMAL/NORMAL-2001-3.jpeg", scan(997))  # patient 2001 is in test
-    summary = prepare_dataset(raw, tmp_path / "prepared", replace(CONFIG, split="official"), sizes=(16,), progress=False)
+    summary = prepare_dataset(raw, tmp_path / "prepared", replace(CONFIG, split="official"), sizes=(16,))
     assert summary["leaks_removed"] == 4  # the train scan and the val scan of test patients, two train scans of a val patient
     assert summary["patients_in_several_splits"] == 0
     index = pd.read_csv(tmp_path / "prepared" / "index.csv")
@@ -280,10 +285,10 @@ def test_bad_files_error_naming_the_file_or_are_counted(raw: Path, tmp_path: Pat
     make(path)
     out = tmp_path / "prepared"
     with pytest.raises(DatasetError, match=message) as error:
-        prepare_dataset(raw, out, CONFIG, sizes=(16,), progress=False)
+        prepare_dataset(raw, out, CONFIG, sizes=(16,))
     assert str(path) in str(error.value)
     assert not out.exists() and not (tmp_path / "prepared.partial").exists()
-    summary = prepare_dataset(raw, out, replace(CONFIG, on_bad_file="skip"), sizes=(16,), progress=False)
+    summary = prepare_dataset(raw, out, replace(CONFIG, on_bad_file="skip"), sizes=(16,))
     assert sum(summary["skipped"].values()) == 1 and summary["scans"] == 32
 
 
@@ -293,7 +298,7 @@ def test_skipped_files_are_counted_by_problem(raw: Path, tmp_path: Path):
     (raw / "train" / "CNV" / ".DS_Store").write_text("hidden files are not scans")
     save(raw, "train/NORMAL/NORMAL-5-1.png", scan(5, 8, 8))
     save(raw, "train/NORMAL/scan-7.png", scan(7))
-    summary = prepare_dataset(raw, tmp_path / "prepared", replace(CONFIG, on_bad_file="skip"), sizes=(16,), progress=False)
+    summary = prepare_dataset(raw, tmp_path / "prepared", replace(CONFIG, on_bad_file="skip"), sizes=(16,))
     assert summary["skipped"] == {  # the keys of metrics/data.json say what was wrong, in full
         "not an image file": 2, "image 8x8 is smaller than the target size 16": 1,
         "file name has no patient id; expected <CLASS>-<patient id>-<image number>.jpeg": 1,
@@ -303,17 +308,17 @@ def test_skipped_files_are_counted_by_problem(raw: Path, tmp_path: Path):
 
 def test_missing_class_folder_and_layout(raw: Path, tmp_path: Path):
     with pytest.raises(DatasetError, match=r"DME: class folder missing; prepare.classes asks for 'DME'"):
-        prepare_dataset(raw, tmp_path / "p", replace(CONFIG, classes=("CNV", "DME")), sizes=(16,), progress=False)
+        prepare_dataset(raw, tmp_path / "p", replace(CONFIG, classes=("CNV", "DME")), sizes=(16,))
     (raw / "test").rename(tmp_path / "elsewhere")  # train/ alone: neither layout
     layout = r"Kermany's \{train,val,test\}/\{CLASS\}/\*.jpeg or a flat \{CLASS\}/\*.jpeg"
     with pytest.raises(DatasetError, match=rf"found folders \['train'\]; expected train/ and test/ .*: {layout}"):
-        prepare_dataset(raw, tmp_path / "p", CONFIG, sizes=(16,), progress=False)
+        prepare_dataset(raw, tmp_path / "p", CONFIG, sizes=(16,))
     assert not (tmp_path / "p").exists()
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match=r"found folders \[\]; expected train/ and test/"):
-        prepare_dataset(tmp_path / "empty", tmp_path / "p", CONFIG, sizes=(16,), progress=False)
+        prepare_dataset(tmp_path / "empty", tmp_path / "p", CONFIG, sizes=(16,))
     with pytest.raises(DatasetError, match=rf"input folder not found; expected {layout}"):
-        prepare_dataset(tmp_path / "absent", tmp_path / "p", CONFIG, sizes=(16,), progress=False)
+        prepare_dataset(tmp_path / "absent", tmp_path / "p", CONFIG, sizes=(16,))
 
 
 def test_a_class_folder_without_scans_and_a_scan_in_the_wrong_class_folder_are_named(raw: Path, tmp_path: Path):
@@ -321,34 +326,35 @@ def test_a_class_folder_without_scans_and_a_scan_in_the_wrong_class_folder_are_n
         path.unlink()
     for path in list((raw / "test" / "NORMAL").iterdir())[1:]:
         path.unlink()  # one NORMAL scan left: enough
-    one = prepare_dataset(raw, tmp_path / "one", replace(CONFIG, val_fraction=0.0, test_fraction=0.0), sizes=(16,), progress=False)
+    one = prepare_dataset(raw, tmp_path / "one", replace(CONFIG, val_fraction=0.0, test_fraction=0.0), sizes=(16,))
     assert one["scans"] == 17
     # the per-class counts of metrics/data.json: 16 CNV, the one NORMAL, all in train (no val or test asked for)
     assert one["counts"] == {"train": {"CNV": 16, "NORMAL": 1}, "val": {"CNV": 0, "NORMAL": 0}, "test": {"CNV": 0, "NORMAL": 0}}
     (raw / "test" / "NORMAL" / next((raw / "test" / "NORMAL").iterdir()).name).unlink()
     with pytest.raises(DatasetError, match=r"no scans of class 'NORMAL' in any split"):
-        prepare_dataset(raw, tmp_path / "none", CONFIG, sizes=(16,), progress=False)
+        prepare_dataset(raw, tmp_path / "none", CONFIG, sizes=(16,))
     save(raw, "train/NORMAL/CNV-1000-9.jpeg", scan(9))
     with pytest.raises(DatasetError, match=r"CNV-1000-9.jpeg: file name says class 'CNV' but it lies in folder 'NORMAL'"):
-        prepare_dataset(raw, tmp_path / "wrong", CONFIG, sizes=(16,), progress=False)
+        prepare_dataset(raw, tmp_path / "wrong", CONFIG, sizes=(16,))
 
 
 def test_mendeley_layout_without_val_keeps_every_test_scan(raw: Path, tmp_path: Path):
     """train/ and test/ only (Mendeley v3): val comes from train patients, test as published."""
-    summary = prepare_dataset(raw, tmp_path / "prepared", replace(CONFIG, split="official"), sizes=(16,), progress=False)
+    summary = prepare_dataset(raw, tmp_path / "prepared", replace(CONFIG, split="official"), sizes=(16,))
     assert summary["counts"]["test"] == {"CNV": 4, "NORMAL": 4} and summary["patients_per_split"] == {"train": 8, "val": 4, "test": 4}
     index = pd.read_csv(tmp_path / "prepared" / "index.csv")
     # one seeded check: the train patients moved to val come from prepare.seed (0 always moves these), so a
     # rerun of the stage gives the same split
     assert sorted(index.loc[index["split"] == "val", "patient_id"].unique().tolist()) == [1004, 1005, 2006, 2007]
-    assert list_scans(raw / "train", ("CNV", "NORMAL"), "error")[0][0].official_split == ""  # flat: the default split is by patient
+    flat = list_scans(raw / "train", ("CNV", "NORMAL"), on_bad_file="error")[0]
+    assert flat[0].official_split == ""  # flat: the default split is by patient
 
 
 def test_a_val_folder_without_every_class_folder_is_read_past(raw: Path, tmp_path: Path):
     """val/ with a CNV folder only (val holds a handful of scans): the missing val/NORMAL is no error, and the
     NORMAL scans of test/, listed after val/, are all still there."""
     save(raw, "val/CNV/CNV-1005-3.jpeg", scan(998))
-    summary = prepare_dataset(raw, tmp_path / "prepared", replace(CONFIG, split="official"), sizes=(16,), progress=False)
+    summary = prepare_dataset(raw, tmp_path / "prepared", replace(CONFIG, split="official"), sizes=(16,))
     assert summary["counts"]["test"] == {"CNV": 4, "NORMAL": 4}
 
 
@@ -373,10 +379,10 @@ def test_prepare_workers_sets_the_decoding_processes(raw: Path, tmp_path: Path, 
     asked = []
     monkeypatch.setattr(ingest, "ProcessPoolExecutor", lambda max_workers=None: InProcessPool(max_workers, asked))
     monkeypatch.setattr(ingest.os, "cpu_count", lambda: 3)
-    prepare_dataset(raw, tmp_path / "two", replace(CONFIG, workers=2), sizes=(16,), progress=False)
-    prepare_dataset(raw, tmp_path / "all", replace(CONFIG, workers=0), sizes=(16,), progress=False)
+    prepare_dataset(raw, tmp_path / "two", replace(CONFIG, workers=2), sizes=(16,))
+    prepare_dataset(raw, tmp_path / "all", replace(CONFIG, workers=0), sizes=(16,))
     monkeypatch.setattr(ingest.os, "cpu_count", lambda: None)
-    prepare_dataset(raw, tmp_path / "unknown", replace(CONFIG, workers=0), sizes=(16,), progress=False)
+    prepare_dataset(raw, tmp_path / "unknown", replace(CONFIG, workers=0), sizes=(16,))
     assert asked == [2, 3, 1]
 
 
@@ -387,14 +393,18 @@ class Terminal(io.StringIO):
 
 def test_decoding_shows_a_progress_bar_on_a_terminal_unless_turned_off(raw: Path, tmp_path: Path, monkeypatch):
     """On a terminal (stderr a tty), prepare shows one labelled bar counting the scans decoded (progress on
-    by default); progress=False (runtime.progress: false) shows none."""
+    by default); runtime.progress: false (runtime.set_progress(False)) shows none."""
     monkeypatch.setattr(ingest, "ProcessPoolExecutor", InProcessPool)
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     shown, hidden = Terminal(), Terminal()
     monkeypatch.setattr(sys, "stderr", shown)
     prepare_dataset(raw, tmp_path / "shown", CONFIG, sizes=(16,))
     monkeypatch.setattr(sys, "stderr", hidden)
-    prepare_dataset(raw, tmp_path / "hidden", CONFIG, sizes=(16,), progress=False)
+    runtime.set_progress(False)
+    try:
+        prepare_dataset(raw, tmp_path / "hidden", CONFIG, sizes=(16,))
+    finally:
+        runtime.set_progress(True)
     monkeypatch.undo()
     assert "\rprepare: decode: 100%" in shown.getvalue() and "| 32/32 [" in shown.getvalue() and "scan/s]" in shown.getvalue()
     assert "prepare: decode" not in hidden.getvalue()
@@ -404,12 +414,12 @@ def test_prepare_replaces_an_earlier_output_and_a_stale_staging_folder(raw: Path
     out = tmp_path / "data" / "prepared"  # parents made as needed
     (tmp_path / "data" / "prepared.partial").mkdir(parents=True)
     (tmp_path / "data" / "prepared.partial" / "stale.npy").write_text("from a killed run")
-    prepare_dataset(raw, out, CONFIG, sizes=(16,), progress=False)
+    prepare_dataset(raw, out, CONFIG, sizes=(16,))
     (out / "old.txt").write_text("from an earlier run")
-    prepare_dataset(raw, out, CONFIG, sizes=(8,), progress=False)
+    prepare_dataset(raw, out, CONFIG, sizes=(8,))
     assert sorted(p.name for p in out.iterdir()) == ["index.csv", "test_8px.npy", "train_8px.npy", "val_8px.npy"]
     fresh = tmp_path / "new" / "deeper" / "prepared"  # no parent folder yet (a first `dvc repro` elsewhere)
-    prepare_dataset(raw, fresh, CONFIG, sizes=(8,), progress=False)
+    prepare_dataset(raw, fresh, CONFIG, sizes=(8,))
     assert (fresh / "index.csv").is_file()
     assert sorted(p.name for p in out.parent.iterdir()) == ["prepared"]
     index = pd.read_csv(out / "index.csv")
@@ -423,11 +433,11 @@ def test_flat_class_folders_are_one_pool_split_by_patient(raw: Path, tmp_path: P
     flat = raw / "train"
     for path in (raw / "test").rglob("*.jpeg"):
         path.rename(flat / path.parent.name / path.name)
-    summary = prepare_dataset(flat, tmp_path / "prepared", CONFIG, sizes=(16,), progress=False)
+    summary = prepare_dataset(flat, tmp_path / "prepared", CONFIG, sizes=(16,))
     assert summary["scans"] == 32 and summary["patients"] == 16 and summary["patients_in_several_splits"] == 0
     assert pd.read_csv(tmp_path / "prepared" / "index.csv")["official_split"].isna().all()  # no official split to keep
     with pytest.raises(DatasetError, match=r"prepare.split='official' keeps Kermany's official folders"):
-        prepare_dataset(flat, tmp_path / "other", replace(CONFIG, split="official"), sizes=(16,), progress=False)
+        prepare_dataset(flat, tmp_path / "other", replace(CONFIG, split="official"), sizes=(16,))
     assert not (tmp_path / "other").exists()
 
 
@@ -526,26 +536,29 @@ def test_an_all_white_image_is_filled_with_black():
     np.testing.assert_array_equal(filled, np.zeros((4, 4), np.uint8))
 
 
-def test_load_split_maps_the_array_and_names_the_arrays_there_when_one_is_missing(raw: Path, tmp_path: Path):
+def test_load_prepared_maps_the_array_and_names_the_arrays_there_when_one_is_missing(raw: Path, tmp_path: Path):
     out = tmp_path / "prepared"
-    prepare_dataset(raw, out, CONFIG, sizes=(16,), progress=False)
-    images, labels = load_split(out, "test", 16)
-    assert isinstance(images, np.memmap) and labels.dtype == np.int64 and labels.flags.writeable
+    prepare_dataset(raw, out, CONFIG, sizes=(16,))
+    test = load_prepared(out, "test", 16)
+    assert isinstance(test.images, np.memmap) and test.labels.dtype == np.int64 and test.labels.flags.writeable
+    rows = pd.read_csv(out / "index.csv").query("split == 'test'").sort_values("row")  # index.csv row i: array row i
+    assert test.files.tolist() == rows["file"].tolist() and test.patients.tolist() == rows["patient_group"].tolist()
+    assert test.labels.tolist() == rows["label"].tolist()
     found = r"found \['test_16px.npy', 'train_16px.npy', 'val_16px.npy'\] \(rerun prepare\)"
     with pytest.raises(FileNotFoundError, match=rf"train_32px.npy: no prepared array for split 'train' at 32px; {found}"):
-        load_split(out, "train", 32)
+        load_prepared(out, "train", 32)
     with pytest.raises(FileNotFoundError, match=r"found \[\] \(rerun prepare\)"):
-        load_split(tmp_path / "absent", "train", 16)
+        load_prepared(tmp_path / "absent", "train", 16)
     index = pd.read_csv(out / "index.csv")
     index.drop(index.index[index["split"] == "test"][:1]).to_csv(out / "index.csv", index=False)
     with pytest.raises(DatasetError, match=r"test_16px.npy: 8 images but index.csv lists 7 for split 'test'"):
-        load_split(out, "test", 16)
+        load_prepared(out, "test", 16)
 
 
 def test_kermany_sample(kermany_sample: Path, tmp_path: Path):
     """The shared real sample, read in its flat {CLASS}/*.jpeg layout: 500 CNV/NORMAL scans of 492 patients
     (8 ids occur under both classes)."""
-    summary = prepare_dataset(kermany_sample, tmp_path / "prepared", replace(CONFIG, workers=2), sizes=(32,), progress=False)
+    summary = prepare_dataset(kermany_sample, tmp_path / "prepared", replace(CONFIG, workers=2), sizes=(32,))
     assert summary["scans"] == 500
     assert summary["patients"] == 492
     assert summary["patients_in_several_splits"] == 0 and summary["leaks_removed"] == 0
@@ -560,7 +573,7 @@ def test_kermany_sample(kermany_sample: Path, tmp_path: Path):
 def test_kermany_sample_four_classes(kermany_sample: Path, tmp_path: Path):
     classes = ("CNV", "DME", "DRUSEN", "NORMAL")
     config = replace(CONFIG, classes=classes, workers=2)
-    summary = prepare_dataset(kermany_sample, tmp_path / "prepared", config, sizes=(16,), progress=False)
+    summary = prepare_dataset(kermany_sample, tmp_path / "prepared", config, sizes=(16,))
     assert summary["scans"] + summary["duplicates_dropped"] + summary["conflicting_labels_dropped"] == 575
     assert summary["patients_in_several_splits"] == 0
     assert all(summary["counts"][split][cls] > 0 for split in ("train", "val", "test") for cls in classes)

@@ -1,4 +1,6 @@
+import json
 import re
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +9,7 @@ from PIL import Image
 from scipy import ndimage
 
 from synthratio.config import PhantomConfig
-from synthratio.data.calibration import load_calibration, measure
+from synthratio.data.calibration import CALIBRATION_FILE, measure
 from synthratio.data.ingest import detect_wedges
 from synthratio.data.phantom import render_scan, write_phantom
 
@@ -28,28 +30,28 @@ def _has_wedge(scan: np.ndarray) -> bool:
 
 @pytest.mark.parametrize("label", ["CNV", "NORMAL"])
 def test_render_shape_and_dtype(label: str) -> None:
-    scan = render_scan(np.random.default_rng(0), label, 96, 80)
+    scan = render_scan(np.random.default_rng(0), label, width=96, height=80)
     assert scan.shape == (80, 96)
     assert scan.dtype == np.uint8
     assert scan.std() > 5  # not blank
 
 
 def test_render_is_deterministic_per_seed() -> None:
-    first = render_scan(np.random.default_rng(7), "CNV", 64, 62)
-    again = render_scan(np.random.default_rng(7), "CNV", 64, 62)
-    other = render_scan(np.random.default_rng(8), "CNV", 64, 62)
+    first = render_scan(np.random.default_rng(7), "CNV", width=64, height=62)
+    again = render_scan(np.random.default_rng(7), "CNV", width=64, height=62)
+    other = render_scan(np.random.default_rng(8), "CNV", width=64, height=62)
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, other)
 
 
 def test_render_rejects_unknown_label() -> None:
     with pytest.raises(ValueError, match="DME"):
-        render_scan(np.random.default_rng(0), "DME", 64, 62)
+        render_scan(np.random.default_rng(0), "DME", width=64, height=62)
 
 
 def test_write_phantom_layout_and_ids(tmp_path: Path) -> None:
     config = _config()
-    counts = write_phantom(tmp_path / "raw", config, progress=False)
+    counts = write_phantom(tmp_path / "raw", config)
     assert counts == {split: {"CNV": n * 2, "NORMAL": n * 2} for split, n in config.patients.items()}
     assert not [p for p in tmp_path.iterdir() if p.name != "raw"]  # no temporary folder left behind
     owner: dict[str, tuple[str, str]] = {}
@@ -68,9 +70,9 @@ def test_write_phantom_layout_and_ids(tmp_path: Path) -> None:
 
 
 def test_write_phantom_is_byte_identical_and_seeded(tmp_path: Path) -> None:
-    write_phantom(tmp_path / "a", _config(), progress=False)
-    write_phantom(tmp_path / "b", _config(), progress=False)
-    write_phantom(tmp_path / "c", _config(seed=1), progress=False)
+    write_phantom(tmp_path / "a", _config())
+    write_phantom(tmp_path / "b", _config())
+    write_phantom(tmp_path / "c", _config(seed=1))
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.jpeg"))
     assert files == sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*.jpeg"))
     assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
@@ -80,7 +82,7 @@ def test_write_phantom_is_byte_identical_and_seeded(tmp_path: Path) -> None:
 def test_patient_scans_are_correlated(tmp_path: Path) -> None:
     """Scans of one eye resemble each other more than scans of different eyes."""
     config = PhantomConfig(seed=3, patients={"train": 4}, scans_per_patient=2, widths=(128,), height=124, classes=("NORMAL",))
-    write_phantom(tmp_path / "raw", config, progress=False)
+    write_phantom(tmp_path / "raw", config)
     scans: dict[str, list[np.ndarray]] = {}
     for path in sorted((tmp_path / "raw" / "train" / "NORMAL").iterdir()):
         scans.setdefault(path.name.split("-")[1], []).append(np.asarray(Image.open(path), dtype=np.float32))
@@ -99,14 +101,14 @@ def test_write_phantom_refuses_non_empty_folder(tmp_path: Path) -> None:
     out.mkdir()
     (out / "keep.txt").write_text("user data")
     with pytest.raises(FileExistsError, match="raw"):
-        write_phantom(out, _config(), progress=False)
+        write_phantom(out, _config())
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
 def test_write_phantom_fills_an_empty_folder(tmp_path: Path) -> None:
     out = tmp_path / "raw"
     out.mkdir()
-    write_phantom(out, _config(), progress=False)
+    write_phantom(out, _config())
     assert sorted(p.name for p in out.iterdir()) == ["test", "train", "val"]
 
 
@@ -126,8 +128,8 @@ def _rpe_elevation(scan: np.ndarray) -> float:
 
 def test_cnv_scans_show_rpe_elevation() -> None:
     rng = np.random.default_rng(11)
-    cnv = np.array([_rpe_elevation(render_scan(rng, "CNV", 256, 248)) for _ in range(30)])
-    normal = np.array([_rpe_elevation(render_scan(rng, "NORMAL", 256, 248)) for _ in range(30)])
+    cnv = np.array([_rpe_elevation(render_scan(rng, "CNV", width=256, height=248)) for _ in range(30)])
+    normal = np.array([_rpe_elevation(render_scan(rng, "NORMAL", width=256, height=248)) for _ in range(30)])
     assert np.median(cnv) > 1.8 * np.median(normal)
     # most CNV scans stand out, but not all: some lesions are meant to be subtle
     assert 0.5 < np.mean(cnv > np.percentile(normal, 90)) < 0.95
@@ -137,7 +139,10 @@ def test_wedges_are_common_and_class_independent() -> None:
     """About 77% of real scans of either class have a wedge (phantom_calibration.json). 150 scans a class:
     a rate's binomial sd is ~0.035, so the bounds sit ~3 sd away."""
     rng = np.random.default_rng(5)
-    rates = {label: np.mean([_has_wedge(render_scan(rng, label, 256, 248)) for _ in range(150)]) for label in ("CNV", "NORMAL")}
+    rates = {
+        label: np.mean([_has_wedge(render_scan(rng, label, width=256, height=248)) for _ in range(150)])
+        for label in ("CNV", "NORMAL")
+    }
     assert all(0.62 <= rate <= 0.92 for rate in rates.values()), rates
     assert abs(rates["CNV"] - rates["NORMAL"]) < 0.15, rates
 
@@ -146,10 +151,11 @@ def test_wedges_are_common_and_class_independent() -> None:
 def test_statistics_match_calibration(label: str) -> None:
     """Region intensities, speckle, thickness, curvature and wedges of 80 phantom scans at the real size lie
     within the stated tolerances of the numbers measured on the real sample (phantom_calibration.json)."""
-    calibration = load_calibration()
+    # the numbers measured on the real sample: {"CNV": {...}, "NORMAL": {...}, "tolerance": {...}, "size": [w, h]}
+    calibration = json.loads(resources.files("synthratio.data").joinpath(CALIBRATION_FILE).read_text())
     width, height = calibration["size"]
     rng = np.random.default_rng(100 + len(label))
-    phantom = measure(render_scan(rng, label, width, height) for _ in range(80))
+    phantom = measure(render_scan(rng, label, width=width, height=height) for _ in range(80))
     real = calibration[label]
     off = {key: (round(real[key], 3), round(phantom[key], 3), tol)
            for key, tol in calibration["tolerance"].items() if not abs(real[key] - phantom[key]) <= tol}
@@ -170,7 +176,7 @@ def test_intensity_percentiles_match_real_sample(kermany_sample: Path) -> None:
             if not _has_wedge(scan):
                 real.append(np.percentile(scan, levels))
     rng = np.random.default_rng(0)
-    scans = (render_scan(rng, label, 512, 496) for label in ("CNV", "NORMAL") for _ in range(20))
+    scans = (render_scan(rng, label, width=512, height=496) for label in ("CNV", "NORMAL") for _ in range(20))
     phantom = [np.percentile(scan, levels) for scan in scans if not _has_wedge(scan)]
     real_mean, phantom_mean = np.mean(real, axis=0), np.mean(phantom, axis=0)
     assert np.all(np.abs(real_mean - phantom_mean) <= tolerance), (real_mean.round(1), phantom_mean.round(1))
@@ -179,7 +185,7 @@ def test_intensity_percentiles_match_real_sample(kermany_sample: Path) -> None:
 def test_widths_are_drawn_per_patient_for_both_classes(tmp_path: Path):
     config = PhantomConfig(seed=5, patients={"train": 12}, scans_per_patient=2, widths=(64, 96), height=62,
                            classes=("CNV", "NORMAL"))
-    write_phantom(tmp_path / "raw", config, progress=False)
+    write_phantom(tmp_path / "raw", config)
     for label in config.classes:
         sizes: dict[str, set[int]] = {}
         for path in (tmp_path / "raw" / "train" / label).iterdir():

@@ -5,7 +5,8 @@ import pytest
 from PIL import Image
 
 from synthratio.config import GenerateConfig
-from synthratio.data.synthetic import load_synthetic, synthetic_file, synthetic_seeds
+from synthratio.data.synthetic import load_synthetic, synthetic_seeds
+from synthratio.layout import synthetic_file
 
 
 def test_seeds_come_from_params():

@@ -12,13 +12,20 @@ import torch
 from diffusers import DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from diffusers.loaders.lora_base import LORA_WEIGHT_NAME_SAFE
 from PIL import Image
+from tiny_sd import build_tiny_sd_pipeline
 
 import synthratio.diffusion.latent as latent
 from synthratio.config import FinetuneConfig, GenerateConfig, ParamsError
-from synthratio.diffusion.latent import LATENT_CACHE, LORA_FILE, LORA_TARGETS, PretrainedUnavailableError, load_pretrained, train_latent
-from synthratio.diffusion.pixel import TRAINING_PATIENTS_FILE, save_pipeline
-from synthratio.diffusion.sampling import generate_to_folder, load_pipeline, make_sampler, sample_latent_images
-from synthratio.diffusion.tiny_sd import build_tiny_sd_pipeline
+from synthratio.diffusion.latent import LATENT_CACHE, LORA_TARGETS, train_latent
+from synthratio.diffusion.pipelines import (
+    LORA_FILE,
+    PretrainedUnavailableError,
+    load_pipeline,
+    load_pretrained,
+    save_pipeline,
+)
+from synthratio.diffusion.sampling import generate_to_folder, make_sampler, sample_latent_images
+from synthratio.layout import TRAINING_PATIENTS_FILE
 
 CPU = torch.device("cpu")
 SEEDS = [4, 0, 7]
@@ -42,7 +49,8 @@ def config(tiny_finetune, pretrained_dir) -> FinetuneConfig:
     """The study's settings: the pretrained pipeline's own noise schedule and prediction type."""
     return dataclasses.replace(
         tiny_finetune, backend="latent", image_size=SIZE, pretrained=str(pretrained_dir),
-        prompts=("oct scan showing cnv", "retina"), beta_schedule="pretrained", prediction_type="pretrained", train_timesteps=1000,
+        prompts=("oct scan showing cnv", "retina"), beta_schedule="pretrained", prediction_type="pretrained",
+        train_timesteps=1000,
     )
 
 
@@ -56,7 +64,7 @@ def images() -> np.ndarray:
 
 def fit(images: np.ndarray, config: FinetuneConfig, **kwargs):
     """train_latent on `images`, all of the target class CNV."""
-    return train_latent(images, np.zeros(len(images), np.int64), CLASSES, config, CPU, progress=False, **kwargs)
+    return train_latent(images, np.zeros(len(images), np.int64), CLASSES, config=config, device=CPU, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +121,11 @@ def test_training_returns_an_sd_pipeline_on_the_pretrained_schedule(trained, loa
     assert (base_scheduler["beta_schedule"], base_scheduler["prediction_type"]) == ("scaled_linear", "epsilon")
 
 
-def test_a_run_with_the_study_settings_trains_on_the_pipelines_own_schedule(config, images, base_scheduler, monkeypatch, caplog):
-    """finetune.beta_schedule and prediction_type `pretrained` reach the loop (its loss target) as the pipeline's own, unwarned."""
+def test_a_run_with_the_study_settings_trains_on_the_pipelines_own_schedule(
+    config, images, base_scheduler, monkeypatch, caplog
+):
+    """finetune.beta_schedule and prediction_type `pretrained` reach the loop (its loss target) as the pipeline's
+    own, unwarned."""
     seen = {}
 
     def record(task, loop_config, *args, **kwargs):
@@ -125,7 +136,8 @@ def test_a_run_with_the_study_settings_trains_on_the_pipelines_own_schedule(conf
     with caplog.at_level(logging.WARNING), pytest.raises(pytest.fail.Exception, match="stop"):
         fit(images, dataclasses.replace(config, lora_rank=4))
     assert (seen["config"].beta_schedule, seen["config"].prediction_type) == ("scaled_linear", "epsilon")
-    assert seen["scheduler"].config.prediction_type == "epsilon" and seen["scheduler"].config.beta_schedule == "scaled_linear"
+    scheduler = seen["scheduler"].config
+    assert scheduler.prediction_type == "epsilon" and scheduler.beta_schedule == "scaled_linear"
     assert not [record for record in caplog.records if record.name.startswith("synthratio")]
 
 
@@ -140,7 +152,8 @@ def test_another_schedule_than_the_pretrained_trains_with_a_warning(config, base
 
 def test_zero_terminal_snr_on_an_epsilon_pipeline_is_refused(config, base_scheduler):
     with pytest.raises(ParamsError, match=r"finetune.zero_terminal_snr=True; expected false unless prediction_type is "
-                                          r"v_prediction.*finetune.pretrained=.*'prediction_type': 'epsilon'.*which 'pretrained' stands for"):
+                                          r"v_prediction.*finetune.pretrained=.*'prediction_type': 'epsilon'"
+                                          r".*which 'pretrained' stands for"):
         latent.pretrained_schedule(dataclasses.replace(config, zero_terminal_snr=True), base_scheduler)
 
 
@@ -192,7 +205,7 @@ def test_resumed_run_reads_cached_latents_and_matches(config, images, tmp_path, 
 
 def test_flips_use_the_encoded_mirror_image(config, images):
     vae = StableDiffusionPipeline.from_pretrained(config.pretrained).vae.eval()
-    cached = latent.cached_latents(vae, images[:2], CPU, None)
+    cached = latent.cached_latents(vae, images[:2], CPU, checkpoint_dir=None)
     mirrored = latent.encode_latents(vae, images[:2, :, ::-1], CPU)
     assert cached.shape == (4, 4, SIZE // 8, SIZE // 8)
     assert torch.equal(cached[2:], mirrored)
@@ -202,14 +215,14 @@ def test_flips_use_the_encoded_mirror_image(config, images):
 def test_trains_on_a_seeded_choice_of_target_scans(config, images, monkeypatch):
     seen = {}
 
-    def record(vae, chosen, *args):
+    def record(vae, chosen, *args, **kwargs):
         seen["images"] = chosen
         pytest.fail("stop")
 
     monkeypatch.setattr(latent, "cached_latents", record)
     labels = np.array([0, 1, 0, 0, 1, 0])
     with pytest.raises(pytest.fail.Exception, match="stop"):
-        train_latent(images, labels, CLASSES, dataclasses.replace(config, max_images=3), CPU, progress=False)
+        train_latent(images, labels, CLASSES, config=dataclasses.replace(config, max_images=3), device=CPU)
     cnv = images[labels == 0]
     assert len(seen["images"]) == 3 and all(any(np.array_equal(s, c) for c in cnv) for s in seen["images"])
 
@@ -226,7 +239,8 @@ def test_lora_folder_holds_the_adapter_alone(saved, config, base_scheduler):
     assert record["scheduler"]["prediction_type"] == base_scheduler["prediction_type"]
     for kind in saved:
         assert json.loads((saved[kind] / TRAINING_PATIENTS_FILE).read_text()) == [1, 3]
-    size = {kind: sum(path.stat().st_size for path in folder.rglob("*") if path.is_file()) for kind, folder in saved.items()}
+    size = {kind: sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+            for kind, folder in saved.items()}
     assert size["full"] >= 20 * size["lora"], size
 
 
@@ -246,12 +260,16 @@ def test_generate_from_a_lora_folder_matches_the_trained_pipeline(trained, confi
                 parameter.mul_(LORA_BOOST)
     save_pipeline(trained_pipeline, tmp_path / "model", pretrained=config.pretrained)
     settings = generate_settings(3)
-    paths = generate_to_folder(tmp_path / "model", tmp_path / "out", SEEDS, settings, CPU, progress=False, prompt=config.prompts[0])
-    sampler = make_sampler(settings.sampler, trained_pipeline.scheduler.config, settings.timestep_spacing, clip_x0=False)
+    paths = generate_to_folder(tmp_path / "model", tmp_path / "out", SEEDS, config=settings, device=CPU,
+                               prompt=config.prompts[0])
+    sampler = make_sampler(settings.sampler, trained_pipeline.scheduler.config, settings.timestep_spacing,
+                           clip_x0=False)
 
     def sample(pipeline: StableDiffusionPipeline) -> dict[int, np.ndarray]:
-        return dict(sample_latent_images(pipeline, sampler, SEEDS, config.prompts[0], settings.inference_steps,
-                                         settings.guidance_scale, CPU, settings.batch_size, progress=False))
+        return dict(sample_latent_images(pipeline, sampler, SEEDS, prompt=config.prompts[0],
+                                         inference_steps=settings.inference_steps,
+                                         guidance_scale=settings.guidance_scale, device=CPU,
+                                         batch_size=settings.batch_size))
 
     in_memory, base = sample(trained_pipeline), sample(StableDiffusionPipeline.from_pretrained(pretrained_dir))
     for seed, path in zip(SEEDS, paths):
@@ -265,8 +283,10 @@ def test_generate_from_a_lora_folder_matches_the_trained_pipeline(trained, confi
 def test_generate_from_the_saved_folder(saved, config, tmp_path, kind):
     model = saved[kind]
     assert isinstance(load_pipeline(model, CPU), StableDiffusionPipeline)
-    alone = generate_to_folder(model, tmp_path / "b1", SEEDS, generate_settings(1), CPU, progress=False, prompt=config.prompts[0])
-    together = generate_to_folder(model, tmp_path / "b3", SEEDS, generate_settings(3), CPU, progress=False, prompt=config.prompts[0])
+    alone = generate_to_folder(model, tmp_path / "b1", SEEDS, config=generate_settings(1), device=CPU,
+                               prompt=config.prompts[0])
+    together = generate_to_folder(model, tmp_path / "b3", SEEDS, config=generate_settings(3), device=CPU,
+                                  prompt=config.prompts[0])
     arrays = []
     for one, three in zip(alone, together):
         with Image.open(one) as a, Image.open(three) as b:
@@ -279,13 +299,14 @@ def test_generate_from_the_saved_folder(saved, config, tmp_path, kind):
 
 def test_generate_latent_needs_a_prompt(saved, tmp_path):
     with pytest.raises(ValueError, match="needs a prompt"):
-        generate_to_folder(saved["full"], tmp_path / "out", SEEDS, generate_settings(1), CPU, progress=False)
+        generate_to_folder(saved["full"], tmp_path / "out", SEEDS, config=generate_settings(1), device=CPU)
 
 
 def test_offline_hub_id_names_the_param(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(PretrainedUnavailableError, match=r"finetune.pretrained='nobody/made-up-sd'.*local-dir.*set finetune.pretrained"):
+    expected = r"finetune.pretrained='nobody/made-up-sd'.*local-dir.*set finetune.pretrained"
+    with pytest.raises(PretrainedUnavailableError, match=expected):
         load_pretrained("nobody/made-up-sd")
 
 
@@ -301,10 +322,11 @@ def test_training_is_seeded(config, images, trained, lora_rank):
 def test_process_shares_of_a_batch_make_up_the_one_process_batch():
     """Flips and prompts are drawn for the whole batch: two processes' halves are the one-process batch."""
     latents, prompts = torch.randn(8, 4, 2, 2), torch.randn(3, 5, 7)  # 4 scans then their mirrors; 3 prompts
-    task = latent.latent_task(torch.nn.Linear(1, 1), None, latents, prompts)
+    task = latent.latent_task(torch.nn.Linear(1, 1), None, latents, prompt_embeds=prompts)
     indices = torch.arange(4).repeat(4)
     whole = task.make_batch(indices, torch.Generator().manual_seed(0))
-    halves = [task.make_batch(indices, torch.Generator().manual_seed(0), share) for share in (slice(0, 8), slice(8, 16))]
+    halves = [task.make_batch(indices, torch.Generator().manual_seed(0), share)
+              for share in (slice(0, 8), slice(8, 16))]
     assert torch.equal(torch.cat([x0 for x0, _ in halves]), whole[0])
     hidden = torch.cat([kwargs["encoder_hidden_states"] for _, kwargs in halves])
     assert torch.equal(hidden, whole[1]["encoder_hidden_states"])

@@ -8,8 +8,11 @@ from diffusers import DDPMPipeline, DDPMScheduler
 
 from synthratio.config import FinetuneConfig
 from synthratio.diffusion import pixel
-from synthratio.diffusion.pixel import CLASSES_FILE, build_training_scheduler, build_unet, save_pipeline, train_pixel
+from synthratio.diffusion.pipelines import save_pipeline
+from synthratio.diffusion.pixel import build_unet, train_pixel
+from synthratio.diffusion.schedules import build_training_scheduler
 from synthratio.diffusion.training import TrainedUNet
+from synthratio.layout import CLASSES_FILE
 
 CPU = torch.device("cpu")
 FIXED_LOSSES = [1.2530, 1.0968]  # tiny config, seed 0, CPU
@@ -57,7 +60,8 @@ def labels() -> np.ndarray:
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_training_runs(config, images, labels, prediction_type):
-    result = train_pixel(images, labels, CLASSES, dataclasses.replace(config, prediction_type=prediction_type), CPU, progress=False)
+    run = dataclasses.replace(config, prediction_type=prediction_type)
+    result = train_pixel(images, labels, CLASSES, config=run, device=CPU)
     assert isinstance(result.pipeline, DDPMPipeline)
     assert len(result.losses) == config.steps
     assert np.isfinite(result.losses).all()
@@ -67,8 +71,8 @@ def test_training_runs(config, images, labels, prediction_type):
 
 def test_training_is_seeded(config, images, labels):
     """Fixed numbers: a change to the draws, the init or the loss shows up here."""
-    first = train_pixel(images, labels, CLASSES, config, CPU, progress=False).losses
-    again = train_pixel(images, labels, CLASSES, config, CPU, progress=False).losses
+    first = train_pixel(images, labels, CLASSES, config=config, device=CPU).losses
+    again = train_pixel(images, labels, CLASSES, config=config, device=CPU).losses
     assert first == again
     assert first == pytest.approx(FIXED_LOSSES, abs=1e-3)
 
@@ -92,7 +96,7 @@ def all_items(task) -> tuple[torch.Tensor, dict]:
 def test_unconditional_learns_the_target_class_only(config, labels, monkeypatch):
     images = np.where(labels[:, None, None] == 0, 0, 255).astype(np.uint8) * np.ones((1, 16, 16), np.uint8)
     seen = capture_task(monkeypatch)
-    train_pixel(images, labels, CLASSES, config, CPU, progress=False)
+    train_pixel(images, labels, CLASSES, config=config, device=CPU)
     x0, kwargs = all_items(seen["task"])
     assert seen["task"].items == 4
     assert torch.equal(x0, torch.full((4, 1, 16, 16), -1.0))  # CNV scans are black, mapped to -1
@@ -102,7 +106,8 @@ def test_unconditional_learns_the_target_class_only(config, labels, monkeypatch)
 
 def test_class_conditional_learns_every_class_with_labels(config, images, labels, monkeypatch):
     seen = capture_task(monkeypatch)
-    result = train_pixel(images, labels, CLASSES, dataclasses.replace(config, class_conditional=True), CPU, progress=False)
+    conditional = dataclasses.replace(config, class_conditional=True)
+    result = train_pixel(images, labels, CLASSES, config=conditional, device=CPU)
     x0, kwargs = all_items(seen["task"])
     assert seen["task"].items == 8 and x0.shape == (8, 1, 16, 16)
     assert torch.equal(kwargs["class_labels"], torch.from_numpy(labels))
@@ -113,19 +118,19 @@ def test_class_conditional_learns_every_class_with_labels(config, images, labels
 def test_max_images_is_a_seeded_choice(config, images, labels, monkeypatch):
     seen = capture_task(monkeypatch)
     capped = dataclasses.replace(config, class_conditional=True, max_images=5)
-    train_pixel(images, labels, CLASSES, capped, CPU, progress=False)
+    train_pixel(images, labels, CLASSES, config=capped, device=CPU)
     first, _ = all_items(seen["task"])
-    train_pixel(images, labels, CLASSES, capped, CPU, progress=False)
+    train_pixel(images, labels, CLASSES, config=capped, device=CPU)
     assert seen["task"].items == 5
     assert torch.equal(first, all_items(seen["task"])[0])
-    train_pixel(images, labels, CLASSES, dataclasses.replace(capped, seed=1), CPU, progress=False)
+    train_pixel(images, labels, CLASSES, config=dataclasses.replace(capped, seed=1), device=CPU)
     assert not torch.equal(first, all_items(seen["task"])[0])
 
 
 def test_batches_are_scaled_and_flipped_by_the_loop_generator(config, labels, monkeypatch):
     ramp = np.tile(np.arange(16, dtype=np.uint8) * 17, (8, 16, 1))  # 0 at the left edge, 255 at the right
     seen = capture_task(monkeypatch)
-    train_pixel(ramp, labels, CLASSES, config, CPU, progress=False)
+    train_pixel(ramp, labels, CLASSES, config=config, device=CPU)
     x0, _ = seen["task"].make_batch(torch.zeros(64, dtype=torch.long), torch.Generator().manual_seed(0))
     left = x0[:, 0, 0, 0]
     assert set(left.tolist()) == {-1.0, 1.0}  # both orientations occur
@@ -139,23 +144,26 @@ def test_batches_are_scaled_and_flipped_by_the_loop_generator(config, labels, mo
 )
 def test_wrong_images_raise_naming_shape(config, labels, bad):
     with pytest.raises(ValueError, match=str(bad.shape).replace("(", r"\(").replace(")", r"\)")):
-        train_pixel(bad, labels, CLASSES, config, CPU, progress=False)
+        train_pixel(bad, labels, CLASSES, config=config, device=CPU)
 
 
-@pytest.mark.parametrize("bad", [np.zeros(7, np.int64), np.full(8, 2, np.int64), np.zeros(8, np.float32)], ids=["length", "range", "dtype"])
+@pytest.mark.parametrize(
+    "bad", [np.zeros(7, np.int64), np.full(8, 2, np.int64), np.zeros(8, np.float32)], ids=["length", "range", "dtype"]
+)
 def test_wrong_labels_raise(config, images, bad):
     with pytest.raises(ValueError, match="training labels"):
-        train_pixel(images, bad, CLASSES, config, CPU, progress=False)
+        train_pixel(images, bad, CLASSES, config=config, device=CPU)
 
 
 def test_no_target_images_raise(config, images):
     with pytest.raises(ValueError, match="no training images of class 'CNV'"):
-        train_pixel(images, np.ones(8, np.int64), CLASSES, config, CPU, progress=False)
+        train_pixel(images, np.ones(8, np.int64), CLASSES, config=config, device=CPU)
 
 
 @pytest.mark.parametrize("class_conditional", [False, True])
 def test_save_load_round_trip(config, images, labels, tmp_path, class_conditional):
-    result = train_pixel(images, labels, CLASSES, dataclasses.replace(config, class_conditional=class_conditional), CPU, progress=False)
+    run = dataclasses.replace(config, class_conditional=class_conditional)
+    result = train_pixel(images, labels, CLASSES, config=run, device=CPU)
     out = tmp_path / "model"
     save_pipeline(result.pipeline, out, classes=result.classes)
     save_pipeline(result.pipeline, out, classes=result.classes)  # replaces an existing folder
@@ -175,8 +183,10 @@ def test_save_load_round_trip(config, images, labels, tmp_path, class_conditiona
 def test_process_shares_of_a_batch_make_up_the_one_process_batch(config, labels, monkeypatch):
     """Flips are drawn for the whole batch: two processes' halves are the batch one process trains on."""
     seen = capture_task(monkeypatch)
-    train_pixel(np.random.default_rng(0).integers(0, 256, (8, 16, 16), dtype=np.uint8), labels, CLASSES, config, CPU, progress=False)
+    images = np.random.default_rng(0).integers(0, 256, (8, 16, 16), dtype=np.uint8)
+    train_pixel(images, labels, CLASSES, config=config, device=CPU)
     indices = torch.arange(seen["task"].items).repeat(32)[:32]
     whole, _ = seen["task"].make_batch(indices, torch.Generator().manual_seed(0))
-    halves = [seen["task"].make_batch(indices, torch.Generator().manual_seed(0), share)[0] for share in (slice(0, 16), slice(16, 32))]
+    halves = [seen["task"].make_batch(indices, torch.Generator().manual_seed(0), share)[0]
+              for share in (slice(0, 16), slice(16, 32))]
     assert torch.equal(torch.cat(halves), whole)

@@ -3,7 +3,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,17 +12,11 @@ from PIL import Image
 from pipeline_helpers import two_cpu_processes
 
 import synthratio.diffusion.sampling as sampling
-from synthratio.config import SAMPLERS as CONFIG_SAMPLERS
-from synthratio.config import GenerateConfig
-from synthratio.diffusion.pixel import build_training_scheduler, build_unet, save_pipeline
-from synthratio.diffusion.sampling import (
-    SAMPLERS,
-    generate_to_folder,
-    load_pipeline,
-    make_sampler,
-    sample_images,
-    shard_seeds,
-)
+from synthratio.config import SAMPLERS, GenerateConfig
+from synthratio.diffusion.pipelines import load_pipeline, save_pipeline
+from synthratio.diffusion.pixel import build_unet
+from synthratio.diffusion.sampling import generate_to_folder, make_sampler, sample_images, shard_seeds
+from synthratio.diffusion.schedules import build_training_scheduler
 
 CPU = torch.device("cpu")
 SEEDS = [4, 0, 7]
@@ -70,8 +63,8 @@ def recording(sampled: list[int]):
     return record
 
 
-def test_samplers_match_config():
-    assert SAMPLERS == CONFIG_SAMPLERS
+def test_every_sampler_of_the_config_has_a_scheduler():
+    assert tuple(sampling.SCHEDULERS) == SAMPLERS
 
 
 def test_bad_sampler_name(pipeline):
@@ -103,7 +96,7 @@ def test_samplers_clip_x0_to_data_range(pipeline, name):
 @pytest.mark.parametrize("name", SAMPLERS)
 def test_each_sampler_gives_uint8_images(pipeline, name):
     sampler = make_sampler(name, pipeline.scheduler.config)
-    images = dict(sample_images(pipeline.unet, sampler, SEEDS, 4, CPU, batch_size=2, progress=False))
+    images = dict(sample_images(pipeline.unet, sampler, SEEDS, inference_steps=4, device=CPU, batch_size=2))
     assert list(images) == SEEDS
     for image in images.values():
         assert image.dtype == np.uint8 and image.shape == (16, 16)
@@ -113,8 +106,8 @@ def test_each_sampler_gives_uint8_images(pipeline, name):
 @pytest.mark.parametrize("name", ["dpmsolver++", "ddpm"])
 def test_image_does_not_depend_on_batch(pipeline, name):
     sampler = make_sampler(name, pipeline.scheduler.config)
-    alone = dict(sample_images(pipeline.unet, sampler, SEEDS, 4, CPU, batch_size=1, progress=False))
-    together = dict(sample_images(pipeline.unet, sampler, SEEDS[::-1], 4, CPU, batch_size=3, progress=False))
+    alone = dict(sample_images(pipeline.unet, sampler, SEEDS, inference_steps=4, device=CPU, batch_size=1))
+    together = dict(sample_images(pipeline.unet, sampler, SEEDS[::-1], inference_steps=4, device=CPU, batch_size=3))
     for seed in SEEDS:
         assert np.abs(alone[seed].astype(int) - together[seed]).max() <= 1
 
@@ -129,13 +122,14 @@ def test_load_unknown_pipeline_class_names_it(model_dir, tmp_path):
     shutil.copytree(model_dir, folder)
     index = json.loads((folder / "model_index.json").read_text())
     (folder / "model_index.json").write_text(json.dumps(index | {"_class_name": "FluxPipeline"}))
-    with pytest.raises(ValueError, match=r"_class_name='FluxPipeline'; expected one of \['DDPMPipeline', 'StableDiffusionPipeline'\]"):
+    expected = r"_class_name='FluxPipeline'; expected one of \['DDPMPipeline', 'StableDiffusionPipeline'\]"
+    with pytest.raises(ValueError, match=expected):
         load_pipeline(folder, CPU)
 
 
 def test_generate_writes_seed_named_pngs(model_dir, tmp_path):
     out = tmp_path / "synthetic" / "CNV"
-    paths = generate_to_folder(model_dir, out, SEEDS, settings("ddim", 2), CPU, progress=False)
+    paths = generate_to_folder(model_dir, out, SEEDS, config=settings("ddim", 2), device=CPU)
     assert paths == [out / "000004.png", out / "000000.png", out / "000007.png"]
     assert sorted(p.name for p in out.iterdir()) == ["000000.png", "000004.png", "000007.png"]
     assert sorted(p.name for p in out.parent.iterdir()) == ["CNV"]
@@ -147,7 +141,7 @@ def test_killed_run_leaves_no_folder_and_resumes(model_dir, tmp_path, monkeypatc
     out = tmp_path / "CNV"
     monkeypatch.setattr(sampling, "sample_images", crash_after(2))
     with pytest.raises(KeyboardInterrupt):
-        generate_to_folder(model_dir, out, SEEDS, settings("dpmsolver++", 1), CPU, progress=False)
+        generate_to_folder(model_dir, out, SEEDS, config=settings("dpmsolver++", 1), device=CPU)
     assert not out.exists()
     partial = tmp_path / "CNV.partial"
     assert sorted(p.name for p in partial.iterdir()) == ["000000.png", "000004.png", sampling.SETTINGS_FILE]
@@ -155,13 +149,13 @@ def test_killed_run_leaves_no_folder_and_resumes(model_dir, tmp_path, monkeypatc
 
     sampled: list[int] = []
     monkeypatch.setattr(sampling, "sample_images", recording(sampled))
-    generate_to_folder(model_dir, out, SEEDS, settings("dpmsolver++", 2), CPU, progress=False)
+    generate_to_folder(model_dir, out, SEEDS, config=settings("dpmsolver++", 2), device=CPU)
     assert sampled == [7]
     assert not partial.exists()
     assert sorted(p.name for p in out.iterdir()) == ["000000.png", "000004.png", "000007.png"]
 
     fresh = tmp_path / "fresh"
-    generate_to_folder(model_dir, fresh, SEEDS, settings("dpmsolver++", 3), CPU, progress=False)
+    generate_to_folder(model_dir, fresh, SEEDS, config=settings("dpmsolver++", 3), device=CPU)
     for name in ["000000.png", "000004.png", "000007.png"]:
         a, b = (np.asarray(Image.open(folder / name), dtype=int) for folder in (out, fresh))
         assert np.abs(a - b).max() <= 1
@@ -172,14 +166,14 @@ def test_partial_from_other_settings_is_discarded(model_dir, tmp_path):
     partial.mkdir()
     (partial / sampling.SETTINGS_FILE).write_text(json.dumps({"sampler": "ddpm"}))
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(partial / "000000.png")
-    generate_to_folder(model_dir, tmp_path / "CNV", [0], settings("unipc", 1), CPU, progress=False)
+    generate_to_folder(model_dir, tmp_path / "CNV", [0], config=settings("unipc", 1), device=CPU)
     assert np.asarray(Image.open(tmp_path / "CNV" / "000000.png")).any()
 
 
 def test_staging_outside_the_output_folder(model_dir, tmp_path):
     """The generate stage stages beside DVC's output, which DVC deletes before it reruns the stage."""
     out, staging = tmp_path / "synthetic" / "CNV", tmp_path / "synthetic.partial" / "CNV"
-    generate_to_folder(model_dir, out, [1, 2], settings("ddim", 2), CPU, progress=False, staging=staging)
+    generate_to_folder(model_dir, out, [1, 2], config=settings("ddim", 2), device=CPU, staging=staging)
     assert sorted(p.name for p in out.iterdir()) == ["000001.png", "000002.png"]
     assert not staging.exists() and not (tmp_path / "synthetic" / "CNV.partial").exists()
 
@@ -187,7 +181,8 @@ def test_staging_outside_the_output_folder(model_dir, tmp_path):
 @pytest.fixture(scope="module")
 def conditional_dir(tiny_finetune, tmp_path_factory):
     """An untrained class-conditional model over two classes, saved with its classes.json."""
-    pipeline = DDPMPipeline(unet=build_unet(tiny_finetune, num_classes=2).eval(), scheduler=build_training_scheduler(tiny_finetune))
+    unet = build_unet(tiny_finetune, num_classes=2).eval()
+    pipeline = DDPMPipeline(unet=unet, scheduler=build_training_scheduler(tiny_finetune))
     folder = tmp_path_factory.mktemp("models") / "conditional"
     save_pipeline(pipeline, folder, classes=("CNV", "NORMAL"))
     return folder
@@ -196,25 +191,27 @@ def conditional_dir(tiny_finetune, tmp_path_factory):
 def test_class_conditional_model_samples_the_named_class(conditional_dir, tmp_path):
     images = {}
     for name in ("CNV", "NORMAL"):
-        (path,) = generate_to_folder(conditional_dir, tmp_path / name, [3], settings("ddim", 1), CPU, progress=False, class_name=name)
+        (path,) = generate_to_folder(conditional_dir, tmp_path / name, [3], config=settings("ddim", 1), device=CPU,
+                                     class_name=name)
         images[name] = np.asarray(Image.open(path))
     assert not np.array_equal(images["CNV"], images["NORMAL"])
 
 
 def test_class_missing_from_classes_json_is_named(conditional_dir, tmp_path):
     with pytest.raises(ValueError, match=r"classes \['CNV', 'NORMAL'\]; class_name='DME'"):
-        generate_to_folder(conditional_dir, tmp_path / "DME", [3], settings("ddim", 1), CPU, progress=False, class_name="DME")
+        generate_to_folder(conditional_dir, tmp_path / "DME", [3], config=settings("ddim", 1), device=CPU,
+                           class_name="DME")
 
 
 def test_postprocess_changes_each_image_before_writing(model_dir, tmp_path):
-    plain = generate_to_folder(model_dir, tmp_path / "plain", SEEDS, settings("ddim", 3), CPU, progress=False)
+    plain = generate_to_folder(model_dir, tmp_path / "plain", SEEDS, config=settings("ddim", 3), device=CPU)
     calls = []
 
     def invert(image: np.ndarray, seed: int) -> np.ndarray:
         calls.append(seed)
         return 255 - image
 
-    inverted = generate_to_folder(model_dir, tmp_path / "inverted", SEEDS, settings("ddim", 3), CPU, progress=False,
+    inverted = generate_to_folder(model_dir, tmp_path / "inverted", SEEDS, config=settings("ddim", 3), device=CPU,
                                   postprocess=invert, settings_extra={"invert": True})
     assert sorted(calls) == sorted(SEEDS)
     for a, b in zip(plain, inverted):
@@ -225,16 +222,18 @@ def test_postprocess_changes_each_image_before_writing(model_dir, tmp_path):
 def test_settings_extra_joins_the_resume_fingerprint(model_dir, tmp_path, monkeypatch, extra, resampled):
     monkeypatch.setattr(sampling, "sample_images", crash_after(1))
     with pytest.raises(KeyboardInterrupt):
-        generate_to_folder(model_dir, tmp_path / "CNV", [0, 7], settings("ddim", 1), CPU, progress=False, settings_extra={"noise": 1.0})
+        generate_to_folder(model_dir, tmp_path / "CNV", [0, 7], config=settings("ddim", 1), device=CPU,
+                           settings_extra={"noise": 1.0})
     sampled: list[int] = []
     monkeypatch.setattr(sampling, "sample_images", recording(sampled))
-    generate_to_folder(model_dir, tmp_path / "CNV", [0, 7], settings("ddim", 1), CPU, progress=False, settings_extra=extra)
+    generate_to_folder(model_dir, tmp_path / "CNV", [0, 7], config=settings("ddim", 1), device=CPU,
+                       settings_extra=extra)
     assert sampled == resampled
 
 
 def test_postprocess_must_return_a_uint8_image(model_dir, tmp_path):
     with pytest.raises(ValueError, match=r"postprocess returned float64 \(16, 16\) for seed 4; expected uint8"):
-        generate_to_folder(model_dir, tmp_path / "CNV", SEEDS, settings("ddim", 1), CPU, progress=False,
+        generate_to_folder(model_dir, tmp_path / "CNV", SEEDS, config=settings("ddim", 1), device=CPU,
                            postprocess=lambda image, seed: image / 255.0)
 
 
@@ -256,19 +255,20 @@ torch.set_num_threads(1)
 real = sampling.sample_images
 
 def report(unet, sampler, seeds, *args, **kwargs):
-    print(f"process {{PartialState().process_index}} of {{PartialState().num_processes}} samples {{list(seeds)}}", flush=True)
+    state = PartialState()
+    print(f"process {{state.process_index}} of {{state.num_processes}} samples {{list(seeds)}}", flush=True)
     return real(unet, sampler, seeds, *args, **kwargs)
 
 sampling.sample_images = report
 config = GenerateConfig(**{config!r})
-sampling.generate_to_folder(sys.argv[1], sys.argv[2], {seeds!r}, config, torch.device("cpu"), progress=False)
+sampling.generate_to_folder(sys.argv[1], sys.argv[2], {seeds!r}, config=config, device=torch.device("cpu"))
 """
 
 
 def test_two_processes_write_the_files_of_one(model_dir, tmp_path):
     """Two CPU processes (20-45 s on two busy cores) write byte-identical files to one process's."""
     config, seeds = settings("ddpm", 2), [4, 0, 7, 2, 9]
-    one = generate_to_folder(model_dir, tmp_path / "one", seeds, config, CPU, progress=False)
+    one = generate_to_folder(model_dir, tmp_path / "one", seeds, config=config, device=CPU)
     script = tmp_path / "generate.py"
     script.write_text(GENERATE_SCRIPT.format(config=dataclasses.asdict(config), seeds=seeds))
     launch = two_cpu_processes(script, str(model_dir), str(tmp_path / "two"))

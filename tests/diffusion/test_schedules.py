@@ -4,7 +4,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, UniPCMultistepScheduler
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    UniPCMultistepScheduler,
+)
 
 from synthratio.config import BETA_SCHEDULES
 from synthratio.diffusion.schedules import (
@@ -65,7 +71,8 @@ def test_scaled_linear_follows_stable_diffusion(config):
 @pytest.mark.parametrize("schedule", BETA_SCHEDULES)
 def test_saved_scheduler_rebuilds_every_sampler(config, schedule, zero_terminal_snr, tmp_path):
     """The generate stage rebuilds its sampler from the saved config: the schedule must survive both steps."""
-    scheduler = build_training_scheduler(dataclasses.replace(config, beta_schedule=schedule, zero_terminal_snr=zero_terminal_snr))
+    setting = dataclasses.replace(config, beta_schedule=schedule, zero_terminal_snr=zero_terminal_snr)
+    scheduler = build_training_scheduler(setting)
     scheduler.save_pretrained(tmp_path)
     loaded = DDPMScheduler.from_pretrained(tmp_path)
     assert torch.equal(loaded.alphas_cumprod, scheduler.alphas_cumprod)
@@ -82,7 +89,8 @@ def _mid_share(timesteps: torch.Tensor, steps: int) -> float:
 def test_logit_normal_concentrates_mid_range(config):
     n = 20_000
     uniform = sample_timesteps(n, config, torch.Generator().manual_seed(0))
-    logit = sample_timesteps(n, dataclasses.replace(config, timestep_sampling="logit_normal"), torch.Generator().manual_seed(0))
+    logit_normal = dataclasses.replace(config, timestep_sampling="logit_normal")
+    logit = sample_timesteps(n, logit_normal, torch.Generator().manual_seed(0))
     for draws in (uniform, logit):
         assert draws.dtype == torch.long
         assert 0 <= draws.min() and draws.max() < 1000

@@ -15,6 +15,7 @@ import torch
 from pipeline_helpers import two_cpu_processes
 from safetensors.torch import load_file
 
+from synthratio.diffusion import checkpoints as checkpoint_io
 from synthratio.diffusion import training
 from synthratio.diffusion.pixel import build_unet
 from synthratio.diffusion.schedules import build_training_scheduler
@@ -57,7 +58,8 @@ class Scans:
 
 
 def task_for(config, scans: Scans | None = None, **kwargs) -> DiffusionTask:
-    return DiffusionTask(unet=build_unet(config), scheduler=build_training_scheduler(config), items=8, make_batch=scans or Scans(), **kwargs)
+    return DiffusionTask(unet=build_unet(config), scheduler=build_training_scheduler(config), items=8,
+                         make_batch=scans or Scans(), **kwargs)
 
 
 def weights(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -73,7 +75,7 @@ def assert_same_weights(first: torch.nn.Module, second: torch.nn.Module) -> None
 def test_trains_and_returns_an_eval_unet(config):
     task = task_for(config)
     before = weights(task.unet)
-    result = train_diffusion(task, config, CPU, progress=False)
+    result = train_diffusion(task, config, CPU)
     assert len(result.losses) == config.steps
     assert all(torch.isfinite(torch.tensor(result.losses)))
     assert result.resumed_from_step == 0 and result.images_per_second > 0 and result.seconds > 0
@@ -82,19 +84,19 @@ def test_trains_and_returns_an_eval_unet(config):
 
 
 def test_cpu_run_repeats_exactly(config):
-    first = train_diffusion(task_for(config), config, CPU, progress=False)
-    second = train_diffusion(task_for(config), config, CPU, progress=False)
+    first = train_diffusion(task_for(config), config, CPU)
+    second = train_diffusion(task_for(config), config, CPU)
     assert first.losses == second.losses
     assert_same_weights(first.unet, second.unet)
 
 
 def test_resume_after_a_kill_matches_an_uninterrupted_run(config, tmp_path):
-    uninterrupted = train_diffusion(task_for(config), config, CPU, progress=False)
+    uninterrupted = train_diffusion(task_for(config), config, CPU)
     checkpoints = tmp_path / "model.checkpoints"
     with pytest.raises(KeyboardInterrupt):  # dies in step 3, after the checkpoint of step 2
-        train_diffusion(task_for(config, Scans(fail_at_call=3)), config, CPU, checkpoint_dir=checkpoints, progress=False)
+        train_diffusion(task_for(config, Scans(fail_at_call=3)), config, CPU, checkpoint_dir=checkpoints)
     assert json.loads((checkpoints / "progress.json").read_text())["step"] == 2
-    resumed = train_diffusion(task_for(config), config, CPU, checkpoint_dir=checkpoints, progress=False)
+    resumed = train_diffusion(task_for(config), config, CPU, checkpoint_dir=checkpoints)
     assert resumed.resumed_from_step == 2
     assert resumed.losses == uninterrupted.losses
     assert_same_weights(resumed.unet, uninterrupted.unet)
@@ -102,7 +104,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(config, tmp_path):
 
 def test_checkpoint_keeps_only_the_latest_state_without_pickles(config, tmp_path):
     checkpoints = tmp_path / "ck"
-    result = train_diffusion(task_for(config), config, CPU, checkpoint_dir=checkpoints, progress=False)
+    result = train_diffusion(task_for(config), config, CPU, checkpoint_dir=checkpoints)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]  # no temporary siblings left behind
     assert sorted(p.name for p in checkpoints.iterdir()) == ["optimizer.pt", "progress.json", "tensors.safetensors"]
     progress = json.loads((checkpoints / "progress.json").read_text())
@@ -116,13 +118,13 @@ def test_checkpoint_keeps_only_the_latest_state_without_pickles(config, tmp_path
 
 def test_checkpoint_of_other_settings_is_ignored(config, tmp_path, caplog):
     checkpoints = tmp_path / "ck"
-    train_diffusion(task_for(config), config, CPU, checkpoint_dir=checkpoints, progress=False)
+    train_diffusion(task_for(config), config, CPU, checkpoint_dir=checkpoints)
     other = dataclasses.replace(config, learning_rate=config.learning_rate / 2)
-    with caplog.at_level(logging.INFO, logger=training.__name__):
-        result = train_diffusion(task_for(other), other, CPU, checkpoint_dir=checkpoints, progress=False)
+    with caplog.at_level(logging.INFO, logger=checkpoint_io.__name__):
+        result = train_diffusion(task_for(other), other, CPU, checkpoint_dir=checkpoints)
     assert result.resumed_from_step == 0
     assert "other finetune settings" in caplog.text
-    again = train_diffusion(task_for(config, fingerprint="other data"), config, CPU, checkpoint_dir=checkpoints, progress=False)
+    again = train_diffusion(task_for(config, fingerprint="other data"), config, CPU, checkpoint_dir=checkpoints)
     assert again.resumed_from_step == 0
 
 
@@ -131,39 +133,40 @@ def test_only_trainable_parameters_change(config):
     trained_names = {name for name, _ in task.unet.named_parameters() if name.startswith("conv_out")}
     task.trainable = lambda: [p for name, p in task.unet.named_parameters() if name in trained_names]
     before = weights(task.unet)
-    after = weights(train_diffusion(task, config, CPU, progress=False).unet)
+    after = weights(train_diffusion(task, config, CPU).unet)
     changed = {name for name in before if not torch.equal(before[name], after[name])}
     assert changed == trained_names
 
 
 def test_ema_weights_replace_the_raw_ones_without_changing_training(config):
-    raw = train_diffusion(task_for(config), dataclasses.replace(config, ema_decay=0.0), CPU, progress=False)
-    ema = train_diffusion(task_for(config), config, CPU, progress=False)
+    raw = train_diffusion(task_for(config), dataclasses.replace(config, ema_decay=0.0), CPU)
+    ema = train_diffusion(task_for(config), config, CPU)
     assert ema.losses == raw.losses
     assert not all(torch.equal(a, b) for a, b in zip(ema.unet.parameters(), raw.unet.parameters()))
 
 
 def test_gradient_checkpointing_gives_the_same_training(config):
-    plain = train_diffusion(task_for(config), config, CPU, progress=False)
+    plain = train_diffusion(task_for(config), config, CPU)
     task = task_for(config)
-    checkpointed = train_diffusion(task, dataclasses.replace(config, gradient_checkpointing=True), CPU, progress=False)
+    checkpointed = train_diffusion(task, dataclasses.replace(config, gradient_checkpointing=True), CPU)
     assert task.unet.is_gradient_checkpointing
     assert checkpointed.losses == pytest.approx(plain.losses, rel=1e-5)
 
 
+class FakeLive:
+    def __init__(self):
+        self.logged, self.steps = [], 0
+
+    def log_metric(self, name, value):
+        self.logged.append((self.steps, name, value))
+
+    def next_step(self):
+        self.steps += 1
+
+
 def test_logs_loss_and_warmed_up_lr_per_step(config):
-    class FakeLive:
-        def __init__(self):
-            self.logged, self.steps = [], 0
-
-        def log_metric(self, name, value):
-            self.logged.append((self.steps, name, value))
-
-        def next_step(self):
-            self.steps += 1
-
     live = FakeLive()
-    result = train_diffusion(task_for(config), config, CPU, live=live, progress=False)
+    result = train_diffusion(task_for(config), config, CPU, live=live)
     assert [value for _, name, value in live.logged if name == "loss"] == result.losses
     lrs = [value for _, name, value in live.logged if name == "lr"]
     assert lrs[:3] == pytest.approx([0.0, config.learning_rate / 2, config.learning_rate])  # linear warm-up of 2 steps
@@ -171,15 +174,24 @@ def test_logs_loss_and_warmed_up_lr_per_step(config):
     assert live.steps == config.steps
 
 
+def test_constant_lr_schedule_warms_up_too(config):
+    """finetune.lr_schedule 'constant' runs as diffusers' constant_with_warmup (its 'constant' has no warm-up)."""
+    live = FakeLive()
+    train_diffusion(task_for(config), dataclasses.replace(config, lr_schedule="constant"), CPU, live=live)
+    lrs = [value for _, name, value in live.logged if name == "lr"]
+    assert lrs == pytest.approx([0.0, config.learning_rate / 2] + [config.learning_rate] * 4)
+
+
 def test_non_finite_loss_names_step_and_causes(config):
     with pytest.raises(FloatingPointError, match=r"step 1\b.*learning_rate=0\.001.*mixed_precision='no'"):
-        train_diffusion(task_for(config, Scans(nan_at_call=1)), config, CPU, progress=False)
+        train_diffusion(task_for(config, Scans(nan_at_call=1)), config, CPU)
 
 
 def test_batch_must_split_evenly_over_processes(config, monkeypatch):
-    monkeypatch.setattr(training, "_accelerator", lambda device, precision: types.SimpleNamespace(num_processes=3, process_index=0))
+    three = types.SimpleNamespace(num_processes=3, process_index=0)
+    monkeypatch.setattr(training, "_accelerator", lambda device, precision: three)
     with pytest.raises(ValueError, match=r"finetune.batch_size=4 is not divisible by the 3"):
-        train_diffusion(task_for(config), config, CPU, progress=False)
+        train_diffusion(task_for(config), config, CPU)
 
 
 @pytest.mark.parametrize(("setting", "expected"), [("auto", "no"), ("no", "no"), ("bf16", "bf16")])
@@ -193,7 +205,7 @@ def test_fp16_needs_cuda(config):
 
 
 def test_bf16_trains_on_cpu_and_returns_fp32_weights(config):
-    result = train_diffusion(task_for(config), dataclasses.replace(config, mixed_precision="bf16", steps=3), CPU, progress=False)
+    result = train_diffusion(task_for(config), dataclasses.replace(config, mixed_precision="bf16", steps=3), CPU)
     assert all(torch.isfinite(torch.tensor(result.losses)))
     assert all(p.dtype == torch.float32 for p in result.unet.parameters())
 
@@ -210,8 +222,9 @@ from synthratio.diffusion.training import DiffusionTask, train_diffusion
 
 logging.basicConfig(level=logging.INFO)
 checkpoints, out, pause = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "pause"
-config = dataclasses.replace(load_params(sys.argv[4]).finetune, image_size=16, block_channels=(8, 16), train_timesteps=100,
-                             steps=4, batch_size=4, checkpoint_every=2, mixed_precision="no", ema_decay=0.9)
+config = dataclasses.replace(load_params(sys.argv[4]).finetune, image_size=16, block_channels=(8, 16),
+                             train_timesteps=100, steps=4, batch_size=4, checkpoint_every=2, mixed_precision="no",
+                             ema_decay=0.9)
 data = torch.rand(8, 1, 16, 16, generator=torch.Generator().manual_seed(0))
 calls = []
 
@@ -223,7 +236,7 @@ def make_batch(indices, generator, share):
     return (data[indices] * torch.rand(len(indices), 1, 1, 1, generator=generator))[share], {}
 
 task = DiffusionTask(build_unet(config), build_training_scheduler(config), 8, make_batch)
-result = train_diffusion(task, config, torch.device("cpu"), checkpoint_dir=checkpoints, progress=False)
+result = train_diffusion(task, config, torch.device("cpu"), checkpoint_dir=checkpoints)
 weights = {key: value.flatten().tolist() for key, value in result.unet.state_dict().items()}
 with torch.no_grad():
     probe = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(1))
@@ -249,7 +262,8 @@ def test_sigkilled_process_resumes_to_the_same_result(tmp_path):
     killed = run("killed", "pause")
     deadline = time.monotonic() + 300
     while not (tmp_path / "ready").exists():
-        assert killed.poll() is None and time.monotonic() < deadline, killed.stderr.read() if killed.poll() is not None else "timeout"
+        why = killed.stderr.read() if killed.poll() is not None else "timeout"
+        assert killed.poll() is None and time.monotonic() < deadline, why
         time.sleep(0.2)
     killed.send_signal(signal.SIGKILL)
     killed.wait()

@@ -24,7 +24,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from synthratio.classify.train import Split, train_classifier
+from synthratio.classify.train import LabelledImages, train_classifier
 from synthratio.config import ClassifierConfig, EvaluateConfig
 from synthratio.data.ingest import decode_scan
 from synthratio.evaluation.evaluate import RealScans, evaluate_synthetic
@@ -58,8 +58,8 @@ def _encoder(cnv_train: np.ndarray, normal: np.ndarray) -> torch.nn.Module:
     labels = np.repeat(np.array([0, 1]), [len(cnv_train), len(normal)])
     val = np.random.default_rng(1).random(len(images)) < 0.25
     config = ClassifierConfig(arch="simple_cnn", image_size=SIZE, batch_size=32, epochs=8, learning_rate=1e-3, weight_decay=1e-4)
-    result = train_classifier(Split(images[~val], labels[~val]), Split(images[val], labels[val]), config,
-                              seed=0, device=CPU, progress=False)
+    train, held = LabelledImages(images[~val], labels[~val]), LabelledImages(images[val], labels[val])
+    result = train_classifier(train, held, config, seed=0, device=CPU)
     return result.model
 
 
@@ -88,7 +88,8 @@ def _scores(kermany_sample: Path) -> dict[str, dict]:
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, images) in enumerate(candidates.items()):
             files = write_png_folder(np.clip(np.rint(images), 0, 255).astype(np.uint8), Path(tmp) / f"set{i}")
-            results[name] = evaluate_synthetic(files, real, feature_fn, CPU, CONFIG, Path(tmp) / f"work{i}")
+            workdir = Path(tmp) / f"work{i}"
+            results[name] = evaluate_synthetic(files, real, feature_fn, device=CPU, config=CONFIG, workdir=workdir)
     print("\n| set | " + " | ".join(SHOWN) + " |\n|---|" + "---|" * len(SHOWN))
     for name, metrics in results.items():
         print(f"| {name} | " + " | ".join(f"{metrics[key]:.3f}" for key in SHOWN) + " |")

@@ -35,7 +35,10 @@ def test_every_metric_present_finite_and_few_images_flagged(
     config = dataclasses.replace(CONFIG, min_images=min_images)
 
     with caplog.at_level(logging.WARNING, logger=evaluate.__name__):
-        metrics = evaluate_synthetic(files, real, pool_features, CPU, config, tmp_path / "work", tmp_path / "mem.png")
+        metrics = evaluate_synthetic(
+            files, real, pool_features, device=CPU, config=config, workdir=tmp_path / "work",
+            memorization_plot=tmp_path / "mem.png",
+        )
 
     figures = ("fid", "kid", "precision", "recall", "density", "coverage")
     spaces = [f"domain_{m}{floor}" for m in figures for floor in ("", "_floor", "_floor_sd")]
@@ -66,7 +69,7 @@ def test_inception_space_sees_clean_fid_299px(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(evaluate, "build_feature_extractor", lambda mode, device: fake_inception)
     files = write_png_folder(scans(6, seed=1), tmp_path / "synthetic")
 
-    metrics = evaluate_synthetic(files, real, pool_features, CPU, CONFIG, tmp_path / "work")
+    metrics = evaluate_synthetic(files, real, pool_features, device=CPU, config=CONFIG, workdir=tmp_path / "work")
 
     assert seen == {(3, 299, 299)}
     assert metrics["inception"] is True
@@ -80,20 +83,20 @@ def test_missing_or_empty_synthetic_folder_named(tmp_path: Path, real, pool_feat
         folder.mkdir()
     files = [folder / f"{seed:06d}.png" for seed in range(4)]
     with pytest.raises(FileNotFoundError, match=f"{folder} holds none of the 4 listed images"):
-        evaluate_synthetic(files, real, pool_features, CPU, CONFIG, tmp_path / "work")
+        evaluate_synthetic(files, real, pool_features, device=CPU, config=CONFIG, workdir=tmp_path / "work")
 
 
 def test_mixed_synthetic_sizes_name_a_file_and_the_sizes(tmp_path: Path, real, scans, pool_features):
     files = write_png_folder(scans(3, seed=1), tmp_path / "synthetic")
     files += write_png_folder(scans(1, seed=2, size=24), tmp_path / "wide")
     with pytest.raises(ValueError, match=r"16x16 px: 3 images, 24x24 px: 1 images\), e.g. .*wide/000000.png"):
-        evaluate_synthetic(files, real, pool_features, CPU, CONFIG, tmp_path / "work")
+        evaluate_synthetic(files, real, pool_features, device=CPU, config=CONFIG, workdir=tmp_path / "work")
 
 
 def test_synthetic_at_another_size_than_real_named(tmp_path: Path, real, scans, pool_features):
     files = write_png_folder(scans(6, seed=1, size=24), tmp_path / "synthetic")
     with pytest.raises(ValueError, match=r"synthetic scans are 24x24 px .*real held-out 16x16 px"):
-        evaluate_synthetic(files, real, pool_features, CPU, CONFIG, tmp_path / "work")
+        evaluate_synthetic(files, real, pool_features, device=CPU, config=CONFIG, workdir=tmp_path / "work")
     assert not (tmp_path / "work").exists()  # refused before any work
 
 
@@ -102,7 +105,7 @@ def test_pixel_memorization_compares_at_the_capped_size(tmp_path: Path, real: Re
     files = write_png_folder(real.train[:6], tmp_path / "synthetic" / "CNV")  # copies of training scans
     config = dataclasses.replace(CONFIG, pixel_size=pixel_size)
 
-    metrics = evaluate_synthetic(files, real, pool_features, CPU, config, tmp_path / "work")
+    metrics = evaluate_synthetic(files, real, pool_features, device=CPU, config=config, workdir=tmp_path / "work")
 
     assert metrics["memorized_pixel_size"] == compared
     assert metrics["memorized_share_pixels"] == 1.0

@@ -9,7 +9,6 @@ from synthratio.evaluation import features
 from synthratio.evaluation.features import (
     classifier_feature_fn,
     file_features,
-    folder_features,
     inception_available,
     read_scans,
     write_png_folder,
@@ -57,40 +56,28 @@ def test_classifier_feature_fn_resizes_to_the_classifier_size():
 
 
 @pytest.mark.parametrize("workers", [0, 1])  # 1: decoded in a DataLoader worker process
-def test_folder_features_passes_images_unresized(tmp_path: Path, workers: int):
+def test_file_features_passes_images_unresized(tmp_path: Path, workers: int):
     images = np.random.default_rng(0).integers(0, 256, (5, 12, 20), dtype=np.uint8)
-    write_png_folder(images, tmp_path / "scans")
+    files = write_png_folder(images, tmp_path / "scans")
     seen: list[torch.Size] = []
 
     def fn(batch: torch.Tensor) -> torch.Tensor:
         seen.append(batch.shape)
         return batch.mean(dim=(1, 2, 3))[:, None]
 
-    feats = folder_features(tmp_path / "scans", fn, CPU, batch_size=4, workers=workers)
+    feats = file_features(files, fn, CPU, batch_size=4, workers=workers)
 
     assert seen == [(4, 3, 12, 20), (1, 3, 12, 20)]
     assert feats.shape == (5, 1)
     np.testing.assert_allclose(feats[:, 0], images.mean(axis=(1, 2)), rtol=1e-5)
 
 
-def test_folder_features_rejects_mixed_sizes_naming_the_folder(tmp_path: Path):
-    write_png_folder(np.zeros((2, 16, 16), np.uint8), tmp_path / "a")
-    write_png_folder(np.zeros((1, 16, 24), np.uint8), tmp_path / "b")
-    (tmp_path / "b" / "000000.png").rename(tmp_path / "a" / "wide.png")
+def test_file_features_rejects_mixed_sizes_naming_the_set_and_a_file(tmp_path: Path):
+    files = write_png_folder(np.zeros((2, 16, 16), np.uint8), tmp_path / "a")
+    files += write_png_folder(np.zeros((1, 16, 24), np.uint8), tmp_path / "wide")
 
-    with pytest.raises(ValueError, match=r"(?s)a mixes image sizes.*16x16 px: 2 images, 24x16 px: 1 images.*e.g. .*wide.png"):
-        folder_features(tmp_path / "a", lambda x: x.mean(dim=(2, 3)), CPU)
-
-
-@pytest.mark.parametrize("make, error", [(False, FileNotFoundError), (True, ValueError)])
-def test_folder_features_rejects_missing_or_empty_folder(tmp_path: Path, make: bool, error: type):
-    folder = tmp_path / "synthetic"
-    if make:
-        folder.mkdir()
-        (folder / "notes.txt").write_text("no images here")
-
-    with pytest.raises(error, match=str(folder)):
-        folder_features(folder, lambda x: x.mean(dim=(2, 3)), CPU)
+    with pytest.raises(ValueError, match=r"(?s)real scans mixes image sizes.*16x16 px: 2 images, 24x16 px: 1 images.*e.g. .*wide"):
+        file_features(files, lambda x: x.mean(dim=(2, 3)), CPU, name="real scans")
 
 
 def test_file_features_keep_the_listed_order_and_read_scans_round_trips(tmp_path: Path):

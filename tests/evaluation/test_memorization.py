@@ -15,8 +15,10 @@ def test_copies_are_memorized_and_unseen_real_sits_near_the_quantile():
     train, reference, floor = rng.normal(size=(300, 8)), rng.normal(size=(200, 8)), rng.normal(size=(200, 8))
     copies = train[:50] + rng.normal(scale=0.01, size=(50, 8))
 
-    copied = memorization(copies, reference, floor, train, quantile=0.1)
-    honest = memorization(rng.normal(size=(200, 8)), reference, floor, train, quantile=0.1)
+    copied = memorization(copies, real_reference=reference, real_floor=floor, train=train, quantile=0.1)
+    honest = memorization(
+        rng.normal(size=(200, 8)), real_reference=reference, real_floor=floor, train=train, quantile=0.1
+    )
 
     assert copied.share == 1.0
     np.testing.assert_array_equal(copied.nearest.index, np.arange(50))
@@ -50,16 +52,16 @@ def test_blockwise_search_matches_brute_force(chunk_bytes: int):
 def test_quantile_outside_zero_one_named(quantile: float):
     rows = np.zeros((3, 2))
     with pytest.raises(ValueError, match=f"quantile={quantile}"):
-        memorization(rows, rows, rows, rows, quantile)
+        memorization(rows, real_reference=rows, real_floor=rows, train=rows, quantile=quantile)
 
 
 def test_grid_png_written(tmp_path: Path, scans):
     images = scans(12, seed=0)
     rows = pixel_rows(images)
-    result = memorization(rows[:4], rows[4:8], rows[8:], rows[4:], quantile=0.5)
+    result = memorization(rows[:4], real_reference=rows[4:8], real_floor=rows[8:], train=rows[4:], quantile=0.5)
     path = tmp_path / "plots" / "memorization.png"
 
-    save_memorization_grid(images[:4], images[4:], {"pixels": result, "features": result}, path)
+    save_memorization_grid(images[:4], images[4:], {"pixels": result, "features": result}, path=path)
 
     with Image.open(path) as png:
         assert png.size[0] > 300 and png.size[1] > 500  # 4 pairs wide, two spaces of two rows tall
@@ -76,7 +78,7 @@ def test_grid_shows_the_closest_pairs_first_with_memorized_distances_in_red(tmp_
     pixels = Memorization(threshold=1.0, share=0.6, share_floor=0.125, nearest=Nearest(np.array([5.0, 1.0, 3.0, 0.0, 1.0]), np.array([0, 1, 4, 2, 5])))
     features = Memorization(threshold=0.5, share=0.2, share_floor=0.05, nearest=Nearest(np.array([0.25, 2.0, 3.0, 4.0, 5.0]), np.array([3, 3, 3, 3, 3])))
     path = tmp_path / "grid.png"
-    save_memorization_grid(synthetic, train, {"pixels": pixels, "features": features}, path, pairs=4)
+    save_memorization_grid(synthetic, train, {"pixels": pixels, "features": features}, path=path, pairs=4)
     with Image.open(path) as png:
         assert png.size == (720, 864)  # 1.5 in per pair, 3.6 in per space, at 120 dpi
     (figure,) = figures
@@ -106,8 +108,11 @@ def test_grid_shows_the_closest_pairs_first_with_memorized_distances_in_red(tmp_
 @pytest.mark.parametrize(("n", "size"), [(3, (540, 432)), (1, (180, 432))])
 def test_grid_shows_at_most_as_many_pairs_as_synthetic_scans(tmp_path: Path, scans, n: int, size: tuple[int, int]):
     images = scans(9, seed=0)
-    result = memorization(pixel_rows(images[:n]), pixel_rows(images[3:5]), pixel_rows(images[5:7]), pixel_rows(images[3:]), quantile=0.5)
-    save_memorization_grid(images[:n], images[3:], {"pixels": result}, tmp_path / "grid.png")
+    result = memorization(
+        pixel_rows(images[:n]), real_reference=pixel_rows(images[3:5]), real_floor=pixel_rows(images[5:7]),
+        train=pixel_rows(images[3:]), quantile=0.5,
+    )
+    save_memorization_grid(images[:n], images[3:], {"pixels": result}, path=tmp_path / "grid.png")
     with Image.open(tmp_path / "grid.png") as png:
         assert png.size == size  # n pairs (of the default 8), one space
 
@@ -115,9 +120,16 @@ def test_grid_shows_at_most_as_many_pairs_as_synthetic_scans(tmp_path: Path, sca
 def test_threshold_share_and_floor_count_distances_at_the_threshold():
     """Reference distances 1, 2, 3 set the median threshold 2; a floor scan and a synthetic scan at exactly 2 count."""
     train = np.zeros((1, 1))
-    result = memorization(np.array([[2.0], [5.0]]), np.array([[1.0], [2.0], [3.0]]), np.array([[2.0], [4.0]]), train, quantile=0.5)
+    reference = np.array([[1.0], [2.0], [3.0]])
+    result = memorization(
+        np.array([[2.0], [5.0]]), real_reference=reference, real_floor=np.array([[2.0], [4.0]]), train=train,
+        quantile=0.5,
+    )
     assert (result.threshold, result.share, result.share_floor) == (2.0, 0.5, 0.5)
-    assert memorization(np.array([[2.0]]), np.array([[1.0], [2.0], [3.0]]), np.array([[2.0]]), train, quantile=0.25).threshold == 1.5
+    one = memorization(
+        np.array([[2.0]]), real_reference=reference, real_floor=np.array([[2.0]]), train=train, quantile=0.25
+    )
+    assert one.threshold == 1.5
 
 
 @pytest.mark.parametrize("name", ["synthetic", "real_reference", "real_floor"])
@@ -125,12 +137,14 @@ def test_threshold_share_and_floor_count_distances_at_the_threshold():
 def test_rows_of_the_wrong_shape_are_named(name: str, rows: np.ndarray):
     sets = {"synthetic": np.zeros((2, 4)), "real_reference": np.zeros((2, 4)), "real_floor": np.zeros((2, 4)), name: rows}
     with pytest.raises(ValueError, match=rf"{name} rows of shape \({', '.join(map(str, rows.shape))},?\); expected \(N >= 1, 4\) like train"):
-        memorization(sets["synthetic"], sets["real_reference"], sets["real_floor"], np.zeros((3, 4)), 0.5)
+        memorization(sets["synthetic"], real_reference=sets["real_reference"], real_floor=sets["real_floor"],
+                     train=np.zeros((3, 4)), quantile=0.5)
 
 
 def test_an_empty_training_set_is_named():
     with pytest.raises(ValueError, match=r"train rows of shape \(0, 4\); expected \(N >= 1, 4\) like train"):
-        memorization(np.zeros((2, 4)), np.zeros((2, 4)), np.zeros((2, 4)), np.zeros((0, 4)), 0.5)
+        rows = np.zeros((2, 4))
+        memorization(rows, real_reference=rows, real_floor=rows, train=np.zeros((0, 4)), quantile=0.5)
 
 
 @pytest.mark.parametrize(("chunk_bytes", "rows"), [(8, 1), (8 * 16 * 7, 7), (8 * 16 * 7 + 127, 7)])
@@ -158,9 +172,9 @@ def test_the_search_runs_on_the_device_it_is_given():
     meta = torch.device("meta")
     rows = np.zeros((3, 4), np.uint8)
     with pytest.raises(NotImplementedError, match="Cannot copy out of meta tensor"):
-        nearest_rows(rows, np.ones((5, 4), np.uint8), meta, chunk_bytes=8 * 4 * 2)
+        nearest_rows(rows, np.ones((5, 4), np.uint8), device=meta, chunk_bytes=8 * 4 * 2)
     with pytest.raises(NotImplementedError, match="Cannot copy out of meta tensor"):
-        memorization(rows, rows, rows, rows, 0.5, device=meta)
+        memorization(rows, real_reference=rows, real_floor=rows, train=rows, quantile=0.5, device=meta)
     start, block, norm = next(memorization_module._blocks(rows, 2, meta))
     assert (start, block.device, block.dtype, norm.device, tuple(norm.shape)) == (0, meta, torch.float64, meta, (2,))
 
@@ -174,7 +188,7 @@ def test_grid_keeps_tied_distances_in_scan_order_among_many(tmp_path: Path, monk
     distance = np.random.default_rng(3).integers(0, 3, 64).astype(float)  # 0, 1 or 2: many ties
     synthetic = np.repeat(np.arange(64, dtype=np.uint8), 16).reshape(64, 4, 4)  # scan i: all pixels i
     result = Memorization(threshold=0.0, share=0.0, share_floor=0.0, nearest=Nearest(distance, np.zeros(64, dtype=np.int64)))
-    save_memorization_grid(synthetic, np.zeros((1, 4, 4), np.uint8), {"pixels": result}, tmp_path / "grid.png")
+    save_memorization_grid(synthetic, np.zeros((1, 4, 4), np.uint8), {"pixels": result}, path=tmp_path / "grid.png")
     shown = [int(ax.images[0].get_array()[0, 0]) for ax in figures[0].subfigs[0].axes[:8]]
     assert shown == list(np.flatnonzero(distance == 0)[:8])
 
@@ -191,6 +205,9 @@ def test_nearest_row_indices_stay_exact_past_float32_integers():
 def test_grid_is_a_png_whatever_the_file_suffix(tmp_path: Path, scans):
     """The format is PNG by decision, not guessed from the output name (an unknown suffix would fail)."""
     images = scans(4, seed=0)
-    result = memorization(pixel_rows(images[:2]), pixel_rows(images[2:3]), pixel_rows(images[3:]), pixel_rows(images[2:]), quantile=0.5)
-    save_memorization_grid(images[:2], images[2:], {"pixels": result}, tmp_path / "grid.out")
+    result = memorization(
+        pixel_rows(images[:2]), real_reference=pixel_rows(images[2:3]), real_floor=pixel_rows(images[3:]),
+        train=pixel_rows(images[2:]), quantile=0.5,
+    )
+    save_memorization_grid(images[:2], images[2:], {"pixels": result}, path=tmp_path / "grid.out")
     assert (tmp_path / "grid.out").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

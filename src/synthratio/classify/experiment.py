@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -21,27 +22,31 @@ from safetensors.torch import save_file
 
 from synthratio.classify.metrics import classification_metrics
 from synthratio.classify.models import build_classifier
-from synthratio.classify.train import Split, predict_proba, train_classifier
+from synthratio.classify.train import LabelledImages, predict_proba, train_classifier
 from synthratio.config import Params, ParamsError, max_ratio
 from synthratio.data.cohort import load_cohort
-from synthratio.data.ingest import load_split
+from synthratio.data.prepared import load_prepared
 from synthratio.data.synthetic import load_synthetic, synthetic_seeds
 from synthratio.layout import classifier_live_path, classifier_metrics_path, classifier_path, generator_files, predictions_path
 from synthratio.runtime import load_safetensors, open_live, write_atomically, write_json
 
+if TYPE_CHECKING:
+    import dvclive
+
 log = logging.getLogger(__name__)
 
 
-def load_real(params: Params, split: str) -> Split:
-    images, labels = load_split(params.paths.prepared, split, params.classifier.image_size)
-    return Split(images=images, labels=labels)
+def load_real(params: Params, split: str) -> LabelledImages:
+    real = load_prepared(params.paths.prepared, split, params.classifier.image_size)
+    return LabelledImages(images=real.images, labels=real.labels)
 
 
-def load_classifier(params: Params, seed: int, ratio: int, device: torch.device, keep: int) -> torch.nn.Module:
+def load_classifier(params: Params, *, seed: int, ratio: int, device: torch.device, keep: int) -> torch.nn.Module:
     """A trained classifier from its safetensors file (never pickle)."""
     path = classifier_path(params, ratio, seed, keep)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: classifier weights not found (run stage baseline@{seed}-{keep})")
+        stage = f"baseline@{keep}" if ratio == 0 else f"train_classifier@{ratio}-{keep}"  # dvc.yaml's matrix names
+        raise FileNotFoundError(f"{path}: classifier weights not found (run stage {stage})")
     model = build_classifier(params.classifier.arch, len(params.prepare.classes), params.classifier.image_size)
     model.load_state_dict(load_safetensors(path, device))
     return model.to(device).eval()
@@ -57,7 +62,7 @@ def check_run(params: Params, ratio: int, keep: int) -> None:
         raise ParamsError(f"--keep {keep}; expected a percent of patients in 1..100")
 
 
-def synthetic_count(params: Params, ratio: int, keep: int, n_real: int, n_full: int) -> int:
+def synthetic_count(params: Params, ratio: int, keep: int, *, n_real: int, n_full: int) -> int:
     """How many synthetic scans a run mixes in: data mode fills ratio % of the n_full - n_real left-out scans
     of the class; the other modes draw R % of every batch from the whole synthetic set."""
     if ratio == 0:
@@ -75,9 +80,9 @@ def synthetic_count(params: Params, ratio: int, keep: int, n_real: int, n_full: 
 class RunData:
     """What every seed of one (R, keep) trains and is tested on."""
 
-    train: Split  # the cohort's real training scans
-    val: Split
-    test: Split
+    train: LabelledImages  # the cohort's real training scans
+    val: LabelledImages
+    test: LabelledImages
     test_files: np.ndarray  # index.csv file of each test scan
     test_patients: np.ndarray  # its patient group
     synthetic: np.ndarray | None  # the synthetic scans mixed in
@@ -89,23 +94,29 @@ def load_run_data(params: Params, ratio: int, keep: int) -> RunData:
     """The real scans of cohort `keep`, val and test, and the synthetic scans a run at `ratio` mixes in."""
     classes, synthetic_class = params.prepare.classes, params.sweep.synthetic_class
     label = classes.index(synthetic_class)
-    cohort = load_cohort(params.paths.prepared, params.classifier.image_size, len(classes), label, keep, params.sweep.subset_seed)
+    cohort = load_cohort(
+        params.paths.prepared, params.classifier.image_size, num_classes=len(classes), label=label, keep=keep,
+        subset_seed=params.sweep.subset_seed,
+    )
     n_real = int((cohort.labels == label).sum())
-    n_synthetic = synthetic_count(params, ratio, keep, n_real, cohort.class_counts[label])
+    n_synthetic = synthetic_count(params, ratio, keep, n_real=n_real, n_full=cohort.class_counts[label])
     synthetic = None
     if n_synthetic:
         folder = generator_files(params, keep).synthetic / synthetic_class
         synthetic = load_synthetic(folder, synthetic_seeds(params.generate)[:n_synthetic], params.classifier.image_size)
-    index = pd.read_csv(params.paths.prepared / "index.csv")
-    rows = index.loc[index["split"] == "test"].sort_values("row")
+    test = load_prepared(params.paths.prepared, "test", params.classifier.image_size)
     return RunData(
-        train=Split(images=cohort.images, labels=cohort.labels), val=load_real(params, "val"), test=load_real(params, "test"),
-        test_files=rows["file"].to_numpy(), test_patients=rows["patient_group"].to_numpy(), synthetic=synthetic,
+        train=LabelledImages(images=cohort.images, labels=cohort.labels), val=load_real(params, "val"),
+        test=LabelledImages(images=test.images, labels=test.labels),
+        test_files=test.files, test_patients=test.patients, synthetic=synthetic,
         class_counts=cohort.class_counts, real_patients_of_class=len(np.unique(cohort.patients[cohort.labels == label])),
     )  # fmt: skip
 
 
-def run_seed(params: Params, data: RunData, ratio: int, seed: int, keep: int, device: torch.device, live=None) -> dict:
+def run_seed(
+    params: Params, data: RunData, *, ratio: int, seed: int, keep: int, device: torch.device,
+    live: dvclive.Live | None = None,
+) -> dict:
     """Train one seed at `ratio` % synthetic (params.mix.mode), select on real val, score on real test;
     write its weights and predictions; return its metrics."""
     classes, synthetic_class = params.prepare.classes, params.sweep.synthetic_class
@@ -113,7 +124,7 @@ def run_seed(params: Params, data: RunData, ratio: int, seed: int, keep: int, de
     n_synthetic = 0 if data.synthetic is None else len(data.synthetic)
     result = train_classifier(
         data.train, data.val, params.classifier, seed=seed, device=device, synthetic=data.synthetic, synthetic_label=label,
-        ratio=ratio, mode=params.mix.mode, class_counts=data.class_counts, live=live, progress=params.runtime.progress,
+        ratio=ratio, mode=params.mix.mode, class_counts=data.class_counts, live=live,
     )  # fmt: skip
     probabilities = predict_proba(result.model, data.test.images, device)
     metrics = classification_metrics(data.test.labels, probabilities, classes, positive=synthetic_class)
@@ -132,7 +143,7 @@ def run_seed(params: Params, data: RunData, ratio: int, seed: int, keep: int, de
     return metrics
 
 
-def run_ratio(params: Params, ratio: int, keep: int, device: torch.device) -> list[dict]:
+def run_ratio(params: Params, ratio: int, keep: int, *, device: torch.device) -> list[dict]:
     """Every seed of sweep.seeds at `ratio` on cohort `keep`: one classifier each (dvclive curves under
     paths.live), then the seeds' metrics as one JSON list, written last so that it marks the stage done."""
     data = load_run_data(params, ratio, keep)
@@ -146,6 +157,6 @@ def run_ratio(params: Params, ratio: int, keep: int, device: torch.device) -> li
     runs = []
     for seed in params.sweep.seeds:
         with open_live(classifier_live_path(params, ratio, seed, keep)) as live:
-            runs.append(run_seed(params, data, ratio, seed, keep, device, live))
+            runs.append(run_seed(params, data, ratio=ratio, seed=seed, keep=keep, device=device, live=live))
     write_json(classifier_metrics_path(params, ratio, keep), runs)
     return runs

@@ -29,7 +29,7 @@ def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int 
 
 
 def classification_metrics(
-    labels: np.ndarray, probs: np.ndarray, classes: Sequence[str], positive: str = "CNV"
+    labels: np.ndarray, probs: np.ndarray, classes: Sequence[str], *, positive: str = "CNV"
 ) -> dict[str, float]:
     """accuracy, f1, precision, recall, auroc, log_loss and ece of softmax `probs` (N, C).
 

@@ -16,15 +16,13 @@ split over the batch by largest remainder:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Literal, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
-from synthratio.config import MIX_MODES, max_ratio
+from synthratio.config import MIX_MODES, MixMode, max_ratio
 
-__all__ = ["MIX_MODES", "MixMode", "BatchPlan", "RatioBatchSampler", "plan_batches"]
-
-MixMode = Literal["replace", "add", "data"]
+__all__ = ["BatchPlan", "RatioBatchSampler", "plan_batches"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +40,7 @@ class BatchPlan:
 
 def plan_batches(
     labels: np.ndarray,
+    *,
     batch_size: int,
     synthetic_label: int,
     ratio: int,
@@ -126,7 +125,10 @@ class RatioBatchSampler:
         if ratio > 0 and num_synthetic == 0 and mode != "data":
             raise ValueError(f"ratio={ratio} needs synthetic examples, got num_synthetic={num_synthetic}")
         labels = np.asarray(labels)
-        self.plan = plan_batches(labels, batch_size, synthetic_label, ratio, mode, class_counts)
+        self.plan = plan_batches(
+            labels, batch_size=batch_size, synthetic_label=synthetic_label, ratio=ratio, mode=mode,
+            class_counts=class_counts,
+        )
         self.steps = steps
         self.seed = seed
         real = [np.flatnonzero(labels == c) for c in range(len(self.plan.per_class))]

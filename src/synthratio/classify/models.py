@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from synthratio.config import ARCHS
 from synthratio.runtime import load_safetensors
 
-__all__ = ["ARCHS", "Classifier", "build_classifier", "load_weights", "vit_patch_size"]
+__all__ = ["Classifier", "build_classifier", "load_weights", "vit_patch_size"]
 
 SIMPLE_CNN_CHANNELS = (32, 64, 96, 128)  # ~185k parameters: trains at 64 px on two CPU cores
 SIMPLE_CNN_DROPOUT = 0.3
@@ -44,7 +44,8 @@ class Classifier(nn.Module):
     """Normalise, embed with a backbone, then a (dropout, linear) head on the embedding."""
 
     def __init__(
-        self, backbone: nn.Module, dim: int, num_classes: int, dropout: float, mean: float = SCRATCH_MEAN, std: float = SCRATCH_STD
+        self, backbone: nn.Module, dim: int, num_classes: int, *, dropout: float, mean: float = SCRATCH_MEAN,
+        std: float = SCRATCH_STD,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -140,7 +141,7 @@ def _torchvision(arch: str, num_classes: int, image_size: int, pretrained: str |
     old_head = _replace(model, head, nn.Identity())
     dim = [m for m in old_head.modules() if isinstance(m, nn.Linear)][-1].in_features
     mean, std = (IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD) if pretrained else (SCRATCH_MEAN, SCRATCH_STD)
-    return Classifier(model, dim, num_classes, dropout, mean, std)
+    return Classifier(model, dim, num_classes, dropout=dropout, mean=mean, std=std)
 
 
 def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
@@ -154,10 +155,10 @@ def _simple_cnn(num_classes: int) -> Classifier:
     widths = (1, *SIMPLE_CNN_CHANNELS)
     blocks = [_conv_block(c_in, c_out) for c_in, c_out in zip(widths, widths[1:])]
     backbone = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    return Classifier(backbone, widths[-1], num_classes, SIMPLE_CNN_DROPOUT)
+    return Classifier(backbone, widths[-1], num_classes, dropout=SIMPLE_CNN_DROPOUT)
 
 
-def build_classifier(arch: str, num_classes: int, image_size: int, pretrained: str | Path = "") -> Classifier:
+def build_classifier(arch: str, num_classes: int, image_size: int, *, pretrained: str | Path = "") -> Classifier:
     """A classifier for (B, 1, image_size, image_size) scans: from scratch (weights follow torch's global RNG:
     call set_seed first), or a torchvision arch starting from the local weights file `pretrained`."""
     if arch not in ARCHS:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from contextlib import nullcontext
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -20,15 +19,15 @@ import torch.nn.functional as F
 from sklearn.metrics import log_loss
 from torch import Tensor, nn
 
-from synthratio.classify.mixing import MixMode, RatioBatchSampler
+from synthratio.classify.mixing import RatioBatchSampler
 from synthratio.classify.models import build_classifier
-from synthratio.config import ClassifierConfig
-from synthratio.runtime import progress_bar
+from synthratio.config import ClassifierConfig, MixMode
+from synthratio.runtime import autocast, progress_bar
 
 if TYPE_CHECKING:
     import dvclive
 
-__all__ = ["Split", "TrainResult", "predict_proba", "set_seed", "train_classifier"]
+__all__ = ["LabelledImages", "TrainResult", "predict_proba", "set_seed", "train_classifier"]
 
 BRIGHTNESS = 0.1  # additive jitter, uniform in +-0.1 of the [0, 1] range
 CONTRAST = 0.1  # multiplicative jitter about the image mean, uniform in 1 +- 0.1
@@ -37,8 +36,8 @@ EVAL_BATCH_SIZE = 256  # images per forward pass when predicting
 
 
 @dataclass(frozen=True)
-class Split:
-    """The real scans of one split."""
+class LabelledImages:
+    """Scans with their class labels: one split of the real scans, or a detector's part."""
 
     images: np.ndarray  # uint8 (N, H, W), may be a np.memmap
     labels: np.ndarray  # int64 (N,)
@@ -108,11 +107,6 @@ def _augment(x: Tensor, generator: torch.Generator) -> Tensor:
     return ((x - mean) * (1 + uniform(CONTRAST)) + mean + uniform(BRIGHTNESS)).clamp_(0, 1)
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (tensor cores; no loss scaling needed), nothing on the CPU (fp32, deterministic)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-
-
 @torch.inference_mode()
 def _softmax(model: nn.Module, batches: Iterable[Tensor]) -> np.ndarray:
     model.eval()
@@ -122,7 +116,7 @@ def _softmax(model: nn.Module, batches: Iterable[Tensor]) -> np.ndarray:
 
 
 def predict_proba(
-    model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = EVAL_BATCH_SIZE
+    model: nn.Module, images: np.ndarray, device: torch.device, *, batch_size: int = EVAL_BATCH_SIZE
 ) -> np.ndarray:
     """(N, C) softmax of uint8 (N, H, W) scans, read batch by batch; puts the model in eval mode."""
     return _softmax(model, _device_chunks(images, batch_size, device))
@@ -150,8 +144,8 @@ def _evaluate(model: nn.Module, images: Tensor, labels: np.ndarray, num_classes:
 
 
 def train_classifier(
-    train: Split,
-    val: Split,
+    train: LabelledImages,
+    val: LabelledImages,
     config: ClassifierConfig,
     *,
     seed: int,
@@ -162,14 +156,13 @@ def train_classifier(
     mode: MixMode = "replace",
     class_counts: Sequence[int] | None = None,
     live: dvclive.Live | None = None,
-    progress: bool = True,
 ) -> TrainResult:
     """AdamW with cosine decay on cross-entropy over RatioBatchSampler batches (`ratio` % synthetic
     examples of class `synthetic_label` in `mode`; a plain classifier without them); after every epoch,
     real val accuracy (then log-loss) picks the model to keep. `class_counts` (default: those of
     train.labels) sets the batches' class make-up and the steps per epoch, so a scarce-data regime (train a
     subsample) trains as many steps on the same make-up as the full set. Deterministic on the CPU for a
-    seed; bf16 autocast on CUDA."""
+    seed; runtime.autocast (bf16) on CUDA."""
     synthetic = np.zeros((0, config.image_size, config.image_size), np.uint8) if synthetic is None else synthetic
     for name, images in (("train", train.images), ("val", val.images), ("synthetic", synthetic)):
         _check_size(name, images, config.image_size)
@@ -182,7 +175,7 @@ def train_classifier(
 
     set_seed(seed)
     # channels_last: ~1.5x faster training of simple_cnn on the CPU here, and the layout GPU convs prefer
-    model = build_classifier(config.arch, num_classes, config.image_size, config.pretrained)
+    model = build_classifier(config.arch, num_classes, config.image_size, pretrained=config.pretrained)
     model = model.to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     # cosine decay to zero: late epochs settle instead of jumping, so selection on val picks a settled model
@@ -196,7 +189,6 @@ def train_classifier(
     best_key, best_state, best_epoch = (-math.inf, -math.inf), None, 0
     bar = progress_bar(
         total=len(sampler),
-        enabled=progress,
         desc=f"{config.arch} R={ratio}% {mode} ({sampler.synthetic_share:.0%} of class {synthetic_label} synthetic)",
     )
     batches = iter(sampler)

@@ -14,19 +14,15 @@ both as fractions of the image size (positive: the edges lie above the centre).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
-from importlib import resources
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
 from synthratio.data.ingest import detect_wedges
+from synthratio.data.kermany import REFERENCE_HEIGHT, WEDGE_LEVEL
 
-REFERENCE_HEIGHT = 496
 PERCENTILES = (10, 50, 90)
-REGION_NAMES = ("vitreous", "retina", "choroid")
 CALIBRATION_FILE = "phantom_calibration.json"
 
 
@@ -63,7 +59,7 @@ def measure_scan(scan: np.ndarray) -> dict[str, float]:
     height, width = scan.shape
     u = height / REFERENCE_HEIGHT
     wedge = detect_wedges(scan)
-    white = scan >= 250  # wedges, and white slivers too small for detect_wedges: excluded from all statistics
+    white = scan >= WEDGE_LEVEL  # wedges, and white slivers too small for detect_wedges: excluded from all statistics
     valid = ~ndimage.binary_dilation(white, iterations=3) if white.any() else np.ones_like(white)
     image = scan.astype(np.float32)
     # white filled with the background level before smoothing, so that it never bleeds into the retina's rows
@@ -128,10 +124,3 @@ def measure(scans: Iterable[np.ndarray]) -> dict[str, float]:
     for w in (384, 512, 768, 1024, 1536):
         out[f"width_{w}_share"] = float(np.mean(widths == w))
     return out
-
-
-def load_calibration(path: Path | None = None) -> dict:
-    """The numbers measured on the real sample: {"CNV": {...}, "NORMAL": {...}, "tolerance": {...}}."""
-    if path is not None:
-        return json.loads(Path(path).read_text())
-    return json.loads(resources.files("synthratio.data").joinpath(CALIBRATION_FILE).read_text())

@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from synthratio.data.ingest import load_split
+from synthratio.data.prepared import load_prepared
 
 
-def cohort_patients(groups: np.ndarray, labels: np.ndarray, label: int, keep: int, subset_seed: int) -> np.ndarray:
+def cohort_patients(groups: np.ndarray, labels: np.ndarray, *, label: int, keep: int, subset_seed: int) -> np.ndarray:
     """The patient groups of class `label` in cohort `keep`: the first round(keep % of them) (at least one)
     in an order drawn from `subset_seed`."""
     if not 0 < keep <= 100:
@@ -30,11 +29,11 @@ def cohort_patients(groups: np.ndarray, labels: np.ndarray, label: int, keep: in
     return np.sort(order[: max(1, (keep * len(ids) + 50) // 100)])
 
 
-def cohort_rows(groups: np.ndarray, labels: np.ndarray, label: int, keep: int, subset_seed: int) -> np.ndarray:
+def cohort_rows(groups: np.ndarray, labels: np.ndarray, *, label: int, keep: int, subset_seed: int) -> np.ndarray:
     """Rows of a training split in cohort `keep`: every row of the other classes and the rows of class
     `label` whose patient is in cohort_patients."""
     groups, labels = np.asarray(groups), np.asarray(labels)
-    chosen = cohort_patients(groups, labels, label, keep, subset_seed)
+    chosen = cohort_patients(groups, labels, label=label, keep=keep, subset_seed=subset_seed)
     return np.flatnonzero((labels != label) | np.isin(groups, chosen))
 
 
@@ -48,19 +47,15 @@ class TrainingScans:
     class_counts: tuple[int, ...]  # scans per class in the whole training split (what batches are made of)
 
 
-def training_patients(prepared: Path) -> np.ndarray:
-    """The patient group of every train row of a prepared dataset, in row order."""
-    index = pd.read_csv(prepared / "index.csv")
-    return index.loc[index["split"] == "train"].sort_values("row")["patient_group"].to_numpy()
-
-
-def load_cohort(prepared: Path, size: int, num_classes: int, label: int, keep: int, subset_seed: int) -> TrainingScans:
+def load_cohort(
+    prepared: Path, size: int, *, num_classes: int, label: int, keep: int, subset_seed: int
+) -> TrainingScans:
     """The prepared training scans at `size` px that cohort `keep` of class `label` may see (still the
     memory map when it sees them all)."""
-    images, labels = load_split(prepared, "train", size)
-    patients = training_patients(prepared)
+    train = load_prepared(prepared, "train", size)
+    images, labels, patients = train.images, train.labels, train.patients
     counts = tuple(int(n) for n in np.bincount(labels, minlength=num_classes))
-    rows = cohort_rows(patients, labels, label, keep, subset_seed)
+    rows = cohort_rows(patients, labels, label=label, keep=keep, subset_seed=subset_seed)
     if len(rows) < len(labels):
         images, labels, patients = np.asarray(images[rows]), labels[rows], patients[rows]
     return TrainingScans(images=images, labels=labels, patients=patients, class_counts=counts)

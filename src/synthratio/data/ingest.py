@@ -12,7 +12,6 @@ import hashlib
 import logging
 import os
 import re
-import shutil
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -26,19 +25,15 @@ from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
 from synthratio.config import PrepareConfig
+from synthratio.data.kermany import SPLITS, WEDGE_LEVEL
+from synthratio.data.prepared import DatasetError, write_prepared
 from synthratio.runtime import progress_bar
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 FILE_NAME = re.compile(r"^(?P<cls>[A-Z]+)-(?P<patient>\d+)-(?P<number>\d+)$")
-WEDGE_LEVEL = 250  # registration wedges are pure white; JPEG rounding leaves them >= 250
 WEDGE_MIN_PIXELS = 64  # smaller white blobs at a corner are speckle, not a wedge
-
-
-class DatasetError(ValueError):
-    """An input scan or folder the pipeline cannot use."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +77,9 @@ def _class_roots(raw: Path, classes: Iterable[str], split: str) -> list[tuple[st
     return [(s, raw / s) for s in splits]
 
 
-def list_scans(raw: Path, classes: Iterable[str], on_bad_file: str, split: str = "patient") -> tuple[list[ScanFile], Counter]:
+def list_scans(
+    raw: Path, classes: Iterable[str], *, on_bad_file: str, split: str = "patient"
+) -> tuple[list[ScanFile], Counter]:
     """Every scan of the classes in play, checked by name before any decoding starts."""
     roots = _class_roots(raw, classes, split)
     scans: list[ScanFile] = []
@@ -206,7 +203,9 @@ def _union_patients(frame: pd.DataFrame) -> pd.Series:
     return frame["patient_id"].map(lambda pid: find(int(pid)))
 
 
-def assign_patient_splits(groups: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int) -> dict[int, str]:
+def assign_patient_splits(
+    groups: pd.DataFrame, *, val_fraction: float, test_fraction: float, seed: int
+) -> dict[int, str]:
     """Patient-disjoint split, stratified by each patient's set of classes so class shares hold in every split."""
     rng = np.random.default_rng(seed)
     signature = groups.groupby("patient_group")["class"].apply(lambda c: "+".join(sorted(set(c))))
@@ -221,23 +220,41 @@ def assign_patient_splits(groups: pd.DataFrame, val_fraction: float, test_fracti
     return assignment
 
 
-def prepare_dataset(raw: Path, out: Path, config: PrepareConfig, sizes: tuple[int, ...], progress: bool = True) -> dict:
-    """Index, deduplicate, split and resize every scan; write arrays atomically to `out`.
-
-    Writes `out/index.csv` and `out/{split}_{size}px.npy` (uint8, rows in index order) and returns the
-    summary that becomes metrics/data.json.
-    """
+def prepare_dataset(raw: Path, out: Path, config: PrepareConfig, *, sizes: tuple[int, ...]) -> dict:
+    """Index, deduplicate, split and resize every scan; write the prepared data set to `out`
+    (prepared.write_prepared) and return the summary that becomes metrics/data.json."""
     sizes = tuple(sorted(set(sizes)))
     started = time.perf_counter()
-    scans, skipped = list_scans(raw, config.classes, config.on_bad_file, config.split)
+    scans, skipped = list_scans(raw, config.classes, on_bad_file=config.on_bad_file, split=config.split)
+    decoded = _decode_all(scans, sizes, config)
+    decode_seconds = time.perf_counter() - started
+    frame, arrays = _usable_scans(raw, scans, decoded, sizes, config, skipped)
+    frame["patient_group"] = _union_patients(frame)
+    keep, stats = _deduplicate(frame)
+    keep, leaks = _assign_splits(frame, keep, config)
+    arrays = {size: array[keep.to_numpy()] for size, array in arrays.items()}
+    frame = frame[keep].reset_index(drop=True)  # row i of frame is row i of every array
+
+    summary = _summary(frame, stats, leaks, skipped, decode_seconds, len(scans), sizes, config)
+    write_prepared(out, frame, arrays)
+    return summary
+
+
+def _decode_all(scans: list[ScanFile], sizes: tuple[int, ...], config: PrepareConfig) -> list[DecodedScan]:
+    """decode_scan of every scan, in prepare.workers processes (0: one per core)."""
     workers = config.workers or os.cpu_count() or 1
     jobs = [(scan.path, sizes, config.mask_wedges) for scan in scans]
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        decoded = list(
-            progress_bar(pool.map(_decode_job, jobs, chunksize=16), total=len(jobs), desc="prepare: decode", unit="scan", enabled=progress)
-        )
-    decode_seconds = time.perf_counter() - started
+        decoding = pool.map(_decode_job, jobs, chunksize=16)
+        return list(progress_bar(decoding, total=len(jobs), desc="prepare: decode", unit="scan"))
 
+
+def _usable_scans(
+    raw: Path, scans: list[ScanFile], decoded: list[DecodedScan], sizes: tuple[int, ...], config: PrepareConfig,
+    skipped: Counter,
+) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
+    """An index row per usable scan and, per size, its resized images stacked in the same order; an unusable
+    scan is skipped (counted in `skipped`) or raises, as prepare.on_bad_file says."""
     rows, arrays = [], {size: [] for size in sizes}
     for scan, result in zip(scans, decoded):
         if result.problem:
@@ -261,29 +278,26 @@ def prepare_dataset(raw: Path, out: Path, config: PrepareConfig, sizes: tuple[in
             arrays[size].append(result.resized[size])
     if not rows:
         raise DatasetError(f"{raw}: no usable scans of classes {list(config.classes)}")
-    frame = pd.DataFrame(rows)
-    arrays = {size: np.stack(images) for size, images in arrays.items()}
+    return pd.DataFrame(rows), {size: np.stack(images) for size, images in arrays.items()}
 
-    frame["patient_group"] = _union_patients(frame)
-    keep, stats = _deduplicate(frame)
+
+def _assign_splits(frame: pd.DataFrame, keep: pd.Series, config: PrepareConfig) -> tuple[pd.Series, int]:
+    """Fill frame's `split` column as prepare.split says; return the rows kept (less the official split's
+    leaks) and the number of leaks dropped."""
     if config.split == "patient":
-        splits = assign_patient_splits(frame[keep], config.val_fraction, config.test_fraction, config.seed)
+        splits = assign_patient_splits(
+            frame[keep], val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed
+        )
         frame["split"] = frame["patient_group"].map(splits)
-        leaks = 0
-    else:
-        frame["split"] = frame["official_split"]
-        keep, leaks = _drop_leaks(frame, keep)
-        # Kaggle's val holds 16 scans and Mendeley v3 has none: too few to select models on, so val also
-        # takes val_fraction of the train patients.
-        train = keep & (frame["split"] == "train")
-        moved = assign_patient_splits(frame[train], config.val_fraction, 0.0, config.seed)
-        frame.loc[train, "split"] = frame.loc[train, "patient_group"].map(moved)
-    arrays = {size: array[keep.to_numpy()] for size, array in arrays.items()}
-    frame = frame[keep].reset_index(drop=True)  # row i of frame is row i of every array
-
-    summary = _summary(frame, stats, leaks, skipped, decode_seconds, len(scans), sizes, config)
-    _write_atomically(out, frame, arrays, sizes)
-    return summary
+        return keep, 0
+    frame["split"] = frame["official_split"]
+    keep, leaks = _drop_leaks(frame, keep)
+    # Kaggle's val holds 16 scans and Mendeley v3 has none: too few to select models on, so val also
+    # takes val_fraction of the train patients.
+    train = keep & (frame["split"] == "train")
+    moved = assign_patient_splits(frame[train], val_fraction=config.val_fraction, test_fraction=0.0, seed=config.seed)
+    frame.loc[train, "split"] = frame.loc[train, "patient_group"].map(moved)
+    return keep, leaks
 
 
 def _deduplicate(frame: pd.DataFrame) -> tuple[pd.Series, dict[str, int]]:
@@ -329,38 +343,3 @@ def _summary(frame: pd.DataFrame, stats: dict, leaks: int, skipped: Counter, sec
         "sizes": list(sizes),
         "scans_per_second": round(listed / seconds, 1) if seconds > 0 else None,
     }
-
-
-def array_path(prepared: Path, split: str, size: int) -> Path:
-    return prepared / f"{split}_{size}px.npy"
-
-
-def _write_atomically(out: Path, frame: pd.DataFrame, arrays: dict[int, np.ndarray], sizes) -> None:
-    """Write into a sibling folder and rename it over `out`, so a killed run leaves no half-written data."""
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    frame = frame.sort_values(["split", "class", "file"])
-    frame["row"] = frame.groupby("split").cumcount()
-    for split in SPLITS:
-        rows = frame.index[frame["split"] == split].to_numpy()
-        for size in sizes:
-            np.save(array_path(staging, split, size), arrays[size][rows])
-    frame.drop(columns=["pixel_sha256"]).to_csv(staging / "index.csv", index=False)
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
-
-
-def load_split(prepared: Path, split: str, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Memory-mapped uint8 images (N, size, size) and int64 labels of one prepared split."""
-    path = array_path(prepared, split, size)
-    if not path.is_file():
-        available = sorted(p.name for p in prepared.glob("*px.npy")) if prepared.is_dir() else []
-        raise FileNotFoundError(f"{path}: no prepared array for split {split!r} at {size}px; found {available} (rerun prepare)")
-    index = pd.read_csv(prepared / "index.csv")
-    labels = index.loc[index["split"] == split].sort_values("row")["label"].to_numpy(dtype=np.int64, copy=True)  # pandas 3 hands out read-only views
-    images = np.load(path, mmap_mode="r")
-    if len(images) != len(labels):
-        raise DatasetError(f"{path}: {len(images)} images but index.csv lists {len(labels)} for split {split!r} (rerun prepare)")
-    return images, labels

@@ -9,8 +9,9 @@ intra-retinal cysts and retinal thickening, with a severity that runs from barel
 Lengths are drawn in pixels of a 496-row Spectralis scan (scaled to the requested height) and in fractions
 of the width horizontally. Levels, speckle, thickness, curvature and registration wedges are calibrated
 against the real Kermany sample: calibration.measure reduces scans to statistics, phantom_calibration.json
-holds the real ones, and tests/data/test_phantom.py checks the phantom against them within stated tolerances. A patient is one eye: its scans share geometry, lesion and vessels and
-differ like neighbouring B-scans (a small shift and a different cut through the lesion).
+holds the real ones, and tests/data/test_phantom.py checks the phantom against them within stated tolerances.
+A patient is one eye: its scans share geometry, lesion and vessels and differ like neighbouring B-scans (a
+small shift and a different cut through the lesion).
 """
 
 from __future__ import annotations
@@ -27,10 +28,9 @@ from PIL import Image
 from scipy import ndimage
 
 from synthratio.config import PhantomConfig
+from synthratio.data.kermany import REFERENCE_HEIGHT, SPLITS
 from synthratio.runtime import progress_bar
 
-REFERENCE_HEIGHT = 496  # rows of a Spectralis B-scan in Kermany; lengths below are in its pixels
-SPLITS = ("train", "val", "test")
 LESION_SEVERITY_FLOOR = 0.3  # the mildest CNV lesion's severity (0..1): sets how hard CNV vs NORMAL is
 LABELS = ("CNV", "NORMAL")  # fixed codes for seeding: dropping a class never changes the other's scans
 # Registration wedges: Kermany's scans were shifted column by column (flattening, registration) and the
@@ -341,7 +341,7 @@ def _add_wedge(image: np.ndarray, wedge: np.ndarray, limits: tuple[np.ndarray, n
     return out
 
 
-def render_scan(rng: np.random.Generator, label: str, width: int, height: int) -> np.ndarray:
+def render_scan(rng: np.random.Generator, label: str, *, width: int, height: int) -> np.ndarray:
     """One grayscale B-scan, uint8 array (height, width). label is 'CNV' or 'NORMAL'."""
     eye = _draw_eye(rng, label)
     return _render(eye, rng, width, height, slice_z=float(rng.uniform(-0.3, 0.3)), shift=float(rng.normal(0, 0.02)))
@@ -375,7 +375,7 @@ def _write_patient(job: tuple[Path, PhantomConfig, str, str, int, int]) -> int:
     return n
 
 
-def write_phantom(out_dir: Path, config: PhantomConfig, progress: bool = True) -> dict[str, dict[str, int]]:
+def write_phantom(out_dir: Path, config: PhantomConfig) -> dict[str, dict[str, int]]:
     """Write the data set in Kermany's layout out_dir/{split}/{CLASS}/{CLASS}-{patient_id}-{n}.jpeg, patients
     rendered in `config.workers` processes.
 
@@ -394,14 +394,15 @@ def write_phantom(out_dir: Path, config: PhantomConfig, progress: bool = True) -
     try:
         jobs = [(tmp, config, split, label, index, pid) for (split, label, index), pid in ids.items()]
         with ProcessPoolExecutor(max_workers=config.workers or os.cpu_count() or 1) as pool:
-            written = progress_bar(pool.map(_write_patient, jobs, chunksize=8), total=len(jobs), desc="phantom patients", enabled=progress)
+            writing = pool.map(_write_patient, jobs, chunksize=8)
+            written = progress_bar(writing, total=len(jobs), desc="phantom patients")
             for (_, _, split, label, _, _), n in zip(jobs, written):
                 counts[split][label] += n
         for split, per_class in counts.items():
             for label in per_class:
                 (tmp / split / label).mkdir(parents=True, exist_ok=True)
         if out_dir.exists():
-            out_dir.rmdir()
+            out_dir.rmdir()  # not runtime.replace_folder: that would delete a folder that filled meanwhile
         os.rename(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,4 +1,5 @@
-"""Synthetic scans on disk: `<synthetic>/<CLASS>/<seed:06d>.png`, listed from params, never globbed."""
+"""Synthetic scans on disk: `<synthetic>/<CLASS>/<seed:06d>.png` (layout.synthetic_file), listed from params,
+never globbed."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from synthratio.config import GenerateConfig
+from synthratio.layout import synthetic_file
 
 log = logging.getLogger(__name__)
 
@@ -17,10 +19,6 @@ log = logging.getLogger(__name__)
 def synthetic_seeds(config: GenerateConfig) -> list[int]:
     """The seeds of the images `generate` writes: one torch.Generator seed per image."""
     return list(range(config.first_seed, config.first_seed + config.num_images))
-
-
-def synthetic_file(folder: Path, seed: int) -> Path:
-    return folder / f"{seed:06d}.png"
 
 
 def load_synthetic(folder: Path, seeds: Sequence[int], size: int) -> np.ndarray:

@@ -3,9 +3,7 @@
 Latent diffusion (Rombach et al. 2022): the frozen VAE maps a scan to a 4-channel latent at 1/8 of its
 size, the frozen CLIP text encoder maps a prompt to the UNet's cross-attention context, and only the UNet
 learns, either fully or through LoRA adapters on its attention projections (Hu et al. 2022, via peft).
-A LoRA run is saved as its adapter alone, in diffusers' LoRA format, with a record of the base pipeline it
-belongs to and the training scheduler (`save_lora`): a few MB instead of the 3.4 GB of a whole SD 1.5
-pipeline. `load_lora_pipeline` rebuilds the pipeline from the base and the adapter.
+A LoRA run is saved as its adapter alone (`synthratio.diffusion.pipelines.save_lora`).
 
 Unless params say otherwise, fine-tuning keeps the forward process the model was pretrained with:
 `finetune.beta_schedule` and `finetune.prediction_type` set to `pretrained` stand for the pretrained
@@ -27,24 +25,29 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from accelerate import PartialState
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from diffusers.loaders.lora_base import LORA_WEIGHT_NAME_SAFE
-from diffusers.utils import convert_state_dict_to_diffusers
-from peft import LoraConfig, get_peft_model_state_dict
+from peft import LoraConfig
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from synthratio.config import PRETRAINED, FinetuneConfig, ParamsError
-from synthratio.diffusion.pixel import _check_images, select_training_images
+from synthratio.diffusion.pipelines import load_pretrained
 from synthratio.diffusion.schedules import build_training_scheduler
-from synthratio.diffusion.training import DiffusionTask, FinetuneResult, train_diffusion
-from synthratio.runtime import write_atomically
+from synthratio.diffusion.training import (
+    DiffusionTask,
+    FinetuneResult,
+    check_training_images,
+    select_training_images,
+    train_diffusion,
+)
+from synthratio.runtime import autocast, write_atomically
 
 if TYPE_CHECKING:
     from dvclive import Live
@@ -55,30 +58,8 @@ LATENT_CACHE = "latents.safetensors"  # in checkpoint_dir, beside the training l
 UNET_CHECKPOINT = "unet"  # train_diffusion replaces its checkpoint folder whole, so it gets its own
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # the attention projections (Hu et al. 2022 adapt W_q, W_v)
 ENCODE_BATCH = 32
-LORA_FILE = "lora_base.json"  # beside diffusers' LORA_WEIGHT_NAME_SAFE: the base pipeline and training scheduler of the adapter
-SCHEDULER_DEFAULTS = {"beta_schedule": "linear", "prediction_type": "epsilon"}  # diffusers', where a scheduler config names none
-
-
-class PretrainedUnavailableError(OSError):
-    """finetune.pretrained names a hub model that cannot be fetched here."""
-
-
-def load_pretrained(pretrained: str) -> StableDiffusionPipeline:
-    """`StableDiffusionPipeline.from_pretrained(pretrained)` (hub id or local folder), without safety checker.
-
-    Raises PretrainedUnavailableError naming finetune.pretrained when a hub id cannot be fetched (no
-    network, HF_HUB_OFFLINE, not in the local cache).
-    """
-    try:
-        return StableDiffusionPipeline.from_pretrained(pretrained, safety_checker=None, requires_safety_checker=False)
-    except OSError as error:
-        if Path(pretrained).expanduser().is_dir():
-            raise
-        raise PretrainedUnavailableError(
-            f"params.yaml: finetune.pretrained={pretrained!r} could not be loaded from the Hugging Face hub or its cache "
-            f"(no network, HF_HUB_OFFLINE set, or not downloaded: {error}). On a machine with network run "
-            f"`hf download {pretrained} --local-dir <folder>`, copy the folder here and set finetune.pretrained to it"
-        ) from error
+# diffusers' defaults, where a scheduler config names none
+SCHEDULER_DEFAULTS = {"beta_schedule": "linear", "prediction_type": "epsilon"}
 
 
 def _to_rgb(images: np.ndarray) -> torch.Tensor:
@@ -108,16 +89,18 @@ def _fingerprint(images: np.ndarray, vae: AutoencoderKL) -> str:
 
 
 @torch.no_grad()
-def encode_latents(vae: AutoencoderKL, images: np.ndarray, device: torch.device, batch_size: int = ENCODE_BATCH) -> torch.Tensor:
+def encode_latents(
+    vae: AutoencoderKL, images: np.ndarray, device: torch.device, *, batch_size: int = ENCODE_BATCH
+) -> torch.Tensor:
     """CPU float32 (N, 4, H/8, W/8): the VAE posterior mean of each scan times the VAE's scaling factor.
 
-    Runs in bf16 autocast on a GPU (the VAE is frozen; its fp32 weights are kept for saving).
+    Runs in bf16 autocast on a GPU that has bf16 (the VAE is frozen; its fp32 weights are kept for saving).
     """
     vae = vae.to(device)
     chunks = []
     for start in range(0, len(images), batch_size):
         pixels = _to_rgb(images[start : start + batch_size]).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(device):
             mean = vae.encode(pixels).latent_dist.mean
         chunks.append((mean.float() * vae.config.scaling_factor).cpu())
     # contiguous (NCHW): the VAE can hand back channels-last strides, which would send the UNet's convolutions
@@ -126,7 +109,12 @@ def encode_latents(vae: AutoencoderKL, images: np.ndarray, device: torch.device,
 
 
 def cached_latents(
-    vae: AutoencoderKL, images: np.ndarray, device: torch.device, checkpoint_dir: Path | None, fingerprint: str | None = None
+    vae: AutoencoderKL,
+    images: np.ndarray,
+    device: torch.device,
+    *,
+    checkpoint_dir: Path | None,
+    fingerprint: str | None = None,
 ) -> torch.Tensor:
     """(2N, 4, h, w): the latents of the scans followed by those of the flipped scans, read from the cache when
     `checkpoint_dir/latents.safetensors` holds them for these scans and this VAE, else encoded (and cached)."""
@@ -143,7 +131,8 @@ def cached_latents(
     latents = torch.cat([encode_latents(vae, images, device), encode_latents(vae, images[:, :, ::-1], device)])
     log.info("encoded %d scans (and their mirror images) in %.1f s", len(images), time.perf_counter() - started)
     if cache is not None:
-        write_atomically(cache, lambda tmp: save_file({"latents": latents.contiguous()}, tmp, metadata={"fingerprint": fingerprint}))
+        metadata = {"fingerprint": fingerprint}
+        write_atomically(cache, lambda tmp: save_file({"latents": latents.contiguous()}, tmp, metadata=metadata))
     return latents
 
 
@@ -155,8 +144,10 @@ def pretrained_schedule(config: FinetuneConfig, pretrained_scheduler_config: Map
     try:
         return dataclasses.replace(config, **resolved)  # checks the values again
     except ParamsError as error:
-        raise ParamsError(f"{error} (finetune.pretrained={config.pretrained!r}: its scheduler's {resolved}, which "
-                          f"{PRETRAINED!r} stands for; set finetune.beta_schedule and prediction_type explicitly)") from error
+        raise ParamsError(
+            f"{error} (finetune.pretrained={config.pretrained!r}: its scheduler's {resolved}, which "
+            f"{PRETRAINED!r} stands for; set finetune.beta_schedule and prediction_type explicitly)"
+        ) from error
 
 
 def latent_training_scheduler(pretrained_scheduler_config: Mapping[str, Any], config: FinetuneConfig) -> DDPMScheduler:
@@ -168,7 +159,8 @@ def latent_training_scheduler(pretrained_scheduler_config: Mapping[str, Any], co
     for key in SCHEDULER_DEFAULTS:
         if pretrained[key] != agenda.config[key]:
             log.warning("finetune.%s=%r differs from the pretrained model's %r: the UNet has to re-learn it "
-                        "(finetune.%s: %s keeps the model's own)", key, agenda.config[key], pretrained[key], key, PRETRAINED)
+                        "(finetune.%s: %s keeps the model's own)",
+                        key, agenda.config[key], pretrained[key], key, PRETRAINED)
     if pretrained["beta_schedule"] != agenda.config.beta_schedule or pretrained.get("trained_betas") is not None:
         return agenda
     keep = {key: pretrained[key] for key in ("beta_start", "beta_end", "steps_offset") if key in pretrained}
@@ -183,11 +175,17 @@ def add_lora(unet: UNet2DConditionModel, rank: int) -> None:
     """Freeze `unet` and add trainable rank-`rank` LoRA adapters (alpha = rank, so the update is B A; Hu et al.
     2022) to its attention projections, through diffusers' peft integration (`unet.add_adapter`)."""
     unet.requires_grad_(False)
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=list(LORA_TARGETS)))
+    lora = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=list(LORA_TARGETS))
+    unet.add_adapter(lora)
 
 
 def latent_task(
-    unet: UNet2DConditionModel, scheduler: DDPMScheduler, latents: torch.Tensor, prompt_embeds: torch.Tensor, fingerprint: str = ""
+    unet: UNet2DConditionModel,
+    scheduler: DDPMScheduler,
+    latents: torch.Tensor,
+    *,
+    prompt_embeds: torch.Tensor,
+    fingerprint: str = "",
 ) -> DiffusionTask:
     """The training task on cached latents (2N, 4, h, w): N scans then their mirror images (`cached_latents`).
 
@@ -196,10 +194,13 @@ def latent_task(
     """
     count = len(latents) // 2
 
-    def make_batch(indices: torch.Tensor, generator: torch.Generator, share: slice = slice(None)) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def make_batch(
+        indices: torch.Tensor, generator: torch.Generator, share: slice = slice(None)
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         flip = (torch.rand(len(indices), generator=generator) < 0.5)[share]
         prompt = torch.randint(len(prompt_embeds), (len(indices),), generator=generator)[share]
-        return latents[indices[share] + flip.long() * count], {"encoder_hidden_states": prompt_embeds[prompt.to(prompt_embeds.device)]}
+        context = prompt_embeds[prompt.to(prompt_embeds.device)]
+        return latents[indices[share] + flip.long() * count], {"encoder_hidden_states": context}
 
     return DiffusionTask(unet=unet, scheduler=scheduler, items=count, make_batch=make_batch, fingerprint=fingerprint)
 
@@ -208,25 +209,25 @@ def train_latent(
     images: np.ndarray,
     labels: np.ndarray,
     class_names: Sequence[str],
+    *,
     config: FinetuneConfig,
     device: torch.device,
     checkpoint_dir: Path | None = None,
     live: Live | None = None,
-    progress: bool = True,
 ) -> FinetuneResult:
     """Fine-tune the UNet of `config.pretrained` on the uint8 (N, H, W) scans at `config.image_size` whose
     integer `labels` name `config.target_class` in `class_names` (the signature of `train_pixel`).
 
     lora_rank 0 trains every UNet weight; lora_rank r > 0 trains rank-r LoRA adapters (alpha = r) on the
-    attention projections, which the returned UNet carries unmerged (`save_pipeline` then saves them alone).
+    attention projections, which the returned UNet carries unmerged (`pipelines.save_pipeline` saves them alone).
     Returns a StableDiffusionPipeline with the trained UNet, the pretrained VAE, tokenizer and text encoder,
     and the training scheduler (`latent_training_scheduler`).
     """
     if config.class_conditional:
         raise ValueError("params.yaml: finetune.class_conditional=True is for the pixel backend; the latent backend "
                          "learns finetune.target_class alone, named by finetune.prompts: set it to false")
-    _check_images(images, labels, class_names, config.image_size)
-    images, _ = select_training_images(images, labels, class_names, config)
+    check_training_images(images, labels, class_names, image_size=config.image_size)
+    images, _ = select_training_images(images, labels, class_names, config=config)
     state = PartialState(cpu=device.type == "cpu")  # as train_diffusion's Accelerator
     if state.num_processes > 1 and device.type == state.device.type:
         device = state.device
@@ -235,11 +236,12 @@ def train_latent(
     vae, text_encoder, unet = _freeze(pretrained.vae), _freeze(pretrained.text_encoder.to(device)), pretrained.unet
     expected = unet.config.sample_size * pretrained.vae_scale_factor
     if expected != config.image_size:
-        log.warning("finetune.image_size=%d but %s was trained at %d px", config.image_size, config.pretrained, expected)
+        log.warning("finetune.image_size=%d but %s was trained at %d px",
+                    config.image_size, config.pretrained, expected)
 
     fingerprint = _fingerprint(images, vae)
     with state.main_process_first():  # the main process encodes and caches; the others then read the cache
-        latents = cached_latents(vae, images, device, checkpoint_dir, fingerprint)
+        latents = cached_latents(vae, images, device, checkpoint_dir=checkpoint_dir, fingerprint=fingerprint)
     vae.to(device)
     with torch.no_grad():
         prompts = torch.cat([pretrained.encode_prompt(prompt, device, 1, False)[0] for prompt in config.prompts])
@@ -253,15 +255,15 @@ def train_latent(
     else:
         unet.requires_grad_(True)
     scheduler = latent_training_scheduler(dict(pretrained.scheduler.config), config)
-    task = latent_task(unet, scheduler, latents, prompts, fingerprint)
+    task = latent_task(unet, scheduler, latents, prompt_embeds=prompts, fingerprint=fingerprint)
     log.info("latent backend: %s, %s, %s betas, %s target, %d scans -> latents %s", config.pretrained,
              f"LoRA rank {config.lora_rank}" if config.lora_rank else "full UNet", scheduler.config.beta_schedule,
              scheduler.config.prediction_type, task.items, tuple(latents.shape[1:]))
     unet_checkpoint = Path(checkpoint_dir) / UNET_CHECKPOINT if checkpoint_dir is not None else None
-    trained = train_diffusion(task, config, device, checkpoint_dir=unet_checkpoint, live=live, progress=progress)
+    trained = train_diffusion(task, config, device, checkpoint_dir=unet_checkpoint, live=live)
     pipeline = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=pretrained.tokenizer, unet=_freeze(trained.unet), scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        vae=vae, text_encoder=text_encoder, tokenizer=pretrained.tokenizer, unet=_freeze(trained.unet),
+        scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     return FinetuneResult(
         pipeline=pipeline,
@@ -270,33 +272,3 @@ def train_latent(
         images_per_second=trained.images_per_second,
         resumed_from_step=trained.resumed_from_step,
     )
-
-
-def save_lora(pipeline: StableDiffusionPipeline, folder: Path, pretrained: str) -> None:
-    """Write the LoRA adapters of `pipeline.unet` into `folder` as diffusers' train_text_to_image_lora.py does
-    (`save_lora_weights`: LORA_WEIGHT_NAME_SAFE, with the adapter's LoraConfig as metadata) and LORA_FILE: the
-    base pipeline `pretrained` (finetune.pretrained, as given) and the training scheduler's config."""
-    if not pretrained:
-        raise ValueError("save_lora: pretrained is empty; expected finetune.pretrained, the base pipeline the adapter belongs to")
-    unet = pipeline.unet
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    type(pipeline).save_lora_weights(folder, unet_lora_layers=layers, safe_serialization=True,
-                                     unet_lora_adapter_metadata=unet.peft_config["default"].to_dict())
-    record = {"pretrained": pretrained, "scheduler": json.loads(pipeline.scheduler.to_json_string())}
-    (Path(folder) / LORA_FILE).write_text(json.dumps(record, indent=1) + "\n")
-
-
-def load_lora_pipeline(folder: Path) -> StableDiffusionPipeline:
-    """The pipeline `save_lora` wrote to `folder`: its base (`load_pretrained`), the training scheduler, and
-    the UNet adapter fused into the UNet's weights."""
-    folder = Path(folder)
-    record = json.loads((folder / LORA_FILE).read_text())
-    pipeline = load_pretrained(record["pretrained"])
-    pipeline.scheduler = DDPMScheduler.from_config(record["scheduler"])
-    pipeline.load_lora_weights(folder, weight_name=LORA_WEIGHT_NAME_SAFE, use_safetensors=True)
-    # Fused (W + (alpha / r) B A, once) and unloaded: a plain UNet, as fast as the base. Sampling runs the UNet
-    # twice per step (guidance), and unfused adapters would add their two matmuls per projection to every call;
-    # the images differ from the unfused adapter's by float rounding only.
-    pipeline.fuse_lora()
-    pipeline.unload_lora_weights()
-    return pipeline

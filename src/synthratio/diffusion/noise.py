@@ -36,19 +36,18 @@ spectrum are clipped to zero.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+
+from synthratio.data.kermany import WEDGE_LEVEL
 
 # Seed-stream tag ("noise" in ASCII): the injector's generator never shares a stream with the diffusion seed.
 NOISE_STREAM = 0x6E6F697365
 MIN_PATCH = 4  # px; smaller patches resolve no spectrum
 MIN_CONTRAST = 40.0  # grey levels above the background that make a row "strongly reflective" (tissue)
-WHITE = 250  # grey level of registration wedges and saturated slivers: never noise
 
 
 class NoBackgroundError(ValueError):
@@ -86,21 +85,10 @@ class NoiseProfile:
         return acf / acf[0, 0]
 
     def to_dict(self) -> dict:
+        """The profile as JSON-ready values (PSD rounded to 6 decimals): what the generate stage records among
+        the settings a resumed run must match."""
         return {"patch_size": self.patch_size, "patches": self.patches, "std": self.std,
                 "psd": np.round(self.psd, 6).tolist()}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> NoiseProfile:
-        return cls(psd=np.array(data["psd"], dtype=np.float64), std=float(data["std"]),
-                   patch_size=int(data["patch_size"]), patches=int(data["patches"]))
-
-    def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-
-    @classmethod
-    def load(cls, path: Path) -> NoiseProfile:
-        return cls.from_dict(json.loads(path.read_text()))
 
 
 def default_patch_size(image_size: int) -> int:
@@ -125,7 +113,7 @@ def background_mask(image: np.ndarray, patch_size: int) -> np.ndarray:
     if image.ndim != 2 or image.dtype != np.uint8:
         raise ValueError(f"image of shape {image.shape} and dtype {image.dtype}; expected a 2-D uint8 array")
     height, width = image.shape
-    white = image >= WHITE
+    white = image >= WEDGE_LEVEL  # registration wedges and saturated slivers: never noise
     pixels = image.astype(np.float32)
     pixels[white] = np.median(pixels[~white]) if not white.all() else 0.0  # white is never tissue
     smooth = ndimage.gaussian_filter(pixels, max(1.0, height / 64))
@@ -144,7 +132,9 @@ def background_mask(image: np.ndarray, patch_size: int) -> np.ndarray:
 def background_patches(image: np.ndarray, patch_size: int) -> np.ndarray:
     """(n, P, P) float64 patches lying wholly in the background, at a stride of P // 2 (Welch's overlap)."""
     if patch_size < MIN_PATCH or patch_size > min(image.shape):
-        raise ValueError(f"patch_size={patch_size}; expected {MIN_PATCH}..{min(image.shape)} px for an image of shape {image.shape}")
+        raise ValueError(
+            f"patch_size={patch_size}; expected {MIN_PATCH}..{min(image.shape)} px for an image of shape {image.shape}"
+        )
     stride = max(1, patch_size // 2)
     mask = background_mask(image, patch_size)
     view = np.lib.stride_tricks.sliding_window_view

@@ -5,10 +5,10 @@ Each image's initial noise, and any noise a stochastic sampler adds on the way, 
 the sampler and the step count: never on the batch size, on the other seeds in its batch, or on how many
 processes share the work (`accelerate launch`: each process samples every world-th missing seed).
 
-Two model folders: a pixel `DDPMPipeline` (a UNet2DModel, optionally class-conditional with the class list
-in `classes.json`) and a latent `StableDiffusionPipeline` (Rombach et al. 2022), saved whole or as a LoRA
-adapter on its base pipeline, sampled at a prompt with classifier-free guidance (Ho & Salimans 2022) and
-written as grayscale.
+Two model folders (`synthratio.diffusion.pipelines`): a pixel `DDPMPipeline` (a UNet2DModel, optionally
+class-conditional with the class list in `classes.json`) and a latent `StableDiffusionPipeline` (Rombach et
+al. 2022), saved whole or as a LoRA adapter on its base pipeline, sampled at a prompt with classifier-free
+guidance (Ho & Salimans 2022) and written as grayscale.
 """
 
 from __future__ import annotations
@@ -18,15 +18,16 @@ import hashlib
 import inspect
 import json
 import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from accelerate import PartialState
 from diffusers import (
     DDIMScheduler,
-    DDPMPipeline,
     DDPMScheduler,
     DiffusionPipeline,
     DPMSolverMultistepScheduler,
@@ -39,19 +40,25 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import logging as diffusers_logging
 from PIL import Image
 
-from synthratio.config import TIMESTEP_SPACINGS, GenerateConfig
-from synthratio.diffusion.pixel import CLASSES_FILE
-from synthratio.diffusion.training import replace_folder
-from synthratio.runtime import progress_bar, progress_shown
+from synthratio.config import SAMPLERS, TIMESTEP_SPACINGS, GenerateConfig
+from synthratio.diffusion.pipelines import load_pipeline
+from synthratio.layout import CLASSES_FILE, synthetic_file
+from synthratio.runtime import autocast, progress_bar, progress_shown, replace_folder
 
-SAMPLERS = ("ddpm", "ddim", "dpmsolver++", "euler", "unipc")
 SETTINGS_FILE = "generate_settings.json"
-PIPELINES: dict[str, type[DiffusionPipeline]] = {"DDPMPipeline": DDPMPipeline, "StableDiffusionPipeline": StableDiffusionPipeline}
+# generate.sampler (one of config.SAMPLERS) -> its diffusers scheduler; make_sampler sets each one's options
+SCHEDULERS: dict[str, type[SchedulerMixin]] = {
+    "ddpm": DDPMScheduler,
+    "ddim": DDIMScheduler,
+    "dpmsolver++": DPMSolverMultistepScheduler,
+    "euler": EulerDiscreteScheduler,
+    "unipc": UniPCMultistepScheduler,
+}
 Postprocess = Callable[[np.ndarray, int], np.ndarray]
 
 
 def make_sampler(
-    name: str, training_scheduler_config: Mapping[str, Any], timestep_spacing: str = "trailing", clip_x0: bool = True
+    name: str, training_scheduler_config: Mapping[str, Any], timestep_spacing: str = "trailing", *, clip_x0: bool = True
 ) -> SchedulerMixin:
     """An inference scheduler on the training noise schedule.
 
@@ -71,45 +78,25 @@ def make_sampler(
     """
     if timestep_spacing not in TIMESTEP_SPACINGS:
         raise ValueError(f"generate.timestep_spacing={timestep_spacing!r}; expected one of {sorted(TIMESTEP_SPACINGS)}")
+    if name not in SCHEDULERS:
+        raise ValueError(f"generate.sampler={name!r}; expected one of {sorted(SAMPLERS)}")
     config = training_scheduler_config
     # Overrides go in as keywords: from_config drops dict keys listed in the config's _use_default_values.
     clip = {"clip_sample": clip_x0, "clip_sample_range": 1.0, "timestep_spacing": timestep_spacing}
-    threshold = {"thresholding": clip_x0, "sample_max_value": 1.0, "timestep_spacing": timestep_spacing}  # Saharia et al. 2022 at max 1: a clip to [-1, 1]
-    if name == "ddpm":
-        return DDPMScheduler.from_config(config, **clip)
-    if name == "ddim":
-        return DDIMScheduler.from_config(config, **clip)
-    if name == "dpmsolver++":
-        cosine = config.get("beta_schedule") == "squaredcos_cap_v2"
-        return DPMSolverMultistepScheduler.from_config(
-            config,
-            algorithm_type="dpmsolver++",
-            lambda_min_clipped=-5.1 if cosine else -float("inf"),
+    # Saharia et al. 2022's dynamic thresholding at a maximum of 1: a clip to [-1, 1]
+    threshold = {"thresholding": clip_x0, "sample_max_value": 1.0, "timestep_spacing": timestep_spacing}
+    options: dict[str, dict[str, Any]] = {
+        "ddpm": clip,
+        "ddim": clip,
+        "dpmsolver++": {
+            "algorithm_type": "dpmsolver++",
+            "lambda_min_clipped": -5.1 if config.get("beta_schedule") == "squaredcos_cap_v2" else -float("inf"),
             **threshold,
-        )
-    if name == "euler":
-        return EulerDiscreteScheduler.from_config(config, timestep_spacing=timestep_spacing)
-    if name == "unipc":
-        return UniPCMultistepScheduler.from_config(config, **threshold)
-    raise ValueError(f"generate.sampler={name!r}; expected one of {sorted(SAMPLERS)}")
-
-
-def load_pipeline(model_dir: Path, device: torch.device) -> DiffusionPipeline:
-    """Load the pipeline saved in `model_dir` onto `device`: a whole pipeline, whose model_index.json names
-    the class, or a LoRA adapter with the record of its base pipeline (`synthratio.diffusion.latent.save_lora`)."""
-    model_dir = Path(model_dir)
-    index = model_dir / "model_index.json"
-    if not index.is_file():
-        from synthratio.diffusion import latent  # imports peft and transformers
-
-        if (model_dir / latent.LORA_FILE).is_file():
-            return latent.load_lora_pipeline(model_dir).to(device)
-        raise FileNotFoundError(f"{model_dir}: no diffusers pipeline there (neither model_index.json nor a LoRA adapter's "
-                                f"{latent.LORA_FILE}); run the finetune stage first")
-    class_name = json.loads(index.read_text()).get("_class_name")
-    if class_name not in PIPELINES:
-        raise ValueError(f"{index}: _class_name={class_name!r}; expected one of {sorted(PIPELINES)}")
-    return PIPELINES[class_name].from_pretrained(model_dir).to(device)
+        },
+        "euler": {"timestep_spacing": timestep_spacing},
+        "unipc": threshold,
+    }
+    return SCHEDULERS[name].from_config(config, **options[name])
 
 
 def class_index(model_dir: Path, class_name: str | None) -> int | None:
@@ -119,7 +106,9 @@ def class_index(model_dir: Path, class_name: str | None) -> int | None:
         return None
     classes = json.loads(path.read_text())
     if class_name not in classes:
-        raise ValueError(f"{path}: the model is conditioned on classes {classes}; class_name={class_name!r} is not one of them")
+        raise ValueError(
+            f"{path}: the model is conditioned on classes {classes}; class_name={class_name!r} is not one of them"
+        )
     return classes.index(class_name)
 
 
@@ -127,10 +116,10 @@ def sample_images(
     unet: UNet2DModel,
     sampler: SchedulerMixin,
     seeds: Sequence[int],
+    *,
     inference_steps: int,
     device: torch.device,
     batch_size: int,
-    progress: bool = True,
     class_label: int | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (seed, uint8 (H, W) image) for every seed of a pixel UNet, sampling `batch_size` images at a time.
@@ -143,7 +132,7 @@ def sample_images(
     height, width = (size, size) if isinstance(size, int) else size
     shape = (unet.config.in_channels, height, width)
     stochastic = "generator" in inspect.signature(sampler.step).parameters
-    bar = progress_bar(total=len(seeds), desc="generate", unit="img", enabled=progress)
+    bar = progress_bar(total=len(seeds), desc="generate", unit="img")
     for start in range(0, len(seeds), batch_size):
         chunk = seeds[start : start + batch_size]
         generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in chunk]
@@ -162,24 +151,25 @@ def sample_images(
         bar.update(len(chunk))
     bar.close()
 
+
 def sample_latent_images(
     pipeline: StableDiffusionPipeline,
     sampler: SchedulerMixin,
     seeds: Sequence[int],
+    *,
     prompt: str,
     inference_steps: int,
     guidance_scale: float,
     device: torch.device,
     batch_size: int,
-    progress: bool = True,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (seed, uint8 (H, W) grayscale image) for every seed of a Stable Diffusion pipeline.
 
     Each image's initial latent (4, H/8, W/8) comes from its seed's CPU generator and goes in as `latents=`;
     the pipeline runs `sampler` with classifier-free guidance at `guidance_scale` (1 = off) and decodes with
-    the VAE; the RGB output becomes gray as the rounded mean of its channels. On a GPU the UNet and the VAE
-    run in bf16 autocast (the latents between steps stay float32); there, kernels picked per batch size can
-    move a pixel by rounding, while on the CPU an image is the same at every batch size.
+    the VAE; the RGB output becomes gray as the rounded mean of its channels. On a GPU with bf16 the UNet and
+    the VAE run in bf16 autocast (the latents between steps stay float32); there, kernels picked per batch
+    size can move a pixel by rounding, while on the CPU an image is the same at every batch size.
     """
     pipeline.scheduler = sampler
     pipeline.set_progress_bar_config(disable=True)  # one bar over the images, below
@@ -187,12 +177,12 @@ def sample_latent_images(
     size = unet.config.sample_size
     height, width = (size, size) if isinstance(size, int) else size
     shape = (unet.config.in_channels, height, width)
-    bar = progress_bar(total=len(seeds), desc="generate", unit="img", enabled=progress)
+    bar = progress_bar(total=len(seeds), desc="generate", unit="img")
     for start in range(0, len(seeds), batch_size):
         chunk = seeds[start : start + batch_size]
         generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in chunk]
         latents = torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device=device, dtype=unet.dtype)
-        with torch.no_grad(), _autocast(device):
+        with torch.no_grad(), autocast(device):
             rgb = pipeline(
                 prompt=[prompt] * len(chunk),
                 num_inference_steps=inference_steps,
@@ -207,18 +197,37 @@ def sample_latent_images(
     bar.close()
 
 
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on a CUDA device that has bf16, else nothing."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def shard_seeds(seeds: Sequence[int], process_index: int, num_processes: int) -> list[int]:
     """The seeds one of `num_processes` processes samples: every num_processes-th, from its index."""
     if not 0 <= process_index < num_processes:
         raise ValueError(f"process_index={process_index}; expected 0 <= index < num_processes={num_processes}")
     return list(seeds[process_index::num_processes])
+
+
+@dataclass
+class _Model:
+    """A loaded model folder, ready to sample: its pipeline, the inference scheduler and, for a pixel model
+    with classes.json, the class label to sample."""
+
+    pipeline: DiffusionPipeline
+    sampler: SchedulerMixin
+    latent: bool  # a StableDiffusionPipeline, sampled at a prompt
+    label: int | None
+
+
+def _load_model(
+    model_dir: Path, device: torch.device, config: GenerateConfig, class_name: str | None, prompt: str | None
+) -> _Model:
+    pipeline = load_pipeline(model_dir, device)
+    latent = isinstance(pipeline, StableDiffusionPipeline)
+    if latent and not prompt:
+        raise ValueError(
+            f"{model_dir} holds a StableDiffusionPipeline: generate needs a prompt (finetune.prompts[0]); "
+            f"got {prompt!r}"
+        )
+    label = None if latent else class_index(model_dir, class_name)
+    sampler = make_sampler(config.sampler, pipeline.scheduler.config, config.timestep_spacing, clip_x0=not latent)
+    return _Model(pipeline=pipeline, sampler=sampler, latent=latent, label=label)
 
 
 def _folder_digest(folder: Path) -> str:
@@ -230,8 +239,29 @@ def _folder_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def _image_name(seed: int) -> str:
-    return f"{seed:06d}.png"
+def _settings(
+    model_dir: Path,
+    model: _Model,
+    config: GenerateConfig,
+    *,
+    class_name: str | None,
+    prompt: str | None,
+    settings_extra: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """What the images depend on: a staging folder left by a run with other settings is not resumed."""
+    settings: dict[str, Any] = {
+        "model_sha256": _folder_digest(model_dir),
+        "sampler": config.sampler,
+        "timestep_spacing": config.timestep_spacing,
+        "inference_steps": config.inference_steps,
+    }
+    if model.latent:
+        settings |= {"prompt": prompt, "guidance_scale": config.guidance_scale}
+    if model.label is not None:
+        settings["class_name"] = class_name
+    if settings_extra:
+        settings["extra"] = dict(settings_extra)
+    return settings
 
 
 def _prepare_staging(staging: Path, settings: dict[str, Any], seeds: Sequence[int]) -> None:
@@ -241,14 +271,14 @@ def _prepare_staging(staging: Path, settings: dict[str, Any], seeds: Sequence[in
         shutil.rmtree(staging)
     staging.mkdir(parents=True, exist_ok=True)
     settings_path.write_text(json.dumps(settings, indent=1))
-    wanted = {_image_name(seed) for seed in seeds}
+    wanted = {synthetic_file(staging, seed).name for seed in seeds}
     for path in staging.iterdir():
         if path.name not in wanted and path.name != SETTINGS_FILE:
             path.unlink()
 
 
 def _missing_seeds(staging: Path, seeds: Sequence[int]) -> list[int]:
-    return [seed for seed in seeds if not (staging / _image_name(seed)).is_file()]
+    return [seed for seed in seeds if not synthetic_file(staging, seed).is_file()]
 
 
 def _process_device(state: PartialState, device: torch.device) -> torch.device:
@@ -256,13 +286,52 @@ def _process_device(state: PartialState, device: torch.device) -> torch.device:
     return state.device if state.num_processes > 1 and state.device.type == device.type else device
 
 
+def _sample(
+    model: _Model, seeds: Sequence[int], config: GenerateConfig, device: torch.device, prompt: str | None
+) -> Iterator[tuple[int, np.ndarray]]:
+    if model.latent:
+        return sample_latent_images(
+            model.pipeline, model.sampler, seeds, prompt=prompt, inference_steps=config.inference_steps,
+            guidance_scale=config.guidance_scale, device=device, batch_size=config.batch_size,
+        )
+    return sample_images(
+        model.pipeline.unet, model.sampler, seeds, inference_steps=config.inference_steps, device=device,
+        batch_size=config.batch_size, class_label=model.label,
+    )
+
+
+def _write_images(images: Iterator[tuple[int, np.ndarray]], staging: Path, postprocess: Postprocess | None) -> None:
+    """Write each (seed, image), after `postprocess`, as its PNG in `staging`: through a temporary name and a
+    rename, so a killed run leaves finished images only."""
+    for seed, image in images:
+        if postprocess is not None:
+            image = postprocess(image, seed)
+            if image.dtype != np.uint8 or image.ndim != 2:
+                raise ValueError(
+                    f"generate postprocess returned {image.dtype} {image.shape} for seed {seed}; expected uint8 (H, W)"
+                )
+        path = synthetic_file(staging, seed)
+        part = path.with_name(f"{path.name}.tmp")
+        Image.fromarray(image).save(part, format="PNG")
+        part.replace(path)
+
+
+def _publish(staging: Path, out_dir: Path) -> None:
+    """Swap the complete `staging` folder in for `out_dir`, without its settings file."""
+    (staging / SETTINGS_FILE).unlink()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    replace_folder(staging, out_dir)
+    with contextlib.suppress(OSError):  # an emptied staging parent of our own making; never a non-empty one
+        staging.parent.rmdir()
+
+
 def generate_to_folder(
     model_dir: Path,
     out_dir: Path,
     seeds: Sequence[int],
+    *,
     config: GenerateConfig,
     device: torch.device,
-    progress: bool = True,
     staging: Path | None = None,
     class_name: str | None = None,
     prompt: str | None = None,
@@ -285,56 +354,24 @@ def generate_to_folder(
     """
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if len(set(seeds)) != len(seeds) or any(seed < 0 for seed in seeds):
-        raise ValueError(f"generate: seeds must be distinct and >= 0; got {len(seeds)} seeds from {min(seeds, default=None)}")
+        raise ValueError(
+            f"generate: seeds must be distinct and >= 0; got {len(seeds)} seeds from {min(seeds, default=None)}"
+        )
     state = PartialState(cpu=device.type == "cpu")  # cpu: several CPU processes (gloo) under a launcher
     device = _process_device(state, device)
-    if not progress_shown(progress):  # diffusers' own loading bar follows ours: no carriage returns in log files
+    if not progress_shown():  # diffusers' own loading bar follows ours: no carriage returns in log files
         diffusers_logging.disable_progress_bar()
-    pipeline = load_pipeline(model_dir, device)
-    latent = isinstance(pipeline, StableDiffusionPipeline)
-    if latent and not prompt:
-        raise ValueError(f"{model_dir} holds a StableDiffusionPipeline: generate needs a prompt (finetune.prompts[0]); got {prompt!r}")
-    label = None if latent else class_index(model_dir, class_name)
-    sampler = make_sampler(config.sampler, pipeline.scheduler.config, config.timestep_spacing, clip_x0=not latent)
-    settings: dict[str, Any] = {
-        "model_sha256": _folder_digest(model_dir),
-        "sampler": config.sampler,
-        "timestep_spacing": config.timestep_spacing,
-        "inference_steps": config.inference_steps,
-    }
-    if latent:
-        settings |= {"prompt": prompt, "guidance_scale": config.guidance_scale}
-    if label is not None:
-        settings["class_name"] = class_name
-    if settings_extra:
-        settings["extra"] = dict(settings_extra)
+    model = _load_model(model_dir, device, config, class_name, prompt)
+    settings = _settings(model_dir, model, config, class_name=class_name, prompt=prompt, settings_extra=settings_extra)
     staging = Path(staging) if staging is not None else out_dir.with_name(f"{out_dir.name}.partial")
     if state.is_main_process:
         staging.parent.mkdir(parents=True, exist_ok=True)
         _prepare_staging(staging, settings, seeds)
     state.wait_for_everyone()
     mine = shard_seeds(_missing_seeds(staging, seeds), state.process_index, state.num_processes)
-    show = progress and state.is_main_process
-    if latent:
-        images = sample_latent_images(pipeline, sampler, mine, prompt, config.inference_steps, config.guidance_scale,
-                                      device, config.batch_size, show)
-    else:
-        images = sample_images(pipeline.unet, sampler, mine, config.inference_steps, device, config.batch_size, show,
-                               class_label=label)
-    for seed, image in images:
-        if postprocess is not None:
-            image = postprocess(image, seed)
-            if image.dtype != np.uint8 or image.ndim != 2:
-                raise ValueError(f"generate postprocess returned {image.dtype} {image.shape} for seed {seed}; expected uint8 (H, W)")
-        part = staging / f"{_image_name(seed)}.tmp"
-        Image.fromarray(image).save(part, format="PNG")
-        part.replace(staging / _image_name(seed))
+    _write_images(_sample(model, mine, config, device, prompt), staging, postprocess)
     state.wait_for_everyone()
     if state.is_main_process:
-        (staging / SETTINGS_FILE).unlink()
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        replace_folder(staging, out_dir)
-        with contextlib.suppress(OSError):  # an emptied staging parent of our own making; never a non-empty one
-            staging.parent.rmdir()
+        _publish(staging, out_dir)
     state.wait_for_everyone()
-    return [out_dir / _image_name(seed) for seed in seeds]
+    return [synthetic_file(out_dir, seed) for seed in seeds]

@@ -1,25 +1,23 @@
-"""One diffusion training loop for both backends (DDPM, Ho et al. 2020, Algorithm 1).
+"""One diffusion training loop for both backends (DDPM, Ho et al. 2020, Algorithm 1), and the choice of the
+scans both backends train on.
 
 A backend describes its data and UNet as a `DiffusionTask`; `train_diffusion` draws the batches, noises
 them with the task's `DDPMScheduler`, regresses the UNet onto the noise or the velocity (Salimans & Ho 2022)
 and optimizes it with AdamW, under `accelerate` so the same loop runs on a CPU, one GPU or DDP
-(`accelerate launch`). Every draw comes from generators seeded with `finetune.seed`; checkpoints hold
-their states, so a resumed CPU run ends with the same weights and losses as an uninterrupted one.
+(`accelerate launch`). Every draw comes from generators seeded with `finetune.seed`; checkpoints
+(`synthratio.diffusion.checkpoints`) hold their states, so a resumed CPU run ends with the same weights and
+losses as an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import logging
 import math
-import shutil
-import tempfile
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,9 +27,9 @@ from accelerate.state import AcceleratorState, PartialState
 from diffusers import DDPMScheduler, DiffusionPipeline
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
-from safetensors.torch import load_file, save_file
 
 from synthratio.config import FinetuneConfig
+from synthratio.diffusion.checkpoints import LoopState, load_checkpoint, run_fingerprint, save_checkpoint
 from synthratio.diffusion.schedules import loss_weights, offset_noise, sample_timesteps
 from synthratio.runtime import progress_bar
 
@@ -42,8 +40,9 @@ log = logging.getLogger(__name__)
 
 GRAD_CLIP = 1.0  # max global gradient norm
 LOSS_SYNC_STEPS = 16  # losses are read back from the device (one sync) every this many steps
-LR_SCHEDULES = {"constant": "constant_with_warmup", "cosine": "cosine"}  # finetune.lr_schedule -> diffusers name
-_TENSORS, _STATE, _PROGRESS = "tensors.safetensors", "optimizer.pt", "progress.json"
+# finetune.lr_schedule (config.LR_SCHEDULES) -> diffusers' name, where they differ: diffusers' "constant"
+# would ignore finetune.warmup_steps
+DIFFUSERS_LR_SCHEDULES = {"constant": "constant_with_warmup"}
 
 
 @dataclass
@@ -67,7 +66,7 @@ class FinetuneResult:
     seconds: float  # wall time of the optimizer steps run in this process
     images_per_second: float  # training throughput of this process's steps
     resumed_from_step: int  # 0 when training started fresh
-    classes: tuple[str, ...] = ()  # class-conditional pipeline: its classes, saved as classes.json (label i = classes[i])
+    classes: tuple[str, ...] = ()  # class-conditional: its classes (label i is classes[i]), saved as classes.json
 
 
 @dataclass
@@ -79,13 +78,61 @@ class TrainedUNet:
     resumed_from_step: int
 
 
+def check_training_images(
+    images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], *, image_size: int
+) -> None:
+    """Raise ValueError unless `images` are uint8 (N, image_size, image_size) scans with integer `labels` (N,)
+    in 0..len(class_names) - 1."""
+    expected = f"uint8 (N, {image_size}, {image_size})"
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (image_size, image_size):
+        raise ValueError(f"training images have dtype {images.dtype} and shape {images.shape}; expected {expected}")
+    if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"training labels have dtype {labels.dtype} and shape {labels.shape}; expected integers ({len(images)},)"
+        )
+    if len(labels) and not 0 <= labels.min() <= labels.max() < len(class_names):
+        raise ValueError(
+            f"training labels span {labels.min()}..{labels.max()}; "
+            f"expected 0..{len(class_names) - 1} for classes {list(class_names)}"
+        )
+
+
+def training_rows(labels: np.ndarray, class_names: Sequence[str], config: FinetuneConfig) -> np.ndarray:
+    """Rows of the scans the UNet learns: the target class (or every class when class-conditional), at most
+    `config.max_images` of them, a seeded choice kept in the original order."""
+    if config.target_class not in class_names:
+        raise ValueError(
+            f"params.yaml: finetune.target_class={config.target_class!r}; expected one of {list(class_names)}"
+        )
+    if config.class_conditional:
+        rows = np.arange(len(labels))
+    else:
+        rows = np.flatnonzero(labels == list(class_names).index(config.target_class))
+    if 0 < config.max_images < len(rows):
+        rows = rows[np.sort(np.random.default_rng(config.seed).choice(len(rows), config.max_images, replace=False))]
+    if len(rows) == 0:
+        raise ValueError(f"no training images of class {config.target_class!r} among {len(labels)}; expected N >= 1")
+    return rows
+
+
+def select_training_images(
+    images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], *, config: FinetuneConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """The scans and labels at `training_rows`."""
+    rows = training_rows(labels, class_names, config)
+    return images[rows], labels[rows]
+
+
 def resolve_mixed_precision(config: FinetuneConfig, device: torch.device) -> str:
     """accelerate's mixed_precision for `config.mixed_precision`: auto is bf16 on a CUDA GPU that has it, else no."""
     precision = config.mixed_precision
     if precision == "auto":
         return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "no"
     if precision == "fp16" and device.type != "cuda":
-        raise ValueError(f"params.yaml: finetune.mixed_precision='fp16' needs a CUDA device, not {device}; use 'no', 'bf16' or 'auto'")
+        raise ValueError(
+            f"params.yaml: finetune.mixed_precision='fp16' needs a CUDA device, not {device}; "
+            "use 'no', 'bf16' or 'auto'"
+        )
     return precision
 
 
@@ -114,118 +161,14 @@ def _batch_indices(count: int, batch_size: int, steps: int, generator: torch.Gen
     return order[: steps * batch_size].view(steps, batch_size)
 
 
-def _fingerprint(task: DiffusionTask, config: FinetuneConfig, processes: int, params: list[torch.nn.Parameter]) -> str:
-    settings = {key: value for key, value in dataclasses.asdict(config).items() if key != "checkpoint_every"}
-    what = {
-        "finetune": settings,
-        "items": task.items,
-        "data": task.fingerprint,
-        "processes": processes,
-        "unet": type(task.unet).__name__,
-        "parameters": [list(p.shape) for p in params],
-    }
-    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
-
-
-@dataclass
-class _Loop:
-    """The mutable training state a checkpoint saves and restores."""
-
-    params: list[torch.nn.Parameter]
-    optimizer: torch.optim.Optimizer
-    lr_scheduler: torch.optim.lr_scheduler.LRScheduler
-    ema: EMAModel | None
-    data_generator: torch.Generator
-    noise_generator: torch.Generator
-    accelerator: Accelerator
-    losses: list[float]
-    lrs: list[float]
-
-
-def replace_folder(source: Path, target: Path) -> None:
-    """Move the finished folder `source` to `target`, replacing any old `target`.
-
-    A rename is atomic; an old `target` is first renamed aside and deleted afterwards, so `target`
-    is always either the old complete folder or the new one (missing only between two renames).
-    """
-    if target.exists():
-        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
-        target.rename(old / target.name)
-        source.rename(target)
-        shutil.rmtree(old)
-    else:
-        source.rename(target)
-
-
-def _save_checkpoint(loop: _Loop, folder: Path, step: int, fingerprint: str) -> None:
-    """Write the state after `step` optimizer steps into a temporary sibling, then swap it in for `folder`."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
-    try:
-        tensors = {f"param.{i}": p.detach().cpu().contiguous() for i, p in enumerate(loop.params)}
-        if loop.ema is not None:
-            tensors |= {f"ema.{i}": p.detach().cpu().contiguous() for i, p in enumerate(loop.ema.shadow_params)}
-        tensors["generator.data"] = loop.data_generator.get_state()
-        tensors["generator.noise"] = loop.noise_generator.get_state().cpu()
-        save_file(tensors, staging / _TENSORS)
-        state = {"optimizer": loop.optimizer.state_dict(), "lr_scheduler": loop.lr_scheduler.state_dict()}
-        if loop.accelerator.scaler is not None:
-            state["scaler"] = loop.accelerator.scaler.state_dict()
-        torch.save(state, staging / _STATE)
-        progress = {
-            "step": step,
-            "losses": loop.losses,
-            "lrs": loop.lrs,
-            "ema_optimization_step": loop.ema.optimization_step if loop.ema is not None else 0,
-            "fingerprint": fingerprint,
-        }
-        (staging / _PROGRESS).write_text(json.dumps(progress) + "\n")
-        replace_folder(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _load_checkpoint(loop: _Loop, folder: Path, steps: int, fingerprint: str) -> int:
-    """Restore `loop` from `folder` and return its step; 0 (nothing restored) when there is no usable checkpoint."""
-    try:
-        progress = json.loads((folder / _PROGRESS).read_text())
-    except (OSError, ValueError) as error:
-        if folder.exists():
-            log.warning("checkpoint %s: unreadable (%s); training from step 0", folder, error)
-        return 0
-    if progress.get("fingerprint") != fingerprint:
-        log.info("checkpoint %s: made with other finetune settings, data or process count; ignored", folder)
-        return 0
-    step = progress["step"]
-    if not 0 < step < steps or len(progress["losses"]) != step:
-        log.warning("checkpoint %s: step %s does not fit finetune.steps=%d; ignored", folder, step, steps)
-        return 0
-    tensors = load_file(folder / _TENSORS)
-    state = torch.load(folder / _STATE, map_location="cpu", weights_only=True)
-    with torch.no_grad():
-        for i, p in enumerate(loop.params):
-            p.copy_(tensors[f"param.{i}"])
-        if loop.ema is not None:
-            for i, p in enumerate(loop.ema.shadow_params):
-                p.copy_(tensors[f"ema.{i}"])
-            loop.ema.optimization_step = progress["ema_optimization_step"]
-    loop.optimizer.load_state_dict(state["optimizer"])
-    loop.lr_scheduler.load_state_dict(state["lr_scheduler"])
-    if loop.accelerator.scaler is not None:
-        loop.accelerator.scaler.load_state_dict(state["scaler"])
-    loop.data_generator.set_state(tensors["generator.data"])
-    loop.noise_generator.set_state(tensors["generator.noise"])
-    loop.losses[:] = progress["losses"]
-    loop.lrs[:] = progress["lrs"]
-    return step
-
-
-def _flush(pending: list[torch.Tensor], loop: _Loop, config: FinetuneConfig, precision: str, live: Live | None) -> None:
+def _flush(
+    pending: list[torch.Tensor], state: LoopState, config: FinetuneConfig, precision: str, live: Live | None
+) -> None:
     """Read the pending per-step losses back (mean over processes), check them and log them."""
     if not pending:
         return
-    values = loop.accelerator.reduce(torch.stack(pending), reduction="mean").tolist()
-    first = len(loop.losses)
+    values = state.accelerator.reduce(torch.stack(pending), reduction="mean").tolist()
+    first = len(state.losses)
     for offset, value in enumerate(values):
         if not math.isfinite(value):
             raise FloatingPointError(
@@ -233,10 +176,10 @@ def _flush(pending: list[torch.Tensor], loop: _Loop, config: FinetuneConfig, pre
                 f"{config.learning_rate} too high, or finetune.mixed_precision={config.mixed_precision!r} "
                 f"(running as {precision!r}) overflowing; try a lower rate or mixed_precision 'no'"
             )
-    loop.losses.extend(values)
-    if live is not None and loop.accelerator.is_main_process:
-        for step in range(first, len(loop.losses)):
-            _log_step(live, loop.losses[step], loop.lrs[step])
+    state.losses.extend(values)
+    if live is not None and state.accelerator.is_main_process:
+        for step in range(first, len(state.losses)):
+            _log_step(live, state.losses[step], state.lrs[step])
     pending.clear()
 
 
@@ -249,6 +192,7 @@ def _log_step(live: Live, loss: float, lr: float) -> None:
 def diffusion_loss(
     unet: torch.nn.Module,
     scheduler: DDPMScheduler,
+    *,
     x0: torch.Tensor,
     noise: torch.Tensor,
     timesteps: torch.Tensor,
@@ -269,9 +213,9 @@ def train_diffusion(
     task: DiffusionTask,
     config: FinetuneConfig,
     device: torch.device,
+    *,
     checkpoint_dir: Path | None = None,
     live: Live | None = None,
-    progress: bool = True,
 ) -> TrainedUNet:
     """Train `task.unet` for `config.steps` AdamW steps of `config.batch_size` items (over all processes).
 
@@ -284,6 +228,42 @@ def train_diffusion(
     """
     precision = resolve_mixed_precision(config, device)
     accelerator = _accelerator(device, precision)
+    share = _process_share(task, config, accelerator)
+    unet, state = _prepare(task, config, accelerator)
+    batches = _batch_indices(task.items, config.batch_size, config.steps, state.data_generator)
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    fingerprint = run_fingerprint(config, unet=task.unet, params=state.params, items=task.items, data=task.fingerprint,
+                                  processes=accelerator.num_processes)
+    start = load_checkpoint(state, folder, steps=config.steps, fingerprint=fingerprint) if folder is not None else 0
+    if accelerator.is_main_process:
+        log.info(
+            "training %s: %d items, steps %d..%d of batch %d (%d per process), device %s, precision %s, %d process(es)",
+            type(task.unet).__name__, task.items, start, config.steps, config.batch_size,
+            config.batch_size // accelerator.num_processes, accelerator.device, precision, accelerator.num_processes,
+        )
+        if start and live is not None:
+            for loss, lr in zip(state.losses, state.lrs):
+                _log_step(live, loss, lr)
+    seconds = _train_steps(
+        unet, task, config, state, batches=batches, share=share, start=start, precision=precision, live=live,
+        checkpoints=folder if config.checkpoint_every > 0 else None, fingerprint=fingerprint,
+    )
+
+    trained = accelerator.unwrap_model(unet, keep_fp32_wrapper=False)
+    if state.ema is not None:
+        state.ema.copy_to(state.params)
+    run = config.steps - start
+    return TrainedUNet(
+        unet=trained.eval(),
+        losses=state.losses,
+        seconds=seconds,
+        images_per_second=run * config.batch_size / seconds if seconds > 0 else 0.0,
+        resumed_from_step=start,
+    )
+
+
+def _process_share(task: DiffusionTask, config: FinetuneConfig, accelerator: Accelerator) -> slice:
+    """This process's slice of each global batch; raises when the batch or the items do not allow one."""
     processes, rank = accelerator.num_processes, accelerator.process_index
     if config.batch_size % processes:
         raise ValueError(
@@ -292,8 +272,14 @@ def train_diffusion(
         )
     if task.items < 1:
         raise ValueError(f"finetune: no training items ({task.items}); expected at least 1")
-    share = slice(rank * config.batch_size // processes, (rank + 1) * config.batch_size // processes)
+    return slice(rank * config.batch_size // processes, (rank + 1) * config.batch_size // processes)
 
+
+def _prepare(
+    task: DiffusionTask, config: FinetuneConfig, accelerator: Accelerator
+) -> tuple[torch.nn.Module, LoopState]:
+    """The UNet in training mode, wrapped by `accelerator`, and the fresh state of its optimization (AdamW,
+    the LR schedule, EMA when finetune.ema_decay > 0, and the data and noise generators of finetune.seed)."""
     unet = task.unet
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
@@ -303,82 +289,92 @@ def train_diffusion(
         raise ValueError(f"finetune: {type(unet).__name__} has no trainable parameters")
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
     lr_scheduler = get_scheduler(
-        LR_SCHEDULES[config.lr_schedule], optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=config.steps
+        DIFFUSERS_LR_SCHEDULES.get(config.lr_schedule, config.lr_schedule), optimizer,
+        num_warmup_steps=config.warmup_steps, num_training_steps=config.steps,
     )
     unet, optimizer = accelerator.prepare(unet, optimizer)
-    device = accelerator.device
     data_seed, noise_seed = _seeds(config.seed)
-    loop = _Loop(
+    state = LoopState(
         params=params,
         optimizer=optimizer,
         lr_scheduler=lr_scheduler,
         ema=EMAModel(params, decay=config.ema_decay, foreach=True) if config.ema_decay > 0 else None,
         data_generator=torch.Generator().manual_seed(data_seed),
-        noise_generator=torch.Generator(device=device).manual_seed(noise_seed),
+        noise_generator=torch.Generator(device=accelerator.device).manual_seed(noise_seed),
         accelerator=accelerator,
         losses=[],
         lrs=[],
     )
-    batches = _batch_indices(task.items, config.batch_size, config.steps, loop.data_generator)
-    fingerprint = _fingerprint(task, config, processes, params)
-    saving = checkpoint_dir is not None and config.checkpoint_every > 0
-    start = _load_checkpoint(loop, Path(checkpoint_dir), config.steps, fingerprint) if checkpoint_dir is not None else 0
-    if accelerator.is_main_process:
-        log.info(
-            "training %s: %d items, steps %d..%d of batch %d (%d per process), device %s, precision %s, %d process(es)",
-            type(task.unet).__name__, task.items, start, config.steps, config.batch_size,
-            config.batch_size // processes, device, precision, processes,
-        )
-        if start and live is not None:
-            for loss, lr in zip(loop.losses, loop.lrs):
-                _log_step(live, loss, lr)
+    return unet, state
 
-    scheduler = task.scheduler
+
+def _train_steps(
+    unet: torch.nn.Module,
+    task: DiffusionTask,
+    config: FinetuneConfig,
+    state: LoopState,
+    *,
+    batches: torch.Tensor,
+    share: slice,
+    start: int,
+    precision: str,
+    live: Live | None,
+    checkpoints: Path | None,
+    fingerprint: str,
+) -> float:
+    """Run optimizer steps start..config.steps, saving a checkpoint into `checkpoints` (when given) every
+    config.checkpoint_every steps; return the seconds the steps took, checkpoint writes left out."""
+    accelerator = state.accelerator
     pending: list[torch.Tensor] = []
-    bar = progress_bar(total=config.steps, initial=start, desc="finetune", unit="step", enabled=progress and accelerator.is_main_process)
+    bar = progress_bar(total=config.steps, initial=start, desc="finetune", unit="step")
     seconds = 0.0
     tick = time.perf_counter()
     for step in range(start, config.steps):
-        x0, kwargs = task.make_batch(batches[step], loop.data_generator, share)
-        x0 = x0.to(device)
-        kwargs = {key: value.to(device) for key, value in kwargs.items()}
-        timesteps = sample_timesteps(config.batch_size, config, loop.data_generator)[share].to(device)
-        noise = torch.randn((config.batch_size, *x0.shape[1:]), generator=loop.noise_generator, device=device, dtype=x0.dtype)
-        noise = offset_noise(noise, config.noise_offset, loop.noise_generator)[share]
-        loss = diffusion_loss(unet, scheduler, x0, noise, timesteps, kwargs, config)
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(params, GRAD_CLIP)
-        loop.lrs.append(lr_scheduler.get_last_lr()[0])
-        optimizer.step()
-        if not accelerator.optimizer_step_was_skipped:  # fp16: the grad scaler skips steps with inf gradients
-            lr_scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if loop.ema is not None:
-            loop.ema.step(params)
-        pending.append(loss.detach())
+        pending.append(_optimizer_step(unet, task, config, state, batches[step], share).detach())
         bar.update()
         done = step + 1
-        checkpoint_now = saving and done % config.checkpoint_every == 0 and done < config.steps
+        checkpoint_now = checkpoints is not None and done % config.checkpoint_every == 0 and done < config.steps
         if len(pending) == LOSS_SYNC_STEPS or checkpoint_now or done == config.steps:
-            _flush(pending, loop, config, precision, live)
-            bar.set_postfix(loss=f"{loop.losses[-1]:.4f}")
+            _flush(pending, state, config, precision, live)
+            bar.set_postfix(loss=f"{state.losses[-1]:.4f}")
         if checkpoint_now:
             seconds += time.perf_counter() - tick
             if accelerator.is_main_process:
-                _save_checkpoint(loop, Path(checkpoint_dir), done, fingerprint)
+                save_checkpoint(state, checkpoints, step=done, fingerprint=fingerprint)
             accelerator.wait_for_everyone()
             tick = time.perf_counter()
     seconds += time.perf_counter() - tick
     bar.close()
+    return seconds
 
-    trained = accelerator.unwrap_model(unet, keep_fp32_wrapper=False)
-    if loop.ema is not None:
-        loop.ema.copy_to(params)
-    run = config.steps - start
-    return TrainedUNet(
-        unet=trained.eval(),
-        losses=loop.losses,
-        seconds=seconds,
-        images_per_second=run * config.batch_size / seconds if seconds > 0 else 0.0,
-        resumed_from_step=start,
+
+def _optimizer_step(
+    unet: torch.nn.Module,
+    task: DiffusionTask,
+    config: FinetuneConfig,
+    state: LoopState,
+    indices: torch.Tensor,
+    share: slice,
+) -> torch.Tensor:
+    """One AdamW step on the batch `indices` (this process's `share` of it); returns the loss on the device."""
+    accelerator, device = state.accelerator, state.accelerator.device
+    x0, kwargs = task.make_batch(indices, state.data_generator, share)
+    x0 = x0.to(device)
+    kwargs = {key: value.to(device) for key, value in kwargs.items()}
+    timesteps = sample_timesteps(config.batch_size, config, state.data_generator)[share].to(device)
+    shape = (config.batch_size, *x0.shape[1:])
+    noise = torch.randn(shape, generator=state.noise_generator, device=device, dtype=x0.dtype)
+    noise = offset_noise(noise, config.noise_offset, state.noise_generator)[share]
+    loss = diffusion_loss(
+        unet, task.scheduler, x0=x0, noise=noise, timesteps=timesteps, unet_kwargs=kwargs, config=config
     )
+    accelerator.backward(loss)
+    accelerator.clip_grad_norm_(state.params, GRAD_CLIP)
+    state.lrs.append(state.lr_scheduler.get_last_lr()[0])
+    state.optimizer.step()
+    if not accelerator.optimizer_step_was_skipped:  # fp16: the grad scaler skips steps with inf gradients
+        state.lr_scheduler.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    if state.ema is not None:
+        state.ema.step(state.params)
+    return loss

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from synthratio.classify.train import Split, predict_proba, train_classifier
+from synthratio.classify.train import LabelledImages, predict_proba, train_classifier
 from synthratio.config import ClassifierConfig
 from synthratio.evaluation.halves import patient_halves
 from synthratio.inference import Runs, cluster_draws, interval
@@ -52,7 +52,9 @@ def resize_scans(images: np.ndarray, size: int) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS)) for image in images])
 
 
-def _balanced(real: np.ndarray, synthetic: np.ndarray, rng: np.random.Generator, part: str) -> tuple[Split, np.ndarray, np.ndarray]:
+def _balanced(
+    real: np.ndarray, synthetic: np.ndarray, rng: np.random.Generator, part: str
+) -> tuple[LabelledImages, np.ndarray, np.ndarray]:
     """A part with as many real as synthetic scans (the larger side subsampled), and the rows picked from
     each side."""
     n = min(len(real), len(synthetic))
@@ -60,20 +62,20 @@ def _balanced(real: np.ndarray, synthetic: np.ndarray, rng: np.random.Generator,
         raise ValueError(f"detector {part} part has {len(real)} real and {len(synthetic)} synthetic scans; needs both")
     real_rows, synthetic_rows = (np.sort(rng.choice(len(images), size=n, replace=False)) for images in (real, synthetic))
     images = np.concatenate([real[real_rows], synthetic[synthetic_rows]])
-    split = Split(images=images, labels=np.repeat(np.array([REAL, SYNTHETIC], dtype=np.int64), n))
-    return split, real_rows, synthetic_rows
+    scans = LabelledImages(images=images, labels=np.repeat(np.array([REAL, SYNTHETIC], dtype=np.int64), n))
+    return scans, real_rows, synthetic_rows
 
 
 @dataclass(frozen=True)
 class DetectorParts:
-    train: Split
-    val: Split
-    test: Split
+    train: LabelledImages
+    val: LabelledImages
+    test: LabelledImages
     test_units: np.ndarray  # resampling unit of each test scan: its patient (real) or itself (synthetic)
 
 
 def detector_splits(
-    real_train: np.ndarray, real_heldout: np.ndarray, heldout_groups: np.ndarray, synthetic: np.ndarray, seed: int
+    real_train: np.ndarray, real_heldout: np.ndarray, heldout_groups: np.ndarray, *, synthetic: np.ndarray, seed: int
 ) -> DetectorParts:
     """Balanced train, val and test parts, labels REAL / SYNTHETIC (see the module docstring)."""
     if len(heldout_groups) != len(real_heldout):
@@ -99,12 +101,12 @@ def detect_synthetic(
     real_train: np.ndarray,
     real_heldout: np.ndarray,
     heldout_groups: np.ndarray,
+    *,
     synthetic: np.ndarray,
     image_size: int,
     epochs: int,
     seed: int,
     device: torch.device,
-    progress: bool = False,
     bootstrap: int = 1000,
     confidence: float = 0.95,
 ) -> DetectorResult:
@@ -113,14 +115,14 @@ def detect_synthetic(
     test patients and synthetic scans) and accuracy on the held-out test part."""
     parts = detector_splits(
         *(resize_scans(images, image_size) for images in (real_train, real_heldout)), heldout_groups,
-        resize_scans(synthetic, image_size), seed,
+        synthetic=resize_scans(synthetic, image_size), seed=seed,
     )  # fmt: skip
     train, val, test = parts.train, parts.val, parts.test
     config = ClassifierConfig(
         arch="simple_cnn", image_size=image_size, batch_size=DETECTOR_BATCH_SIZE, epochs=epochs,
         learning_rate=DETECTOR_LEARNING_RATE, weight_decay=DETECTOR_WEIGHT_DECAY,
     )  # fmt: skip
-    result = train_classifier(train, val, config, seed=seed, device=device, progress=progress)
+    result = train_classifier(train, val, config, seed=seed, device=device)  # a plain classifier: no mixing
     probs = predict_proba(result.model, test.images, device)
     p_synthetic = probs[:, SYNTHETIC]
     runs = Runs(probs=probs[None], labels=test.labels, patients=parts.test_units, positive=SYNTHETIC)

@@ -41,7 +41,7 @@ class DistancePair:
     kid: float  # unbiased MMD^2 with the cubic polynomial kernel, averaged over subsets
 
 
-def distance_pair(x: np.ndarray, y: np.ndarray, kid_subset_size: int, seed: int = 0) -> DistancePair:
+def distance_pair(x: np.ndarray, y: np.ndarray, *, kid_subset_size: int, seed: int = 0) -> DistancePair:
     """FID and KID between feature sets x (N, D) and y (M, D).
 
     FID: frechet_distance of the feature means and covariances. KID (Binkowski et al. 2018): clean-fid's
@@ -63,8 +63,8 @@ def distance_pair(x: np.ndarray, y: np.ndarray, kid_subset_size: int, seed: int 
 
 
 def feature_distances(
-    synthetic: np.ndarray, real: np.ndarray, groups: np.ndarray, kid_subset_size: int, seed: int = 0, nearest_k: int = 5,
-    splits: int = 1,
+    synthetic: np.ndarray, real: np.ndarray, groups: np.ndarray, *, kid_subset_size: int, seed: int = 0,
+    nearest_k: int = 5, splits: int = 1,
 ) -> dict[str, float]:
     """Synthetic-vs-real distances and the real-vs-real floor, in one feature space, averaged over `splits`
     patient-disjoint halvings of the real rows (`groups`: each real row's patient).
@@ -101,7 +101,7 @@ def feature_distances(
         held_out = real[rng.choice(rest, size=n_compared, replace=False)]
         chosen = synthetic[rng.choice(len(synthetic), size=n_compared, replace=False)]
         for out, candidate in ((versus, chosen), (floor, held_out)):
-            pair = distance_pair(candidate, reference, kid_subset_size, seed)
+            pair = distance_pair(candidate, reference, kid_subset_size=kid_subset_size, seed=seed)
             out.append({"fid": pair.fid, "kid": pair.kid, **precision_recall_density_coverage(reference, candidate, k)})
     keys = versus[0].keys()
     return {

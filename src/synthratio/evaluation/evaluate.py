@@ -1,9 +1,10 @@
-"""Everything metrics/synthetic.json says about a set of synthetic scans, against held-out real scans:
+"""Everything metrics/synthetic/keep_<k>.detail.json says about a set of synthetic scans, against held-out real
+scans:
 
 - FID, KID and precision/recall/density/coverage in the domain feature space (a classifier trained on real
   training scans only) and, when its weights file is there, clean-fid's Inception; each next to its
   real-vs-real floor (distances.py, manifold.py);
-- the memorized share, in domain features and in pixels (memorization.py), and plots/memorization.png;
+- the memorized share, in domain features and in pixels (memorization.py), and plots/memorization_keep_<k>.png;
 - the held-out AUROC of a synthetic-vs-real detector (detector.py);
 - the set sizes, and few_images when FID compares fewer than evaluate.min_images scans a side.
 """
@@ -17,13 +18,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from cleanfid.features import build_feature_extractor
 from scipy.stats import binomtest
 
 from synthratio.config import EvaluateConfig
-from synthratio.data.ingest import load_split
+from synthratio.data.prepared import load_prepared
 from synthratio.evaluation.detector import detect_synthetic, resize_scans
 from synthratio.evaluation.distances import DISTANCE_KEYS, feature_distances
 from synthratio.evaluation.halves import patient_halves
@@ -42,13 +42,14 @@ class RealScans:
     train: np.ndarray  # the generator's training scans (what memorization compares with)
 
 
-def load_heldout(prepared: Path, heldout_split: str, size: int, label: int, train: np.ndarray) -> RealScans:
+def load_heldout(prepared: Path, heldout_split: str, size: int, *, label: int, train: np.ndarray) -> RealScans:
     """The prepared held-out scans of class `label` at `size` px, with their patient groups from index.csv,
     beside `train`, the generator's training scans."""
-    index = pd.read_csv(prepared / "index.csv")
-    images, labels = load_split(prepared, heldout_split, size)
-    groups = index.loc[index["split"] == heldout_split].sort_values("row")["patient_group"].to_numpy()
-    return RealScans(heldout=np.asarray(images[labels == label]), heldout_groups=groups[labels == label], train=np.asarray(train))
+    real = load_prepared(prepared, heldout_split, size)
+    of_class = real.labels == label
+    return RealScans(
+        heldout=np.asarray(real.images[of_class]), heldout_groups=real.patients[of_class], train=np.asarray(train)
+    )
 
 
 def _check_inputs(synthetic: np.ndarray, files: Sequence[Path], real: RealScans) -> None:
@@ -69,25 +70,116 @@ def _check_inputs(synthetic: np.ndarray, files: Sequence[Path], real: RealScans)
         )
 
 
+def _distance_metrics(
+    synthetic_files: Sequence[Path], real_files: Sequence[Path], groups: np.ndarray, spaces: dict[str, FeatureFn], *,
+    device: torch.device, config: EvaluateConfig,
+) -> tuple[dict[str, float | int], tuple[np.ndarray, np.ndarray]]:
+    """{space}_{DISTANCE_KEYS} of every feature space, with the sizes feature_distances compared (the same in
+    every space: n_synthetic, n_real_half, n_compared, nearest_k, floor_splits); and the domain space's
+    (synthetic, held-out real) features, which memorization reuses."""
+    metrics: dict[str, float | int] = {}
+    computed: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for space, fn in spaces.items():
+        extract = partial(
+            file_features, feature_fn=fn, device=device, batch_size=config.batch_size, workers=config.workers,
+            inception_resize=space == "inception",
+        )  # fmt: skip
+        computed[space] = (
+            extract(synthetic_files, name=f"{space} features, synthetic"),
+            extract(real_files, name=f"{space} features, real"),
+        )
+        distances = feature_distances(
+            *computed[space], groups, kid_subset_size=config.kid_subset_size, seed=config.seed,
+            nearest_k=config.nearest_k, splits=config.floor_splits,
+        )  # fmt: skip
+        metrics.update({f"{space}_{key}": distances[key] for key in DISTANCE_KEYS})
+    sizes = ("n_synthetic", "n_real_half", "n_compared", "nearest_k", "floor_splits")
+    metrics.update({key: distances[key] for key in sizes})
+    return metrics, computed["domain"]
+
+
+def _memorization_metrics(
+    synthetic: np.ndarray, real: RealScans, domain: tuple[np.ndarray, np.ndarray], train_files: Sequence[Path],
+    feature_fn: FeatureFn, *, device: torch.device, config: EvaluateConfig, plot: Path | None,
+) -> dict[str, float | int]:
+    """memorized_share_{space}{,_floor,_p} and memorized_threshold_{space} in domain features (space
+    "features"; `domain`: the synthetic and held-out features, the training scans' extracted here) and in
+    "pixels", and memorized_pixel_size; the figure of the closest pairs to `plot` when given."""
+    train_features = file_features(
+        train_files, feature_fn, device, batch_size=config.batch_size, workers=config.workers,
+        name="domain features, real training",
+    )  # fmt: skip
+    # the held-out halves of distances' first halving
+    reference, floor = patient_halves(real.heldout_groups, np.random.default_rng([config.seed, 0]))
+    # Pixel distances at a capped size: the exact search costs a multiply-add per pixel of every pair, and a
+    # copy of a 512 px scan is as much a copy at 64 px (the threshold is calibrated at the same size).
+    pixel_size = min(config.pixel_size, synthetic.shape[1])
+    pixels = [pixel_rows(resize_scans(images, pixel_size)) for images in (synthetic, real.heldout, real.train)]
+    metrics: dict[str, float | int] = {}
+    copies: dict[str, Memorization] = {}
+    for space, (fake, heldout, train) in {"features": (*domain, train_features), "pixels": pixels}.items():
+        copies[space] = memorization(fake, real_reference=heldout[reference], real_floor=heldout[floor], train=train,
+                                     quantile=config.memorization_quantile, device=device)
+        found = copies[space]
+        metrics.update({
+            f"memorized_share_{space}": found.share,
+            f"memorized_share_{space}_floor": found.share_floor,
+            # one-sided exact binomial test of "no more than the quantile's share are this close" (the threshold
+            # is itself a quantile of len(reference) distances, so read p as a screen, not to three digits)
+            f"memorized_share_{space}_p": float(binomtest(
+                int((found.nearest.distance <= found.threshold).sum()), len(fake), config.memorization_quantile,
+                alternative="greater",
+            ).pvalue),
+            f"memorized_threshold_{space}": found.threshold,
+        })  # fmt: skip
+    if plot is not None:
+        save_memorization_grid(synthetic, real.train, copies, path=plot)
+    metrics["memorized_pixel_size"] = pixel_size
+    return metrics
+
+
+def _detector_metrics(
+    synthetic: np.ndarray, real: RealScans, *, device: torch.device, config: EvaluateConfig, confidence: float
+) -> dict[str, float | int]:
+    """detector_{auroc,auroc_ci_low,auroc_ci_high,accuracy,n_train,n_val,n_test} (detector.py)."""
+    detector = detect_synthetic(
+        real.train, real.heldout, real.heldout_groups, synthetic=synthetic, image_size=config.detector_image_size,
+        epochs=config.detector_epochs, seed=config.seed, device=device, bootstrap=config.bootstrap,
+        confidence=confidence,
+    )  # fmt: skip
+    return {
+        "detector_auroc": detector.auroc,
+        "detector_auroc_ci_low": detector.auroc_ci_low,
+        "detector_auroc_ci_high": detector.auroc_ci_high,
+        "detector_accuracy": detector.accuracy,
+        "detector_n_train": detector.n_train,
+        "detector_n_val": detector.n_val,
+        "detector_n_test": detector.n_test,
+    }
+
+
 def evaluate_synthetic(
     synthetic_files: Sequence[Path],
     real: RealScans,
     feature_fn: FeatureFn,
+    *,
     device: torch.device,
     config: EvaluateConfig,
     workdir: Path,
     memorization_plot: Path | None = None,
-    progress: bool = False,
     confidence: float = 0.95,
 ) -> dict[str, float | int | bool]:
-    """All of metrics/synthetic.json for the listed synthetic scans (see the module docstring).
+    """Every figure of metrics/synthetic/keep_<k>.detail.json for the listed synthetic scans (see the module
+    docstring), but keep and real_split, which the stage adds.
 
     The real scans are written as PNGs under workdir (a fresh folder the caller owns), so both sets pass
     through clean-fid's same reading path. Keys: {domain,inception}_{fid,kid,precision,recall,density,
-    coverage} and their *_floor twins (inception_* only when inception_available(config.inception_weights));
-    memorized_{share,share_floor,threshold}_{features,pixels} and memorized_pixel_size; detector_{auroc,accuracy,n_train,n_val,n_test};
-    n_synthetic, n_real, n_real_train, n_real_half, n_compared, nearest_k, inception, few_images. Bad input
-    (no synthetic file, mixed sizes, too few real scans) raises before any model runs.
+    coverage} and their *_floor and *_floor_sd twins (inception_* only when
+    inception_available(config.inception_weights));
+    memorized_share_{features,pixels}{,_floor,_p}, memorized_threshold_{features,pixels} and memorized_pixel_size;
+    detector_{auroc,auroc_ci_low,auroc_ci_high,accuracy,n_train,n_val,n_test}; n_synthetic, n_real, n_real_train,
+    n_real_half, n_compared, nearest_k, floor_splits, inception, few_images. Bad input (no synthetic file, mixed
+    sizes, too few real scans) raises before any model runs.
     """
     synthetic = read_scans(synthetic_files, "synthetic scans")
     _check_inputs(synthetic, synthetic_files, real)
@@ -102,66 +194,17 @@ def evaluate_synthetic(
     use_inception = inception_available(config.inception_weights)
     if use_inception:
         spaces["inception"] = build_feature_extractor(mode="clean", device=device)
-    metrics: dict[str, float | int | bool] = {}
-    computed: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for space, fn in spaces.items():
-        extract = partial(
-            file_features, feature_fn=fn, device=device, batch_size=config.batch_size, workers=config.workers,
-            inception_resize=space == "inception", progress=progress,
-        )  # fmt: skip
-        computed[space] = (
-            extract(synthetic_files, name=f"{space} features, synthetic"), extract(real_files, name=f"{space} features, real")
-        )
-        distances = feature_distances(*computed[space], real.heldout_groups, config.kid_subset_size, config.seed,
-                                      config.nearest_k, config.floor_splits)
-        metrics.update({f"{space}_{key}": distances[key] for key in DISTANCE_KEYS})
-    train_features = file_features(train_files, feature_fn, device, config.batch_size, config.workers,
-                                   name="domain features, real training", progress=progress)
-
-    reference, floor = patient_halves(real.heldout_groups, np.random.default_rng([config.seed, 0]))  # distances' first halving
-    # Pixel distances at a capped size: the exact search costs a multiply-add per pixel of every pair, and a
-    # copy of a 512 px scan is as much a copy at 64 px (the threshold is calibrated at the same size).
-    pixel_size = min(config.pixel_size, synthetic.shape[1])
-    pixels = [pixel_rows(resize_scans(images, pixel_size)) for images in (synthetic, real.heldout, real.train)]
-    copies: dict[str, Memorization] = {}
-    for space, (fake, heldout, train) in {"features": (*computed["domain"], train_features), "pixels": pixels}.items():
-        copies[space] = memorization(fake, heldout[reference], heldout[floor], train, config.memorization_quantile, device)
-        found = copies[space]
-        metrics.update({
-            f"memorized_share_{space}": found.share,
-            f"memorized_share_{space}_floor": found.share_floor,
-            # one-sided exact binomial test of "no more than the quantile's share are this close" (the threshold
-            # is itself a quantile of len(reference) distances, so read p as a screen, not to three digits)
-            f"memorized_share_{space}_p": float(binomtest(int((found.nearest.distance <= found.threshold).sum()), len(fake),
-                                                          config.memorization_quantile, alternative="greater").pvalue),
-            f"memorized_threshold_{space}": found.threshold,
-        })  # fmt: skip
-    if memorization_plot is not None:
-        save_memorization_grid(synthetic, real.train, copies, memorization_plot)
-
-    detector = detect_synthetic(
-        real.train, real.heldout, real.heldout_groups, synthetic, config.detector_image_size, config.detector_epochs,
-        config.seed, device, progress, bootstrap=config.bootstrap, confidence=confidence,
-    )  # fmt: skip
-    metrics.update(
-        detector_auroc=detector.auroc,
-        detector_auroc_ci_low=detector.auroc_ci_low,
-        detector_auroc_ci_high=detector.auroc_ci_high,
-        detector_accuracy=detector.accuracy,
-        detector_n_train=detector.n_train,
-        detector_n_val=detector.n_val,
-        detector_n_test=detector.n_test,
-        n_synthetic=distances["n_synthetic"],
-        n_real=len(real.heldout),
-        n_real_train=len(real.train),
-        n_real_half=distances["n_real_half"],
-        n_compared=distances["n_compared"],
-        nearest_k=distances["nearest_k"],
-        floor_splits=distances["floor_splits"],
-        memorized_pixel_size=pixel_size,
-        inception=use_inception,
-        few_images=distances["n_compared"] < config.min_images,
+    # the detector last, as always: its training reseeds the global RNGs (classify.train.set_seed)
+    distances, domain = _distance_metrics(
+        synthetic_files, real_files, real.heldout_groups, spaces, device=device, config=config
     )
+    memorized = _memorization_metrics(synthetic, real, domain, train_files, feature_fn, device=device, config=config,
+                                      plot=memorization_plot)
+    detector = _detector_metrics(synthetic, real, device=device, config=config, confidence=confidence)
+    metrics: dict[str, float | int | bool] = {
+        **distances, **memorized, **detector, "n_real": len(real.heldout), "n_real_train": len(real.train),
+        "inception": use_inception, "few_images": distances["n_compared"] < config.min_images,
+    }  # fmt: skip
     if metrics["few_images"]:
         logger.warning(
             "FID/KID compare sets of %d scans (from %d synthetic and %d real), fewer than evaluate.min_images=%d: "

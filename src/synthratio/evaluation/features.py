@@ -1,7 +1,7 @@
-"""Image folders to feature vectors through clean-fid (Parmar et al. 2022, "On Aliased Resizing and
+"""Listed image files to feature vectors through clean-fid (Parmar et al. 2022, "On Aliased Resizing and
 Surprising Subtleties in GAN Evaluation"), with a real-only classifier or clean-fid's own Inception.
 
-clean-fid reads a folder with PIL, converts every image to RGB and hands float32 (B, 3, H, W) batches in
+clean-fid reads the files with PIL, converts every image to RGB and hands float32 (B, 3, H, W) batches in
 [0, 255] to a feature function; in clean mode it first resizes to 299 px for Inception. Domain features
 skip that resize: the classifier sees scans the way it was trained on them.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import platform
-from glob import glob
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -18,7 +17,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from cleanfid import fid
-from cleanfid.utils import EXTENSIONS
 from PIL import Image
 from torch import nn
 
@@ -54,19 +52,6 @@ def classifier_feature_fn(model: nn.Module, image_size: int, device: torch.devic
 def _keep_size(image: np.ndarray) -> np.ndarray:
     """clean-fid resize that leaves the image as it is."""
     return image
-
-
-def list_images(folder: Path) -> list[Path]:
-    """The images clean-fid would read in folder (recursively, by its extensions), sorted.
-
-    Raises FileNotFoundError naming a missing folder, ValueError naming an empty one.
-    """
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image folder {folder} does not exist")
-    files = sorted({Path(f) for ext in EXTENSIONS for f in glob(os.path.join(folder, f"**/*.{ext}"), recursive=True)})
-    if not files:
-        raise ValueError(f"image folder {folder} holds no images (extensions {sorted(EXTENSIONS)})")
-    return files
 
 
 def check_one_size(files: Sequence[Path], name: str) -> tuple[int, int]:
@@ -109,19 +94,18 @@ def file_features(
     files: Sequence[Path],
     feature_fn: FeatureFn,
     device: torch.device,
+    *,
     batch_size: int = 64,
     workers: int = 0,
-    *,
     inception_resize: bool = False,
     name: str = "images for features",
-    progress: bool = False,
 ) -> np.ndarray:
     """Features (N, D) of the listed images, in order, through clean-fid's reader (PIL, RGB, float [0, 255]).
 
     Images reach feature_fn at their own size unless inception_resize, which applies clean-fid's clean
     resize to 299 px (for its Inception). workers: processes that decode and resize (a DataLoader's
-    num_workers; 0 decodes in this process). progress: a tqdm bar named after the set. Raises ValueError
-    naming the set (name) and a file when the sizes differ.
+    num_workers; 0 decodes in this process). clean-fid's tqdm bar, named after the set, shows where
+    runtime.progress_shown() says. Raises ValueError naming the set (name) and a file when the sizes differ.
     """
     check_one_size(files, name)
     return fid.get_files_features(
@@ -133,22 +117,7 @@ def file_features(
         mode="clean",
         custom_fn_resize=None if inception_resize else _keep_size,
         description=name,
-        verbose=progress_shown(progress),  # clean-fid's own tqdm bar, shown only where ours would be
-    )
-
-
-def folder_features(
-    folder: Path,
-    feature_fn: FeatureFn,
-    device: torch.device,
-    batch_size: int = 64,
-    workers: int = 0,
-    *,
-    inception_resize: bool = False,
-) -> np.ndarray:
-    """file_features of list_images(folder): every image in it, in clean-fid's sorted order."""
-    return file_features(
-        list_images(folder), feature_fn, device, batch_size, workers, inception_resize=inception_resize, name=f"image folder {folder}"
+        verbose=progress_shown(),  # clean-fid's own tqdm bar, shown only where ours would be
     )
 
 

@@ -49,7 +49,8 @@ def _blocks(rows: np.ndarray, size: int, device: torch.device):
 
 
 def nearest_rows(
-    query: np.ndarray, reference: np.ndarray, device: torch.device = torch.device("cpu"), chunk_bytes: int = CHUNK_BYTES
+    query: np.ndarray, reference: np.ndarray, *, device: torch.device = torch.device("cpu"),
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> Nearest:
     """Each query row's nearest reference row (Euclidean), exact, converting blocks to float64 on `device` one
     at a time (uint8 blocks travel to a GPU, 8x less than float64).
@@ -82,7 +83,7 @@ class Memorization:
 
 
 def memorization(
-    synthetic: np.ndarray, real_reference: np.ndarray, real_floor: np.ndarray, train: np.ndarray, quantile: float,
+    synthetic: np.ndarray, *, real_reference: np.ndarray, real_floor: np.ndarray, train: np.ndarray, quantile: float,
     device: torch.device = torch.device("cpu"),
 ) -> Memorization:
     """Memorized share of synthetic rows against the training rows, in one space (all (N, D) arrays), with the
@@ -96,7 +97,8 @@ def memorization(
     for name, rows in (("synthetic", synthetic), ("real_reference", real_reference), ("real_floor", real_floor), ("train", train)):
         if rows.ndim != 2 or len(rows) == 0 or rows.shape[1] != train.shape[1]:
             raise ValueError(f"{name} rows of shape {rows.shape}; expected (N >= 1, {train.shape[1]}) like train")
-    found = nearest_rows(np.concatenate([real_reference, real_floor, synthetic]), train, device)  # one pass over train
+    # one pass over train
+    found = nearest_rows(np.concatenate([real_reference, real_floor, synthetic]), train, device=device)
     floor_start, synthetic_start = len(real_reference), len(real_reference) + len(real_floor)
     threshold = float(np.quantile(found.distance[:floor_start], quantile))
     floor = found.distance[floor_start:synthetic_start]
@@ -110,7 +112,7 @@ def memorization(
 
 
 def save_memorization_grid(
-    synthetic: np.ndarray, train: np.ndarray, spaces: dict[str, Memorization], path: Path, pairs: int = GRID_PAIRS
+    synthetic: np.ndarray, train: np.ndarray, spaces: dict[str, Memorization], *, path: Path, pairs: int = GRID_PAIRS
 ) -> None:
     """PNG of the closest synthetic/train pairs in each space: per space a row of synthetic scans (closest
     first, distance in red when at or below the threshold) above a row of their nearest training scans."""

@@ -1,9 +1,10 @@
-"""A Stable Diffusion pipeline built from configs with random weights, offline.
+"""Test fixture: a Stable Diffusion pipeline built from configs with random weights, offline.
 
 Tests save it with `save_pretrained` and load it back through the same `from_pretrained` path that users
-take with a hub id or a downloaded folder; the GPU benchmark builds the `sd15` preset, which has the
+take with a hub id or a downloaded folder; benchmarks/latent_speed.py builds the `sd15` preset, which has the
 shapes of Stable Diffusion 1.5 (Rombach et al. 2022: UNet 860M, VAE 84M, CLIP ViT-L/14 text encoder
 123M), so its throughput is that of the real model (throughput depends on shape, not on weights).
+Imported as `tiny_sd` (tests/ is on sys.path under pytest, as for pipeline_helpers).
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ def build_tokenizer() -> CLIPTokenizer:
     return CLIPTokenizer(vocab={token: i for i, token in enumerate(tokens)}, merges=[], model_max_length=77)
 
 
-def build_sd_pipeline(preset: Literal["tiny", "sd15"] = "tiny", sample_size: int = 32, seed: int = 0) -> StableDiffusionPipeline:
+def build_sd_pipeline(
+    preset: Literal["tiny", "sd15"] = "tiny", sample_size: int = 32, seed: int = 0
+) -> StableDiffusionPipeline:
     """An untrained StableDiffusionPipeline for `sample_size`-px images, weights drawn from `seed`.
 
     The scheduler is SD 1.5's (PNDM on the scaled-linear betas 0.00085..0.012); no safety checker.
@@ -113,7 +116,9 @@ def build_sd_pipeline(preset: Literal["tiny", "sd15"] = "tiny", sample_size: int
     )
 
 
-def build_tiny_sd_pipeline(folder: Path, sample_size: int = 32, preset: Literal["tiny", "sd15"] = "tiny", seed: int = 0) -> Path:
+def build_tiny_sd_pipeline(
+    folder: Path, *, sample_size: int = 32, preset: Literal["tiny", "sd15"] = "tiny", seed: int = 0
+) -> Path:
     """Save `build_sd_pipeline(preset, sample_size, seed)` to `folder` with `save_pretrained`; return `folder`."""
     folder = Path(folder)
     build_sd_pipeline(preset, sample_size, seed).save_pretrained(folder, safe_serialization=True)

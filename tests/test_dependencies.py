@@ -5,6 +5,8 @@ Hand-kept dependency lists drift; this test reads each stage's script, follows i
 reached is a dependency, itself or through a folder above it."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,6 +93,15 @@ def test_every_module_a_stage_imports_is_a_dependency(name: str, script: Path, d
     assert not missing, f"dvc.yaml stage {name} imports these without depending on them: {missing}"
 
 
+@pytest.mark.parametrize(("name", "script", "deps"), STAGES, ids=[name for name, _, _ in STAGES])
+def test_every_source_a_stage_depends_on_is_one_it_imports(name: str, script: Path, deps: list[Path]):
+    """The other direction: a listed module the stage no longer reaches only reruns it for nothing."""
+    closure = import_closure(script)
+    stale = [str(dep.relative_to(ROOT)) for dep in deps if SRC in dep.parents
+             and not any(path == dep or dep in path.parents for path in closure)]
+    assert not stale, f"dvc.yaml stage {name} depends on sources it never imports: {stale}"
+
+
 def test_the_closure_follows_imports_inside_functions_and_from_package_imports(tmp_path: Path):
     """The walk this test relies on: `from synthratio.diffusion import latent` inside a function reaches latent.py
     and what latent.py imports; a plain library import reaches nothing."""
@@ -99,3 +110,40 @@ def test_the_closure_follows_imports_inside_functions_and_from_package_imports(t
     closure = {str(path.relative_to(SRC)) for path in import_closure(script)}
     assert {"synthratio/diffusion/latent.py", "synthratio/diffusion/training.py", "synthratio/config.py"} <= closure
     assert not any("classify" in path for path in closure)
+
+
+def closure_of_script(script: Path) -> set[str]:
+    """Dotted names of the synthratio modules that running or importing `script` can import."""
+    return {".".join(path.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__")
+            for path in import_closure(script)}
+
+
+def closure_of(module: str) -> set[str]:
+    return closure_of_script(module_file(module)) | {module}
+
+
+@pytest.mark.parametrize(("module", "must_not_reach"), [
+    ("synthratio.diffusion.sampling", {"synthratio.diffusion.training", "synthratio.diffusion.pixel"}),
+    ("synthratio.diffusion.latent", {"synthratio.diffusion.pixel"}),
+    ("synthratio.figures", {"synthratio.report"}),
+    ("synthratio.layout", {"synthratio.runtime", "synthratio.classify.experiment"}),
+    ("synthratio.config", {"synthratio.runtime", "synthratio.layout"}),
+])
+def test_dependencies_point_one_way(module: str, must_not_reach: set[str]):
+    """Sampling needs no training loop, the latent backend not the pixel one, figures not the report, and the
+    light modules (config, layout) nothing heavier than themselves."""
+    assert not closure_of(module) & must_not_reach
+
+
+def test_generate_does_not_depend_on_the_report():
+    """A change to the markdown report must not re-sample every scan."""
+    assert "synthratio.report" not in closure_of_script(ROOT / "stages/generate.py")
+
+
+def test_the_report_stage_runs_without_torch():
+    """The report stage imports every module it can reach and torch is still not loaded: it reads JSON and CSV."""
+    modules = sorted(closure_of_script(ROOT / "stages/report.py"))
+    code = f"import sys; import {', '.join(modules)}; sys.exit('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, f"importing {modules} loads torch: {result.stderr[-2000:]}"
+
