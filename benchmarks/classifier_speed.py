@@ -6,7 +6,8 @@ ours: `train_classifier` as the stages call it: uint8 arrays uploaded once, Rati
 ratio R gathered on the device, augmentation on the device, per-epoch validation and best-state copy.
 
 The two are measured alternately `--repeats` times and the medians compared, so a load that comes and goes
-(a shared machine) hits both alike. Prints a markdown table (img/s and the ratio ours/bare) and the time of a sweep at the study's scale
+(a shared machine) hits both alike. Prints a markdown table (img/s and the ratio ours/bare) and the time of a
+sweep at the study's scale
 extrapolated from the measured throughput. Example:
     python benchmarks/classifier_speed.py --arch resnet18 --size 224 --batch 256 --device cuda --steps 200
 """
@@ -60,7 +61,9 @@ def loop_throughput(arch: str, size: int, batch: int, *, steps: int, ratio: int,
     train = LabelledImages(rng.integers(0, 256, (n_train, size, size), dtype=np.uint8), rng.integers(0, 2, n_train))
     val = LabelledImages(train.images[:batch], train.labels[:batch])
     synthetic = rng.integers(0, 256, (max(batch, n_train // 4), size, size), dtype=np.uint8)
-    config = ClassifierConfig(arch=arch, image_size=size, batch_size=batch, epochs=1, learning_rate=1e-4, weight_decay=0.0)
+    config = ClassifierConfig(
+        arch=arch, image_size=size, batch_size=batch, epochs=1, learning_rate=1e-4, weight_decay=0.0
+    )
     plan = plan_batches(train.labels, batch_size=batch, synthetic_label=0, ratio=ratio)
 
     def run(scans: LabelledImages) -> float:
@@ -97,8 +100,10 @@ def main() -> None:
     if args.repeats < 1 or args.steps < 1:
         parser.error(f"--repeats {args.repeats} --steps {args.steps}; both must be >= 1")
     pairs = [
-        (bare_throughput(args.arch, args.size, args.batch, steps=args.steps, warmup=args.warmup, device=device),
-         loop_throughput(args.arch, args.size, args.batch, steps=args.steps, ratio=args.ratio, device=device))
+        (
+            bare_throughput(args.arch, args.size, args.batch, steps=args.steps, warmup=args.warmup, device=device),
+            loop_throughput(args.arch, args.size, args.batch, steps=args.steps, ratio=args.ratio, device=device),
+        )
         for _ in range(args.repeats)
     ]
     bare, ours = (float(np.median(values)) for values in zip(*pairs))
@@ -111,7 +116,8 @@ def main() -> None:
     print(f"| ratio ours / bare | {ours / bare:.2f} |")
     hours = images / ours / 3600
     print(
-        f"\nStudy-scale sweep: ({args.study_ratios} ratios + R=0) x {args.study_seeds} seeds x {args.study_epochs} epochs x "
+        f"\nStudy-scale sweep: ({args.study_ratios} ratios + R=0) x {args.study_seeds} seeds"
+        f" x {args.study_epochs} epochs x "
         f"{args.study_scans:,} scans = {images:,} training images / {ours:,.1f} img/s = {hours:,.2f} h"
         f" ({math.ceil(hours * 60):,} min) on this device"
     )

@@ -110,15 +110,24 @@ def main() -> None:
         # warm the page cache and the workers' imports
         file_features(files, domain, device, batch_size=args.batch, workers=args.workers)
         rows = [
-            (f"bare {inception_name}, 299 px tensors on the device",
-             bare_throughput(inception, device, n=args.n, batch=args.batch)),
-            (f"file_features -> {inception_name} ({SIZE} px PNG, clean resize to 299)",
-             pipeline_throughput(files, inception, device, args=args, inception=True)),
-            (f"file_features -> domain simple_cnn at {args.domain_size} px ({SIZE} px PNG)",
-             pipeline_throughput(files, domain, device, args=args, inception=False)),
-        ]  # fmt: skip
-    print(f"{args.n} scans, device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
-          f"batch {args.batch}, workers {args.workers}, torch threads {torch.get_num_threads()}; PNGs written at {written:.0f}/s\n")
+            (
+                f"bare {inception_name}, 299 px tensors on the device",
+                bare_throughput(inception, device, n=args.n, batch=args.batch),
+            ),
+            (
+                f"file_features -> {inception_name} ({SIZE} px PNG, clean resize to 299)",
+                pipeline_throughput(files, inception, device, args=args, inception=True),
+            ),
+            (
+                f"file_features -> domain simple_cnn at {args.domain_size} px ({SIZE} px PNG)",
+                pipeline_throughput(files, domain, device, args=args, inception=False),
+            ),
+        ]
+    print(
+        f"{args.n} scans, device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
+        f"batch {args.batch}, workers {args.workers}, torch threads {torch.get_num_threads()}; "
+        f"PNGs written at {written:.0f}/s\n"
+    )
     print("| work | img/s | 10k scans (s) |\n|---|---|---|")
     for name, rate in rows:
         print(f"| {name} | {rate:,.0f} | {10_000 / rate:,.1f} |")

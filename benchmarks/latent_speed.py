@@ -40,8 +40,16 @@ def _autocast(device: torch.device, bf16: bool) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
-def bare_train_speed(unet: torch.nn.Module, shape: tuple[int, ...], width: int, *, device: torch.device, bf16: bool,
-                     warmup: int, steps: int) -> float:
+def bare_train_speed(
+    unet: torch.nn.Module,
+    shape: tuple[int, ...],
+    width: int,
+    *,
+    device: torch.device,
+    bf16: bool,
+    warmup: int,
+    steps: int,
+) -> float:
     """img/s of the plain step: forward on noised latents with a text context, MSE to the noise, backward, AdamW."""
     batch = shape[0]
     unet.train().requires_grad_(True)
@@ -85,8 +93,16 @@ def loop_train_speed(
 
 
 @torch.no_grad()
-def bare_sample_step_seconds(unet: torch.nn.Module, shape: tuple[int, ...], width: int, *, device: torch.device,
-                             bf16: bool, warmup: int, steps: int) -> float:
+def bare_sample_step_seconds(
+    unet: torch.nn.Module,
+    shape: tuple[int, ...],
+    width: int,
+    *,
+    device: torch.device,
+    bf16: bool,
+    warmup: int,
+    steps: int,
+) -> float:
     """Seconds per bare UNet forward at batch 2B (classifier-free guidance: unconditional + conditional)."""
     unet.eval()
     sample = torch.randn((2 * shape[0], *shape[1:]), device=device)
@@ -114,8 +130,18 @@ def pipeline_sample_speed(
             _sync(device)
             started = time.perf_counter()
         seeds = list(range(first_seed, first_seed + batch))
-        images = list(sample_latent_images(pipeline, sampler, seeds, prompt=PROMPT, inference_steps=steps,
-                                           guidance_scale=guidance, device=device, batch_size=batch))
+        images = list(
+            sample_latent_images(
+                pipeline,
+                sampler,
+                seeds,
+                prompt=PROMPT,
+                inference_steps=steps,
+                guidance_scale=guidance,
+                device=device,
+                batch_size=batch,
+            )
+        )
     _sync(device)
     assert len(images) == batch
     return batch / (time.perf_counter() - started)
@@ -125,8 +151,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="tiny config on the CPU (a smoke test of this script)")
     parser.add_argument("--size", type=int, help="px, square (default 512; --tiny 32)")
-    parser.add_argument("--batch", type=int,
-                        help="images per training step and per sampling batch (default 32; --tiny 4)")
+    parser.add_argument(
+        "--batch", type=int, help="images per training step and per sampling batch (default 32; --tiny 4)"
+    )
     parser.add_argument("--steps", type=int, help="timed training steps and bare sampling steps (default 20; --tiny 3)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     parser.add_argument("--sample-steps", type=int, default=25, help="DPM-Solver++ steps per image")
@@ -145,8 +172,14 @@ def main() -> None:
     cuda = args.device == "cuda" or (args.device == "auto" and not args.tiny and torch.cuda.is_available())
     device = torch.device("cuda" if cuda else "cpu")
 
-    config = dataclasses.replace(load_params(REPO / "params.yaml").finetune, image_size=size, batch_size=batch,
-                                 checkpoint_every=0, ema_decay=0.0, gradient_checkpointing=False)
+    config = dataclasses.replace(
+        load_params(REPO / "params.yaml").finetune,
+        image_size=size,
+        batch_size=batch,
+        checkpoint_every=0,
+        ema_decay=0.0,
+        gradient_checkpointing=False,
+    )
     precision = resolve_mixed_precision(config, device)
     pipeline = build_sd_pipeline("tiny" if args.tiny else "sd15", size).to(device)
     unet = pipeline.unet
@@ -154,9 +187,11 @@ def main() -> None:
     width = unet.config.cross_attention_dim
     millions = sum(p.numel() for p in unet.parameters()) / 1e6
     name = torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} threads"
-    print(f"{name}; {'tiny' if args.tiny else 'sd15'} preset, {size} px (latents {shape[2]}x{shape[3]}), "
-          f"UNet {millions:.1f}M params, batch {batch}, precision {precision}, {steps} timed steps, "
-          f"sampling {args.sample_steps} DPM-Solver++ steps at guidance {args.guidance}\n")
+    print(
+        f"{name}; {'tiny' if args.tiny else 'sd15'} preset, {size} px (latents {shape[2]}x{shape[3]}), "
+        f"UNet {millions:.1f}M params, batch {batch}, precision {precision}, {steps} timed steps, "
+        f"sampling {args.sample_steps} DPM-Solver++ steps at guidance {args.guidance}\n"
+    )
 
     bf16 = precision == "bf16"
     _reset_peak(device)
@@ -167,23 +202,33 @@ def main() -> None:
     loop_train_peak = _peak_gib(device)
     pipeline.unet.requires_grad_(False)
     _reset_peak(device)
-    step_seconds = bare_sample_step_seconds(unet, shape, width, device=device, bf16=bf16, warmup=args.warmup,
-                                            steps=steps)
+    step_seconds = bare_sample_step_seconds(
+        unet, shape, width, device=device, bf16=bf16, warmup=args.warmup, steps=steps
+    )
     bare_sample, bare_sample_peak = batch / (args.sample_steps * step_seconds), _peak_gib(device)
-    piped = pipeline_sample_speed(pipeline, config, batch, device=device, steps=args.sample_steps,
-                                  guidance=args.guidance)
+    piped = pipeline_sample_speed(
+        pipeline, config, batch, device=device, steps=args.sample_steps, guidance=args.guidance
+    )
 
     print("| work | ms/step | img/s | vs bare | peak CUDA GiB |")
     print("|---|---|---|---|---|")
-    print(f"| bare UNet training step (forward, backward, AdamW), batch {batch} | {1000 * batch / bare_train:.1f} | "
-          f"{bare_train:.1f} | 1.00 | {bare_train_peak} |")
-    print(f"| train_diffusion on latent_task (cached latents) | {1000 * batch / loop_train:.1f} | {loop_train:.1f} | "
-          f"{loop_train / bare_train:.2f} | {loop_train_peak} |")
-    print(f"| bare UNet forward with CFG (batch {2 * batch}), {args.sample_steps} steps per image | "
-          f"{1000 * step_seconds:.1f} | {bare_sample:.2f} | 1.00 | {bare_sample_peak} |")
-    print(f"| StableDiffusionPipeline via sample_latent_images, {args.sample_steps} DPM-Solver++ steps | "
-          f"{1000 * batch / piped / args.sample_steps:.1f} | {piped:.2f} | {piped / bare_sample:.2f} | "
-          f"{_peak_gib(device)} |")
+    print(
+        f"| bare UNet training step (forward, backward, AdamW), batch {batch} | {1000 * batch / bare_train:.1f} | "
+        f"{bare_train:.1f} | 1.00 | {bare_train_peak} |"
+    )
+    print(
+        f"| train_diffusion on latent_task (cached latents) | {1000 * batch / loop_train:.1f} | {loop_train:.1f} | "
+        f"{loop_train / bare_train:.2f} | {loop_train_peak} |"
+    )
+    print(
+        f"| bare UNet forward with CFG (batch {2 * batch}), {args.sample_steps} steps per image | "
+        f"{1000 * step_seconds:.1f} | {bare_sample:.2f} | 1.00 | {bare_sample_peak} |"
+    )
+    print(
+        f"| StableDiffusionPipeline via sample_latent_images, {args.sample_steps} DPM-Solver++ steps | "
+        f"{1000 * batch / piped / args.sample_steps:.1f} | {piped:.2f} | {piped / bare_sample:.2f} | "
+        f"{_peak_gib(device)} |"
+    )
 
 
 if __name__ == "__main__":

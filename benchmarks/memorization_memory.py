@@ -23,7 +23,9 @@ import numpy as np
 def _inputs(train: int, synthetic: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     reference = rng.integers(0, 256, (train, size * size), dtype=np.uint8)
-    query = reference[rng.choice(train, synthetic)] // 2 + rng.integers(0, 128, (synthetic, size * size), dtype=np.uint8)
+    query = reference[rng.choice(train, synthetic)] // 2 + rng.integers(
+        0, 128, (synthetic, size * size), dtype=np.uint8
+    )
     return query, reference
 
 
@@ -42,8 +44,16 @@ def _measure(method: str, train: int, synthetic: int, size: int) -> None:
         rows = nearest_rows(query, reference).index
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"seconds": seconds, "extra_mb": (peak - baseline) / 1024, "inputs_mb": (query.nbytes + reference.nbytes) / 2**20,
-                      "index": rows.tolist()}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "extra_mb": (peak - baseline) / 1024,
+                "inputs_mb": (query.nbytes + reference.nbytes) / 2**20,
+                "index": rows.tolist(),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -57,10 +67,20 @@ def main() -> None:
         return _measure(args.method, args.train, args.synthetic, args.size)
     results = {}
     for method in ("sklearn float32", "nearest_rows uint8"):
-        command = [sys.executable, __file__, "--method", method, f"--train={args.train}", f"--synthetic={args.synthetic}", f"--size={args.size}"]
+        command = [
+            sys.executable,
+            __file__,
+            "--method",
+            method,
+            f"--train={args.train}",
+            f"--synthetic={args.synthetic}",
+            f"--size={args.size}",
+        ]
         results[method] = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
     agree = results["sklearn float32"]["index"] == results["nearest_rows uint8"]["index"]
-    print(f"{args.synthetic} synthetic vs {args.train} training scans at {args.size} px; nearest indices agree: {agree}\n")
+    print(
+        f"{args.synthetic} synthetic vs {args.train} training scans at {args.size} px; nearest indices agree: {agree}\n"
+    )
     print("| method | inputs (MB) | peak above inputs (MB) | seconds |")
     print("|---|---:|---:|---:|")
     for method, result in results.items():

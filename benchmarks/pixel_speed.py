@@ -99,14 +99,20 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     config = dataclasses.replace(
         load_params(REPO / "params.yaml").finetune,
-        image_size=args.size, batch_size=args.batch, block_channels=tuple(args.channels), layers_per_block=args.layers,
-        class_conditional=False, checkpoint_every=0,
+        image_size=args.size,
+        batch_size=args.batch,
+        block_channels=tuple(args.channels),
+        layers_per_block=args.layers,
+        class_conditional=False,
+        checkpoint_every=0,
     )
     millions = sum(p.numel() for p in build_unet(config).parameters()) / 1e6
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"{name}; {args.size} px, batch {args.batch}, UNet {millions:.1f}M params "
-          f"{list(args.channels)}x{args.layers}, precision {resolve_mixed_precision(config, device)}, "
-          f"{args.steps} timed steps\n")
+    print(
+        f"{name}; {args.size} px, batch {args.batch}, UNet {millions:.1f}M params "
+        f"{list(args.channels)}x{args.layers}, precision {resolve_mixed_precision(config, device)}, "
+        f"{args.steps} timed steps\n"
+    )
     bare = loop = 0.0
     for _ in range(args.rounds):
         _reset_peak(device)

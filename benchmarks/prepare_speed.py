@@ -25,18 +25,29 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, os.cpu_count() or 1])
     args = parser.parse_args()
-    config = PrepareConfig(classes=("CNV", "NORMAL"), split="patient", val_fraction=0.15, test_fraction=0.25,
-                           seed=0, mask_wedges=True, on_bad_file="error", workers=1)
+    config = PrepareConfig(
+        classes=("CNV", "NORMAL"),
+        split="patient",
+        val_fraction=0.15,
+        test_fraction=0.25,
+        seed=0,
+        mask_wedges=True,
+        on_bad_file="error",
+        workers=1,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         prepare_dataset(SAMPLE, Path(tmp) / "warm", config, sizes=tuple(args.sizes))
         print(f"{'workers':>7}  {'scans':>5}  {'sizes':>12}  {'seconds':>7}  {'scans/s':>7}")
         for workers in args.workers:
             started = time.perf_counter()
-            summary = prepare_dataset(SAMPLE, Path(tmp) / f"out{workers}", replace(config, workers=workers),
-                                      sizes=tuple(args.sizes))
+            summary = prepare_dataset(
+                SAMPLE, Path(tmp) / f"out{workers}", replace(config, workers=workers), sizes=tuple(args.sizes)
+            )
             seconds = time.perf_counter() - started
             sizes = ",".join(map(str, args.sizes))
-            print(f"{workers:>7}  {summary['scans']:>5}  {sizes:>12}  {seconds:>7.2f}  {summary['scans'] / seconds:>7.1f}")
+            print(
+                f"{workers:>7}  {summary['scans']:>5}  {sizes:>12}  {seconds:>7.2f}  {summary['scans'] / seconds:>7.1f}"
+            )
 
 
 if __name__ == "__main__":

@@ -36,12 +36,25 @@ SAMPLE = Path(os.environ.get("SYNTHRATIO_KERMANY_SAMPLE", REPO.parent / "shared"
 CALIBRATION = REPO / "src" / "synthratio" / "data" / CALIBRATION_FILE
 SIZE = (512, 496)  # the phantom's default scan size; real scans are resized to it before measuring
 TOLERANCE = {  # absolute: how far the phantom's mean may sit from the real one (tests/data/test_phantom.py)
-    "wedge": 0.15, "wedge_area": 0.03, "wedge_top": 0.2,
-    "vitreous_p10": 4.0, "vitreous_p50": 5.0, "vitreous_p90": 8.0,
-    "retina_p10": 10.0, "retina_p50": 8.0, "retina_p90": 10.0,
-    "choroid_p10": 10.0, "choroid_p50": 15.0, "choroid_p90": 15.0,
-    "vitreous_cv": 0.1, "vitreous_acf_x": 0.08, "vitreous_acf_y": 0.08, "retina_speckle": 0.03,
-    "thickness": 12.0, "curvature": 0.2, "rpe_row": 0.05,
+    "wedge": 0.15,
+    "wedge_area": 0.03,
+    "wedge_top": 0.2,
+    "vitreous_p10": 4.0,
+    "vitreous_p50": 5.0,
+    "vitreous_p90": 8.0,
+    "retina_p10": 10.0,
+    "retina_p50": 8.0,
+    "retina_p90": 10.0,
+    "choroid_p10": 10.0,
+    "choroid_p50": 15.0,
+    "choroid_p90": 15.0,
+    "vitreous_cv": 0.1,
+    "vitreous_acf_x": 0.08,
+    "vitreous_acf_y": 0.08,
+    "retina_speckle": 0.03,
+    "thickness": 12.0,
+    "curvature": 0.2,
+    "rpe_row": 0.05,
 }
 
 
@@ -80,7 +93,9 @@ def _patient_split(ids: list[str], seed: int) -> np.ndarray:
 
 
 def _train(images: np.ndarray, labels: np.ndarray, part: np.ndarray, size: int, seed: int = 0):
-    config = ClassifierConfig(arch="simple_cnn", image_size=size, batch_size=32, epochs=10, learning_rate=2e-3, weight_decay=1e-4)
+    config = ClassifierConfig(
+        arch="simple_cnn", image_size=size, batch_size=32, epochs=10, learning_rate=2e-3, weight_decay=1e-4
+    )
     train, val = (LabelledImages(images[part == k], labels[part == k]) for k in (0, 1))
     result = train_classifier(train, val, config, seed=seed, device=torch.device("cpu"))
     probs = predict_proba(result.model, images[part == 2], torch.device("cpu"))[:, 1]
@@ -97,12 +112,22 @@ def realism() -> None:
     torch.set_num_threads(1)
     # Real: the sample, patient-disjoint 60/20/20. Phantom: written as the pipeline writes it (JPEG).
     real = {label: real_scans(label) for label in LABELS}
-    config = PhantomConfig(seed=0, patients={"train": 90, "val": 30, "test": 30}, scans_per_patient=2,
-                           widths=(SIZE[0],), height=SIZE[1], classes=LABELS)
+    config = PhantomConfig(
+        seed=0,
+        patients={"train": 90, "val": 30, "test": 30},
+        scans_per_patient=2,
+        widths=(SIZE[0],),
+        height=SIZE[1],
+        classes=LABELS,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         write_phantom(Path(tmp) / "raw", config)
-        phantom = {(s, label, size): _load_phantom(Path(tmp) / "raw", s, label, size)
-                   for s in ("train", "val", "test") for label in LABELS for size in (32, 64)}
+        phantom = {
+            (s, label, size): _load_phantom(Path(tmp) / "raw", s, label, size)
+            for s in ("train", "val", "test")
+            for label in LABELS
+            for size in (32, 64)
+        }
     rows: list[tuple[str, str]] = []
 
     # (a) phantom vs real at 64 px
@@ -139,7 +164,12 @@ def realism() -> None:
     rows.append(("(b) FID phantom vs real (real CNV/NORMAL classifier features)", f"{d['fid']:.2f}"))
     rows.append(("(b) FID real vs real floor", f"{d['fid_floor']:.2f}"))
     rows.append(("(b) n compared per side", f"{d['n_compared']}"))
-    rows.append(("    real CNV vs NORMAL accuracy / AUROC, 64 px (sample, patient-disjoint)", f"{real_acc:.3f} / {real_auc:.3f}"))
+    rows.append(
+        (
+            "    real CNV vs NORMAL accuracy / AUROC, 64 px (sample, patient-disjoint)",
+            f"{real_acc:.3f} / {real_auc:.3f}",
+        )
+    )
 
     # (c) CNV vs NORMAL on the phantom
     for size in (32, 64):

@@ -80,15 +80,24 @@ def collect(shown: list[dict], metric: str) -> list[Variant]:
             continue
         base_params = _params(baseline.get("data"))
         label = baseline.get("name") or baseline["rev"][:7]
-        variants.append(Variant(f"baseline {label}", baseline["rev"], "success", metric_value(baseline.get("data"), metric)))
+        variants.append(
+            Variant(f"baseline {label}", baseline["rev"], "success", metric_value(baseline.get("data"), metric))
+        )
         for exp_range in baseline.get("experiments") or []:
             executor = exp_range.get("executor") or {}
             for exp in exp_range.get("revs") or []:
                 params = _params(exp.get("data"))
                 changed = {k: v for k, v in params.items() if base_params.get(k, object()) != v}
                 state = executor.get("state") or ("failed" if exp.get("error") else "success")
-                variants.append(Variant(exp_range.get("name") or exp.get("name") or exp["rev"][:7], exp["rev"], state,
-                                        metric_value(exp.get("data"), metric), changed))
+                variants.append(
+                    Variant(
+                        exp_range.get("name") or exp.get("name") or exp["rev"][:7],
+                        exp["rev"],
+                        state,
+                        metric_value(exp.get("data"), metric),
+                        changed,
+                    )
+                )
     return variants
 
 
@@ -108,7 +117,12 @@ def _format_value(value: Any) -> str:
 def format_table(ranked: list[Variant], rest: list[Variant], metric: str, order: str) -> str:
     key = metric.rpartition(":")[2]
     better = "lower" if order == "asc" else "higher"
-    lines = [f"Ranked by {metric} ({better} is better)", "", f"| rank | experiment | {key} | changed params |", "|---|---|---|---|"]
+    lines = [
+        f"Ranked by {metric} ({better} is better)",
+        "",
+        f"| rank | experiment | {key} | changed params |",
+        "|---|---|---|---|",
+    ]
     for place, variant in enumerate(ranked, 1):
         changed = ", ".join(f"{k}={_format_value(v)}" for k, v in sorted(variant.changed.items())) or "-"
         lines.append(f"| {place} | {variant.name} | {variant.value:.6g} | {changed} |")
@@ -131,8 +145,17 @@ def exp_show(all_commits: bool) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--metric", default=DEFAULT_METRIC, help=f"metrics file:key, as in dvc exp show --sort-by (default {DEFAULT_METRIC})")
-    parser.add_argument("--order", choices=("asc", "desc"), default="asc", help="asc: lower is better (distances); desc: higher is better")
+    parser.add_argument(
+        "--metric",
+        default=DEFAULT_METRIC,
+        help=f"metrics file:key, as in dvc exp show --sort-by (default {DEFAULT_METRIC})",
+    )
+    parser.add_argument(
+        "--order",
+        choices=("asc", "desc"),
+        default="asc",
+        help="asc: lower is better (distances); desc: higher is better",
+    )
     parser.add_argument("--input", type=Path, help="a saved `dvc exp show --json` instead of running it")
     parser.add_argument("-A", "--all-commits", action="store_true", help="experiments of every commit, not only HEAD's")
     args = parser.parse_args(argv)

@@ -8,7 +8,9 @@ from synthratio.config import load_params, run_stage
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--keep", type=int, required=True, help="cohort: percent of the real CNV training patients, 1..100")
+    parser.add_argument(
+        "--keep", type=int, required=True, help="cohort: percent of the real CNV training patients, 1..100"
+    )
     args = parser.parse_args()
     params = load_params()
     # imported once params.yaml is read and checked: torch, diffusers and sklearn take seconds to import

@@ -10,13 +10,22 @@ from pathlib import Path
 from synthratio.config import load_params, run_stage
 
 # compared across generator variants: distance and recall beside their real-vs-real floors, the detector, copies
-SYNTHETIC_HEADLINE = ("domain_fid", "domain_fid_floor", "domain_recall", "domain_recall_floor", "detector_auroc",
-                      "memorized_share_features", "memorized_share_features_floor")
+SYNTHETIC_HEADLINE = (
+    "domain_fid",
+    "domain_fid_floor",
+    "domain_recall",
+    "domain_recall_floor",
+    "detector_auroc",
+    "memorized_share_features",
+    "memorized_share_features_floor",
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--keep", type=int, required=True, help="cohort: percent of the real CNV training patients, 1..100")
+    parser.add_argument(
+        "--keep", type=int, required=True, help="cohort: percent of the real CNV training patients, 1..100"
+    )
     args = parser.parse_args()
     params = load_params()
     # imported once params.yaml is read and checked: torch, diffusers and sklearn take seconds to import
@@ -35,17 +44,33 @@ def main() -> None:
     # Real scans at the generator's size: both sets reach the encoder through the same resize, and pixel
     # distances compare like with like. Memorization compares with what this generator learned from.
     cohort = load_cohort(
-        params.paths.prepared, size, num_classes=len(classes), label=label, keep=args.keep,
+        params.paths.prepared,
+        size,
+        num_classes=len(classes),
+        label=label,
+        keep=args.keep,
         subset_seed=params.sweep.subset_seed,
     )
-    real = load_heldout(params.paths.prepared, config.real_split, size, label=label, train=cohort.images[cohort.labels == label])
+    real = load_heldout(
+        params.paths.prepared, config.real_split, size, label=label, train=cohort.images[cohort.labels == label]
+    )
     synthetic = [synthetic_file(files.synthetic / target, seed) for seed in synthetic_seeds(params.generate)]
     encoder = load_classifier(params, seed=config.encoder_seed, ratio=0, device=device, keep=args.keep)
     feature_fn = classifier_feature_fn(encoder, params.classifier.image_size, device)
     with tempfile.TemporaryDirectory() as workdir:
-        metrics = evaluate_synthetic(synthetic, real, feature_fn, device=device, config=config, workdir=Path(workdir),
-                                     memorization_plot=files.memorization_plot, confidence=params.report.confidence)
-    write_metrics(files.synthetic_metrics, {"keep": args.keep, "real_split": config.real_split, **metrics}, SYNTHETIC_HEADLINE)
+        metrics = evaluate_synthetic(
+            synthetic,
+            real,
+            feature_fn,
+            device=device,
+            config=config,
+            workdir=Path(workdir),
+            memorization_plot=files.memorization_plot,
+            confidence=params.report.confidence,
+        )
+    write_metrics(
+        files.synthetic_metrics, {"keep": args.keep, "real_split": config.real_split, **metrics}, SYNTHETIC_HEADLINE
+    )
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ from synthratio.config import load_params, run_stage
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--keep", type=int, required=True,
-                        help="cohort: percent of the real CNV training patients, 1..100")
+    parser.add_argument(
+        "--keep", type=int, required=True, help="cohort: percent of the real CNV training patients, 1..100"
+    )
     args = parser.parse_args()
     params = load_params()
     # imported once params.yaml is read and checked: torch, diffusers and sklearn take seconds to import
@@ -28,8 +29,14 @@ def main() -> None:
     device = setup(params.runtime)
     config, classes = params.finetune, params.prepare.classes
     label = classes.index(config.target_class)
-    cohort = load_cohort(params.paths.prepared, config.image_size, num_classes=len(classes), label=label,
-                         keep=args.keep, subset_seed=params.sweep.subset_seed)
+    cohort = load_cohort(
+        params.paths.prepared,
+        config.image_size,
+        num_classes=len(classes),
+        label=label,
+        keep=args.keep,
+        subset_seed=params.sweep.subset_seed,
+    )
     if config.backend == "pixel":
         train = train_pixel
     else:
@@ -39,27 +46,39 @@ def main() -> None:
     # pipeline saves racing on the same files corrupt them).
     main_process = PartialState(cpu=device.type == "cpu").is_main_process  # as train_diffusion's Accelerator
     with open_live(files.live) if main_process else contextlib.nullcontext() as live:
-        result = train(cohort.images, cohort.labels, classes, config=config, device=device,
-                       checkpoint_dir=files.checkpoints, live=live)
+        result = train(
+            cohort.images,
+            cohort.labels,
+            classes,
+            config=config,
+            device=device,
+            checkpoint_dir=files.checkpoints,
+            live=live,
+        )
     if not main_process:
         return
     patients = cohort.patients[training_rows(cohort.labels, classes, config)]
-    save_pipeline(result.pipeline, files.model, classes=result.classes, training_patients=patients,
-                  pretrained=config.pretrained)
+    save_pipeline(
+        result.pipeline, files.model, classes=result.classes, training_patients=patients, pretrained=config.pretrained
+    )
     shutil.rmtree(files.checkpoints, ignore_errors=True)
-    tail = result.losses[-min(50, len(result.losses)):]
-    write_metrics(files.finetune_metrics, {
-        "keep": args.keep,
-        "final_loss": round(float(np.mean(tail)), 6),
-        "steps": len(result.losses),
-        "resumed_from_step": result.resumed_from_step,
-        "train_images": len(patients),
-        "train_patients": len(set(patients.tolist())),
-        "seconds": round(result.seconds, 1),
-        "images_per_second": round(result.images_per_second, 1),
-        "device": str(device),
-        "precision": resolve_mixed_precision(config, device),
-    }, headline=("final_loss", "train_images", "train_patients"))
+    tail = result.losses[-min(50, len(result.losses)) :]
+    write_metrics(
+        files.finetune_metrics,
+        {
+            "keep": args.keep,
+            "final_loss": round(float(np.mean(tail)), 6),
+            "steps": len(result.losses),
+            "resumed_from_step": result.resumed_from_step,
+            "train_images": len(patients),
+            "train_patients": len(set(patients.tolist())),
+            "seconds": round(result.seconds, 1),
+            "images_per_second": round(result.images_per_second, 1),
+            "device": str(device),
+            "precision": resolve_mixed_precision(config, device),
+        },
+        headline=("final_loss", "train_images", "train_patients"),
+    )
 
 
 if __name__ == "__main__":

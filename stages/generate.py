@@ -12,8 +12,9 @@ log = logging.getLogger("generate")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--keep", type=int, required=True,
-                        help="cohort: percent of the real CNV training patients, 1..100")
+    parser.add_argument(
+        "--keep", type=int, required=True, help="cohort: percent of the real CNV training patients, 1..100"
+    )
     args = parser.parse_args()
     params = load_params()
     # imported once params.yaml is read and checked: torch, diffusers and sklearn take seconds to import
@@ -33,40 +34,71 @@ def main() -> None:
     seeds = synthetic_seeds(config)
     files = generator_files(params, args.keep)
     folder = files.synthetic / target
-    log.info("sampling %d %s scans of cohort keep=%d with %s, %d steps, batch %d on %s", len(seeds), target, args.keep,
-             config.sampler, config.inference_steps, config.batch_size, device)
+    log.info(
+        "sampling %d %s scans of cohort keep=%d with %s, %d steps, batch %d on %s",
+        len(seeds),
+        target,
+        args.keep,
+        config.sampler,
+        config.inference_steps,
+        config.batch_size,
+        device,
+    )
     size, classes = params.finetune.image_size, params.prepare.classes
     label = classes.index(target)
-    cohort = load_cohort(params.paths.prepared, size, num_classes=len(classes), label=label, keep=args.keep,
-                         subset_seed=params.sweep.subset_seed)
+    cohort = load_cohort(
+        params.paths.prepared,
+        size,
+        num_classes=len(classes),
+        label=label,
+        keep=args.keep,
+        subset_seed=params.sweep.subset_seed,
+    )
     real = cohort.images[cohort.labels == label]
     postprocess, noise_settings, noise = None, None, {}
     if config.noise_injection:  # the spectrum of the cohort's real training scans' vitreous, at the generated size
         profile = measure_noise(np.asarray(real))
-        log.info("noise injection: std %.2f grey levels x %g, from %d background patches of %d px", profile.std,
-                 config.noise_strength, profile.patches, profile.patch_size)
+        log.info(
+            "noise injection: std %.2f grey levels x %g, from %d background patches of %d px",
+            profile.std,
+            config.noise_strength,
+            profile.patches,
+            profile.patch_size,
+        )
         postprocess = make_noise_injector(profile, config.noise_strength)
         noise_settings = {"noise_profile": profile.to_dict(), "noise_strength": config.noise_strength}
         noise = {"noise_std_measured": round(profile.std, 3), "noise_patches": profile.patches}
     started = time.perf_counter()
     # staging sits beside the stage's output, which DVC deletes before a rerun: a killed run resumes
     staging = files.synthetic.with_name(files.synthetic.name + ".partial") / target
-    generate_to_folder(files.model, folder, seeds, config=config, device=device, staging=staging,
-                       class_name=target, prompt=params.finetune.prompts[0], postprocess=postprocess,
-                       settings_extra=noise_settings)
+    generate_to_folder(
+        files.model,
+        folder,
+        seeds,
+        config=config,
+        device=device,
+        staging=staging,
+        class_name=target,
+        prompt=params.finetune.prompts[0],
+        postprocess=postprocess,
+        settings_extra=noise_settings,
+    )
     seconds = time.perf_counter() - started
     state = PartialState()
     if not state.is_main_process:  # under accelerate launch, the main process writes the rest
         return
-    write_json(files.generate_detail, {  # timings and counts: no DVC metric, nothing here compares variants
-        "keep": args.keep,
-        "images": len(seeds),
-        "seconds": round(seconds, 1),
-        "images_per_second": round(len(seeds) / seconds, 2),
-        "device": str(device),
-        "processes": state.num_processes,
-        **noise,
-    })
+    write_json(
+        files.generate_detail,
+        {  # timings and counts: no DVC metric, nothing here compares variants
+            "keep": args.keep,
+            "images": len(seeds),
+            "seconds": round(seconds, 1),
+            "images_per_second": round(len(seeds) / seconds, 2),
+            "device": str(device),
+            "processes": state.num_processes,
+            **noise,
+        },
+    )
     real = np.asarray(real[:: max(1, len(real) // 8)][:8])  # spread over patients: neighbours are one eye
     save_sample_grid(real, load_synthetic(folder, seeds[:8], size), files.samples_plot)
 

@@ -10,7 +10,15 @@ def main() -> None:
     # imported once params.yaml is read and checked: pandas, scipy and matplotlib take seconds to import
     from synthratio.figures import save_ratio_plot
     from synthratio.layout import detail_path, generator_files
-    from synthratio.report import STUDY_ACCURACY, families, headline, load_arm, markdown_report, summarize, training_curves
+    from synthratio.report import (
+        STUDY_ACCURACY,
+        families,
+        headline,
+        load_arm,
+        markdown_report,
+        summarize,
+        training_curves,
+    )
     from synthratio.runtime import read_json, setup_logging, write_atomically, write_json
 
     setup_logging()  # no torch: the report reads predictions
@@ -26,7 +34,9 @@ def main() -> None:
     write_json(detail_path(metrics), summary)
     write_json(metrics, headline(summary))
     write_atomically(plots / "ratio_summary.csv", lambda tmp: table.round(6).to_csv(tmp, index=False))
-    write_atomically(plots / "training_curves.csv", lambda tmp: training_curves(params).round(6).to_csv(tmp, index=False))
+    write_atomically(
+        plots / "training_curves.csv", lambda tmp: training_curves(params).round(6).to_csv(tmp, index=False)
+    )
     save_ratio_plot(summary, table, groups[0].x_label, plots / "accuracy_vs_ratio.png", STUDY_ACCURACY)
     write_atomically(plots / "report.md", lambda tmp: tmp.write_text(markdown_report(summary, table, synthetic)))
 

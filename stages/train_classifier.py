@@ -8,8 +8,12 @@ from synthratio.config import ParamsError, load_params, run_stage
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--ratio", type=int, required=True, help="percent of synthetic CNV per batch, 1..100 (add: ..1000)")
-    parser.add_argument("--keep", type=int, required=True, help="cohort: percent of the real CNV training patients, 1..100")
+    parser.add_argument(
+        "--ratio", type=int, required=True, help="percent of synthetic CNV per batch, 1..100 (add: ..1000)"
+    )
+    parser.add_argument(
+        "--keep", type=int, required=True, help="cohort: percent of the real CNV training patients, 1..100"
+    )
     args = parser.parse_args()
     params = load_params()
     if args.ratio == 0:  # R=0 is the baseline stage, which never reads synthetic scans

@@ -10,7 +10,9 @@ REQUIRE_SAMPLE = "SYNTHRATIO_REQUIRE_SAMPLE"  # =1: a missing real sample fails 
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "real_sample: reads the shared Kermany sample (set automatically by its fixture)")
+    config.addinivalue_line(
+        "markers", "real_sample: reads the shared Kermany sample (set automatically by its fixture)"
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -13,8 +13,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import yaml
 
@@ -38,16 +38,24 @@ GIT_USER = ["-c", "user.name=t", "-c", "user.email=t@t"]
 
 def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The test's environment with this venv's `dvc` and `python` first on PATH, and no DVC telemetry."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+    }
     env.update(extra or {})
     return env
 
 
-def run(args: list[str], cwd: Path, env: Mapping[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def run(
+    args: list[str], cwd: Path, env: Mapping[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
     """Run a command in `cwd`; with `check`, fail the test showing the ends of its stdout and stderr."""
     done = subprocess.run(args, cwd=cwd, env=base_env(env), capture_output=True, text=True)
     if check:
-        assert done.returncode == 0, f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        assert done.returncode == 0, (
+            f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
     return done
 
 
@@ -82,8 +90,13 @@ def tiny_project(root: Path, overrides: Mapping[str, Mapping] = TINY) -> Path:
     params.yaml, committed to a fresh git repository, and the phantom written to data/raw. Nothing run yet.
 
     data.dvc keeps the default phantom's hash: repro records the tiny phantom's, as it does for real data."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
-                            capture_output=True, text=True, check=True).stdout.split("\0")
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
     for name in filter(None, listed):
         source = REPO / name
         if source.is_file() and not name.startswith(("metrics/", "plots/")) and name != "dvc.lock":
@@ -116,8 +129,12 @@ def built_project(tmp_path_factory) -> Path:
 def copy_project(tmp_path_factory, name: str) -> Path:
     """A private copy of `built_project` (git history, DVC cache and workspace), up to date as built."""
     target = tmp_path_factory.mktemp(name) / "project"
-    shutil.copytree(built_project(tmp_path_factory), target, symlinks=True,
-                    ignore=lambda folder, names: ["tmp"] if Path(folder).name == ".dvc" else [])
+    shutil.copytree(
+        built_project(tmp_path_factory),
+        target,
+        symlinks=True,
+        ignore=lambda folder, names: ["tmp"] if Path(folder).name == ".dvc" else [],
+    )
     return target
 
 

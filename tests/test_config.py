@@ -48,10 +48,19 @@ def test_repository_params_load():
         ("prepare", "test_fraction", 0.9, "< 1"),
         ("prepare", "classes", ["CNV", "GLAUCOMA"], "names from"),
         ("finetune", "beta_schedule", "cosine", "one of"),
-        ("finetune", "beta_schedule", "pretrained",
-         r"one of \[.*'squaredcos_cap_v2'\] for the pixel backend \('pretrained', the pretrained scheduler's own, is for the latent"),
+        (
+            "finetune",
+            "beta_schedule",
+            "pretrained",
+            r"one of \[.*'squaredcos_cap_v2'\] for the pixel backend \('pretrained', the pretrained scheduler's own, is for the latent",
+        ),
         ("finetune", "prediction_type", "pretrained", r"one of \['epsilon', 'v_prediction'\] for the pixel backend"),
-        ("finetune", "prediction_type", "x0", r"one of \['epsilon', 'v_prediction'\], or 'pretrained' \(latent backend"),
+        (
+            "finetune",
+            "prediction_type",
+            "x0",
+            r"one of \['epsilon', 'v_prediction'\], or 'pretrained' \(latent backend",
+        ),
         ("finetune", "backend", "gan", "one of"),
         ("finetune", "lr_schedule", "step", "one of"),
         ("finetune", "mixed_precision", "fp8", "one of"),
@@ -95,7 +104,10 @@ def test_unknown_key_names_the_closest_known_key_or_lists_them(raw_params):
 
 def test_missing_key_and_missing_file(raw_params, tmp_path):
     del raw_params["generate"]["sampler"]
-    with pytest.raises(ParamsError, match=r"^params.yaml: generate.sampler is missing; expected one of \['ddim', 'ddpm', 'dpmsolver\+\+', 'euler', 'unipc'\]$"):
+    with pytest.raises(
+        ParamsError,
+        match=r"^params.yaml: generate.sampler is missing; expected one of \['ddim', 'ddpm', 'dpmsolver\+\+', 'euler', 'unipc'\]$",
+    ):
         params_from_dict(raw_params)
     with pytest.raises(ParamsError, match="no such params file"):
         load_params(tmp_path / "params.yaml")
@@ -130,7 +142,9 @@ def test_cross_section_rules_are_reported_with_the_sections_own_errors(raw_param
     with pytest.raises(ParamsError) as error:
         params_from_dict(raw_params)
     assert [line.split(";")[0] for line in str(error.value).splitlines()] == [
-        "params.yaml: sweep.ratios=[50, 50]", "params.yaml: evaluate.encoder_seed=7"]
+        "params.yaml: sweep.ratios=[50, 50]",
+        "params.yaml: evaluate.encoder_seed=7",
+    ]
 
 
 def check(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
@@ -140,7 +154,9 @@ def check(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
 def test_check_command_applies_dvc_overrides_and_reports_bad_ones(raw_params, tmp_path):
     raw_params["finetune"].update(steps=400, warmup_steps=0)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params, sort_keys=False))
-    done = check("-S", "sweep.ratios=[25,50]", "-S", "finetune.steps=300", "-S", "finetune.learning_rate=1e-4", cwd=tmp_path)
+    done = check(
+        "-S", "sweep.ratios=[25,50]", "-S", "finetune.steps=300", "-S", "finetune.learning_rate=1e-4", cwd=tmp_path
+    )
     assert (done.returncode, done.stdout, done.stderr) == (0, "params.yaml: OK\n", "")
     done = check("-S", "finetune.step=300", "-S", "generate.num_images=-8", "-S", "finetune.steps=300,-1", cwd=tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
@@ -166,8 +182,12 @@ def test_stage_with_a_typo_fails_at_once_in_one_line(raw_params, tmp_path):
     steps = raw_params["finetune"]["step"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params, sort_keys=False))
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, str(REPO / "stages" / "finetune.py"), "--keep", "100"], cwd=tmp_path,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "finetune.py"), "--keep", "100"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - started
     assert done.returncode == 2
     assert done.stderr == f"error: params.yaml: finetune.step={steps}; unknown key, did you mean 'finetune.steps'?\n"
@@ -199,7 +219,9 @@ def test_latent_backend_accepts_a_hub_id_or_a_pipeline_folder(raw_params, tmp_pa
 
 def test_latent_backend_takes_the_pretrained_schedule_and_checks_other_values(raw_params, tmp_path):
     (tmp_path / "model_index.json").write_text("{}")
-    raw_params["finetune"].update(backend="latent", pretrained=str(tmp_path), beta_schedule="pretrained", prediction_type="pretrained")
+    raw_params["finetune"].update(
+        backend="latent", pretrained=str(tmp_path), beta_schedule="pretrained", prediction_type="pretrained"
+    )
     finetune = params_from_dict(raw_params).finetune
     assert (finetune.beta_schedule, finetune.prediction_type) == ("pretrained", "pretrained")
     raw_params["finetune"]["beta_schedule"] = "cosine"
@@ -224,7 +246,9 @@ def test_every_enum_setting_is_checked_from_its_annotation(raw_params, section, 
     assert choices and all(isinstance(choice, str) for choice in choices)
     value = raw_params[section][key]
     raw_params[section][key] = ["NOPE"] if isinstance(value, list) else "NOPE"
-    with pytest.raises(ParamsError, match=rf"{section}\.{key}=.*NOPE.*; expected one of {re.escape(str(sorted(choices)))}"):
+    with pytest.raises(
+        ParamsError, match=rf"{section}\.{key}=.*NOPE.*; expected one of {re.escape(str(sorted(choices)))}"
+    ):
         params_from_dict(raw_params)
 
 
@@ -232,4 +256,6 @@ def test_enum_tuples_are_the_annotations_values():
     from synthratio import config
 
     assert config.SAMPLERS == typing.get_args(config.Sampler) and "laplace" in config.BETA_SCHEDULES
-    assert config.MIX_MODES == ("replace", "add", "data") and config._choices(config.MixConfig) == {"mode": config.MIX_MODES}
+    assert config.MIX_MODES == ("replace", "add", "data") and config._choices(config.MixConfig) == {
+        "mode": config.MIX_MODES
+    }

@@ -87,7 +87,8 @@ def test_every_module_a_stage_imports_is_a_dependency(name: str, script: Path, d
     missing = sorted(
         str(path.relative_to(ROOT))
         for path in import_closure(script)
-        if not covered(path, deps) and str(path.relative_to(ROOT)) not in NOT_DEPENDENCIES
+        if not covered(path, deps)
+        and str(path.relative_to(ROOT)) not in NOT_DEPENDENCIES
         and not (path.name == "__init__.py" and not path.read_text().strip())  # an empty package marker
     )
     assert not missing, f"dvc.yaml stage {name} imports these without depending on them: {missing}"
@@ -97,8 +98,11 @@ def test_every_module_a_stage_imports_is_a_dependency(name: str, script: Path, d
 def test_every_source_a_stage_depends_on_is_one_it_imports(name: str, script: Path, deps: list[Path]):
     """The other direction: a listed module the stage no longer reaches only reruns it for nothing."""
     closure = import_closure(script)
-    stale = [str(dep.relative_to(ROOT)) for dep in deps if SRC in dep.parents
-             and not any(path == dep or dep in path.parents for path in closure)]
+    stale = [
+        str(dep.relative_to(ROOT))
+        for dep in deps
+        if SRC in dep.parents and not any(path == dep or dep in path.parents for path in closure)
+    ]
     assert not stale, f"dvc.yaml stage {name} depends on sources it never imports: {stale}"
 
 
@@ -114,21 +118,26 @@ def test_the_closure_follows_imports_inside_functions_and_from_package_imports(t
 
 def closure_of_script(script: Path) -> set[str]:
     """Dotted names of the synthratio modules that running or importing `script` can import."""
-    return {".".join(path.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__")
-            for path in import_closure(script)}
+    return {
+        ".".join(path.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__")
+        for path in import_closure(script)
+    }
 
 
 def closure_of(module: str) -> set[str]:
     return closure_of_script(module_file(module)) | {module}
 
 
-@pytest.mark.parametrize(("module", "must_not_reach"), [
-    ("synthratio.diffusion.sampling", {"synthratio.diffusion.training", "synthratio.diffusion.pixel"}),
-    ("synthratio.diffusion.latent", {"synthratio.diffusion.pixel"}),
-    ("synthratio.figures", {"synthratio.report"}),
-    ("synthratio.layout", {"synthratio.runtime", "synthratio.classify.experiment"}),
-    ("synthratio.config", {"synthratio.runtime", "synthratio.layout"}),
-])
+@pytest.mark.parametrize(
+    ("module", "must_not_reach"),
+    [
+        ("synthratio.diffusion.sampling", {"synthratio.diffusion.training", "synthratio.diffusion.pixel"}),
+        ("synthratio.diffusion.latent", {"synthratio.diffusion.pixel"}),
+        ("synthratio.figures", {"synthratio.report"}),
+        ("synthratio.layout", {"synthratio.runtime", "synthratio.classify.experiment"}),
+        ("synthratio.config", {"synthratio.runtime", "synthratio.layout"}),
+    ],
+)
 def test_dependencies_point_one_way(module: str, must_not_reach: set[str]):
     """Sampling needs no training loop, the latent backend not the pixel one, figures not the report, and the
     light modules (config, layout) nothing heavier than themselves."""
@@ -146,4 +155,3 @@ def test_the_report_stage_runs_without_torch():
     code = f"import sys; import {', '.join(modules)}; sys.exit('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, f"importing {modules} loads torch: {result.stderr[-2000:]}"
-

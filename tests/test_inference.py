@@ -70,7 +70,9 @@ def test_interval_widens_when_a_patient_brings_many_copies_of_one_scan():
     one-scan interval, a scan-level bootstrap would shrink it by about sqrt(5)."""
     hits = np.random.default_rng(4).random((1, 200)) < 0.7
     copies = np.repeat(hits, 5, axis=1)
-    width = lambda runs: np.subtract(*interval(bootstrap(runs, "accuracy", cluster_draws(runs.patients, 1, 2000, 0)), 0.95)[::-1])  # noqa: E731
+    width = lambda runs: np.subtract(
+        *interval(bootstrap(runs, "accuracy", cluster_draws(runs.patients, 1, 2000, 0)), 0.95)[::-1]
+    )  # noqa: E731
     one_each = width(runs_from_hits(hits))
     by_patient = width(runs_from_hits(copies, patients=np.repeat(np.arange(200), 5)))
     by_scan = width(runs_from_hits(copies))
@@ -98,7 +100,9 @@ def test_stratified_draws_keep_each_strata_patient_count():
 def test_non_inferiority_verdicts(delta: float, draws: np.ndarray, verdict: str):
     result = non_inferiority(delta, draws, margin=0.02, confidence=0.95)
     assert result.verdict == verdict
-    assert result.lower == pytest.approx(np.quantile(draws, 0.05)) and result.upper == pytest.approx(np.quantile(draws, 0.95))
+    assert result.lower == pytest.approx(np.quantile(draws, 0.05)) and result.upper == pytest.approx(
+        np.quantile(draws, 0.95)
+    )
     assert result.half_width == pytest.approx(max(delta - result.lower, 0.0))
 
 
@@ -121,7 +125,9 @@ def test_permutation_p_is_exact_for_few_patients_and_counts_each_scan_once():
     b[0, np.flatnonzero(a[0])[:20]] = False  # 20 scans lost, 3 gained
     b[0, np.flatnonzero(~a[0])[:3]] = True
     once = paired_permutation_p(runs_from_hits(a), runs_from_hits(b), "accuracy", 4000, seed=0)
-    twice = paired_permutation_p(runs_from_hits(np.repeat(a, 2, 0)), runs_from_hits(np.repeat(b, 2, 0)), "accuracy", 4000, seed=0)
+    twice = paired_permutation_p(
+        runs_from_hits(np.repeat(a, 2, 0)), runs_from_hits(np.repeat(b, 2, 0)), "accuracy", 4000, seed=0
+    )
     assert once == twice  # one seed's predictions fed in twice: the same evidence, the same p
     assert 0.0 < once < 0.05
 
@@ -148,14 +154,18 @@ def test_holm_adjusts_step_down():
 def test_runs_refuse_shapes_that_do_not_pair_probs_labels_and_patients():
     for probs, labels, patients in [(np.zeros((2, 3, 2)), np.zeros(4, int), np.arange(4)), (np.zeros((2, 4, 2)), np.zeros(4, int), np.arange(3)),
                                     (np.zeros((4, 2)), np.zeros(4, int), np.arange(4))]:  # fmt: skip
-        with pytest.raises(ValueError, match=r"expected \(seeds, scans, classes\) with one label and one patient per scan"):
+        with pytest.raises(
+            ValueError, match=r"expected \(seeds, scans, classes\) with one label and one patient per scan"
+        ):
             Runs(probs=probs, labels=labels, patients=patients)
     with pytest.raises(ValueError, match=r"metric='f1'; expected one of \['accuracy', 'log_loss', 'auroc'\]"):
         runs_from_hits(np.ones((1, 4))).scores("f1")
 
 
 def test_log_loss_clips_a_zero_probability_and_auroc_ranks_the_positive_class():
-    runs = Runs(probs=np.array([[[0.0, 1.0], [0.8, 0.2], [0.3, 0.7]]]), labels=np.array([0, 0, 1]), patients=np.arange(3))
+    runs = Runs(
+        probs=np.array([[[0.0, 1.0], [0.8, 0.2], [0.3, 0.7]]]), labels=np.array([0, 0, 1]), patients=np.arange(3)
+    )
     np.testing.assert_allclose(runs.scores("log_loss"), [[np.log(np.finfo(float).eps), np.log(0.8), np.log(0.7)]])
     assert point(runs, "log_loss") == pytest.approx(-(np.log(np.finfo(float).eps) + np.log(0.8) + np.log(0.7)) / 3)
     p0, p2 = np.array([0.1, 0.3, 0.5, 0.4]), np.array([0.1, 0.6, 0.3, 0.5])
@@ -174,7 +184,11 @@ def test_weighted_metrics_are_the_metric_of_the_drawn_scans_repeated(metric: str
     weights = rng.integers(0, 4, size=(5, 12)).astype(float)
     weights[:, :2] = [1, 1]  # both classes in every draw
     for draw, w in zip(per_seed(runs, metric, weights), weights.astype(int)):
-        repeated = Runs(probs=np.repeat(runs.probs, w, axis=1), labels=np.repeat(runs.labels, w), patients=np.repeat(runs.patients, w))
+        repeated = Runs(
+            probs=np.repeat(runs.probs, w, axis=1),
+            labels=np.repeat(runs.labels, w),
+            patients=np.repeat(runs.patients, w),
+        )
         np.testing.assert_allclose(draw, per_seed(repeated, metric), rtol=1e-12)
 
 
@@ -195,7 +209,9 @@ def test_cluster_draws_move_a_patients_scans_together_and_keep_each_stratum_whol
     per_patient = draws.weights[:, [0, 2, 3, 6]]  # one scan of patients 5, 9, 2, 7
     np.testing.assert_array_equal(per_patient[:, :2].sum(axis=1), 2)  # stratum 0: patients 5 and 9, two drawn each time
     np.testing.assert_array_equal(per_patient[:, 2:].sum(axis=1), 2)  # stratum 1: patients 2 and 7
-    np.testing.assert_allclose(per_patient.mean(axis=0), 1.0, atol=0.06)  # each patient drawn once per resample on average
+    np.testing.assert_allclose(
+        per_patient.mean(axis=0), 1.0, atol=0.06
+    )  # each patient drawn once per resample on average
     assert set(np.unique(draws.seeds)) == {0, 1, 2}
     np.testing.assert_allclose(np.bincount(draws.seeds.ravel()) / draws.seeds.size, 1 / 3, atol=0.02)
     unstratified = cluster_draws(patients, 1, 2000, seed=4)
@@ -231,9 +247,18 @@ def test_interval_takes_both_tails_at_half_the_rest():
 
 def test_a_bound_exactly_at_the_margin_shows_nothing_and_half_width_is_never_negative():
     at_margin = non_inferiority(0.0, np.full(50, -0.02), margin=0.02, confidence=0.95)
-    assert (at_margin.lower, at_margin.upper, at_margin.verdict) == (-0.02, -0.02, "inconclusive")  # neither > nor < -margin
+    assert (at_margin.lower, at_margin.upper, at_margin.verdict) == (
+        -0.02,
+        -0.02,
+        "inconclusive",
+    )  # neither > nor < -margin
     above = non_inferiority(-0.05, np.linspace(0.0, 0.1, 101), margin=0.02, confidence=0.9)
-    assert (above.lower, above.upper, above.half_width, above.delta) == (pytest.approx(0.01), pytest.approx(0.09), 0.0, -0.05)
+    assert (above.lower, above.upper, above.half_width, above.delta) == (
+        pytest.approx(0.01),
+        pytest.approx(0.09),
+        0.0,
+        -0.05,
+    )
     assert fixed_sequence({}) == FixedSequence(shown=0, stopped_at=None, stop_verdict=None)
     assert fixed_sequence({25: "non-inferior", 50: "non-inferior"}).r_max == 50
 
@@ -264,7 +289,10 @@ def brute_force_p(candidate: Runs, reference: Runs, metric: str) -> float:
         moved = np.isin(candidate.patients, names[swap])
         first = np.where(moved[None, :, None], reference.probs, candidate.probs)
         second = np.where(moved[None, :, None], candidate.probs, reference.probs)
-        runs = [Runs(probs=p, labels=candidate.labels, patients=candidate.patients, positive=candidate.positive) for p in (first, second)]
+        runs = [
+            Runs(probs=p, labels=candidate.labels, patients=candidate.patients, positive=candidate.positive)
+            for p in (first, second)
+        ]
         return point(runs[0], metric) - point(runs[1], metric)
 
     observed = abs(statistic(np.zeros(len(names), bool)))
@@ -282,7 +310,9 @@ def test_exact_permutation_p_matches_swapping_every_patients_predictions(metric:
     as_runs = lambda p0: Runs(probs=np.stack([p0, 1 - p0], axis=2), labels=labels, patients=patients)  # noqa: E731
     expected = brute_force_p(as_runs(a), as_runs(b), metric)
     assert paired_permutation_p(as_runs(a), as_runs(b), metric, permutations=10, seed=0) == pytest.approx(expected)
-    assert paired_permutation_p(as_runs(a), as_runs(b), metric, permutations=10, seed=0, chunk=5) == pytest.approx(expected)
+    assert paired_permutation_p(as_runs(a), as_runs(b), metric, permutations=10, seed=0, chunk=5) == pytest.approx(
+        expected
+    )
     assert 0 < expected < 1
 
 
@@ -292,7 +322,9 @@ def test_exact_p_by_hand():
     hits = np.array([[1, 1, 1, 1, 1, 1]])
     patients = np.array([0, 1, 2, 3, 3, 3])
     reference = runs_from_hits(np.zeros((1, 6)), patients=patients)
-    assert paired_permutation_p(runs_from_hits(hits, patients=patients), reference, "accuracy", 10, seed=0) == pytest.approx(2 / 16)
+    assert paired_permutation_p(
+        runs_from_hits(hits, patients=patients), reference, "accuracy", 10, seed=0
+    ) == pytest.approx(2 / 16)
 
 
 MONTE_CARLO_PATIENTS = np.repeat(np.arange(14), 2)
@@ -306,14 +338,20 @@ MONTE_CARLO_B[0, [0, 2, 4, 6, 8]] = 0  # patients 0-4: the reference misses one 
 def test_monte_carlo_p_is_near_the_exact_p_for_every_seed(seed: int):
     """14 patients (more than enumerated): per-patient differences +1 (five), -1 (one), 0 (eight); |sum| >= 4
     needs at most one of the six signs to differ: exact p = 14/64. 4000 sampled patterns come within 0.03."""
-    candidate, reference = (runs_from_hits(hits, patients=MONTE_CARLO_PATIENTS) for hits in (MONTE_CARLO_A, MONTE_CARLO_B))
+    candidate, reference = (
+        runs_from_hits(hits, patients=MONTE_CARLO_PATIENTS) for hits in (MONTE_CARLO_A, MONTE_CARLO_B)
+    )
     p = paired_permutation_p(candidate, reference, "accuracy", permutations=4000, seed=seed)
     assert p == pytest.approx(14 / 64, abs=0.03)
-    assert p == paired_permutation_p(candidate, reference, "accuracy", permutations=4000, seed=seed)  # the seed fixes the draws
+    assert p == paired_permutation_p(
+        candidate, reference, "accuracy", permutations=4000, seed=seed
+    )  # the seed fixes the draws
 
 
 def test_monte_carlo_p_depends_on_the_seed_only_through_the_sampled_patterns():
-    candidate, reference = (runs_from_hits(hits, patients=MONTE_CARLO_PATIENTS) for hits in (MONTE_CARLO_A, MONTE_CARLO_B))
+    candidate, reference = (
+        runs_from_hits(hits, patients=MONTE_CARLO_PATIENTS) for hits in (MONTE_CARLO_A, MONTE_CARLO_B)
+    )
     values = [paired_permutation_p(candidate, reference, "accuracy", permutations=500, seed=s) for s in range(6)]
     assert len(set(values)) > 1 and all(abs(v - 14 / 64) < 0.06 for v in values)
     assert all(v == (round(v * 501) / 501) for v in values)  # (extreme + 1) / (permutations + 1)
@@ -346,5 +384,11 @@ def test_exact_p_counts_ties_of_a_large_statistic_despite_rounding():
     patients = np.repeat(np.arange(6), [10, 20, 30, 40, 50, 60])
     reference = np.zeros((3, len(patients)))
     reference[0] = 1
-    p = paired_permutation_p(runs_from_hits(np.ones((3, len(patients))), patients), runs_from_hits(reference, patients), "accuracy", 10, seed=0)
+    p = paired_permutation_p(
+        runs_from_hits(np.ones((3, len(patients))), patients),
+        runs_from_hits(reference, patients),
+        "accuracy",
+        10,
+        seed=0,
+    )
     assert p == pytest.approx(2 / 64)

@@ -24,8 +24,11 @@ def train_patients(project: Path, label: str = "CNV") -> set[int]:
 
 def flatten(tree: dict, prefix: str = "") -> list[str]:
     """Dotted keys of a nested dict, as `dvc exp show` names its columns."""
-    return [key for name, value in tree.items()
-            for key in (flatten(value, f"{prefix}{name}.") if isinstance(value, dict) else [f"{prefix}{name}"])]
+    return [
+        key
+        for name, value in tree.items()
+        for key in (flatten(value, f"{prefix}{name}.") if isinstance(value, dict) else [f"{prefix}{name}"])
+    ]
 
 
 @pytest.mark.slow
@@ -38,7 +41,10 @@ def test_every_stage_ran_and_wrote_finite_outputs(project: Path):
         block = summary[f"keep{keep}"]
         assert block["r_max_shown"] in ratios and block["stop"] in ("none", "inferior", "inconclusive")
         assert sorted(map(int, block["accuracy"])) == ratios and sorted(map(int, block["lower"])) == ratios[1:]
-        assert all(math.isfinite(v) for v in [*block["accuracy"].values(), *block["log_loss"].values(), block["resolvable_margin"]])
+        assert all(
+            math.isfinite(v)
+            for v in [*block["accuracy"].values(), *block["log_loss"].values(), block["resolvable_margin"]]
+        )
         synthetic = json.loads((project / f"metrics/synthetic/keep_{keep}.json").read_text())
         assert math.isfinite(synthetic["domain_fid"]) and math.isfinite(synthetic["domain_fid_floor"])
         detail = json.loads((project / f"metrics/synthetic/keep_{keep}.detail.json").read_text())
@@ -89,9 +95,12 @@ def test_every_file_a_stage_writes_is_a_declared_output(project: Path):
     listed = run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], project).stdout.splitlines()
     written = [line[3:] for line in listed if line[:2] in ("??", "!!")]
     assert written, "git status lists no untracked output at all: the check would see nothing"
-    stray = [path for path in written
-             if not any(path == out or path.startswith(out + "/") for out in outs)
-             and not any(part in path or path.startswith(part) for part in NOT_OUTPUTS)]
+    stray = [
+        path
+        for path in written
+        if not any(path == out or path.startswith(out + "/") for out in outs)
+        and not any(part in path or path.startswith(part) for part in NOT_OUTPUTS)
+    ]
     assert not stray, f"written outside every declared output: {stray[:10]}"
 
 
@@ -109,7 +118,11 @@ def test_exp_run_with_other_ratios_reuses_the_baselines_and_generators(project: 
     for name in ran:
         assert name.startswith(("train_classifier@25-", "report")), f"{name} ran again: {output}"
     summary = json.loads((project / "metrics/summary.json").read_text())
-    assert sorted(summary["keep100"]["accuracy"], key=int) == ["0", "25", "100"]  # the experiment's ratios, not the old ones
+    assert sorted(summary["keep100"]["accuracy"], key=int) == [
+        "0",
+        "25",
+        "100",
+    ]  # the experiment's ratios, not the old ones
 
 
 @pytest.mark.slow

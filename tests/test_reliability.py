@@ -23,8 +23,8 @@ import yaml
 from pipeline_helpers import REPO, built_project, copy_project, ran_stages, read_log, run, stage_env, stage_names
 
 from synthratio.classify.experiment import load_classifier
-from synthratio.layout import classifier_path
 from synthratio.config import params_from_dict
+from synthratio.layout import classifier_path
 from synthratio.runtime import load_safetensors
 
 
@@ -73,7 +73,9 @@ def replaced_names(log: Path, suffix: str) -> list[str]:
 
 def run_killed(project: Path, tmp: Path, stage: str, script: str, pattern: str, count: int) -> None:
     """Force-run `stage` with its script SIGKILLed right after the `count`-th atomic write matching `pattern`."""
-    done = run(["dvc", "repro", "-f", "-s", stage], project, env=stage_env(tmp, kill=(script, pattern, count)), check=False)
+    done = run(
+        ["dvc", "repro", "-f", "-s", stage], project, env=stage_env(tmp, kill=(script, pattern, count)), check=False
+    )
     # DVC reports the SIGKILL as -9 when $SHELL execs the script (bash), as 137 when the shell outlives it (dash)
     killed = re.search(r"exited with (-9|137)\b", done.stderr)
     assert done.returncode != 0 and killed, f"{stage} was not killed:\n{done.stdout}\n{done.stderr}"
@@ -99,12 +101,18 @@ def test_killed_classifier_leaves_no_result_and_reruns_to_the_same_bytes(project
     stage = classifier_stage(project)
     outs = stage_outs(project, stage)
     metrics = next(out for out in outs if out.suffix == ".json")
-    weights = next(out for out in outs if out.name.startswith("ratio_") and out.parent.name == Path(paths(project)["classifiers"]).name)
+    weights = next(
+        out
+        for out in outs
+        if out.name.startswith("ratio_") and out.parent.name == Path(paths(project)["classifiers"]).name
+    )
     live = paths(project)["live"]
     run_killed(project, tmp_path, stage, "train_classifier.py", "*.safetensors", 1)
     assert replaced_names(tmp_path / "replaced.log", ".safetensors") == ["seed_0.safetensors"]  # killed right after it
     assert not (project / metrics).exists(), "the metrics of a killed stage exist"
-    assert sorted(p.name for p in (project / weights).iterdir()) == ["seed_0.safetensors"], "a temporary file or later seed left"
+    assert sorted(p.name for p in (project / weights).iterdir()) == ["seed_0.safetensors"], (
+        "a temporary file or later seed left"
+    )
     assert stage in status(project, stage)  # DVC does not take the half-written result as done
     rerun(project, stage)
     non_live = [out for out in outs if out.parts[0] != live]
@@ -202,7 +210,9 @@ def test_the_network_guard_logs_a_stage_that_tries_and_leaves_other_scripts_alon
     env = stage_env(tmp_path, block_network=True)
     assert probe_network_guard(tmp_path, env) == [f"probe.py {line}" for line in GUARDED]
     (tmp_path / "network.log").unlink()
-    assert probe_network_guard(tmp_path, env, "tools/probe.py") == []  # not a stage: dvc, git and the tests are untouched
+    assert (
+        probe_network_guard(tmp_path, env, "tools/probe.py") == []
+    )  # not a stage: dvc, git and the tests are untouched
     assert probe_network_guard(tmp_path, stage_env(tmp_path)) == []  # guard off unless asked for
 
 
@@ -211,7 +221,9 @@ def test_stages_run_with_the_network_blocked_and_never_try_it(offline_rerun, tmp
     _, logs = offline_rerun
     assert read_log(logs / "network.log") == []
     # the same guard, loaded the same way, does log a stage that tries (else the empty log above proves nothing)
-    assert probe_network_guard(tmp_path, stage_env(tmp_path, block_network=True)) == [f"probe.py {line}" for line in GUARDED]
+    assert probe_network_guard(tmp_path, stage_env(tmp_path, block_network=True)) == [
+        f"probe.py {line}" for line in GUARDED
+    ]
 
 
 @pytest.mark.slow
@@ -219,9 +231,14 @@ def test_forced_rerun_on_the_cpu_gives_identical_models_images_and_metrics(proje
     stages = ran_stages(offline_rerun[0])
     live = paths(project)["live"]
     # every output but the training curves (dvclive records wall-clock timestamps) and throughput timings
-    outs = [out for stage in stages for out in stage_outs(project, stage)
-            if out.parts[0] != live and not (out.name.endswith(".detail.json") and out.parent.name in ("finetune", "generate"))
-            and not out.name.startswith("samples_")]
+    outs = [
+        out
+        for stage in stages
+        for out in stage_outs(project, stage)
+        if out.parts[0] != live
+        and not (out.name.endswith(".detail.json") and out.parent.name in ("finetune", "generate"))
+        and not out.name.startswith("samples_")
+    ]
     assert any((reference / out).is_dir() for out in outs)  # the model and image folders are among them
     assert digests(project, outs) == digests(reference, outs)
 
@@ -279,7 +296,11 @@ def unsafe_calls(tree: ast.AST) -> list[tuple[int, str]]:
     allow_pickle=True, saving weights without safetensors, accelerate's pickled custom checkpoints."""
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module in ("torch", "pickle") and any(a.name in ("load", "loads") for a in node.names):
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module in ("torch", "pickle")
+            and any(a.name in ("load", "loads") for a in node.names)
+        ):
             found.append((node.lineno, f"from {node.module} import load"))
         if not isinstance(node, ast.Call):
             continue
@@ -292,24 +313,34 @@ def unsafe_calls(tree: ast.AST) -> list[tuple[int, str]]:
         def is_false(key: str) -> bool:
             return isinstance(keywords.get(key), ast.Constant) and keywords[key].value is False
 
-        if (name == "torch.load" and not is_true("weights_only")) or name in ("pickle.load", "pickle.loads") \
-                or (name.endswith("load") and is_true("allow_pickle")) or is_false("safe_serialization") \
-                or is_false("use_safetensors") or name.endswith("register_for_checkpointing"):
+        if (
+            (name == "torch.load" and not is_true("weights_only"))
+            or name in ("pickle.load", "pickle.loads")
+            or (name.endswith("load") and is_true("allow_pickle"))
+            or is_false("safe_serialization")
+            or is_false("use_safetensors")
+            or name.endswith("register_for_checkpointing")
+        ):
             found.append((node.lineno, ast.unparse(node)[:120]))
     return found
 
 
 def test_the_unsafe_call_finder_finds_them():
-    source = "import torch, pickle\ntorch.load(f)\ntorch.load(f, weights_only=False)\npickle.loads(b)\n" \
-             "np.load(f, allow_pickle=True)\npipe.save_pretrained(d, safe_serialization=False)\n" \
-             "accelerator.register_for_checkpointing(ema)\ntorch.load(f, weights_only=True)\n"
+    source = (
+        "import torch, pickle\ntorch.load(f)\ntorch.load(f, weights_only=False)\npickle.loads(b)\n"
+        "np.load(f, allow_pickle=True)\npipe.save_pretrained(d, safe_serialization=False)\n"
+        "accelerator.register_for_checkpointing(ema)\ntorch.load(f, weights_only=True)\n"
+    )
     assert [line for line, _ in unsafe_calls(ast.parse(source))] == [2, 3, 4, 5, 6, 7]
 
 
 def test_no_code_loads_weights_unsafely():
-    found = [f"{path.relative_to(REPO)}:{line}: {call}"
-             for folder in ("src", "stages", "scripts") for path in sorted((REPO / folder).rglob("*.py"))
-             for line, call in unsafe_calls(ast.parse(path.read_text()))]
+    found = [
+        f"{path.relative_to(REPO)}:{line}: {call}"
+        for folder in ("src", "stages", "scripts")
+        for path in sorted((REPO / folder).rglob("*.py"))
+        for line, call in unsafe_calls(ast.parse(path.read_text()))
+    ]
     assert not found, f"{UNSAFE}: " + "; ".join(found)
 
 

@@ -17,8 +17,10 @@ from pipeline_helpers import GIT_USER, REPO, copy_project, ran_stages, run, two_
 ACCELERATE = REPO / "configs" / "accelerate"
 
 
-@pytest.mark.parametrize("name, distributed, machines", [("single_gpu", "NO", 1), ("multi_gpu", "MULTI_GPU", 1),
-                                                         ("multi_node", "MULTI_GPU", 2)])
+@pytest.mark.parametrize(
+    "name, distributed, machines",
+    [("single_gpu", "NO", 1), ("multi_gpu", "MULTI_GPU", 1), ("multi_node", "MULTI_GPU", 2)],
+)
 def test_accelerate_configs_load_and_are_consistent(name, distributed, machines):
     """accelerate's own loader takes each file (an unknown key raises); the process layout adds up."""
     config = load_config_from_file(str(ACCELERATE / f"{name}.yaml"))
@@ -80,7 +82,9 @@ def test_queued_sweeps_run_two_at_a_time_reusing_the_cache(project):
             assert stage.startswith((f"train_classifier@{values[0]}-", "report")), f"{name} reran {stage}: {ran}"
         assert sum(stage.startswith("train_classifier@") for stage in ran) == 2, ran  # the new R in both regimes
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
-    experiments = {rev["name"]: rev["data"] for commit in shown for exp in commit.get("experiments") or [] for rev in exp["revs"]}
+    experiments = {
+        rev["name"]: rev["data"] for commit in shown for exp in commit.get("experiments") or [] for rev in exp["revs"]
+    }
     for name, values in ratios.items():
         data = experiments[name]
         assert data["params"]["params.yaml"]["data"]["sweep"]["ratios"] == values
@@ -98,8 +102,19 @@ def test_stage_run_under_accelerate_then_committed_needs_no_rerun(project):
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     stage = "generate@100"
     assert stage in run(["dvc", "status", stage], project).stdout
-    run(["accelerate", "launch", "--config_file", str(ACCELERATE / "single_gpu.yaml"), "--cpu", "stages/generate.py", "--keep", "100"],
-        project)
+    run(
+        [
+            "accelerate",
+            "launch",
+            "--config_file",
+            str(ACCELERATE / "single_gpu.yaml"),
+            "--cpu",
+            "stages/generate.py",
+            "--keep",
+            "100",
+        ],
+        project,
+    )
     run(["dvc", "commit", "-f", stage], project)
     assert "up to date" in run(["dvc", "status", stage], project).stdout
     assert ran_stages(run(["dvc", "repro", stage], project).stdout) == []

@@ -12,7 +12,16 @@ from synthratio.figures import save_ratio_plot
 from synthratio.inference import Runs, holm
 from synthratio.layout import classifier_live_path, classifier_metrics_path, generator_files, predictions_path
 from synthratio.report import (
-    HEADLINE_KEYS, STUDY_ACCURACY, Arm, families, headline, load_arm, markdown_report, summarize, terminal_summary, training_curves,
+    HEADLINE_KEYS,
+    STUDY_ACCURACY,
+    Arm,
+    families,
+    headline,
+    load_arm,
+    markdown_report,
+    summarize,
+    terminal_summary,
+    training_curves,
     verdict_sentence,
 )  # fmt: skip
 
@@ -81,16 +90,27 @@ def test_summary_numbers_lower_bounds_and_holm():
     reference = table[table["x"] == 0]
     assert reference["verdict"].isna().all()  # R=0 is the reference, not a comparison
     assert (table["accuracy_low"] <= table["accuracy"]).all() and (table["accuracy"] <= table["accuracy_high"]).all()
-    assert (table["seeds"] == 2).all() and (table["margin"] == CONFIG.margin).all() and list(table.index) == list(range(6))
+    assert (
+        (table["seeds"] == 2).all() and (table["margin"] == CONFIG.margin).all() and list(table.index) == list(range(6))
+    )
     assert table.loc[table["x"] == 0, "p_holm"].isna().all()  # only comparisons are adjusted
     for name in ("keep100", "keep25"):
         part = table[(table["family"] == name) & (table["x"] > 0)]
         assert summary[name]["resolvable_margin"] == round(part["half_width"].max(), 6)
         assert summary[name]["test_set_margin"] == round(part["test_half_width"].max(), 6)
-    assert (table["real_scans_of_class"] == 100).all() and table["synthetic_scans"].isna().all()  # not in these runs' metrics
-    pd.testing.assert_frame_equal(summarize(families("replace", {**full, **scarce}, [100, 25], [50, 100]), CONFIG, "replace")[1], table)
+    assert (table["real_scans_of_class"] == 100).all() and table[
+        "synthetic_scans"
+    ].isna().all()  # not in these runs' metrics
+    pd.testing.assert_frame_equal(
+        summarize(families("replace", {**full, **scarce}, [100, 25], [50, 100]), CONFIG, "replace")[1], table
+    )
     first = table.iloc[0]  # keep100 at R=0: 400 draws of 500 patients stratified by class, crossed with 2 seeds, seed 0
-    assert [round(first[key], 4) for key in ("accuracy_low", "accuracy_high", "log_loss_low", "log_loss_high")] == [0.883, 0.917, 0.2877, 0.3625]
+    assert [round(first[key], 4) for key in ("accuracy_low", "accuracy_high", "log_loss_low", "log_loss_high")] == [
+        0.883,
+        0.917,
+        0.2877,
+        0.3625,
+    ]
 
 
 def test_differences_are_paired_so_a_near_copy_of_r0_is_shown_non_inferior():
@@ -110,8 +130,14 @@ def test_the_smallest_r_is_a_candidate_and_a_sequence_that_never_stops_says_none
     keep six decimals."""
     reference = arm(REFERENCE)
     reference.metrics["log_loss"] = 1 / 3
-    summary, table = summarize(families("replace", {(0, 100): reference, (1, 100): arm(REFERENCE, ratio=1)}, [100], [1]), CONFIG, "replace")
-    assert (summary["keep100"]["r_max"], summary["keep100"]["stopped_at"], summary["keep100"]["stop"]) == (1, None, "none")
+    summary, table = summarize(
+        families("replace", {(0, 100): reference, (1, 100): arm(REFERENCE, ratio=1)}, [100], [1]), CONFIG, "replace"
+    )
+    assert (summary["keep100"]["r_max"], summary["keep100"]["stopped_at"], summary["keep100"]["stop"]) == (
+        1,
+        None,
+        "none",
+    )
     assert summary["keep100"]["log_loss"]["0"] == 0.333333 and list(summary["keep100"]["lower"]) == ["1"]
     assert table.set_index("x").loc[1, "p_holm"] == 1.0
 
@@ -140,8 +166,12 @@ def test_bootstrap_draws_keep_the_test_sets_class_make_up():
     p0 = np.where(labels == 0, np.where(hits, 0.9, 0.1), np.where(hits, 0.1, 0.9))
     runs = Runs(probs=np.stack([p0, 1 - p0], axis=2), labels=labels, patients=np.arange(100) // 2)
     reference = Arm(runs=runs, metrics=arm(hits).metrics)
-    _, table = summarize(families("replace", {(0, 100): reference, (50, 100): reference}, [100], [50]), CONFIG, "replace")
-    assert table["accuracy_low"].tolist() == pytest.approx([0.6, 0.6]) and table["accuracy_high"].tolist() == pytest.approx([0.6, 0.6])
+    _, table = summarize(
+        families("replace", {(0, 100): reference, (50, 100): reference}, [100], [50]), CONFIG, "replace"
+    )
+    assert table["accuracy_low"].tolist() == pytest.approx([0.6, 0.6]) and table[
+        "accuracy_high"
+    ].tolist() == pytest.approx([0.6, 0.6])
 
 
 def test_the_same_report_seed_gives_the_same_monte_carlo_p():
@@ -160,7 +190,9 @@ def test_an_inconclusive_r_gives_no_number_and_says_why():
     summary, table = summarize(families("replace", arms, [100], [50]), CONFIG, "replace")
     block = summary["keep100"]
     assert (block["r_max"], block["r_max_shown"], block["stop"]) == (None, 0, "inconclusive")
-    assert block["resolvable_margin"] > CONFIG.margin and 0 < block["test_set_margin"] <= block["resolvable_margin"] + 1e-9
+    assert (
+        block["resolvable_margin"] > CONFIG.margin and 0 < block["test_set_margin"] <= block["resolvable_margin"] + 1e-9
+    )
     sentence = verdict_sentence("keep100", block, "accuracy", CONFIG.margin, CONFIG.confidence)
     assert "not determined" in sentence and f"{block['resolvable_margin']:.3f}" in sentence
 
@@ -181,8 +213,20 @@ def test_data_mode_compares_filled_cohorts_with_all_real_patients(tmp_path):
     assert shares.loc[50] == pytest.approx(0.5) and shares.loc[75] == pytest.approx(0.75)
     save_ratio_plot(summary, table, groups[0].x_label, tmp_path / "plot.png", STUDY_ACCURACY)
     assert (tmp_path / "plot.png").stat().st_size > 10_000
-    text = markdown_report(summary, table, {100: {"domain_fid": 3.0, "domain_fid_floor": 2.5, "domain_fid_floor_sd": 0.4,
-                                                  "detector_auroc": 0.8, "detector_auroc_ci_low": 0.7, "detector_auroc_ci_high": 0.9}})
+    text = markdown_report(
+        summary,
+        table,
+        {
+            100: {
+                "domain_fid": 3.0,
+                "domain_fid_floor": 2.5,
+                "domain_fid_floor_sd": 0.4,
+                "detector_auroc": 0.8,
+                "detector_auroc_ci_low": 0.7,
+                "detector_auroc_ci_high": 0.9,
+            }
+        },
+    )
     assert "## data" in text and "## real_only" in text and "R_max = 50%" in text
     assert "| domain FID | 3 | 2.5 (0.4) |" in text and "0.800 (0.700-0.900)" in text
 
@@ -240,7 +284,11 @@ def test_terminal_summary_lists_verdicts_accuracy_by_r_and_each_cohorts_scans():
         "(dvc_plots/index.html, works offline)",
     ]  # fmt: skip
     assert headline({**summary, "keep100": {**BLOCK, "n_test": 10}}) == {
-        "metric": "accuracy", "margin": 0.02, "confidence": 0.95, "keep100": {key: BLOCK[key] for key in HEADLINE_KEYS}}
+        "metric": "accuracy",
+        "margin": 0.02,
+        "confidence": 0.95,
+        "keep100": {key: BLOCK[key] for key in HEADLINE_KEYS},
+    }
 
 
 def test_markdown_report_prints_every_figure_of_the_table():
@@ -256,7 +304,9 @@ def test_markdown_report_prints_every_figure_of_the_table():
                "keep100": {**BLOCK, "stop": "inconclusive", "r_max": None, "r_max_shown": 0, "stopped_at": 50}}  # fmt: skip
     header = ["| x % | synthetic share | accuracy (CI) | log-loss (CI) | accuracy difference (one-sided bounds) | verdict | p (Holm) | F1 | AUROC | ECE |",
               "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    reference = "| 0 | 0.00 | 0.9000 (0.8800-0.9200) | 0.3000 (0.2500-0.3500) | reference | | | 0.8900 | 0.9500 | 0.0500 |"
+    reference = (
+        "| 0 | 0.00 | 0.9000 (0.8800-0.9200) | 0.3000 (0.2500-0.3500) | reference | | | 0.8900 | 0.9500 | 0.0500 |"
+    )
     compared = " (0.8800-0.9200) | 0.3000 (0.2500-0.3500) | -0.0250 (-0.0400, -0.0100) | inconclusive | 0.0123 (0.0246) | 0.8900 | 0.9500 | 0.0500 |"
     assert markdown_report(summary, table, SYNTHETIC) == "\n".join([
         "# Ratio sweep", "",
@@ -298,16 +348,25 @@ def test_markdown_report_states_a_shown_verdict_on_the_metric_it_was_decided_on(
 
 def test_each_mode_labels_its_x_axis():
     arms = {(r, k): arm(REFERENCE) for r in (0, 50, 100) for k in (100, 25)}
-    assert [f.x_label for f in families("replace", arms, [100], [50])] == ["R: synthetic share of the CNV examples in every batch (%)"]
+    assert [f.x_label for f in families("replace", arms, [100], [50])] == [
+        "R: synthetic share of the CNV examples in every batch (%)"
+    ]
     assert [f.x_label for f in families("add", arms, [100], [50])] == [
-        "R: synthetic share of the CNV examples in every batch (%), on top of the real ones"]
+        "R: synthetic share of the CNV examples in every batch (%), on top of the real ones"
+    ]
     assert [f.x_label for f in families("data", arms, [100, 25], [100])] == [
         "synthetic share of the CNV training data (%): the cohort's left-out patients' scans replaced",
         "share of the CNV training patients left out, nothing in their place (%)",
     ]
-    assert [(f.name, f.decides) for f in families("replace", arms, [25, 100], [50, 100])] == [("keep100", True), ("keep25", True)]
+    assert [(f.name, f.decides) for f in families("replace", arms, [25, 100], [50, 100])] == [
+        ("keep100", True),
+        ("keep25", True),
+    ]
     # real_only is shown beside the data family, never decided on
-    assert [(f.name, f.decides) for f in families("data", arms, [100, 25], [100])] == [("data", True), ("real_only", False)]
+    assert [(f.name, f.decides) for f in families("data", arms, [100, 25], [100])] == [
+        ("data", True),
+        ("real_only", False),
+    ]
 
 
 def params_in(tmp_path, classes: tuple[str, ...] = ("CNV", "NORMAL")) -> Params:
@@ -331,7 +390,9 @@ def test_load_arm_stacks_the_seeds_by_class_name_and_refuses_other_test_scans(tm
     metrics.write_text(json.dumps([{"seed": 0, "accuracy": 0.5}, {"seed": 1, "accuracy": 0.75}]))
     arm, scans = load_arm(params, 50, 25, None)
     assert scans == ["b.png", "a.png", "c.png"]
-    np.testing.assert_allclose(arm.runs.probs[:, :, 0], [[0.2, 0.7, 0.4], [0.2, 0.6, 0.4]])  # prob_CNV first, as classes order it
+    np.testing.assert_allclose(
+        arm.runs.probs[:, :, 0], [[0.2, 0.7, 0.4], [0.2, 0.6, 0.4]]
+    )  # prob_CNV first, as classes order it
     np.testing.assert_array_equal(arm.runs.labels, [1, 0, 0])
     np.testing.assert_array_equal(arm.runs.patients, [8, 7, 7])
     assert arm.runs.positive == 0 and arm.metrics["accuracy"].tolist() == [0.5, 0.75]
@@ -347,8 +408,15 @@ def test_load_arm_ranks_the_synthetic_class_for_auroc_wherever_classes_put_it(tm
     for seed in (0, 1):
         path = predictions_path(params, 50, seed, 25)
         path.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame({"file": ["b.png", "a.png"], "label": [1, 0], "patient": [8, 7],
-                      "prob_NORMAL": [0.2, 0.7], "prob_CNV": [0.8, 0.3]}).to_csv(path, index=False)  # label 1 is CNV here
+        pd.DataFrame(
+            {
+                "file": ["b.png", "a.png"],
+                "label": [1, 0],
+                "patient": [8, 7],
+                "prob_NORMAL": [0.2, 0.7],
+                "prob_CNV": [0.8, 0.3],
+            }
+        ).to_csv(path, index=False)  # label 1 is CNV here
     metrics = classifier_metrics_path(params, 50, 25)
     metrics.parent.mkdir(parents=True)
     metrics.write_text(json.dumps([{"seed": 0, "accuracy": 0.5}, {"seed": 1, "accuracy": 0.5}]))
@@ -364,7 +432,9 @@ def test_training_curves_is_one_long_table_of_every_logged_curve(tmp_path):
     for folder, metrics in curves.items():
         (folder / "plots" / "metrics").mkdir(parents=True)
         for name, values in metrics.items():
-            pd.DataFrame({"step": range(len(values)), name: values}).to_csv(folder / "plots" / "metrics" / f"{name}.tsv", sep="\t", index=False)
+            pd.DataFrame({"step": range(len(values)), name: values}).to_csv(
+                folder / "plots" / "metrics" / f"{name}.tsv", sep="\t", index=False
+            )
     table = training_curves(params)
     assert table.columns.tolist() == ["run", "metric", "step", "value"]
     assert table.groupby(["run", "metric"])["value"].apply(list).to_dict() == {

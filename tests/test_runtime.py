@@ -98,4 +98,6 @@ def test_log_lines_carry_a_timestamp_and_other_processes_log_warnings_only(rank,
     done = subprocess.run([sys.executable, "-c", LOGS], env=env, capture_output=True, text=True, check=True)
     lines = done.stderr.splitlines()
     assert [line.split()[2] for line in lines] == logged, done.stderr
-    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (INFO|WARNING) stage: (started|slow)", line) for line in lines), lines
+    assert all(
+        re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (INFO|WARNING) stage: (started|slow)", line) for line in lines
+    ), lines

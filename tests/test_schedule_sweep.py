@@ -23,8 +23,14 @@ def exp_state(rev: str, name: str | None, schedule: str, fid: float | None, expe
     """One row of `dvc exp show --json` as dvc 3.67 writes it (the shape was copied from a real run)."""
     metric = {"data": {"domain_fid": fid, "few_images": True}}
     metrics = {} if fid is None else {"metrics/synthetic/keep_100.json": metric}
-    data = {"rev": rev, "params": {"params.yaml": {"data": {"finetune": {"beta_schedule": schedule, "steps": 3}}}},
-            "metrics": metrics, "deps": {}, "outs": {}, "meta": {}}
+    data = {
+        "rev": rev,
+        "params": {"params.yaml": {"data": {"finetune": {"beta_schedule": schedule, "steps": 3}}}},
+        "metrics": metrics,
+        "deps": {},
+        "outs": {},
+        "meta": {},
+    }
     return {"rev": rev, "name": name, "data": data, "error": None, "experiments": experiments}
 
 
@@ -36,11 +42,17 @@ def exp_range(name: str, state: str, schedule: str, fid: float | None) -> dict:
 
 @pytest.fixture
 def shown() -> list[dict]:
-    experiments = [exp_range("lin", "success", "linear", 9.5), exp_range("lap", "success", "laplace", 4.25),
-                   exp_range("sig", "queued", "sigmoid", None), exp_range("broken", "failed", "linear", None),
-                   exp_range("nan", "success", "scaled_linear", float("nan"))]
-    return [exp_state("workspace", None, "laplace", 4.25),
-            exp_state("a" * 40, "main", "squaredcos_cap_v2", 7.0, experiments)]
+    experiments = [
+        exp_range("lin", "success", "linear", 9.5),
+        exp_range("lap", "success", "laplace", 4.25),
+        exp_range("sig", "queued", "sigmoid", None),
+        exp_range("broken", "failed", "linear", None),
+        exp_range("nan", "success", "scaled_linear", float("nan")),
+    ]
+    return [
+        exp_state("workspace", None, "laplace", 4.25),
+        exp_state("a" * 40, "main", "squaredcos_cap_v2", 7.0, experiments),
+    ]
 
 
 def table_rows(output: str) -> list[list[str]]:
@@ -117,8 +129,11 @@ def test_sweep_ranks_both_variants_by_domain_fid(sweep):
             assert row[3] == f"finetune.beta_schedule={VARIANTS[row[1]]}"
     # the printed values are the experiments' own metrics
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
-    fids = {exp["name"]: exp["revs"][0]["data"]["metrics"]["metrics/synthetic/keep_100.json"]["data"]["domain_fid"]
-            for baseline in shown for exp in baseline.get("experiments") or []}
+    fids = {
+        exp["name"]: exp["revs"][0]["data"]["metrics"]["metrics/synthetic/keep_100.json"]["data"]["domain_fid"]
+        for baseline in shown
+        for exp in baseline.get("experiments") or []
+    }
     for row in rows:
         if row[1] in VARIANTS:
             assert float(row[2]) == pytest.approx(fids[row[1]], rel=1e-5)

@@ -21,10 +21,11 @@ import sys
 import tempfile
 import types
 import typing
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
@@ -162,7 +163,9 @@ class RuntimeConfig:
         words = str(self.launcher).split() or [""]
         python = Path(words[0]).name.startswith("python")  # python, python3, /opt/venv/bin/python3.11
         if not python and words[0] != "torchrun" and words[:2] != ["accelerate", "launch"]:
-            _fail("runtime", "launcher", self.launcher, "'python', 'accelerate launch [options]' or 'torchrun [options]'")
+            _fail(
+                "runtime", "launcher", self.launcher, "'python', 'accelerate launch [options]' or 'torchrun [options]'"
+            )
 
 
 @dataclass(frozen=True)
@@ -249,12 +252,29 @@ class FinetuneConfig:
         for key, choices in (("beta_schedule", BETA_SCHEDULES), ("prediction_type", PREDICTION_TYPES)):
             value = getattr(self, key)
             if value == PRETRAINED and self.backend == "pixel":
-                _fail("finetune", key, value, f"one of {sorted(choices)} for the pixel backend ({PRETRAINED!r}, the "
-                      "pretrained scheduler's own, is for the latent backend: the pixel UNet starts from scratch)")
+                _fail(
+                    "finetune",
+                    key,
+                    value,
+                    f"one of {sorted(choices)} for the pixel backend ({PRETRAINED!r}, the "
+                    "pretrained scheduler's own, is for the latent backend: the pixel UNet starts from scratch)",
+                )
             if value not in (*choices, PRETRAINED):
-                _fail("finetune", key, value, f"one of {sorted(choices)}, or {PRETRAINED!r} (latent backend: the pretrained scheduler's own)")
+                _fail(
+                    "finetune",
+                    key,
+                    value,
+                    f"one of {sorted(choices)}, or {PRETRAINED!r} (latent backend: the pretrained scheduler's own)",
+                )
         _require_positive(
-            "finetune", self, "image_size", "layers_per_block", "train_timesteps", "steps", "batch_size", "learning_rate"
+            "finetune",
+            self,
+            "image_size",
+            "layers_per_block",
+            "train_timesteps",
+            "steps",
+            "batch_size",
+            "learning_rate",
         )
         for key in ("lora_rank", "max_images", "warmup_steps", "checkpoint_every"):
             if getattr(self, key) < 0:
@@ -268,7 +288,12 @@ class FinetuneConfig:
             _fail("finetune", "warmup_steps", self.warmup_steps, f"fewer than finetune.steps ({self.steps})")
         # prediction_type 'pretrained' is checked once the latent backend has replaced it by the pipeline's own
         if self.zero_terminal_snr and self.prediction_type not in ("v_prediction", PRETRAINED):
-            _fail("finetune", "zero_terminal_snr", True, "false unless prediction_type is v_prediction (epsilon is undefined at SNR 0)")
+            _fail(
+                "finetune",
+                "zero_terminal_snr",
+                True,
+                "false unless prediction_type is v_prediction (epsilon is undefined at SNR 0)",
+            )
         if self.backend == "latent":
             _check_pretrained(self.pretrained)
             if not self.prompts or not all(prompt.strip() for prompt in self.prompts):
@@ -278,7 +303,12 @@ class FinetuneConfig:
         else:
             levels = len(self.block_channels)
             if levels < 1 or self.image_size % (2 ** (levels - 1)):
-                _fail("finetune", "image_size", self.image_size, f"a multiple of {2 ** (levels - 1)} for {levels} UNet levels")
+                _fail(
+                    "finetune",
+                    "image_size",
+                    self.image_size,
+                    f"a multiple of {2 ** (levels - 1)} for {levels} UNet levels",
+                )
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -288,12 +318,22 @@ def _check_pretrained(pretrained: str) -> None:
     """A local folder with model_index.json, or a hub id (owner/name) that the latent backend downloads."""
     folder = Path(pretrained).expanduser()
     if not pretrained:  # Path("") is the working folder: no further check
-        _fail("finetune", "pretrained", pretrained, "a Stable Diffusion pipeline: a local folder or a hub id like 'owner/name'")
+        _fail(
+            "finetune",
+            "pretrained",
+            pretrained,
+            "a Stable Diffusion pipeline: a local folder or a hub id like 'owner/name'",
+        )
     elif folder.is_dir():
         if not (folder / "model_index.json").is_file():
             _fail("finetune", "pretrained", pretrained, "a diffusers pipeline folder (it has no model_index.json)")
     elif not _HUB_ID.match(pretrained):
-        _fail("finetune", "pretrained", pretrained, "an existing local folder or a hub id like 'owner/name' (no such folder)")
+        _fail(
+            "finetune",
+            "pretrained",
+            pretrained,
+            "an existing local folder or a hub id like 'owner/name' (no such folder)",
+        )
 
 
 @dataclass(frozen=True)
@@ -339,8 +379,19 @@ class EvaluateConfig:
 
     def __post_init__(self) -> None:
         _check_choices("evaluate", self)
-        _require_positive("evaluate", self, "min_images", "kid_subset_size", "nearest_k", "detector_epochs",
-                          "detector_image_size", "pixel_size", "batch_size", "floor_splits", "bootstrap")
+        _require_positive(
+            "evaluate",
+            self,
+            "min_images",
+            "kid_subset_size",
+            "nearest_k",
+            "detector_epochs",
+            "detector_image_size",
+            "pixel_size",
+            "batch_size",
+            "floor_splits",
+            "bootstrap",
+        )
         if not 0 < self.memorization_quantile < 1:
             _fail("evaluate", "memorization_quantile", self.memorization_quantile, "a fraction in (0, 1)")
         for key in ("seed", "workers"):
@@ -367,8 +418,12 @@ class ClassifierConfig:
             _fail("classifier", "pretrained", self.pretrained, "'' for simple_cnn (it has no pretrained weights)")
         if self.pretrained and not Path(self.pretrained).is_file():
             _fail("classifier", "pretrained", self.pretrained, "'' (from scratch) or an existing local weights file")
-        if self.arch == "vit_b_16" and (self.image_size % 8 or (self.pretrained and (self.image_size < 128 or self.image_size % 16))):
-            _fail("classifier", "image_size", self.image_size, "a multiple of 8 for vit_b_16 (pretrained: of 16, >= 128)")
+        if self.arch == "vit_b_16" and (
+            self.image_size % 8 or (self.pretrained and (self.image_size < 128 or self.image_size % 16))
+        ):
+            _fail(
+                "classifier", "image_size", self.image_size, "a multiple of 8 for vit_b_16 (pretrained: of 16, >= 128)"
+            )
 
 
 @dataclass(frozen=True)
@@ -390,7 +445,12 @@ class SweepConfig:
     def __post_init__(self) -> None:
         for ratio in self.ratios:
             if not isinstance(ratio, int) or not 0 < ratio <= MAX_ADD_RATIO:
-                _fail("sweep", "ratios", list(self.ratios), f"integer percents in 1..100 (mix.mode add: 1..{MAX_ADD_RATIO}; R=0 is the baseline stage)")
+                _fail(
+                    "sweep",
+                    "ratios",
+                    list(self.ratios),
+                    f"integer percents in 1..100 (mix.mode add: 1..{MAX_ADD_RATIO}; R=0 is the baseline stage)",
+                )
         if len(set(self.ratios)) != len(self.ratios):
             _fail("sweep", "ratios", list(self.ratios), "distinct percents")
         if not self.keep or len(set(self.keep)) != len(self.keep) or not all(0 < k <= 100 for k in self.keep):
@@ -443,22 +503,55 @@ class Params:
 
     def __post_init__(self) -> None:
         if self.sweep.synthetic_class not in self.prepare.classes:
-            _fail("sweep", "synthetic_class", self.sweep.synthetic_class, f"one of prepare.classes {list(self.prepare.classes)}")
+            _fail(
+                "sweep",
+                "synthetic_class",
+                self.sweep.synthetic_class,
+                f"one of prepare.classes {list(self.prepare.classes)}",
+            )
         if self.finetune.target_class != self.sweep.synthetic_class:
-            _fail("finetune", "target_class", self.finetune.target_class, f"sweep.synthetic_class ({self.sweep.synthetic_class!r})")
+            _fail(
+                "finetune",
+                "target_class",
+                self.finetune.target_class,
+                f"sweep.synthetic_class ({self.sweep.synthetic_class!r})",
+            )
         if self.mix.mode == "replace" and max(self.sweep.ratios, default=0) > 100:
-            _fail("sweep", "ratios", list(self.sweep.ratios), "percents in 1..100 with mix.mode replace (above 100 needs add)")
+            _fail(
+                "sweep",
+                "ratios",
+                list(self.sweep.ratios),
+                "percents in 1..100 with mix.mode replace (above 100 needs add)",
+            )
         if self.evaluate.encoder_seed not in self.sweep.seeds:
-            _fail("evaluate", "encoder_seed", self.evaluate.encoder_seed, f"one of sweep.seeds {list(self.sweep.seeds)}")
+            _fail(
+                "evaluate", "encoder_seed", self.evaluate.encoder_seed, f"one of sweep.seeds {list(self.sweep.seeds)}"
+            )
         if self.mix.mode == "data":  # R = 100: each cohort's left-out scans all replaced by synthetic ones
             if self.sweep.ratios != (100,):
-                _fail("sweep", "ratios", list(self.sweep.ratios), "[100] with mix.mode data (a cohort's left-out CNV scans all filled with synthetic ones; the regimes sweep.keep set the synthetic share)")
+                _fail(
+                    "sweep",
+                    "ratios",
+                    list(self.sweep.ratios),
+                    "[100] with mix.mode data (a cohort's left-out CNV scans all filled with synthetic ones; "
+                    "the regimes sweep.keep set the synthetic share)",
+                )
             if 100 not in self.sweep.keep or len(self.sweep.keep) < 2:
-                _fail("sweep", "keep", list(self.sweep.keep), "100 (the all-real reference) and the cohorts to fill, e.g. [100, 75, 50, 25], with mix.mode data")
+                _fail(
+                    "sweep",
+                    "keep",
+                    list(self.sweep.keep),
+                    "100 (the all-real reference) and the cohorts to fill, e.g. [100, 75, 50, 25], with mix.mode data",
+                )
 
 
 # YAML types each scalar annotation accepts (bool is an int in Python, so it is refused explicitly)
-_SCALARS = {bool: ((bool,), "true or false"), int: ((int,), "an integer"), float: ((int, float), "a number"), str: ((str,), "a string")}
+_SCALARS = {
+    bool: ((bool,), "true or false"),
+    int: ((int,), "an integer"),
+    float: ((int, float), "a number"),
+    str: ((str,), "a string"),
+}
 
 
 def _coerce(section: str, key: str, hint: Any, value: Any) -> Any:
@@ -525,13 +618,19 @@ def _build(cls: type, section: str | None, raw: Any) -> Any:
     reported and left out, so the section's other values are still checked."""
     name = (lambda key: str(key)) if section is None else (lambda key: f"{section}.{key}")
     if not isinstance(raw, Mapping):
-        _report(f"params.yaml: {section}={raw!r}; expected a mapping of keys" if section else
-                f"params.yaml: {raw!r}; expected a mapping of sections")
+        _report(
+            f"params.yaml: {section}={raw!r}; expected a mapping of keys"
+            if section
+            else f"params.yaml: {raw!r}; expected a mapping of sections"
+        )
         return None
     fields = {field.name: field for field in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
-    missing = [key for key, field in fields.items() if key not in raw
-               and field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING]
+    missing = [
+        key
+        for key, field in fields.items()
+        if key not in raw and field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+    ]
     complete = not missing
     for key in [key for key in raw if key not in fields]:
         problem, guess = _unknown(str(key), fields, section)
@@ -666,12 +765,24 @@ def check_params(path: str | Path = "params.yaml", overrides: Sequence[str] = ()
 
 def main(argv: Sequence[str] | None = None) -> None:
     """`python -m synthratio.config [-S key=value ...] [params.yaml]`: check params before queueing experiments."""
-    parser = argparse.ArgumentParser(prog="python -m synthratio.config", description=(
-        "Check a params file, with `dvc exp run -S` overrides applied, before queueing experiments: prints "
-        "'<file>: OK', or every error and exits with status 2."))
+    parser = argparse.ArgumentParser(
+        prog="python -m synthratio.config",
+        description=(
+            "Check a params file, with `dvc exp run -S` overrides applied, before queueing experiments: prints "
+            "'<file>: OK', or every error and exits with status 2."
+        ),
+    )
     parser.add_argument("path", nargs="?", default="params.yaml", type=Path, help="params file (default: params.yaml)")
-    parser.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="an override as `dvc exp run -S` takes it, e.g. 'sweep.ratios=[25,50]' or finetune.steps=300,600 (a sweep)")
+    parser.add_argument(
+        "-S",
+        "--set-param",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an override as `dvc exp run -S` takes it, e.g. 'sweep.ratios=[25,50]' or finetune.steps=300,600 "
+        "(a sweep)",
+    )
     args = parser.parse_args(argv)
     sets = check_params(args.path, args.overrides)
     print(f"{args.path}: OK" + (f" ({sets} parameter sets of the -S sweep)" if sets > 1 else ""))

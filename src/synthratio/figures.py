@@ -16,7 +16,9 @@ from synthratio.runtime import write_atomically  # noqa: E402
 STUDY_LABEL = "published study (Stable Diffusion, full Kermany): a reference, not comparable with these data"
 
 
-def save_ratio_plot(summary: dict, table: pd.DataFrame, x_label: str, path: Path, study: dict[int, float] | None = None) -> None:
+def save_ratio_plot(
+    summary: dict, table: pd.DataFrame, x_label: str, path: Path, study: dict[int, float] | None = None
+) -> None:
     """Left: accuracy vs x per family, mean over seeds with its band. Right: the paired difference in the
     decision metric with its one-sided bounds, the -margin line the lower bound must clear, and R_max."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
@@ -25,7 +27,13 @@ def save_ratio_plot(summary: dict, table: pd.DataFrame, x_label: str, path: Path
     for color, (name, part) in zip(colors, table.groupby("family", sort=False)):
         part = part.sort_values("x")
         left.fill_between(part["x"], part["accuracy_low"], part["accuracy_high"], color=color, alpha=0.15)
-        left.plot(part["x"], part["accuracy"], "o-", color=color, label=f"{name}: mean over seeds, {summary['confidence']:.0%} band")
+        left.plot(
+            part["x"],
+            part["accuracy"],
+            "o-",
+            color=color,
+            label=f"{name}: mean over seeds, {summary['confidence']:.0%} band",
+        )
         tested = part[part["x"] > 0]
         errors = np.vstack([tested["delta"] - tested["delta_lower"], tested["delta_upper"] - tested["delta"]])
         right.errorbar(tested["x"], tested["delta"], yerr=errors, fmt="o-", color=color, capsize=3, label=name)
@@ -37,8 +45,11 @@ def save_ratio_plot(summary: dict, table: pd.DataFrame, x_label: str, path: Path
     right.axhline(-margin, color="tab:red", lw=1, label=f"-margin ({margin:g}): lower bounds must stay above")
     right.axhline(0, color="black", lw=0.5)
     left.set(xlabel=x_label, ylabel="test accuracy (real scans)", title="Accuracy")
-    right.set(xlabel=x_label, ylabel=f"{metric} difference to the reference (positive: better)",
-              title=f"Paired difference, one-sided {summary['confidence']:.0%} bounds")
+    right.set(
+        xlabel=x_label,
+        ylabel=f"{metric} difference to the reference (positive: better)",
+        title=f"Paired difference, one-sided {summary['confidence']:.0%} bounds",
+    )
     span = (0, float(table["x"].max()))  # both panels from R=0, so an R_max at the first R is not on the frame
     for ax in (left, right):
         ax.set_xlim(span[0] - 0.05 * span[1], span[1] * 1.05)

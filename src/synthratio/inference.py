@@ -16,8 +16,9 @@ Every difference is oriented so that positive means "better than the reference" 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 from scipy.stats import rankdata
@@ -89,7 +90,9 @@ class Draws:
     seeds: np.ndarray  # (draws, seeds) seed indices drawn with replacement
 
 
-def cluster_draws(patients: np.ndarray, n_seeds: int, resamples: int, seed: int, strata: np.ndarray | None = None) -> Draws:
+def cluster_draws(
+    patients: np.ndarray, n_seeds: int, resamples: int, seed: int, strata: np.ndarray | None = None
+) -> Draws:
     """`resamples` draws of test patients (with replacement, each drawn patient bringing all its scans)
     crossed with draws of seeds (with replacement). With `strata` (one value per scan; a patient's stratum is
     that of its first scan), each stratum's patients are drawn separately, so every draw keeps the test set's
@@ -97,7 +100,11 @@ def cluster_draws(patients: np.ndarray, n_seeds: int, resamples: int, seed: int,
     _, first, cluster = np.unique(np.asarray(patients), return_index=True, return_inverse=True)
     n_patients = len(first)
     rng = np.random.default_rng(seed)
-    cluster_strata = np.zeros(n_patients, dtype=int) if strata is None else np.unique(np.asarray(strata)[first], return_inverse=True)[1]
+    cluster_strata = (
+        np.zeros(n_patients, dtype=int)
+        if strata is None
+        else np.unique(np.asarray(strata)[first], return_inverse=True)[1]
+    )
     counts = np.zeros((resamples, n_patients))
     for stratum in np.unique(cluster_strata):
         members = np.flatnonzero(cluster_strata == stratum)
@@ -213,8 +220,10 @@ def paired_permutation_p(
 
     observed = abs(float(statistic(np.ones((1, int(cluster.max()) + 1)))[0]))
     tolerance = 1e-12 * max(1.0, observed)
-    extreme = sum(int((np.abs(statistic(patterns[i : i + chunk])) >= observed - tolerance).sum())
-                  for i in range(0, len(patterns), chunk))  # fmt: skip
+    extreme = sum(
+        int((np.abs(statistic(patterns[i : i + chunk])) >= observed - tolerance).sum())
+        for i in range(0, len(patterns), chunk)
+    )
     return extreme / len(patterns) if exact else (extreme + 1) / (len(patterns) + 1)
 
 

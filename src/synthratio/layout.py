@@ -9,7 +9,6 @@ from pathlib import Path
 
 from synthratio.config import Params
 
-
 CLASSES_FILE = "classes.json"  # in a class-conditional generator: label i is classes[i]
 TRAINING_PATIENTS_FILE = "training_patients.json"  # in a generator: sorted patient groups whose scans it learned
 

@@ -10,8 +10,8 @@ A family is what one R_max is decided on:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,8 +34,26 @@ from synthratio.layout import classifier_live_path, classifier_metrics_path, gen
 from synthratio.runtime import read_json
 
 # The student study (2025) this project starts from: accuracy per R (%), Stable Diffusion on Kermany CNV.
-STUDY_ACCURACY = {10: 0.8625, 20: 0.8562, 30: 0.8750, 40: 0.8750, 50: 0.9000, 60: 0.8438, 70: 0.8187, 80: 0.7750, 90: 0.6813}
-RUN_COLUMNS = ("accuracy", "f1", "precision", "recall", "auroc", "log_loss", "ece")  # per-run test metrics, averaged over seeds
+STUDY_ACCURACY = {
+    10: 0.8625,
+    20: 0.8562,
+    30: 0.8750,
+    40: 0.8750,
+    50: 0.9000,
+    60: 0.8438,
+    70: 0.8187,
+    80: 0.7750,
+    90: 0.6813,
+}
+RUN_COLUMNS = (
+    "accuracy",
+    "f1",
+    "precision",
+    "recall",
+    "auroc",
+    "log_loss",
+    "ece",
+)  # per-run test metrics, averaged over seeds
 BAND_METRICS = ("accuracy", "log_loss")  # drawn with an interval
 HEADLINE_KEYS = ("r_max", "r_max_shown", "stopped_at", "stop", "resolvable_margin", *BAND_METRICS, "lower")
 
@@ -70,8 +88,12 @@ def load_arm(params: Params, ratio: int, keep: int, scans: list[str] | None) -> 
             raise ValueError(f"{path}: test scans differ from the other runs' (rerun the classifier stages)")
         scans = predictions["file"].tolist()
         probs.append(predictions[[f"prob_{name}" for name in params.prepare.classes]].to_numpy())
-    runs = Runs(probs=np.stack(probs), labels=predictions["label"].to_numpy(), patients=predictions["patient"].to_numpy(),
-                positive=params.prepare.classes.index(params.sweep.synthetic_class))
+    runs = Runs(
+        probs=np.stack(probs),
+        labels=predictions["label"].to_numpy(),
+        patients=predictions["patient"].to_numpy(),
+        positive=params.prepare.classes.index(params.sweep.synthetic_class),
+    )
     return Arm(runs=runs, metrics=pd.DataFrame(read_json(classifier_metrics_path(params, ratio, keep)))), scans
 
 
@@ -80,37 +102,59 @@ def training_curves(params: Params) -> pd.DataFrame:
     value), read from the dvclive folders params.yaml names: each generator's loss and learning rate, each
     classifier's train loss and validation loss and accuracy per epoch."""
     folders = {f"finetune keep {k}": generator_files(params, k).live for k in params.sweep.keep}
-    folders.update({f"{run_name(r, k)} seed {s}": classifier_live_path(params, r, s, k)
-                    for k in params.sweep.keep for r in params.sweep.all_ratios for s in params.sweep.seeds})
+    folders.update(
+        {
+            f"{run_name(r, k)} seed {s}": classifier_live_path(params, r, s, k)
+            for k in params.sweep.keep
+            for r in params.sweep.all_ratios
+            for s in params.sweep.seeds
+        }
+    )
     parts = []
     for run, folder in folders.items():
         for tsv in sorted((folder / "plots" / "metrics").glob("*.tsv")):  # the curves this run logged
             curve = pd.read_csv(tsv, sep="\t")
-            parts.append(pd.DataFrame({"run": run, "metric": tsv.stem, "step": curve["step"], "value": curve[tsv.stem]}))
+            parts.append(
+                pd.DataFrame({"run": run, "metric": tsv.stem, "step": curve["step"], "value": curve[tsv.stem]})
+            )
     return pd.concat(parts, ignore_index=True)
 
 
 def families(mode: str, arms: dict[tuple[int, int], Arm], keeps: Sequence[int], ratios: Sequence[int]) -> list[Family]:
     """The families of a sweep: `arms[(ratio, keep)]` for every ratio (0 included) and regime."""
     if mode != "data":
-        label = "R: synthetic share of the CNV examples in every batch (%)" + (", on top of the real ones" if mode == "add" else "")
-        return [Family(f"keep{k}", arms[(0, k)], {r: arms[(r, k)] for r in ratios}, True, label) for k in sorted(keeps, reverse=True)]
+        label = "R: synthetic share of the CNV examples in every batch (%)" + (
+            ", on top of the real ones" if mode == "add" else ""
+        )
+        return [
+            Family(f"keep{k}", arms[(0, k)], {r: arms[(r, k)] for r in ratios}, True, label)
+            for k in sorted(keeps, reverse=True)
+        ]
     cohorts = sorted((k for k in keeps if k < 100), reverse=True)
     label = "synthetic share of the CNV training data (%): the cohort's left-out patients' scans replaced"
     return [
         Family("data", arms[(0, 100)], {100 - k: arms[(100, k)] for k in cohorts}, True, label),
-        Family("real_only", arms[(0, 100)], {100 - k: arms[(0, k)] for k in cohorts}, False,
-               "share of the CNV training patients left out, nothing in their place (%)"),
-    ]  # fmt: skip
+        Family(
+            "real_only",
+            arms[(0, 100)],
+            {100 - k: arms[(0, k)] for k in cohorts},
+            False,
+            "share of the CNV training patients left out, nothing in their place (%)",
+        ),
+    ]
 
 
 def _compare(family: Family, config: ReportConfig) -> pd.DataFrame:
     """One row per x (the reference at x=0 first): metrics, intervals, improvement, verdict, p."""
     reference = family.reference.runs
-    draws = cluster_draws(reference.patients, len(reference.probs), config.bootstrap, config.seed, strata=reference.labels)
+    draws = cluster_draws(
+        reference.patients, len(reference.probs), config.bootstrap, config.seed, strata=reference.labels
+    )
     reference_draws = {m: bootstrap(reference, m, draws) for m in {*BAND_METRICS, config.metric}}
     # the same patient draws with every seed kept: the spread the test set alone leaves
-    seeds_fixed = Draws(weights=draws.weights, seeds=np.broadcast_to(np.arange(draws.seeds.shape[1]), draws.seeds.shape))
+    seeds_fixed = Draws(
+        weights=draws.weights, seeds=np.broadcast_to(np.arange(draws.seeds.shape[1]), draws.seeds.shape)
+    )
     reference_fixed = bootstrap(reference, config.metric, seeds_fixed)
     rows = []
     for x, arm in {0: family.reference, **family.candidates}.items():
@@ -124,11 +168,19 @@ def _compare(family: Family, config: ReportConfig) -> pd.DataFrame:
         if x:
             metric = config.metric
             delta = float(improvement(point(arm.runs, metric), point(reference, metric), metric))
-            verdict = non_inferiority(delta, improvement(arm_draws[metric], reference_draws[metric], metric), config.margin, config.confidence)
+            verdict = non_inferiority(
+                delta, improvement(arm_draws[metric], reference_draws[metric], metric), config.margin, config.confidence
+            )
             fixed = improvement(bootstrap(arm.runs, metric, seeds_fixed), reference_fixed, metric)
-            row.update(delta=delta, delta_lower=verdict.lower, delta_upper=verdict.upper, half_width=verdict.half_width,
-                       test_half_width=max(delta - float(np.quantile(fixed, 1 - config.confidence)), 0.0),
-                       verdict=verdict.verdict, p=paired_permutation_p(arm.runs, reference, metric, config.permutations, config.seed))
+            row.update(
+                delta=delta,
+                delta_lower=verdict.lower,
+                delta_upper=verdict.upper,
+                half_width=verdict.half_width,
+                test_half_width=max(delta - float(np.quantile(fixed, 1 - config.confidence)), 0.0),
+                verdict=verdict.verdict,
+                p=paired_permutation_p(arm.runs, reference, metric, config.permutations, config.seed),
+            )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -174,7 +226,9 @@ def headline(summary: dict) -> dict:
     reached at; per family R_max, how the sequence ended, the resolvable margin, and per R the mean accuracy
     and log-loss and the lower bound of the difference (the rest is in summary.detail.json)."""
     settings = {key: summary[key] for key in ("metric", "margin", "confidence")}
-    return settings | {name: {key: block[key] for key in HEADLINE_KEYS} for name, block in summary.items() if isinstance(block, dict)}
+    return settings | {
+        name: {key: block[key] for key in HEADLINE_KEYS} for name, block in summary.items() if isinstance(block, dict)
+    }
 
 
 def verdict_sentence(name: str, block: dict, metric: str, margin: float, confidence: float) -> str:
@@ -183,39 +237,51 @@ def verdict_sentence(name: str, block: dict, metric: str, margin: float, confide
     if block["stop"] == "none":
         return f"{name}: R_max = {block['r_max']}%: every R tested is non-inferior to R=0 ({bound})."
     if block["stop"] == "inferior":
-        return (f"{name}: R_max = {block['r_max']}%: R={block['stopped_at']}% is shown to cost more than {margin:g} "
-                f"({bound} for every R up to {block['r_max']}%).")
-    return (f"{name}: R_max not determined at margin {margin:g}: R={block['stopped_at']}% is inconclusive. These runs resolve "
-            f"margins of about {block['resolvable_margin']:.3f} or more; the test set alone, seeds held fixed, "
-            f"{block['test_set_margin']:.3f} (more seeds narrow the difference). Non-inferior up to R={block['r_max_shown']}%.")
+        return (
+            f"{name}: R_max = {block['r_max']}%: R={block['stopped_at']}% is shown to cost more than {margin:g} "
+            f"({bound} for every R up to {block['r_max']}%)."
+        )
+    return (
+        f"{name}: R_max not determined at margin {margin:g}: R={block['stopped_at']}% is inconclusive. "
+        f"These runs resolve margins of about {block['resolvable_margin']:.3f} or more; the test set alone, "
+        f"seeds held fixed, {block['test_set_margin']:.3f} (more seeds narrow the difference). "
+        f"Non-inferior up to R={block['r_max_shown']}%."
+    )
 
 
 def markdown_report(summary: dict, table: pd.DataFrame, synthetic: dict[int, dict]) -> str:
     """plots/report.md: the verdict per family, its table, and the synthetic scans of each cohort."""
     metric, margin, confidence = summary["metric"], summary["margin"], summary["confidence"]
     lines = [
-        "# Ratio sweep", "",
+        "# Ratio sweep",
+        "",
         f"mix.mode = {summary['mode']}; decided on {metric} at margin {margin:g}; intervals: {confidence:.0%} "
         "bootstrap over test patients crossed with seeds; p: patient-level sign-flip permutation test of the "
         "seed-averaged paired difference, Holm-adjusted over every comparison.",
-    ]  # fmt: skip
+    ]
     for name, part in table.groupby("family", sort=False):
         lines += ["", f"## {name}", ""]
         if name in summary:
             lines += [verdict_sentence(name, summary[name], metric, margin, confidence), ""]
         lines += [
-            f"| x % | synthetic share | accuracy (CI) | log-loss (CI) | {metric} difference (one-sided bounds) | verdict | p (Holm) | F1 | AUROC | ECE |",
+            f"| x % | synthetic share | accuracy (CI) | log-loss (CI) | {metric} difference (one-sided bounds) "
+            "| verdict | p (Holm) | F1 | AUROC | ECE |",
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for _, r in part.iterrows():
             tested = r["x"] > 0
             lines.append(
-                f"| {int(r['x'])} | {r['synthetic_share']:.2f} | {r['accuracy']:.4f} ({r['accuracy_low']:.4f}-{r['accuracy_high']:.4f}) | "
+                f"| {int(r['x'])} | {r['synthetic_share']:.2f} | "
+                f"{r['accuracy']:.4f} ({r['accuracy_low']:.4f}-{r['accuracy_high']:.4f}) | "
                 f"{r['log_loss']:.4f} ({r['log_loss_low']:.4f}-{r['log_loss_high']:.4f}) | "
-                + (f"{r['delta']:+.4f} ({r['delta_lower']:+.4f}, {r['delta_upper']:+.4f}) | {r['verdict']} | {r['p']:.3g} ({r['p_holm']:.3g}) | "
-                   if tested else "reference | | | ")
+                + (
+                    f"{r['delta']:+.4f} ({r['delta_lower']:+.4f}, {r['delta_upper']:+.4f}) | {r['verdict']} | "
+                    f"{r['p']:.3g} ({r['p_holm']:.3g}) | "
+                    if tested
+                    else "reference | | | "
+                )
                 + f"{r['f1']:.4f} | {r['auroc']:.4f} | {r['ece']:.4f} |"
-            )  # fmt: skip
+            )
     for keep, metrics in sorted(synthetic.items(), reverse=True):
         lines += ["", f"## Synthetic scans of cohort keep {keep}", "", *synthetic_table(metrics)]
     return "\n".join(lines) + "\n"
@@ -224,20 +290,36 @@ def markdown_report(summary: dict, table: pd.DataFrame, synthetic: dict[int, dic
 def synthetic_table(metrics: dict) -> list[str]:
     """The synthetic-scan figures beside what a real scan of another patient scores, and what each catches."""
     rows = [
-        ("domain FID", "domain_fid", "domain_fid_floor", "distribution shift; the floor is real vs real, other patients"),
+        (
+            "domain FID",
+            "domain_fid",
+            "domain_fid_floor",
+            "distribution shift; the floor is real vs real, other patients",
+        ),
         ("recall", "domain_recall", "domain_recall_floor", "missing variety"),
         ("precision", "domain_precision", "domain_precision_floor", "implausible scans"),
         ("coverage", "domain_coverage", "domain_coverage_floor", "missing variety, robust to outliers"),
-        ("memorized (features)", "memorized_share_features", "memorized_share_features_floor", "copies of training patients"),
+        (
+            "memorized (features)",
+            "memorized_share_features",
+            "memorized_share_features_floor",
+            "copies of training patients",
+        ),
     ]
     lines = ["| figure | synthetic | real floor (sd over halvings) | catches |", "|---|---|---|---|"]
     for name, key, floor, meaning in rows:
         if key in metrics:
             spread = metrics.get(f"{floor}_sd")
-            lines.append(f"| {name} | {metrics[key]:.4g} | {metrics[floor]:.4g}" + (f" ({spread:.2g})" if spread is not None else "") + f" | {meaning} |")
+            lines.append(
+                f"| {name} | {metrics[key]:.4g} | {metrics[floor]:.4g}"
+                + (f" ({spread:.2g})" if spread is not None else "")
+                + f" | {meaning} |"
+            )
     if "detector_auroc" in metrics:
-        lines.append(f"| detector AUROC | {metrics['detector_auroc']:.3f} ({metrics['detector_auroc_ci_low']:.3f}-"
-                     f"{metrics['detector_auroc_ci_high']:.3f}) | 0.5 | a fingerprint a classifier can learn |")
+        lines.append(
+            f"| detector AUROC | {metrics['detector_auroc']:.3f} ({metrics['detector_auroc_ci_low']:.3f}-"
+            f"{metrics['detector_auroc_ci_high']:.3f}) | 0.5 | a fingerprint a classifier can learn |"
+        )
     return lines
 
 
@@ -245,18 +327,26 @@ def terminal_summary(summary: dict, synthetic: dict[int, dict], plots: str) -> s
     """The few lines the quick start ends with: the verdict per regime, accuracy per R, the synthetic scans'
     figures beside their floors, and where the report and figures are."""
     metric, margin, confidence = summary["metric"], summary["margin"], summary["confidence"]
-    lines = [f"R_max: largest R shown non-inferior to R=0 on {metric} at margin {margin:g} ({confidence:.0%} one-sided):"]
+    lines = [
+        f"R_max: largest R shown non-inferior to R=0 on {metric} at margin {margin:g} ({confidence:.0%} one-sided):"
+    ]
     for name, block in summary.items():
         if isinstance(block, dict):
             lines.append("  " + verdict_sentence(name, block, metric, margin, confidence))
-            lines.append(f"    accuracy by R: " + ", ".join(f"R={x} {v:.3f}" for x, v in sorted(block["accuracy"].items(), key=lambda i: int(i[0]))))
+            lines.append(
+                "    accuracy by R: "
+                + ", ".join(f"R={x} {v:.3f}" for x, v in sorted(block["accuracy"].items(), key=lambda i: int(i[0])))
+            )
     for keep, figures in sorted(synthetic.items(), reverse=True):
         lines.append(
-            f"  synthetic scans, cohort keep {keep}: domain FID {figures['domain_fid']:.3g} (real floor {figures['domain_fid_floor']:.3g}), "
-            f"detector AUROC {figures['detector_auroc']:.2f} ({figures['detector_auroc_ci_low']:.2f}-{figures['detector_auroc_ci_high']:.2f}; "
-            f"0.5 = indistinguishable), memorized {figures['memorized_share_features']:.2f} (real {figures['memorized_share_features_floor']:.2f})"
-        )  # fmt: skip
-    lines.append(f"Report: {plots}/report.md; figures: {plots}/accuracy_vs_ratio.png, {plots}/samples_keep_*.png; "
-                 "every curve: dvc plots show (dvc_plots/index.html, works offline)")
+            f"  synthetic scans, cohort keep {keep}: domain FID {figures['domain_fid']:.3g} "
+            f"(real floor {figures['domain_fid_floor']:.3g}), detector AUROC {figures['detector_auroc']:.2f} "
+            f"({figures['detector_auroc_ci_low']:.2f}-{figures['detector_auroc_ci_high']:.2f}; "
+            f"0.5 = indistinguishable), memorized {figures['memorized_share_features']:.2f} "
+            f"(real {figures['memorized_share_features_floor']:.2f})"
+        )
+    lines.append(
+        f"Report: {plots}/report.md; figures: {plots}/accuracy_vs_ratio.png, {plots}/samples_keep_*.png; "
+        "every curve: dvc plots show (dvc_plots/index.html, works offline)"
+    )
     return "\n".join(lines)
-

@@ -1,5 +1,6 @@
 """Device choice, thread settings, logging, progress bars, atomic file and folder writes and safe weight
-loading shared by every stage. torch is imported where it is used, so data/ and the stages' progress bars need none of it."""
+loading shared by every stage. torch is imported where it is used, so data/ and the stages' progress bars
+need none of it."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tqdm.auto import tqdm
 
@@ -70,7 +72,8 @@ def set_progress(enabled: bool) -> None:
 
 def progress_shown(file: TextIO | None = None) -> bool:
     """Whether a progress bar shows: runtime.progress (set_progress), TQDM_DISABLE unset, and its stream
-    (stderr) a terminal, tqdm's own disable=None rule, in the main process only. Log files and `dvc queue logs` never get
+    (stderr) a terminal, tqdm's own disable=None rule, in the main process only. Log files and
+    `dvc queue logs` never get
     carriage-return lines."""
     stream = sys.stderr if file is None else file
     off = os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false")
@@ -141,7 +144,9 @@ def load_safetensors(path: Path, device: str | torch.device = "cpu") -> dict[str
     try:
         return load_file(str(path), device=str(device))
     except SafetensorError as error:
-        raise ValueError(f"{path}: not a valid safetensors file ({error}); weights load from safetensors only, never pickle") from error
+        raise ValueError(
+            f"{path}: not a valid safetensors file ({error}); weights load from safetensors only, never pickle"
+        ) from error
 
 
 def open_live(folder: Path):

@@ -50,7 +50,15 @@ def test_seeded_fixed_numbers():
     labels = rng.integers(0, 2, 40)
     logits = rng.normal(size=(40, 2)) + 1.5 * np.eye(2)[labels]
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    expected = {"accuracy": 0.875, "f1": 0.857143, "precision": 0.833333, "recall": 0.882353, "auroc": 0.966752, "log_loss": 0.27859, "ece": 0.114941}
+    expected = {
+        "accuracy": 0.875,
+        "f1": 0.857143,
+        "precision": 0.833333,
+        "recall": 0.882353,
+        "auroc": 0.966752,
+        "log_loss": 0.27859,
+        "ece": 0.114941,
+    }
     assert classification_metrics(labels, probs, CLASSES) == pytest.approx(expected, abs=1e-6)
 
 
@@ -60,7 +68,9 @@ def test_ece_is_zero_when_confidence_matches_accuracy_per_bin():
     labels = np.array([0] * 7 + [1] * 3 + [1, 1])
     assert expected_calibration_error(labels, probs) == pytest.approx(0.0, abs=1e-12)
     assert expected_calibration_error(labels, probs, bins=1) == pytest.approx(0.0, abs=1e-12)
-    assert expected_calibration_error(labels[:10], probs[:10] * 0 + [1.0, 0.0]) == pytest.approx(0.3)  # 100% sure, 70% right
+    assert expected_calibration_error(labels[:10], probs[:10] * 0 + [1.0, 0.0]) == pytest.approx(
+        0.3
+    )  # 100% sure, 70% right
     with pytest.raises(ValueError, match="bins=0; expected a positive number"):
         expected_calibration_error(labels, probs, bins=0)
 

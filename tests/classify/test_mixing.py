@@ -13,8 +13,14 @@ LABELS = np.repeat([0, 1, 2], [50, 30, 7])
 NUM_SYNTHETIC = 13
 
 
-def sampler_for(labels: np.ndarray = LABELS, *, num_synthetic: int = NUM_SYNTHETIC, seed: int = 0, synthetic_label: int = 0,
-                **kwargs) -> RatioBatchSampler:
+def sampler_for(
+    labels: np.ndarray = LABELS,
+    *,
+    num_synthetic: int = NUM_SYNTHETIC,
+    seed: int = 0,
+    synthetic_label: int = 0,
+    **kwargs,
+) -> RatioBatchSampler:
     """A sampler over `labels` with CNV (0) as the synthetic class."""
     return RatioBatchSampler(labels, num_synthetic=num_synthetic, synthetic_label=synthetic_label, seed=seed, **kwargs)
 
@@ -40,7 +46,12 @@ def test_plan(labels: np.ndarray, batch_size: int, ratio: int, expected: BatchPl
         ("add", 32, 50, BatchPlan((27, 11, 3), 9)),
         ("add", 33, 100, BatchPlan((38, 11, 3), 19)),  # 19 real CNV and 19 synthetic on top
         ("add", 32, 250, BatchPlan((63, 11, 3), 45)),  # above 100: 2.5 synthetic per real CNV slot
-        ("replace", 8, 50, BatchPlan((5, 2, 1), 3)),  # 2.5 rounds up; make-up of the full set (counts 60/30/7), not of LABELS
+        (
+            "replace",
+            8,
+            50,
+            BatchPlan((5, 2, 1), 3),
+        ),  # 2.5 rounds up; make-up of the full set (counts 60/30/7), not of LABELS
     ],
 )
 def test_plan_add_mode_and_class_counts(mode: str, batch_size: int, ratio: int, expected: BatchPlan):
@@ -126,9 +137,18 @@ def test_bad_arguments_raise_naming_the_values(kwargs: dict, message: str):
     ("changes", "message"),
     [
         ({"mix": {"mode": "blend"}}, r"mix.mode='blend'; expected one of \['add', 'data', 'replace'\]"),
-        ({"sweep": {"ratios": [50, 200]}}, r"sweep.ratios=\[50, 200\]; expected percents in 1..100 with mix.mode replace"),
-        ({"sweep": {"keep": [100, 0]}}, r"sweep.keep=\[100, 0\]; expected one or more distinct integer percents in 1..100"),
-        ({"sweep": {"ratios": [1001]}, "mix": {"mode": "add"}}, r"sweep.ratios=\[1001\]; expected integer percents in 1..100 \(mix.mode add: 1..1000"),
+        (
+            {"sweep": {"ratios": [50, 200]}},
+            r"sweep.ratios=\[50, 200\]; expected percents in 1..100 with mix.mode replace",
+        ),
+        (
+            {"sweep": {"keep": [100, 0]}},
+            r"sweep.keep=\[100, 0\]; expected one or more distinct integer percents in 1..100",
+        ),
+        (
+            {"sweep": {"ratios": [1001]}, "mix": {"mode": "add"}},
+            r"sweep.ratios=\[1001\]; expected integer percents in 1..100 \(mix.mode add: 1..1000",
+        ),
     ],
 )
 def test_params_check_mix_mode_ratios_and_keep(changes: dict, message: str):
@@ -164,8 +184,15 @@ def test_data_mode_pools_left_out_fill_with_the_kept_real_scans():
     """Cohort of 5 real CNV (of the full set's 50) plus 45 synthetic in their place: the CNV slots draw from
     one pool of 50, so about 90% of them are synthetic, every kept real scan is seen, class make-up fixed."""
     kept = np.concatenate([np.arange(5), np.arange(50, 87)])
-    sampler = sampler_for(LABELS[kept], num_synthetic=45, ratio=100, batch_size=8, steps=200, mode="data",
-                          class_counts=np.bincount(LABELS))
+    sampler = sampler_for(
+        LABELS[kept],
+        num_synthetic=45,
+        ratio=100,
+        batch_size=8,
+        steps=200,
+        mode="data",
+        class_counts=np.bincount(LABELS),
+    )
     assert sampler.synthetic_share == pytest.approx(0.9)
     batches = list(sampler)
     n = len(kept)
@@ -192,15 +219,23 @@ def test_synthetic_share_is_what_the_batches_hold_not_the_nominal_r(ratio: int, 
 
 @pytest.mark.parametrize(
     ("labels", "message"),
-    [(np.zeros((2, 3), int), r"shape \(2, 3\)"), (np.array([], int), r"shape \(0,\)"), (np.array([0, -1, 1]), r"shape \(3,\)")],
+    [
+        (np.zeros((2, 3), int), r"shape \(2, 3\)"),
+        (np.array([], int), r"shape \(0,\)"),
+        (np.array([0, -1, 1]), r"shape \(3,\)"),
+    ],
 )
 def test_labels_must_be_a_non_empty_vector_of_class_indices(labels: np.ndarray, message: str):
-    with pytest.raises(ValueError, match=r"labels: expected a non-empty 1-D array of class indices >= 0, got " + message):
+    with pytest.raises(
+        ValueError, match=r"labels: expected a non-empty 1-D array of class indices >= 0, got " + message
+    ):
         plan_batches(labels, batch_size=8, synthetic_label=0, ratio=50)
 
 
 def test_class_counts_below_the_labels_own_counts_are_refused():
-    with pytest.raises(ValueError, match=r"class_counts=\[40, 30, 7\] must cover every class of labels, at least as often"):
+    with pytest.raises(
+        ValueError, match=r"class_counts=\[40, 30, 7\] must cover every class of labels, at least as often"
+    ):
         # 50 CNV labels, counts say 40
         plan_batches(LABELS, batch_size=8, synthetic_label=0, ratio=50, class_counts=[40, 30, 7])
     own = plan_batches(LABELS, batch_size=8, synthetic_label=0, ratio=50)
@@ -220,7 +255,9 @@ def test_data_mode_fixes_no_synthetic_slots_and_add_mode_share_counts_the_added_
     assert plan_batches(LABELS, batch_size=8, synthetic_label=0, ratio=100, mode="data") == BatchPlan((4, 3, 1), 0)
     labels = np.repeat([0, 1], [55, 45])
     add = sampler_for(labels, ratio=50, batch_size=20, steps=2, mode="add")
-    assert add.plan == BatchPlan((17, 9), 6) and add.synthetic_share == pytest.approx(6 / 17)  # 11 real + 6 synthetic slots
+    assert add.plan == BatchPlan((17, 9), 6) and add.synthetic_share == pytest.approx(
+        6 / 17
+    )  # 11 real + 6 synthetic slots
 
 
 def test_a_pool_smaller_than_its_slots_is_walked_several_times_in_one_batch():
@@ -234,14 +271,19 @@ def test_a_pool_smaller_than_its_slots_is_walked_several_times_in_one_batch():
 def test_batches_are_pinned_for_a_seed():
     """One seeded check against fixed numbers: a change in how pools are walked changes the batches."""
     batches = [b.tolist() for b in sampler_for(ratio=25, batch_size=8, steps=2, seed=5)]
-    assert batches == [[29, 6, 39, 57, 69, 78, 80, 94], [48, 17, 30, 76, 64, 51, 83, 97]]  # 3 CNV, 3 NORMAL, 1 DME, 1 synthetic
+    assert batches == [
+        [29, 6, 39, 57, 69, 78, 80, 94],
+        [48, 17, 30, 76, 64, 51, 83, 97],
+    ]  # 3 CNV, 3 NORMAL, 1 DME, 1 synthetic
 
 
 def test_class_counts_naming_a_class_without_real_examples_are_refused():
     """class_counts promise DME (7 scans) but the labels hold none: its slots could never be filled, so the
     error names the real counts (not a numpy shape error, and no sampler that waits forever for DME)."""
     labels = np.repeat([0, 1], [50, 30])
-    with pytest.raises(ValueError, match=r"real training class counts \[50, 30, 0\]: every class needs at least one example"):
+    with pytest.raises(
+        ValueError, match=r"real training class counts \[50, 30, 0\]: every class needs at least one example"
+    ):
         plan_batches(labels, batch_size=8, synthetic_label=0, ratio=50, class_counts=[50, 30, 7])
 
 

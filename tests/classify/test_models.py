@@ -7,7 +7,14 @@ from synthratio import config
 from synthratio.classify.models import build_classifier, load_weights, vit_patch_size
 from synthratio.config import ARCHS
 
-DIMS = {"simple_cnn": 128, "resnet18": 512, "resnet50": 2048, "efficientnet_b0": 1280, "convnext_tiny": 768, "vit_b_16": 768}
+DIMS = {
+    "simple_cnn": 128,
+    "resnet18": 512,
+    "resnet50": 2048,
+    "efficientnet_b0": 1280,
+    "convnext_tiny": 768,
+    "vit_b_16": 768,
+}
 
 
 def test_archs_are_the_configs():
@@ -83,7 +90,11 @@ def test_bad_arguments_name_the_value(arch: str, kwargs: dict, message: str):
 
 def test_config_refuses_a_missing_weights_file():
     base = dict(arch="resnet18", image_size=32, batch_size=8, epochs=1, learning_rate=1e-3, weight_decay=0.0)
-    with pytest.raises(config.ParamsError, match=r"classifier.pretrained='/nowhere.pt'; expected '' \(from scratch\) or an existing"):
+    with pytest.raises(
+        config.ParamsError, match=r"classifier.pretrained='/nowhere.pt'; expected '' \(from scratch\) or an existing"
+    ):
         config.ClassifierConfig(**base, pretrained="/nowhere.pt")
-    with pytest.raises(config.ParamsError, match=r"classifier.image_size=32; expected a multiple of 8 for vit_b_16 \(pretrained"):
+    with pytest.raises(
+        config.ParamsError, match=r"classifier.image_size=32; expected a multiple of 8 for vit_b_16 \(pretrained"
+    ):
         config.ClassifierConfig(**{**base, "arch": "vit_b_16"}, pretrained=__file__)

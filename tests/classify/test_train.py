@@ -19,7 +19,14 @@ def toy(n: int, seed: int, cnv_share: float = 0.5) -> LabelledImages:
 
 
 def config(**changes) -> ClassifierConfig:
-    base = {"arch": "simple_cnn", "image_size": SIZE, "batch_size": 8, "epochs": 3, "learning_rate": 3e-3, "weight_decay": 1e-4}
+    base = {
+        "arch": "simple_cnn",
+        "image_size": SIZE,
+        "batch_size": 8,
+        "epochs": 3,
+        "learning_rate": 3e-3,
+        "weight_decay": 1e-4,
+    }
     return ClassifierConfig(**{**base, **changes})
 
 
@@ -66,7 +73,9 @@ def test_image_and_label_counts_must_match():
 def test_deterministic_for_a_seed():
     first, val = train(ratio=25, epochs=1)
     second, _ = train(ratio=25, epochs=1)
-    np.testing.assert_array_equal(predict_proba(first.model, val.images, CPU), predict_proba(second.model, val.images, CPU))
+    np.testing.assert_array_equal(
+        predict_proba(first.model, val.images, CPU), predict_proba(second.model, val.images, CPU)
+    )
 
 
 def test_resnet18_trains():
@@ -98,7 +107,11 @@ def test_diverging_loss_names_the_step():
 @pytest.mark.parametrize(
     ("ratio", "synthetic", "message"),
     [
-        (50, np.zeros((4, SIZE + 1, SIZE), np.uint8), r"synthetic images have shape \(4, 17, 16\); classifier.image_size=16"),
+        (
+            50,
+            np.zeros((4, SIZE + 1, SIZE), np.uint8),
+            r"synthetic images have shape \(4, 17, 16\); classifier.image_size=16",
+        ),
         (50, None, r"ratio=50 needs synthetic examples, got num_synthetic=0"),
     ],
 )
@@ -120,8 +133,17 @@ def test_add_mode_and_class_counts_train_the_same_number_of_steps():
 
     torch.nn.Module.__call__ = spy
     try:
-        train_classifier(train_split, val, config(epochs=1), seed=0, device=CPU, synthetic=SYNTHETIC_CNV, ratio=100, mode="add",
-                         class_counts=[24, 16])
+        train_classifier(
+            train_split,
+            val,
+            config(epochs=1),
+            seed=0,
+            device=CPU,
+            synthetic=SYNTHETIC_CNV,
+            ratio=100,
+            mode="add",
+            class_counts=[24, 16],
+        )
     finally:
         torch.nn.Module.__call__ = model_forward
     assert seen == [8 + 5] * 5  # per batch: 5 CNV + 3 NORMAL real (24:16 of 8), then 5 synthetic CNV on top

@@ -37,8 +37,8 @@ def test_a_tiny_cohort_keeps_one_patient_and_bad_keeps_are_refused():
 
 @pytest.mark.parametrize(
     ("keep", "n", "size"),
-    [(4, 10, 1), (5, 10, 1), (14, 10, 1), (15, 10, 2), (25, 10, 3), (34, 10, 3), (35, 10, 4), (95, 10, 10), (100, 10, 10),
-     (83, 3, 2)],
+    [(4, 10, 1), (5, 10, 1), (14, 10, 1), (15, 10, 2), (25, 10, 3), (34, 10, 3), (35, 10, 4), (95, 10, 10),
+     (100, 10, 10), (83, 3, 2)],
 )  # fmt: skip
 def test_cohort_size_rounds_half_up_and_keeps_at_least_one(keep: int, n: int, size: int):
     """round(keep % x n patients), halves up (1.5 -> 2, 9.5 -> 10; 2.49 -> 2), never fewer than one."""
@@ -58,10 +58,24 @@ def write_prepared_by_hand(root: Path) -> Path:
     """A prepared folder by hand: the 12 train rows of GROUPS/LABELS, listed in index.csv out of row order,
     image i filled with the value i; two test rows that a cohort must never see."""
     root.mkdir()
-    train = pd.DataFrame({"split": "train", "row": np.arange(12), "label": LABELS, "patient_group": GROUPS,
-                          "file": [f"train/{i}.jpeg" for i in range(12)]})
-    test = pd.DataFrame({"split": "test", "row": [0, 1], "label": [0, 1], "patient_group": ["x", "y"],
-                         "file": ["test/0.jpeg", "test/1.jpeg"]})
+    train = pd.DataFrame(
+        {
+            "split": "train",
+            "row": np.arange(12),
+            "label": LABELS,
+            "patient_group": GROUPS,
+            "file": [f"train/{i}.jpeg" for i in range(12)],
+        }
+    )
+    test = pd.DataFrame(
+        {
+            "split": "test",
+            "row": [0, 1],
+            "label": [0, 1],
+            "patient_group": ["x", "y"],
+            "file": ["test/0.jpeg", "test/1.jpeg"],
+        }
+    )
     pd.concat([train.iloc[::-1], test]).to_csv(root / "index.csv", index=False)
     np.save(array_path(root, "train", 4), np.repeat(np.arange(12, dtype=np.uint8), 16).reshape(12, 4, 4))
     np.save(array_path(root, "test", 4), np.full((2, 4, 4), 99, np.uint8))
@@ -76,7 +90,15 @@ def test_load_cohort_reads_the_cohorts_rows_and_the_full_class_counts(tmp_path: 
     assert full.class_counts == (10, 2, 0)  # num_classes=3: a class without scans counts 0
     half = load_cohort(prepared, 4, num_classes=2, label=0, keep=50, subset_seed=3)
     rows = cohort_rows(GROUPS, LABELS, label=0, keep=50, subset_seed=3)
-    assert rows.tolist() == [2, 3, 7, 8, 9, 10, 11]  # CNV patients b, c, g, h (two scans) of subset seed 3, both NORMAL scans
+    assert rows.tolist() == [
+        2,
+        3,
+        7,
+        8,
+        9,
+        10,
+        11,
+    ]  # CNV patients b, c, g, h (two scans) of subset seed 3, both NORMAL scans
     np.testing.assert_array_equal(half.images[:, 0, 0], rows)
     np.testing.assert_array_equal(half.labels, LABELS[rows])
     np.testing.assert_array_equal(half.patients, GROUPS[rows])

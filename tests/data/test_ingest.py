@@ -15,13 +15,26 @@ from synthratio import runtime
 from synthratio.config import PrepareConfig
 from synthratio.data import ingest
 from synthratio.data.ingest import (
-    DatasetError, _summary, assign_patient_splits, decode_scan, detect_wedges, list_scans, mask_wedges, prepare_dataset,
+    DatasetError,
+    _summary,
+    assign_patient_splits,
+    decode_scan,
+    detect_wedges,
+    list_scans,
+    mask_wedges,
+    prepare_dataset,
 )  # fmt: skip
 from synthratio.data.prepared import load_prepared
 
 CONFIG = PrepareConfig(
-    classes=("CNV", "NORMAL"), split="patient", val_fraction=0.25, test_fraction=0.25, seed=0,
-    mask_wedges=True, on_bad_file="error", workers=1,
+    classes=("CNV", "NORMAL"),
+    split="patient",
+    val_fraction=0.25,
+    test_fraction=0.25,
+    seed=0,
+    mask_wedges=True,
+    on_bad_file="error",
+    workers=1,
 )
 
 
@@ -49,7 +62,12 @@ def assert_no_patient_in_two_splits(index: pd.DataFrame, raw: Path, linked: dict
     named = index["file"].map(lambda f: int(Path(f).stem.split("-")[1]))
     person = named.map(lambda pid: (linked or {}).get(pid, pid))
     pixels = index["file"].map(lambda f: pixel_hash(raw / f))
-    for key, values in (("patient_id", index["patient_id"]), ("file name", named), ("person", person), ("pixels", pixels)):
+    for key, values in (
+        ("patient_id", index["patient_id"]),
+        ("file name", named),
+        ("person", person),
+        ("pixels", pixels),
+    ):
         splits = index.groupby(values.to_numpy())["split"].unique()
         assert (splits.map(len) == 1).all(), f"{key} in several splits: {splits[splits.map(len) > 1].to_dict()}"
 
@@ -57,7 +75,8 @@ def assert_no_patient_in_two_splits(index: pd.DataFrame, raw: Path, linked: dict
 def assert_arrays_disjoint(prepared: Path, size: int) -> None:
     """No prepared image (byte for byte) in two splits."""
     rows = {
-        split: {image.tobytes() for image in load_prepared(prepared, split, size).images} for split in ("train", "val", "test")
+        split: {image.tobytes() for image in load_prepared(prepared, split, size).images}
+        for split in ("train", "val", "test")
     }
     assert not (rows["train"] & rows["val"] or rows["train"] & rows["test"] or rows["val"] & rows["test"])
 
@@ -70,7 +89,9 @@ def raw(tmp_path: Path) -> Path:
         for patient in range(8):
             split = "test" if patient < 2 else "train"
             for number in (1, 2):
-                save(root, f"{split}/{cls}/{cls}-{offset + patient}-{number}.jpeg", scan(offset + 10 * patient + number))
+                save(
+                    root, f"{split}/{cls}/{cls}-{offset + patient}-{number}.jpeg", scan(offset + 10 * patient + number)
+                )
     return root
 
 
@@ -141,7 +162,10 @@ def test_a_linked_id_with_scans_of_its_own_is_the_same_patient(raw: Path, tmp_pa
 
 
 def test_a_chain_of_links_is_one_patient_named_by_its_smallest_id(raw: Path, tmp_path: Path):
-    """7003 shares a scan with 1003 and another with 7001, 7001 one with 7002 (a NORMAL eye too): four ids, one patient 1003."""
+    """7003 shares a scan with 1003 and another with 7001, 7001 one with 7002 (a NORMAL eye too).
+
+    Four ids, one patient 1003.
+    """
     a, b, c = scan(501), scan(502), scan(503)
     save(raw, "train/CNV/CNV-7003-1.png", np.asarray(Image.open(raw / "train/CNV/CNV-1003-1.jpeg")))
     save(raw, "train/CNV/CNV-7003-2.png", a)
@@ -153,7 +177,12 @@ def test_a_chain_of_links_is_one_patient_named_by_its_smallest_id(raw: Path, tmp
     summary = prepare_dataset(raw, tmp_path / "prepared", CONFIG, sizes=(16,))
     index = pd.read_csv(tmp_path / "prepared" / "index.csv")
     groups = index.groupby("patient_id")["patient_group"].unique().map(list).to_dict()
-    assert {pid: groups[pid] for pid in (1003, 7001, 7002, 7003)} == {1003: [1003], 7001: [1003], 7002: [1003], 7003: [1003]}
+    assert {pid: groups[pid] for pid in (1003, 7001, 7002, 7003)} == {
+        1003: [1003],
+        7001: [1003],
+        7002: [1003],
+        7003: [1003],
+    }
     assert summary["patients"] == 16 and summary["duplicates_dropped"] == 3
     assert_no_patient_in_two_splits(index, raw, {7001: 1003, 7002: 1003, 7003: 1003})
 
@@ -184,7 +213,9 @@ def test_summary_counts_every_scan_and_patient(raw: Path, tmp_path: Path):
     index = pd.read_csv(tmp_path / "prepared" / "index.csv")
     by_split = {split: sorted(group["patient_id"].unique().tolist()) for split, group in index.groupby("split")}
     assert by_split == {  # one seeded check: prepare.seed 0 always deals these patients
-        "test": [1002, 1004, 2002, 2006], "val": [1003, 1006, 2004, 2007], "train": [1000, 1001, 1005, 1007, 2000, 2001, 2003, 2005],
+        "test": [1002, 1004, 2002, 2006],
+        "val": [1003, 1006, 2004, 2007],
+        "train": [1000, 1001, 1005, 1007, 2000, 2001, 2003, 2005],
     }
 
 
@@ -212,8 +243,13 @@ PATIENTS_BY_CLASSES = {"CNV": range(100, 112), "NORMAL": range(200, 212), "CNV+N
 
 def split_groups() -> pd.DataFrame:
     """Two rows (scans) per patient and class: 12 CNV-only patients, 12 NORMAL-only, 4 with both."""
-    rows = [{"patient_group": pid, "class": cls}
-            for classes, ids in PATIENTS_BY_CLASSES.items() for pid in ids for cls in classes.split("+") for _ in range(2)]
+    rows = [
+        {"patient_group": pid, "class": cls}
+        for classes, ids in PATIENTS_BY_CLASSES.items()
+        for pid in ids
+        for cls in classes.split("+")
+        for _ in range(2)
+    ]
     return pd.DataFrame(rows)  # fmt: skip
 
 
@@ -261,7 +297,9 @@ def test_official_split_removes_leaks_and_widens_val(raw: Path, tmp_path: Path):
     save(raw, "val/CNV/CNV-1005-3.jpeg", scan(998))  # patient 1005 is in train
     save(raw, "val/NORMAL/NORMAL-2001-3.jpeg", scan(997))  # patient 2001 is in test
     summary = prepare_dataset(raw, tmp_path / "prepared", replace(CONFIG, split="official"), sizes=(16,))
-    assert summary["leaks_removed"] == 4  # the train scan and the val scan of test patients, two train scans of a val patient
+    assert (
+        summary["leaks_removed"] == 4
+    )  # the train scan and the val scan of test patients, two train scans of a val patient
     assert summary["patients_in_several_splits"] == 0
     index = pd.read_csv(tmp_path / "prepared" / "index.csv")
     assert_no_patient_in_two_splits(index, raw)
@@ -273,9 +311,17 @@ def test_official_split_removes_leaks_and_widens_val(raw: Path, tmp_path: Path):
     "name, make, message",
     [
         ("train/CNV/notes.txt", lambda p: p.write_text("hello"), "not an image file"),
-        ("train/CNV/scan-1.jpeg", lambda p: Image.fromarray(scan(1)).save(p), "file name has no patient id; expected <CLASS>-<patient id>-<image number>.jpeg"),
+        (
+            "train/CNV/scan-1.jpeg",
+            lambda p: Image.fromarray(scan(1)).save(p),
+            "file name has no patient id; expected <CLASS>-<patient id>-<image number>.jpeg",
+        ),
         ("train/CNV/CNV-42-1.jpeg", lambda p: p.write_bytes(b"\xff\xd8\xff\xe0garbage"), "unreadable or truncated"),
-        ("train/CNV/CNV-43-1.png", lambda p: Image.fromarray(np.dstack([scan(1), scan(2), scan(3)])).save(p), "colour image"),
+        (
+            "train/CNV/CNV-43-1.png",
+            lambda p: Image.fromarray(np.dstack([scan(1), scan(2), scan(3)])).save(p),
+            "colour image",
+        ),
         ("train/CNV/CNV-44-1.png", lambda p: Image.fromarray(scan(1).astype(np.uint16) * 200).save(p), "image mode"),
         ("train/CNV/CNV-45-1.jpeg", lambda p: Image.fromarray(scan(1, 8, 8)).save(p), "smaller than the target size"),
     ],
@@ -329,19 +375,29 @@ def test_a_class_folder_without_scans_and_a_scan_in_the_wrong_class_folder_are_n
     one = prepare_dataset(raw, tmp_path / "one", replace(CONFIG, val_fraction=0.0, test_fraction=0.0), sizes=(16,))
     assert one["scans"] == 17
     # the per-class counts of metrics/data.json: 16 CNV, the one NORMAL, all in train (no val or test asked for)
-    assert one["counts"] == {"train": {"CNV": 16, "NORMAL": 1}, "val": {"CNV": 0, "NORMAL": 0}, "test": {"CNV": 0, "NORMAL": 0}}
+    assert one["counts"] == {
+        "train": {"CNV": 16, "NORMAL": 1},
+        "val": {"CNV": 0, "NORMAL": 0},
+        "test": {"CNV": 0, "NORMAL": 0},
+    }
     (raw / "test" / "NORMAL" / next((raw / "test" / "NORMAL").iterdir()).name).unlink()
     with pytest.raises(DatasetError, match=r"no scans of class 'NORMAL' in any split"):
         prepare_dataset(raw, tmp_path / "none", CONFIG, sizes=(16,))
     save(raw, "train/NORMAL/CNV-1000-9.jpeg", scan(9))
-    with pytest.raises(DatasetError, match=r"CNV-1000-9.jpeg: file name says class 'CNV' but it lies in folder 'NORMAL'"):
+    with pytest.raises(
+        DatasetError, match=r"CNV-1000-9.jpeg: file name says class 'CNV' but it lies in folder 'NORMAL'"
+    ):
         prepare_dataset(raw, tmp_path / "wrong", CONFIG, sizes=(16,))
 
 
 def test_mendeley_layout_without_val_keeps_every_test_scan(raw: Path, tmp_path: Path):
     """train/ and test/ only (Mendeley v3): val comes from train patients, test as published."""
     summary = prepare_dataset(raw, tmp_path / "prepared", replace(CONFIG, split="official"), sizes=(16,))
-    assert summary["counts"]["test"] == {"CNV": 4, "NORMAL": 4} and summary["patients_per_split"] == {"train": 8, "val": 4, "test": 4}
+    assert summary["counts"]["test"] == {"CNV": 4, "NORMAL": 4} and summary["patients_per_split"] == {
+        "train": 8,
+        "val": 4,
+        "test": 4,
+    }
     index = pd.read_csv(tmp_path / "prepared" / "index.csv")
     # one seeded check: the train patients moved to val come from prepare.seed (0 always moves these), so a
     # rerun of the stage gives the same split
@@ -406,7 +462,11 @@ def test_decoding_shows_a_progress_bar_on_a_terminal_unless_turned_off(raw: Path
     finally:
         runtime.set_progress(True)
     monkeypatch.undo()
-    assert "\rprepare: decode: 100%" in shown.getvalue() and "| 32/32 [" in shown.getvalue() and "scan/s]" in shown.getvalue()
+    assert (
+        "\rprepare: decode: 100%" in shown.getvalue()
+        and "| 32/32 [" in shown.getvalue()
+        and "scan/s]" in shown.getvalue()
+    )
     assert "prepare: decode" not in hidden.getvalue()
 
 
@@ -423,8 +483,8 @@ def test_prepare_replaces_an_earlier_output_and_a_stale_staging_folder(raw: Path
     assert (fresh / "index.csv").is_file()
     assert sorted(p.name for p in out.parent.iterdir()) == ["prepared"]
     index = pd.read_csv(out / "index.csv")
-    assert index.columns.tolist() == ["file", "sha256", "class", "label", "patient_id", "official_split", "width", "height", "wedge",
-                                      "patient_group", "split", "row"]  # fmt: skip
+    assert index.columns.tolist() == ["file", "sha256", "class", "label", "patient_id", "official_split", "width",
+                                      "height", "wedge", "patient_group", "split", "row"]  # fmt: skip
     assert (index["sha256"] == index["file"].map(lambda f: hashlib.sha256((raw / f).read_bytes()).hexdigest())).all()
 
 
@@ -466,10 +526,14 @@ def test_decode_scan_hashes_the_raw_pixels_masks_the_wedge_and_resizes(tmp_path:
     masked = mask_wedges(pixels, detect_wedges(pixels))
     assert masked[0, 0] < 200 and sorted(result.resized) == [8, 16]
     for size in (8, 16):
-        np.testing.assert_array_equal(result.resized[size], np.asarray(Image.fromarray(masked).resize((size, size), Image.Resampling.LANCZOS)))
+        np.testing.assert_array_equal(
+            result.resized[size], np.asarray(Image.fromarray(masked).resize((size, size), Image.Resampling.LANCZOS))
+        )
     kept = decode_scan(path, (16,), mask=False)
     assert kept.wedge and kept.pixel_sha256 == result.pixel_sha256
-    np.testing.assert_array_equal(kept.resized[16], np.asarray(Image.fromarray(pixels).resize((16, 16), Image.Resampling.LANCZOS)))
+    np.testing.assert_array_equal(
+        kept.resized[16], np.asarray(Image.fromarray(pixels).resize((16, 16), Image.Resampling.LANCZOS))
+    )
     grey_rgb = save(tmp_path, "CNV-1-2.png", np.dstack([pixels] * 3))  # three equal channels: a grey scan saved as RGB
     assert decode_scan(grey_rgb, (16,), mask=True).pixel_sha256 == result.pixel_sha256
 
@@ -478,13 +542,19 @@ def test_decode_scan_hashes_the_raw_pixels_masks_the_wedge_and_resizes(tmp_path:
     ("make", "message"),
     [
         (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\ngarbage"), "unreadable or truncated image"),
-        (lambda p: Image.fromarray(np.dstack([scan(1), scan(2), scan(3)])).save(p), "colour image; expected grayscale OCT"),
+        (
+            lambda p: Image.fromarray(np.dstack([scan(1), scan(2), scan(3)])).save(p),
+            "colour image; expected grayscale OCT",
+        ),
         (lambda p: Image.fromarray(np.dstack([scan(1), scan(1), scan(2), scan(3)])).save(p), "colour image"),  # RGBA
         # two equal channels are not grey: a tint in any one channel is colour
         (lambda p: Image.fromarray(np.dstack([scan(1), scan(1), scan(2)])).save(p), "colour image"),
         (lambda p: Image.fromarray(np.dstack([scan(1), scan(2), scan(1)])).save(p), "colour image"),
         (lambda p: Image.fromarray(np.dstack([scan(2), scan(1), scan(1)])).save(p), "colour image"),
-        (lambda p: Image.fromarray(scan(1).astype(np.uint16) * 200).save(p), "image mode 'I;16'; expected 8-bit grayscale 'L'"),
+        (
+            lambda p: Image.fromarray(scan(1).astype(np.uint16) * 200).save(p),
+            "image mode 'I;16'; expected 8-bit grayscale 'L'",
+        ),
         (lambda p: Image.fromarray(scan(1, 15, 40)).save(p), "image 15x40 is smaller than the target size 16"),
         (lambda p: Image.fromarray(scan(1, 40, 15)).save(p), "image 40x15 is smaller than the target size 16"),
     ],
@@ -545,7 +615,9 @@ def test_load_prepared_maps_the_array_and_names_the_arrays_there_when_one_is_mis
     assert test.files.tolist() == rows["file"].tolist() and test.patients.tolist() == rows["patient_group"].tolist()
     assert test.labels.tolist() == rows["label"].tolist()
     found = r"found \['test_16px.npy', 'train_16px.npy', 'val_16px.npy'\] \(rerun prepare\)"
-    with pytest.raises(FileNotFoundError, match=rf"train_32px.npy: no prepared array for split 'train' at 32px; {found}"):
+    with pytest.raises(
+        FileNotFoundError, match=rf"train_32px.npy: no prepared array for split 'train' at 32px; {found}"
+    ):
         load_prepared(out, "train", 32)
     with pytest.raises(FileNotFoundError, match=r"found \[\] \(rerun prepare\)"):
         load_prepared(tmp_path / "absent", "train", 16)
@@ -565,7 +637,11 @@ def test_kermany_sample(kermany_sample: Path, tmp_path: Path):
     index = pd.read_csv(tmp_path / "prepared" / "index.csv")
     assert index["file"].str.match(r"^(CNV|NORMAL)/").all()
     assert_no_patient_in_two_splits(index, kermany_sample)
-    assert summary["patients_per_split"] == {"train": 248, "val": 122, "test": 122}  # round(60.5) = 60 of the 242 CNV-only and NORMAL-only patients each, 2 of 8 with both
+    assert summary["patients_per_split"] == {
+        "train": 248,
+        "val": 122,
+        "test": 122,
+    }  # round(60.5) = 60 of the 242 CNV-only and NORMAL-only patients each, 2 of 8 with both
     wedge_share = index.groupby("class")["wedge"].mean()
     assert abs(wedge_share["CNV"] - wedge_share["NORMAL"]) < 0.1  # wedges occur in both classes alike
 

@@ -18,7 +18,11 @@ NAME = re.compile(r"^(CNV|NORMAL)-(\d{6,7})-(\d+)\.jpeg$")
 
 def _config(seed: int = 0) -> PhantomConfig:
     return PhantomConfig(
-        seed=seed, patients={"train": 3, "val": 1, "test": 2}, scans_per_patient=2, widths=(64,), height=62,
+        seed=seed,
+        patients={"train": 3, "val": 1, "test": 2},
+        scans_per_patient=2,
+        widths=(64,),
+        height=62,
         classes=("CNV", "NORMAL"),
     )
 
@@ -81,7 +85,9 @@ def test_write_phantom_is_byte_identical_and_seeded(tmp_path: Path) -> None:
 
 def test_patient_scans_are_correlated(tmp_path: Path) -> None:
     """Scans of one eye resemble each other more than scans of different eyes."""
-    config = PhantomConfig(seed=3, patients={"train": 4}, scans_per_patient=2, widths=(128,), height=124, classes=("NORMAL",))
+    config = PhantomConfig(
+        seed=3, patients={"train": 4}, scans_per_patient=2, widths=(128,), height=124, classes=("NORMAL",)
+    )
     write_phantom(tmp_path / "raw", config)
     scans: dict[str, list[np.ndarray]] = {}
     for path in sorted((tmp_path / "raw" / "train" / "NORMAL").iterdir()):
@@ -157,8 +163,11 @@ def test_statistics_match_calibration(label: str) -> None:
     rng = np.random.default_rng(100 + len(label))
     phantom = measure(render_scan(rng, label, width=width, height=height) for _ in range(80))
     real = calibration[label]
-    off = {key: (round(real[key], 3), round(phantom[key], 3), tol)
-           for key, tol in calibration["tolerance"].items() if not abs(real[key] - phantom[key]) <= tol}
+    off = {
+        key: (round(real[key], 3), round(phantom[key], 3), tol)
+        for key, tol in calibration["tolerance"].items()
+        if not abs(real[key] - phantom[key]) <= tol
+    }
     assert not off, off  # key: (real, phantom, tolerance)
 
 
@@ -183,8 +192,9 @@ def test_intensity_percentiles_match_real_sample(kermany_sample: Path) -> None:
 
 
 def test_widths_are_drawn_per_patient_for_both_classes(tmp_path: Path):
-    config = PhantomConfig(seed=5, patients={"train": 12}, scans_per_patient=2, widths=(64, 96), height=62,
-                           classes=("CNV", "NORMAL"))
+    config = PhantomConfig(
+        seed=5, patients={"train": 12}, scans_per_patient=2, widths=(64, 96), height=62, classes=("CNV", "NORMAL")
+    )
     write_phantom(tmp_path / "raw", config)
     for label in config.classes:
         sizes: dict[str, set[int]] = {}

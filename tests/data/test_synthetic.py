@@ -10,9 +10,17 @@ from synthratio.layout import synthetic_file
 
 
 def test_seeds_come_from_params():
-    config = GenerateConfig(sampler="ddim", timestep_spacing="trailing", inference_steps=2, num_images=3,
-                            first_seed=10, batch_size=2, guidance_scale=1.0,
-                            noise_injection=False, noise_strength=1.0)
+    config = GenerateConfig(
+        sampler="ddim",
+        timestep_spacing="trailing",
+        inference_steps=2,
+        num_images=3,
+        first_seed=10,
+        batch_size=2,
+        guidance_scale=1.0,
+        noise_injection=False,
+        noise_strength=1.0,
+    )
     assert synthetic_seeds(config) == [10, 11, 12]
 
 

@@ -48,8 +48,13 @@ def base_scheduler(pretrained_dir) -> dict:
 def config(tiny_finetune, pretrained_dir) -> FinetuneConfig:
     """The study's settings: the pretrained pipeline's own noise schedule and prediction type."""
     return dataclasses.replace(
-        tiny_finetune, backend="latent", image_size=SIZE, pretrained=str(pretrained_dir),
-        prompts=("oct scan showing cnv", "retina"), beta_schedule="pretrained", prediction_type="pretrained",
+        tiny_finetune,
+        backend="latent",
+        image_size=SIZE,
+        pretrained=str(pretrained_dir),
+        prompts=("oct scan showing cnv", "retina"),
+        beta_schedule="pretrained",
+        prediction_type="pretrained",
         train_timesteps=1000,
     )
 
@@ -101,8 +106,17 @@ def changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> 
 
 
 def generate_settings(batch_size: int) -> GenerateConfig:
-    return GenerateConfig(sampler="dpmsolver++", timestep_spacing="trailing", inference_steps=3, guidance_scale=3.0,
-                          num_images=3, first_seed=0, batch_size=batch_size, noise_injection=False, noise_strength=1.0)
+    return GenerateConfig(
+        sampler="dpmsolver++",
+        timestep_spacing="trailing",
+        inference_steps=3,
+        guidance_scale=3.0,
+        num_images=3,
+        first_seed=0,
+        batch_size=batch_size,
+        noise_injection=False,
+        noise_strength=1.0,
+    )
 
 
 @pytest.mark.parametrize("kind", ["full", "lora"])
@@ -151,9 +165,12 @@ def test_another_schedule_than_the_pretrained_trains_with_a_warning(config, base
 
 
 def test_zero_terminal_snr_on_an_epsilon_pipeline_is_refused(config, base_scheduler):
-    with pytest.raises(ParamsError, match=r"finetune.zero_terminal_snr=True; expected false unless prediction_type is "
-                                          r"v_prediction.*finetune.pretrained=.*'prediction_type': 'epsilon'"
-                                          r".*which 'pretrained' stands for"):
+    with pytest.raises(
+        ParamsError,
+        match=r"finetune.zero_terminal_snr=True; expected false unless prediction_type is "
+        r"v_prediction.*finetune.pretrained=.*'prediction_type': 'epsilon'"
+        r".*which 'pretrained' stands for",
+    ):
         latent.pretrained_schedule(dataclasses.replace(config, zero_terminal_snr=True), base_scheduler)
 
 
@@ -239,8 +256,9 @@ def test_lora_folder_holds_the_adapter_alone(saved, config, base_scheduler):
     assert record["scheduler"]["prediction_type"] == base_scheduler["prediction_type"]
     for kind in saved:
         assert json.loads((saved[kind] / TRAINING_PATIENTS_FILE).read_text()) == [1, 3]
-    size = {kind: sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
-            for kind, folder in saved.items()}
+    size = {
+        kind: sum(path.stat().st_size for path in folder.rglob("*") if path.is_file()) for kind, folder in saved.items()
+    }
     assert size["full"] >= 20 * size["lora"], size
 
 
@@ -260,16 +278,26 @@ def test_generate_from_a_lora_folder_matches_the_trained_pipeline(trained, confi
                 parameter.mul_(LORA_BOOST)
     save_pipeline(trained_pipeline, tmp_path / "model", pretrained=config.pretrained)
     settings = generate_settings(3)
-    paths = generate_to_folder(tmp_path / "model", tmp_path / "out", SEEDS, config=settings, device=CPU,
-                               prompt=config.prompts[0])
-    sampler = make_sampler(settings.sampler, trained_pipeline.scheduler.config, settings.timestep_spacing,
-                           clip_x0=False)
+    paths = generate_to_folder(
+        tmp_path / "model", tmp_path / "out", SEEDS, config=settings, device=CPU, prompt=config.prompts[0]
+    )
+    sampler = make_sampler(
+        settings.sampler, trained_pipeline.scheduler.config, settings.timestep_spacing, clip_x0=False
+    )
 
     def sample(pipeline: StableDiffusionPipeline) -> dict[int, np.ndarray]:
-        return dict(sample_latent_images(pipeline, sampler, SEEDS, prompt=config.prompts[0],
-                                         inference_steps=settings.inference_steps,
-                                         guidance_scale=settings.guidance_scale, device=CPU,
-                                         batch_size=settings.batch_size))
+        return dict(
+            sample_latent_images(
+                pipeline,
+                sampler,
+                SEEDS,
+                prompt=config.prompts[0],
+                inference_steps=settings.inference_steps,
+                guidance_scale=settings.guidance_scale,
+                device=CPU,
+                batch_size=settings.batch_size,
+            )
+        )
 
     in_memory, base = sample(trained_pipeline), sample(StableDiffusionPipeline.from_pretrained(pretrained_dir))
     for seed, path in zip(SEEDS, paths):
@@ -283,10 +311,12 @@ def test_generate_from_a_lora_folder_matches_the_trained_pipeline(trained, confi
 def test_generate_from_the_saved_folder(saved, config, tmp_path, kind):
     model = saved[kind]
     assert isinstance(load_pipeline(model, CPU), StableDiffusionPipeline)
-    alone = generate_to_folder(model, tmp_path / "b1", SEEDS, config=generate_settings(1), device=CPU,
-                               prompt=config.prompts[0])
-    together = generate_to_folder(model, tmp_path / "b3", SEEDS, config=generate_settings(3), device=CPU,
-                                  prompt=config.prompts[0])
+    alone = generate_to_folder(
+        model, tmp_path / "b1", SEEDS, config=generate_settings(1), device=CPU, prompt=config.prompts[0]
+    )
+    together = generate_to_folder(
+        model, tmp_path / "b3", SEEDS, config=generate_settings(3), device=CPU, prompt=config.prompts[0]
+    )
     arrays = []
     for one, three in zip(alone, together):
         with Image.open(one) as a, Image.open(three) as b:
@@ -325,8 +355,9 @@ def test_process_shares_of_a_batch_make_up_the_one_process_batch():
     task = latent.latent_task(torch.nn.Linear(1, 1), None, latents, prompt_embeds=prompts)
     indices = torch.arange(4).repeat(4)
     whole = task.make_batch(indices, torch.Generator().manual_seed(0))
-    halves = [task.make_batch(indices, torch.Generator().manual_seed(0), share)
-              for share in (slice(0, 8), slice(8, 16))]
+    halves = [
+        task.make_batch(indices, torch.Generator().manual_seed(0), share) for share in (slice(0, 8), slice(8, 16))
+    ]
     assert torch.equal(torch.cat([x0 for x0, _ in halves]), whole[0])
     hidden = torch.cat([kwargs["encoder_hidden_states"] for _, kwargs in halves])
     assert torch.equal(hidden, whole[1]["encoder_hidden_states"])

@@ -144,7 +144,9 @@ def test_profile_record_reads_back_equal_from_json(phantom_profile):
     record = phantom_profile.to_dict()
     assert json.loads(json.dumps(record, indent=1)) == record
     assert (record["std"], record["patch_size"], record["patches"]) == (
-        phantom_profile.std, phantom_profile.patch_size, phantom_profile.patches
+        phantom_profile.std,
+        phantom_profile.patch_size,
+        phantom_profile.patches,
     )
     np.testing.assert_allclose(record["psd"], phantom_profile.psd, atol=1e-6)
 
@@ -157,9 +159,11 @@ def test_real_sample_noise_is_correlated_and_reproduced(kermany_sample: Path, si
     profile = measure_noise(scans)
     with_patches = sum(len(background_patches(scan, profile.patch_size)) > 0 for scan in scans)
     acf = profile.autocorrelation()
-    print(f"real sample at {size} px: {with_patches}/{len(scans)} scans with background, {profile.patches} patches "
-          f"of {profile.patch_size} px, std {profile.std:.2f}, lag-1 correlation axial {acf[1, 0]:.2f} "
-          f"lateral {acf[0, 1]:.2f}")
+    print(
+        f"real sample at {size} px: {with_patches}/{len(scans)} scans with background, {profile.patches} patches "
+        f"of {profile.patch_size} px, std {profile.std:.2f}, lag-1 correlation axial {acf[1, 0]:.2f} "
+        f"lateral {acf[0, 1]:.2f}"
+    )
     assert with_patches >= 0.9 * len(scans)
     assert 2.0 < profile.std < 10.0  # grey levels; 4.2 at 32 px and 5.4 at 64 px when written
     assert min(acf[1, 0], acf[0, 1]) > 0.15  # correlated, not white

@@ -187,6 +187,8 @@ def test_process_shares_of_a_batch_make_up_the_one_process_batch(config, labels,
     train_pixel(images, labels, CLASSES, config=config, device=CPU)
     indices = torch.arange(seen["task"].items).repeat(32)[:32]
     whole, _ = seen["task"].make_batch(indices, torch.Generator().manual_seed(0))
-    halves = [seen["task"].make_batch(indices, torch.Generator().manual_seed(0), share)[0]
-              for share in (slice(0, 16), slice(16, 32))]
+    halves = [
+        seen["task"].make_batch(indices, torch.Generator().manual_seed(0), share)[0]
+        for share in (slice(0, 16), slice(16, 32))
+    ]
     assert torch.equal(torch.cat(halves), whole)

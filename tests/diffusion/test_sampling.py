@@ -23,9 +23,17 @@ SEEDS = [4, 0, 7]
 
 
 def settings(sampler: str, batch_size: int) -> GenerateConfig:
-    return GenerateConfig(sampler=sampler, timestep_spacing="trailing", inference_steps=3, num_images=3,
-                          first_seed=0, batch_size=batch_size, guidance_scale=1.0,
-                          noise_injection=False, noise_strength=1.0)
+    return GenerateConfig(
+        sampler=sampler,
+        timestep_spacing="trailing",
+        inference_steps=3,
+        num_images=3,
+        first_seed=0,
+        batch_size=batch_size,
+        guidance_scale=1.0,
+        noise_injection=False,
+        noise_strength=1.0,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -191,16 +199,18 @@ def conditional_dir(tiny_finetune, tmp_path_factory):
 def test_class_conditional_model_samples_the_named_class(conditional_dir, tmp_path):
     images = {}
     for name in ("CNV", "NORMAL"):
-        (path,) = generate_to_folder(conditional_dir, tmp_path / name, [3], config=settings("ddim", 1), device=CPU,
-                                     class_name=name)
+        (path,) = generate_to_folder(
+            conditional_dir, tmp_path / name, [3], config=settings("ddim", 1), device=CPU, class_name=name
+        )
         images[name] = np.asarray(Image.open(path))
     assert not np.array_equal(images["CNV"], images["NORMAL"])
 
 
 def test_class_missing_from_classes_json_is_named(conditional_dir, tmp_path):
     with pytest.raises(ValueError, match=r"classes \['CNV', 'NORMAL'\]; class_name='DME'"):
-        generate_to_folder(conditional_dir, tmp_path / "DME", [3], config=settings("ddim", 1), device=CPU,
-                           class_name="DME")
+        generate_to_folder(
+            conditional_dir, tmp_path / "DME", [3], config=settings("ddim", 1), device=CPU, class_name="DME"
+        )
 
 
 def test_postprocess_changes_each_image_before_writing(model_dir, tmp_path):
@@ -211,8 +221,15 @@ def test_postprocess_changes_each_image_before_writing(model_dir, tmp_path):
         calls.append(seed)
         return 255 - image
 
-    inverted = generate_to_folder(model_dir, tmp_path / "inverted", SEEDS, config=settings("ddim", 3), device=CPU,
-                                  postprocess=invert, settings_extra={"invert": True})
+    inverted = generate_to_folder(
+        model_dir,
+        tmp_path / "inverted",
+        SEEDS,
+        config=settings("ddim", 3),
+        device=CPU,
+        postprocess=invert,
+        settings_extra={"invert": True},
+    )
     assert sorted(calls) == sorted(SEEDS)
     for a, b in zip(plain, inverted):
         assert np.array_equal(255 - np.asarray(Image.open(a)), np.asarray(Image.open(b)))
@@ -222,19 +239,27 @@ def test_postprocess_changes_each_image_before_writing(model_dir, tmp_path):
 def test_settings_extra_joins_the_resume_fingerprint(model_dir, tmp_path, monkeypatch, extra, resampled):
     monkeypatch.setattr(sampling, "sample_images", crash_after(1))
     with pytest.raises(KeyboardInterrupt):
-        generate_to_folder(model_dir, tmp_path / "CNV", [0, 7], config=settings("ddim", 1), device=CPU,
-                           settings_extra={"noise": 1.0})
+        generate_to_folder(
+            model_dir, tmp_path / "CNV", [0, 7], config=settings("ddim", 1), device=CPU, settings_extra={"noise": 1.0}
+        )
     sampled: list[int] = []
     monkeypatch.setattr(sampling, "sample_images", recording(sampled))
-    generate_to_folder(model_dir, tmp_path / "CNV", [0, 7], config=settings("ddim", 1), device=CPU,
-                       settings_extra=extra)
+    generate_to_folder(
+        model_dir, tmp_path / "CNV", [0, 7], config=settings("ddim", 1), device=CPU, settings_extra=extra
+    )
     assert sampled == resampled
 
 
 def test_postprocess_must_return_a_uint8_image(model_dir, tmp_path):
     with pytest.raises(ValueError, match=r"postprocess returned float64 \(16, 16\) for seed 4; expected uint8"):
-        generate_to_folder(model_dir, tmp_path / "CNV", SEEDS, config=settings("ddim", 1), device=CPU,
-                           postprocess=lambda image, seed: image / 255.0)
+        generate_to_folder(
+            model_dir,
+            tmp_path / "CNV",
+            SEEDS,
+            config=settings("ddim", 1),
+            device=CPU,
+            postprocess=lambda image, seed: image / 255.0,
+        )
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])
@@ -279,4 +304,3 @@ def test_two_processes_write_the_files_of_one(model_dir, tmp_path):
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in one)
     assert all(path.read_bytes() == (tmp_path / "two" / path.name).read_bytes() for path in one)
     assert not (tmp_path / "two.partial").exists()
-

@@ -58,8 +58,13 @@ class Scans:
 
 
 def task_for(config, scans: Scans | None = None, **kwargs) -> DiffusionTask:
-    return DiffusionTask(unet=build_unet(config), scheduler=build_training_scheduler(config), items=8,
-                         make_batch=scans or Scans(), **kwargs)
+    return DiffusionTask(
+        unet=build_unet(config),
+        scheduler=build_training_scheduler(config),
+        items=8,
+        make_batch=scans or Scans(),
+        **kwargs,
+    )
 
 
 def weights(unet: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -1,6 +1,6 @@
 """Tiny scan-like images and a stand-in encoder shared by the evaluation tests."""
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pytest

@@ -35,8 +35,8 @@ SIZE = 64  # px: the "generator's" size here
 N_TRAIN, N_HELDOUT = 100, 75  # CNV scans: generator training set, held-out reference (the rest: candidates)
 CONFIG = EvaluateConfig(
     encoder_seed=0, real_split="val", min_images=30, inception_weights=None, kid_subset_size=30, nearest_k=5,
-    floor_splits=5, memorization_quantile=0.05, pixel_size=SIZE, detector_epochs=8, detector_image_size=SIZE, bootstrap=200,
-    seed=0, batch_size=64, workers=0,
+    floor_splits=5, memorization_quantile=0.05, pixel_size=SIZE, detector_epochs=8, detector_image_size=SIZE,
+    bootstrap=200, seed=0, batch_size=64, workers=0,
 )  # fmt: skip
 SHOWN = (
     "domain_fid", "domain_fid_floor", "domain_precision", "domain_precision_floor", "domain_recall",
@@ -57,7 +57,9 @@ def _encoder(cnv_train: np.ndarray, normal: np.ndarray) -> torch.nn.Module:
     images = np.concatenate([cnv_train, normal])
     labels = np.repeat(np.array([0, 1]), [len(cnv_train), len(normal)])
     val = np.random.default_rng(1).random(len(images)) < 0.25
-    config = ClassifierConfig(arch="simple_cnn", image_size=SIZE, batch_size=32, epochs=8, learning_rate=1e-3, weight_decay=1e-4)
+    config = ClassifierConfig(
+        arch="simple_cnn", image_size=SIZE, batch_size=32, epochs=8, learning_rate=1e-3, weight_decay=1e-4
+    )
     train, held = LabelledImages(images[~val], labels[~val]), LabelledImages(images[val], labels[val])
     result = train_classifier(train, held, config, seed=0, device=CPU)
     return result.model

@@ -9,7 +9,14 @@ from sklearn.metrics import roc_auc_score
 import synthratio.evaluation.detector as detector_module
 from synthratio.config import ClassifierConfig
 from synthratio.evaluation.detector import (
-    DETECTOR_BATCH_SIZE, DETECTOR_LEARNING_RATE, DETECTOR_WEIGHT_DECAY, REAL, SYNTHETIC, detect_synthetic, detector_splits, resize_scans,
+    DETECTOR_BATCH_SIZE,
+    DETECTOR_LEARNING_RATE,
+    DETECTOR_WEIGHT_DECAY,
+    REAL,
+    SYNTHETIC,
+    detect_synthetic,
+    detector_splits,
+    resize_scans,
 )  # fmt: skip
 from synthratio.inference import Runs, bootstrap, cluster_draws, interval
 
@@ -39,7 +46,9 @@ def test_splits_are_balanced_and_patient_disjoint(scans):
 
 
 @pytest.mark.parametrize(("n_synthetic", "sizes"), [(24, (12, 6, 6)), (100, (30, 10, 10)), (44, (24, 10, 10))])
-def test_val_and_test_take_as_many_synthetic_scans_as_real_ones_up_to_a_quarter_each(scans, n_synthetic: int, sizes: tuple):
+def test_val_and_test_take_as_many_synthetic_scans_as_real_ones_up_to_a_quarter_each(
+    scans, n_synthetic: int, sizes: tuple
+):
     """Held-out halves of 10 real scans; val and test get min(10, n/4) synthetic scans, train the rest, each part
     cut to its smaller side."""
     real_train, heldout, groups = scans(30, seed=0), scans(20, seed=1), np.repeat(np.arange(10), 2)
@@ -84,7 +93,11 @@ def test_auroc_is_near_chance_for_the_same_distribution_and_high_for_a_fingerpri
         assert 0.3 <= result.accuracy <= 0.7
         assert result.auroc_ci_high - result.auroc_ci_low < 0.35
         # one seeded check against fixed numbers (CPU, one thread): 1000 resamples, 95 %
-        assert (round(result.auroc, 4), round(result.auroc_ci_low, 4), round(result.auroc_ci_high, 4)) == (0.5234, 0.4036, 0.6476)
+        assert (round(result.auroc, 4), round(result.auroc_ci_low, 4), round(result.auroc_ci_high, 4)) == (
+            0.5234,
+            0.4036,
+            0.6476,
+        )
 
 
 def test_resize_scans_keeps_matching_sizes_and_resizes_others(scans):
@@ -95,7 +108,9 @@ def test_resize_scans_keeps_matching_sizes_and_resizes_others(scans):
     np.testing.assert_array_equal(resize_scans(images, 8), lanczos)  # as prepare resizes: no resampling fingerprint
 
 
-def test_detector_trains_on_train_picks_on_val_and_scores_test_with_a_patient_interval(scans, monkeypatch: pytest.MonkeyPatch):
+def test_detector_trains_on_train_picks_on_val_and_scores_test_with_a_patient_interval(
+    scans, monkeypatch: pytest.MonkeyPatch
+):
     """With a stand-in for the CNN (fixed P(synthetic) per test scan), what detect_synthetic does around it:
     the resized train and val parts go to train_classifier with the detector's settings and no mixing
     arguments (a plain classifier), the test part to predict_proba, and the AUROC, accuracy
@@ -115,7 +130,12 @@ def test_detector_trains_on_train_picks_on_val_and_scores_test_with_a_patient_in
 
     monkeypatch.setattr(detector_module, "train_classifier", fake_train)
     monkeypatch.setattr(detector_module, "predict_proba", fake_predict)
-    real_train, heldout, groups, synthetic = scans(30, seed=0), scans(20, seed=1), np.repeat(np.arange(10), 2), scans(40, seed=2)
+    real_train, heldout, groups, synthetic = (
+        scans(30, seed=0),
+        scans(20, seed=1),
+        np.repeat(np.arange(10), 2),
+        scans(40, seed=2),
+    )
     parts = detector_splits(
         resize_scans(real_train, 8), resize_scans(heldout, 8), groups, synthetic=resize_scans(synthetic, 8), seed=7
     )
@@ -137,14 +157,27 @@ def test_detector_trains_on_train_picks_on_val_and_scores_test_with_a_patient_in
     assert (calls["seed"], calls["device"], calls["model"], calls["predict_device"]) == (7, CPU, "stand-in", CPU)
     assert result.auroc == roc_auc_score(is_synthetic, p)
     assert result.accuracy == np.mean((p > 0.5) == is_synthetic) and (p[~is_synthetic] == 0.5).sum() == 4
-    runs = Runs(probs=np.stack([1 - p, p], axis=1)[None], labels=parts.test.labels, patients=parts.test_units, positive=SYNTHETIC)
+    runs = Runs(
+        probs=np.stack([1 - p, p], axis=1)[None],
+        labels=parts.test.labels,
+        patients=parts.test_units,
+        positive=SYNTHETIC,
+    )
     draws = cluster_draws(parts.test_units, 1, 1000, 7, strata=parts.test.labels)  # the defaults: 1000 resamples, 95 %
     assert (result.auroc_ci_low, result.auroc_ci_high) == interval(bootstrap(runs, "auroc", draws), 0.95)
     assert [type(n) for n in (result.n_train, result.n_val, result.n_test)] == [int] * 3
     assert (result.n_train, result.n_val, result.n_test) == (20, 10, 10)
 
     narrow = detect_synthetic(
-        real_train, heldout, groups, synthetic=synthetic, image_size=8, epochs=3, seed=7, device=CPU, bootstrap=200,
+        real_train,
+        heldout,
+        groups,
+        synthetic=synthetic,
+        image_size=8,
+        epochs=3,
+        seed=7,
+        device=CPU,
+        bootstrap=200,
         confidence=0.5,
     )
     draws = cluster_draws(parts.test_units, 1, 200, 7, strata=parts.test.labels)

@@ -36,8 +36,8 @@ def test_feature_distances_fixed_numbers_and_global_rng_untouched():
 
     assert {k: round(v, 4) for k, v in result.items()} == {
         "fid": 0.7446, "kid": 0.2598, "precision": 0.9833, "recall": 1.0, "density": 0.95, "coverage": 1.0,
-        "fid_floor": 0.3932, "kid_floor": -0.1652, "precision_floor": 1.0, "recall_floor": 0.9667, "density_floor": 1.1033,
-        "coverage_floor": 1.0, "fid_floor_sd": 0.2301, "kid_floor_sd": 0.2857, "precision_floor_sd": 0.0,
+        "fid_floor": 0.3932, "kid_floor": -0.1652, "precision_floor": 1.0, "recall_floor": 0.9667,
+        "density_floor": 1.1033, "coverage_floor": 1.0, "fid_floor_sd": 0.2301, "kid_floor_sd": 0.2857, "precision_floor_sd": 0.0,
         "recall_floor_sd": 0.0289, "density_floor_sd": 0.1692, "coverage_floor_sd": 0.0,
         "n_synthetic": 30, "n_real_half": 20, "n_compared": 20, "nearest_k": 5, "floor_splits": 3,
     }  # fmt: skip
@@ -61,7 +61,9 @@ def test_floor_is_small_and_a_shifted_set_scores_far_above_it(scans):
 
 def test_fewer_synthetic_than_half_the_real_rows_cuts_both_compared_sets_and_k():
     rng = np.random.default_rng(0)
-    result = feature_distances(rng.normal(size=(5, 2)), rng.normal(size=(20, 2)), np.arange(20), kid_subset_size=50, nearest_k=5)
+    result = feature_distances(
+        rng.normal(size=(5, 2)), rng.normal(size=(20, 2)), np.arange(20), kid_subset_size=50, nearest_k=5
+    )
     assert (result["n_synthetic"], result["n_real_half"], result["n_compared"], result["nearest_k"]) == (5, 10, 5, 4)
 
 
@@ -101,18 +103,27 @@ def test_too_few_rows_named(n_synthetic: int, n_real: int):
 def test_the_smallest_sets_that_work_and_those_that_do_not():
     rng = np.random.default_rng(2)
     smallest = feature_distances(rng.normal(size=(2, 3)), rng.normal(size=(4, 3)), np.arange(4), kid_subset_size=2)
-    assert (smallest["n_compared"], smallest["nearest_k"], smallest["floor_splits"], smallest["fid_floor_sd"]) == (2, 1, 1, 0.0)
+    assert (smallest["n_compared"], smallest["nearest_k"], smallest["floor_splits"], smallest["fid_floor_sd"]) == (
+        2,
+        1,
+        1,
+        0.0,
+    )
     real = rng.normal(size=(6, 3))
     with pytest.raises(ValueError, match=r"a patient-disjoint half holds 1 real row\(s\)"):
         feature_distances(rng.normal(size=(4, 3)), real, np.array([0, 0, 0, 0, 0, 1]), kid_subset_size=2)
     with pytest.raises(ValueError, match="5 patient groups for 6 real feature rows"):
         feature_distances(rng.normal(size=(4, 3)), real, np.arange(5), kid_subset_size=2)
-    assert feature_distances(rng.normal(size=(4, 3)), real, np.arange(6), kid_subset_size=2, nearest_k=1)["nearest_k"] == 1
+    assert (
+        feature_distances(rng.normal(size=(4, 3)), real, np.arange(6), kid_subset_size=2, nearest_k=1)["nearest_k"] == 1
+    )
     two = feature_distances(rng.normal(size=(4, 3)), real, np.arange(6), kid_subset_size=2, splits=2)
     assert two["floor_splits"] == 2 and two["fid_floor_sd"] > 0  # two halvings: the floor's spread over them
     for k, splits in ((0, 1), (1, 0)):
         with pytest.raises(ValueError, match=f"nearest_k={k}, splits={splits}; expected counts >= 1"):
-            feature_distances(rng.normal(size=(4, 3)), real, np.arange(6), kid_subset_size=2, nearest_k=k, splits=splits)
+            feature_distances(
+                rng.normal(size=(4, 3)), real, np.arange(6), kid_subset_size=2, nearest_k=k, splits=splits
+            )
     for synthetic, other in ((np.zeros((4, 2)), real), (np.zeros(4), real), (rng.normal(size=(4, 3)), np.zeros(6))):
         with pytest.raises(ValueError, match="expected \\(N, D\\) and \\(M, D\\)"):
             feature_distances(synthetic, other, np.arange(len(other)), kid_subset_size=2)
@@ -128,15 +139,21 @@ def test_kid_subsets_are_capped_by_the_smaller_set_and_seeded():
     assert distance_pair(x, y, kid_subset_size=6, seed=3).kid == pair.kid  # 6 = min(1000, 6, 9)
     assert distance_pair(x, y, kid_subset_size=5, seed=3).kid != pair.kid
     assert distance_pair(x, y, kid_subset_size=5, seed=4).kid != distance_pair(x, y, kid_subset_size=5, seed=3).kid
-    assert distance_pair(x, y, kid_subset_size=6, seed=3).fid == pytest.approx(frechet_distance(x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False)))
-    assert distance_pair(y, x, kid_subset_size=1000, seed=3).kid == pytest.approx(distance_pair(y, x, kid_subset_size=6, seed=3).kid)
+    assert distance_pair(x, y, kid_subset_size=6, seed=3).fid == pytest.approx(
+        frechet_distance(x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False))
+    )
+    assert distance_pair(y, x, kid_subset_size=1000, seed=3).kid == pytest.approx(
+        distance_pair(y, x, kid_subset_size=6, seed=3).kid
+    )
     assert distance_pair(x, y, kid_subset_size=5) == distance_pair(x, y, kid_subset_size=5, seed=0)  # the default seed
 
 
 def test_features_are_compared_in_float64_whatever_they_come_in():
     rng = np.random.default_rng(5)
     x, y = rng.normal(size=(12, 4)).astype(np.float32), rng.normal(0.3, 1.0, size=(10, 4)).astype(np.float32)
-    assert distance_pair(x, y, kid_subset_size=5) == distance_pair(x.astype(np.float64), y.astype(np.float64), kid_subset_size=5)
+    assert distance_pair(x, y, kid_subset_size=5) == distance_pair(
+        x.astype(np.float64), y.astype(np.float64), kid_subset_size=5
+    )
 
 
 def test_feature_distances_kid_subsets_follow_the_seed():
@@ -144,7 +161,12 @@ def test_feature_distances_kid_subsets_follow_the_seed():
     rng = np.random.default_rng(0)
     real, synthetic = rng.normal(0.0, 1.0, (40, 3)), rng.normal(0.5, 1.0, (30, 3))
     result = feature_distances(synthetic, real, np.arange(40) // 2, kid_subset_size=10, seed=1, splits=2)
-    assert {key: round(result[key], 4) for key in ("fid", "kid", "fid_floor", "kid_floor")} == {"fid": 0.8606, "kid": 0.7282, "fid_floor": 0.5523, "kid_floor": 0.2084}
+    assert {key: round(result[key], 4) for key in ("fid", "kid", "fid_floor", "kid_floor")} == {
+        "fid": 0.8606,
+        "kid": 0.7282,
+        "fid_floor": 0.5523,
+        "kid_floor": 0.2084,
+    }
 
 
 def test_feature_distances_default_seed_is_zero():

@@ -17,8 +17,8 @@ from synthratio.evaluation.features import write_png_folder
 CPU = torch.device("cpu")
 CONFIG = EvaluateConfig(
     encoder_seed=0, real_split="val", min_images=4, inception_weights=None, kid_subset_size=8, nearest_k=3,
-    floor_splits=3, memorization_quantile=0.1, pixel_size=64, detector_epochs=1, detector_image_size=16, bootstrap=100, seed=0,
-    batch_size=8, workers=0,
+    floor_splits=3, memorization_quantile=0.1, pixel_size=64, detector_epochs=1, detector_image_size=16, bootstrap=100,
+    seed=0, batch_size=8, workers=0,
 )  # fmt: skip
 
 
@@ -36,7 +36,12 @@ def test_every_metric_present_finite_and_few_images_flagged(
 
     with caplog.at_level(logging.WARNING, logger=evaluate.__name__):
         metrics = evaluate_synthetic(
-            files, real, pool_features, device=CPU, config=config, workdir=tmp_path / "work",
+            files,
+            real,
+            pool_features,
+            device=CPU,
+            config=config,
+            workdir=tmp_path / "work",
             memorization_plot=tmp_path / "mem.png",
         )
 
@@ -44,12 +49,19 @@ def test_every_metric_present_finite_and_few_images_flagged(
     spaces = [f"domain_{m}{floor}" for m in figures for floor in ("", "_floor", "_floor_sd")]
     memorized = [f"memorized_{m}_{s}" for m in ("share", "threshold") for s in ("features", "pixels")]
     memorized += [f"memorized_share_{s}_{what}" for s in ("features", "pixels") for what in ("floor", "p")]
-    detector = [f"detector_{m}" for m in ("auroc", "auroc_ci_low", "auroc_ci_high", "accuracy", "n_train", "n_val", "n_test")]
+    detector = [
+        f"detector_{m}" for m in ("auroc", "auroc_ci_low", "auroc_ci_high", "accuracy", "n_train", "n_val", "n_test")
+    ]
     counts = ["n_synthetic", "n_real", "n_real_train", "n_real_half", "n_compared", "nearest_k", "floor_splits"]
     assert set(metrics) == {*spaces, *memorized, *detector, *counts, "memorized_pixel_size", "inception", "few_images"}
     assert all(math.isfinite(v) for v in metrics.values())
     json.dumps(metrics, allow_nan=False)  # plain JSON for dvc exp show
-    assert (metrics["n_synthetic"], metrics["n_real"], metrics["n_real_train"], metrics["n_compared"]) == (12, 20, 16, 10)
+    assert (metrics["n_synthetic"], metrics["n_real"], metrics["n_real_train"], metrics["n_compared"]) == (
+        12,
+        20,
+        16,
+        10,
+    )
     assert metrics["detector_auroc_ci_low"] <= metrics["detector_auroc"] <= metrics["detector_auroc_ci_high"]
     assert 0 < metrics["memorized_share_features_p"] <= 1
     assert metrics["inception"] is False
@@ -58,7 +70,9 @@ def test_every_metric_present_finite_and_few_images_flagged(
     assert (tmp_path / "mem.png").stat().st_size > 5_000
 
 
-def test_inception_space_sees_clean_fid_299px(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, real, scans, pool_features):
+def test_inception_space_sees_clean_fid_299px(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, real, scans, pool_features
+):
     seen: set[tuple[int, ...]] = set()
 
     def fake_inception(batch: torch.Tensor) -> torch.Tensor:
@@ -101,7 +115,9 @@ def test_synthetic_at_another_size_than_real_named(tmp_path: Path, real, scans, 
 
 
 @pytest.mark.parametrize("pixel_size, compared", [(8, 8), (64, 16)])  # capped, or the scans' own 16 px
-def test_pixel_memorization_compares_at_the_capped_size(tmp_path: Path, real: RealScans, pool_features, pixel_size, compared):
+def test_pixel_memorization_compares_at_the_capped_size(
+    tmp_path: Path, real: RealScans, pool_features, pixel_size, compared
+):
     files = write_png_folder(real.train[:6], tmp_path / "synthetic" / "CNV")  # copies of training scans
     config = dataclasses.replace(CONFIG, pixel_size=pixel_size)
 

@@ -76,7 +76,9 @@ def test_file_features_rejects_mixed_sizes_naming_the_set_and_a_file(tmp_path: P
     files = write_png_folder(np.zeros((2, 16, 16), np.uint8), tmp_path / "a")
     files += write_png_folder(np.zeros((1, 16, 24), np.uint8), tmp_path / "wide")
 
-    with pytest.raises(ValueError, match=r"(?s)real scans mixes image sizes.*16x16 px: 2 images, 24x16 px: 1 images.*e.g. .*wide"):
+    with pytest.raises(
+        ValueError, match=r"(?s)real scans mixes image sizes.*16x16 px: 2 images, 24x16 px: 1 images.*e.g. .*wide"
+    ):
         file_features(files, lambda x: x.mean(dim=(2, 3)), CPU, name="real scans")
 
 

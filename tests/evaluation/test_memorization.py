@@ -7,7 +7,14 @@ from matplotlib.colors import to_hex
 from PIL import Image
 
 import synthratio.evaluation.memorization as memorization_module
-from synthratio.evaluation.memorization import Memorization, Nearest, memorization, nearest_rows, pixel_rows, save_memorization_grid
+from synthratio.evaluation.memorization import (
+    Memorization,
+    Nearest,
+    memorization,
+    nearest_rows,
+    pixel_rows,
+    save_memorization_grid,
+)
 
 
 def test_copies_are_memorized_and_unseen_real_sits_near_the_quantile():
@@ -68,15 +75,27 @@ def test_grid_png_written(tmp_path: Path, scans):
     assert [p.name for p in path.parent.iterdir()] == ["memorization.png"]  # no temporary file left
 
 
-def test_grid_shows_the_closest_pairs_first_with_memorized_distances_in_red(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_grid_shows_the_closest_pairs_first_with_memorized_distances_in_red(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     """Pairs sorted by distance (ties in order), each synthetic scan above its nearest training scan, red at or
     below the threshold; one panel per space with its threshold and shares."""
     figures = []
     monkeypatch.setattr(memorization_module.plt, "close", figures.append)  # keep the figure to look at
     rng = np.random.default_rng(0)
     synthetic, train = rng.integers(0, 256, (5, 4, 4), dtype=np.uint8), rng.integers(0, 256, (6, 4, 4), dtype=np.uint8)
-    pixels = Memorization(threshold=1.0, share=0.6, share_floor=0.125, nearest=Nearest(np.array([5.0, 1.0, 3.0, 0.0, 1.0]), np.array([0, 1, 4, 2, 5])))
-    features = Memorization(threshold=0.5, share=0.2, share_floor=0.05, nearest=Nearest(np.array([0.25, 2.0, 3.0, 4.0, 5.0]), np.array([3, 3, 3, 3, 3])))
+    pixels = Memorization(
+        threshold=1.0,
+        share=0.6,
+        share_floor=0.125,
+        nearest=Nearest(np.array([5.0, 1.0, 3.0, 0.0, 1.0]), np.array([0, 1, 4, 2, 5])),
+    )
+    features = Memorization(
+        threshold=0.5,
+        share=0.2,
+        share_floor=0.05,
+        nearest=Nearest(np.array([0.25, 2.0, 3.0, 4.0, 5.0]), np.array([3, 3, 3, 3, 3])),
+    )
     path = tmp_path / "grid.png"
     save_memorization_grid(synthetic, train, {"pixels": pixels, "features": features}, path=path, pairs=4)
     with Image.open(path) as png:
@@ -100,7 +119,11 @@ def test_grid_shows_the_closest_pairs_first_with_memorized_distances_in_red(tmp_
     for ax in [*top, *bottom]:
         assert ax.images[0].get_clim() == (0, 255) and ax.images[0].get_cmap().name == "gray"
         assert list(ax.get_xticks()) == [] and list(ax.get_yticks()) == []
-    assert (top[0].get_ylabel(), bottom[0].get_ylabel(), top[0].yaxis.label.get_fontsize()) == ("synthetic", "nearest train", 8)
+    assert (top[0].get_ylabel(), bottom[0].get_ylabel(), top[0].yaxis.label.get_fontsize()) == (
+        "synthetic",
+        "nearest train",
+        8,
+    )
     assert bottom[0].yaxis.label.get_fontsize() == 8
     assert [ax.get_title() for ax in panels[1].axes[:4]] == ["d=0.25", "d=2", "d=3", "d=4"]
 
@@ -109,8 +132,11 @@ def test_grid_shows_the_closest_pairs_first_with_memorized_distances_in_red(tmp_
 def test_grid_shows_at_most_as_many_pairs_as_synthetic_scans(tmp_path: Path, scans, n: int, size: tuple[int, int]):
     images = scans(9, seed=0)
     result = memorization(
-        pixel_rows(images[:n]), real_reference=pixel_rows(images[3:5]), real_floor=pixel_rows(images[5:7]),
-        train=pixel_rows(images[3:]), quantile=0.5,
+        pixel_rows(images[:n]),
+        real_reference=pixel_rows(images[3:5]),
+        real_floor=pixel_rows(images[5:7]),
+        train=pixel_rows(images[3:]),
+        quantile=0.5,
     )
     save_memorization_grid(images[:n], images[3:], {"pixels": result}, path=tmp_path / "grid.png")
     with Image.open(tmp_path / "grid.png") as png:
@@ -122,7 +148,10 @@ def test_threshold_share_and_floor_count_distances_at_the_threshold():
     train = np.zeros((1, 1))
     reference = np.array([[1.0], [2.0], [3.0]])
     result = memorization(
-        np.array([[2.0], [5.0]]), real_reference=reference, real_floor=np.array([[2.0], [4.0]]), train=train,
+        np.array([[2.0], [5.0]]),
+        real_reference=reference,
+        real_floor=np.array([[2.0], [4.0]]),
+        train=train,
         quantile=0.5,
     )
     assert (result.threshold, result.share, result.share_floor) == (2.0, 0.5, 0.5)
@@ -135,10 +164,23 @@ def test_threshold_share_and_floor_count_distances_at_the_threshold():
 @pytest.mark.parametrize("name", ["synthetic", "real_reference", "real_floor"])
 @pytest.mark.parametrize("rows", [np.zeros((0, 4)), np.zeros((3, 5)), np.zeros(4)])
 def test_rows_of_the_wrong_shape_are_named(name: str, rows: np.ndarray):
-    sets = {"synthetic": np.zeros((2, 4)), "real_reference": np.zeros((2, 4)), "real_floor": np.zeros((2, 4)), name: rows}
-    with pytest.raises(ValueError, match=rf"{name} rows of shape \({', '.join(map(str, rows.shape))},?\); expected \(N >= 1, 4\) like train"):
-        memorization(sets["synthetic"], real_reference=sets["real_reference"], real_floor=sets["real_floor"],
-                     train=np.zeros((3, 4)), quantile=0.5)
+    sets = {
+        "synthetic": np.zeros((2, 4)),
+        "real_reference": np.zeros((2, 4)),
+        "real_floor": np.zeros((2, 4)),
+        name: rows,
+    }
+    with pytest.raises(
+        ValueError,
+        match=rf"{name} rows of shape \({', '.join(map(str, rows.shape))},?\); expected \(N >= 1, 4\) like train",
+    ):
+        memorization(
+            sets["synthetic"],
+            real_reference=sets["real_reference"],
+            real_floor=sets["real_floor"],
+            train=np.zeros((3, 4)),
+            quantile=0.5,
+        )
 
 
 def test_an_empty_training_set_is_named():
@@ -148,7 +190,9 @@ def test_an_empty_training_set_is_named():
 
 
 @pytest.mark.parametrize(("chunk_bytes", "rows"), [(8, 1), (8 * 16 * 7, 7), (8 * 16 * 7 + 127, 7)])
-def test_blocks_hold_as_many_float64_rows_as_chunk_bytes_allow(monkeypatch: pytest.MonkeyPatch, chunk_bytes: int, rows: int):
+def test_blocks_hold_as_many_float64_rows_as_chunk_bytes_allow(
+    monkeypatch: pytest.MonkeyPatch, chunk_bytes: int, rows: int
+):
     """Memory stays at a few blocks of chunk_bytes (the full training set as float64 would not fit): 16-pixel
     rows are 128 float64 bytes, so a block holds chunk_bytes // 128 rows, and one row when a row alone is larger."""
     sizes = []
@@ -161,7 +205,11 @@ def test_blocks_hold_as_many_float64_rows_as_chunk_bytes_allow(monkeypatch: pyte
 
     monkeypatch.setattr(memorization_module, "_blocks", recorded)
     rng = np.random.default_rng(2)
-    nearest_rows(rng.integers(0, 256, (20, 16), dtype=np.uint8), rng.integers(0, 256, (30, 16), dtype=np.uint8), chunk_bytes=chunk_bytes)
+    nearest_rows(
+        rng.integers(0, 256, (20, 16), dtype=np.uint8),
+        rng.integers(0, 256, (30, 16), dtype=np.uint8),
+        chunk_bytes=chunk_bytes,
+    )
     assert max(sizes) == rows
 
 
@@ -187,7 +235,9 @@ def test_grid_keeps_tied_distances_in_scan_order_among_many(tmp_path: Path, monk
     monkeypatch.setattr(memorization_module.plt, "close", figures.append)
     distance = np.random.default_rng(3).integers(0, 3, 64).astype(float)  # 0, 1 or 2: many ties
     synthetic = np.repeat(np.arange(64, dtype=np.uint8), 16).reshape(64, 4, 4)  # scan i: all pixels i
-    result = Memorization(threshold=0.0, share=0.0, share_floor=0.0, nearest=Nearest(distance, np.zeros(64, dtype=np.int64)))
+    result = Memorization(
+        threshold=0.0, share=0.0, share_floor=0.0, nearest=Nearest(distance, np.zeros(64, dtype=np.int64))
+    )
     save_memorization_grid(synthetic, np.zeros((1, 4, 4), np.uint8), {"pixels": result}, path=tmp_path / "grid.png")
     shown = [int(ax.images[0].get_array()[0, 0]) for ax in figures[0].subfigs[0].axes[:8]]
     assert shown == list(np.flatnonzero(distance == 0)[:8])
@@ -206,8 +256,11 @@ def test_grid_is_a_png_whatever_the_file_suffix(tmp_path: Path, scans):
     """The format is PNG by decision, not guessed from the output name (an unknown suffix would fail)."""
     images = scans(4, seed=0)
     result = memorization(
-        pixel_rows(images[:2]), real_reference=pixel_rows(images[2:3]), real_floor=pixel_rows(images[3:]),
-        train=pixel_rows(images[2:]), quantile=0.5,
+        pixel_rows(images[:2]),
+        real_reference=pixel_rows(images[2:3]),
+        real_floor=pixel_rows(images[3:]),
+        train=pixel_rows(images[2:]),
+        quantile=0.5,
     )
     save_memorization_grid(images[:2], images[2:], {"pixels": result}, path=tmp_path / "grid.out")
     assert (tmp_path / "grid.out").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

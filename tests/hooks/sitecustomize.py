@@ -2,7 +2,8 @@
 
 Only a process whose script lives in a `stages/` folder is touched (dvc itself is not). Set by
 tests/pipeline_helpers.py's `stage_env`:
-  SYNTHRATIO_TEST_REPLACE_LOG=<file>      append every os.replace and os.rename target (an atomic write finishing) to <file>
+  SYNTHRATIO_TEST_REPLACE_LOG=<file>      append every os.replace and os.rename target (an atomic write finishing)
+                                          to <file>
   SYNTHRATIO_TEST_NO_NETWORK=<file>       refuse internet connects and name lookups, logging each to <file>
   SYNTHRATIO_TEST_KILL=<script>:<glob>:<n>  SIGKILL the stage <script> right after its n-th replace or rename onto a
                                           path matching <glob>: a kill at a known point, with no cleanup run
@@ -33,6 +34,7 @@ if os.environ.get("SYNTHRATIO_TEST_REPLACE_LOG"):
 
     def _watch(original):
         """`original` (os.replace or os.rename), then log the target and kill the stage if it is the chosen one."""
+
         def watched(src, dst, *args, **kwargs):
             original(src, dst, *args, **kwargs)
             if _stage() is None:
@@ -42,6 +44,7 @@ if os.environ.get("SYNTHRATIO_TEST_REPLACE_LOG"):
                 _seen[0] += 1
                 if _seen[0] == int(_kill[2]):
                     os.kill(os.getpid(), signal.SIGKILL)
+
         return watched
 
     os.replace, os.rename = _watch(os.replace), _watch(os.rename)
@@ -60,6 +63,7 @@ if os.environ.get("SYNTHRATIO_TEST_NO_NETWORK"):
             if _stage() is not None and self.family in _INTERNET:
                 _refuse(f"{original.__name__} {address!r}")
             return original(self, address)
+
         return guarded
 
     def _guarded_getaddrinfo(host, *args, **kwargs):

@@ -38,50 +38,126 @@ class Plant:
 
 
 PLANTS = [
-    Plant("linked ids not merged", [f"{TEST_INGEST}::test_a_linked_id_with_scans_of_its_own_is_the_same_patient"],
-          INGEST, '    return frame["patient_id"].map(lambda pid: find(int(pid)))', '    return frame["patient_id"]'),
-    Plant("linked ids not merged, summary counted on kept rows only", [f"{TEST_INGEST}::test_a_linked_id_with_scans_of_its_own_is_the_same_patient"],
-          INGEST, '    frame["patient_group"] = _union_patients(frame)', '    frame["patient_group"] = frame["patient_id"]'),
-    Plant("split not stratified", [f"{TEST_INGEST}::test_patient_split_is_stratified_by_each_patients_classes"],
-          INGEST, '["class"].apply(lambda c: "+".join(sorted(set(c))))', '["class"].apply(lambda c: "any")'),
-    Plant("no shuffle before the split", [f"{TEST_INGEST}::test_patient_split_is_shuffled_by_the_seed_and_repeatable"],
-          INGEST, "        rng.shuffle(ids)\n", ""),
-    Plant("split by scan, not by patient", [f"{TEST_INGEST}::test_patient_split_is_disjoint_and_arrays_match_index"],
-          INGEST, '        frame["split"] = frame["patient_group"].map(splits)',
-          '        frame["split"] = frame["patient_group"].map(splits).sample(frac=1.0, random_state=0).to_numpy()'),
-    Plant("official split keeps leaks", [f"{TEST_INGEST}::test_official_split_removes_leaks_and_widens_val"],
-          INGEST, "    return keep & ~leak, int(leak.sum())", "    return keep, int(leak.sum())"),  # counted, not dropped
-    Plant("inverted detector", ["tests/evaluation/test_detector.py::test_auroc_is_near_chance_for_the_same_distribution_and_high_for_a_fingerprint"],
-          DETECTOR, "    p_synthetic = probs[:, SYNTHETIC]", "    p_synthetic = probs[:, REAL]"),
-    Plant("detector scored on its training scans (AUROC 0.60: the pin)", ["tests/evaluation/test_detector.py::test_auroc_is_near_chance_for_the_same_distribution_and_high_for_a_fingerprint[0]"],
-          DETECTOR, "    real_parts = (real_train, real_heldout[val_rows], real_heldout[test_rows])",
-          "    real_parts = (real_train, real_heldout[val_rows], real_train[: len(test_rows)])"),
-    Plant("bootstrap resamples scans, not patients", [f"{TEST_INFERENCE}::test_interval_pinned_for_a_fixed_seed",
-                                                      f"{TEST_INFERENCE}::test_interval_widens_when_a_patient_brings_many_copies_of_one_scan"],
-          INFERENCE, "    _, first, cluster = np.unique(np.asarray(patients), return_index=True, return_inverse=True)",
-          "    _, first, cluster = np.unique(np.arange(len(patients)), return_index=True, return_inverse=True)"),
-    Plant("permutation test flips scans, not patients", [f"{TEST_INFERENCE}::test_permutation_p_is_exact_for_few_patients_and_counts_each_scan_once"],
-          INFERENCE, "    _, cluster = np.unique(candidate.patients, return_inverse=True)", "    cluster = np.arange(len(candidate.patients))"),
-    Plant("permutation test on the first seed only", [f"{TEST_INFERENCE}::test_exact_permutation_p_matches_swapping_every_patients_predictions"],
-          INFERENCE, "    a, b = candidate.scores(metric), reference.scores(metric)",
-          "    a, b = candidate.scores(metric)[:1], reference.scores(metric)[:1]"),
-    Plant("candidate and R=0 bootstrapped on separate draws", ["tests/test_report.py::test_differences_are_paired_so_a_near_copy_of_r0_is_shown_non_inferior"],
-          REPORT, "        arm_draws = {m: bootstrap(arm.runs, m, draws) if x else reference_draws[m] for m in reference_draws}",
-          "        own = cluster_draws(reference.patients, len(reference.probs), config.bootstrap, config.seed + x, strata=reference.labels)\n"
-          "        arm_draws = {m: bootstrap(arm.runs, m, own) if x else reference_draws[m] for m in reference_draws}"),
-    Plant("network guard never loaded", [GUARD_TEST], HOOK,
-          'if os.environ.get("SYNTHRATIO_TEST_NO_NETWORK"):', 'if os.environ.get("SYNTHRATIO_TEST_NO_NETWORK_GUARD"):'),
-    Plant("network guard blind to connect_ex", [GUARD_TEST], HOOK,
-          "    socket.socket.connect_ex = _guard(socket.socket.connect_ex)\n", ""),
-    Plant("real sample at a wrong path", [f"{TEST_INGEST}::test_kermany_sample"],
-          env={"SYNTHRATIO_KERMANY_SAMPLE": "/nonexistent/kermany-sample", "SYNTHRATIO_REQUIRE_SAMPLE": "1"}),
+    Plant(
+        "linked ids not merged",
+        [f"{TEST_INGEST}::test_a_linked_id_with_scans_of_its_own_is_the_same_patient"],
+        INGEST,
+        '    return frame["patient_id"].map(lambda pid: find(int(pid)))',
+        '    return frame["patient_id"]',
+    ),
+    Plant(
+        "linked ids not merged, summary counted on kept rows only",
+        [f"{TEST_INGEST}::test_a_linked_id_with_scans_of_its_own_is_the_same_patient"],
+        INGEST,
+        '    frame["patient_group"] = _union_patients(frame)',
+        '    frame["patient_group"] = frame["patient_id"]',
+    ),
+    Plant(
+        "split not stratified",
+        [f"{TEST_INGEST}::test_patient_split_is_stratified_by_each_patients_classes"],
+        INGEST,
+        '["class"].apply(lambda c: "+".join(sorted(set(c))))',
+        '["class"].apply(lambda c: "any")',
+    ),
+    Plant(
+        "no shuffle before the split",
+        [f"{TEST_INGEST}::test_patient_split_is_shuffled_by_the_seed_and_repeatable"],
+        INGEST,
+        "        rng.shuffle(ids)\n",
+        "",
+    ),
+    Plant(
+        "split by scan, not by patient",
+        [f"{TEST_INGEST}::test_patient_split_is_disjoint_and_arrays_match_index"],
+        INGEST,
+        '        frame["split"] = frame["patient_group"].map(splits)',
+        '        frame["split"] = frame["patient_group"].map(splits).sample(frac=1.0, random_state=0).to_numpy()',
+    ),
+    Plant(
+        "official split keeps leaks",
+        [f"{TEST_INGEST}::test_official_split_removes_leaks_and_widens_val"],
+        INGEST,
+        "    return keep & ~leak, int(leak.sum())",
+        "    return keep, int(leak.sum())",
+    ),  # counted, not dropped
+    Plant(
+        "inverted detector",
+        [
+            "tests/evaluation/test_detector.py::test_auroc_is_near_chance_for_the_same_distribution_and_high_for_a_fingerprint"
+        ],
+        DETECTOR,
+        "    p_synthetic = probs[:, SYNTHETIC]",
+        "    p_synthetic = probs[:, REAL]",
+    ),
+    Plant(
+        "detector scored on its training scans (AUROC 0.60: the pin)",
+        [
+            "tests/evaluation/test_detector.py::test_auroc_is_near_chance_for_the_same_distribution_and_high_for_a_fingerprint[0]"
+        ],
+        DETECTOR,
+        "    real_parts = (real_train, real_heldout[val_rows], real_heldout[test_rows])",
+        "    real_parts = (real_train, real_heldout[val_rows], real_train[: len(test_rows)])",
+    ),
+    Plant(
+        "bootstrap resamples scans, not patients",
+        [
+            f"{TEST_INFERENCE}::test_interval_pinned_for_a_fixed_seed",
+            f"{TEST_INFERENCE}::test_interval_widens_when_a_patient_brings_many_copies_of_one_scan",
+        ],
+        INFERENCE,
+        "    _, first, cluster = np.unique(np.asarray(patients), return_index=True, return_inverse=True)",
+        "    _, first, cluster = np.unique(np.arange(len(patients)), return_index=True, return_inverse=True)",
+    ),
+    Plant(
+        "permutation test flips scans, not patients",
+        [f"{TEST_INFERENCE}::test_permutation_p_is_exact_for_few_patients_and_counts_each_scan_once"],
+        INFERENCE,
+        "    _, cluster = np.unique(candidate.patients, return_inverse=True)",
+        "    cluster = np.arange(len(candidate.patients))",
+    ),
+    Plant(
+        "permutation test on the first seed only",
+        [f"{TEST_INFERENCE}::test_exact_permutation_p_matches_swapping_every_patients_predictions"],
+        INFERENCE,
+        "    a, b = candidate.scores(metric), reference.scores(metric)",
+        "    a, b = candidate.scores(metric)[:1], reference.scores(metric)[:1]",
+    ),
+    Plant(
+        "candidate and R=0 bootstrapped on separate draws",
+        ["tests/test_report.py::test_differences_are_paired_so_a_near_copy_of_r0_is_shown_non_inferior"],
+        REPORT,
+        "        arm_draws = {m: bootstrap(arm.runs, m, draws) if x else reference_draws[m] for m in reference_draws}",
+        "        own = cluster_draws(reference.patients, len(reference.probs), config.bootstrap, config.seed + x, "
+        "strata=reference.labels)\n"
+        "        arm_draws = {m: bootstrap(arm.runs, m, own) if x else reference_draws[m] for m in reference_draws}",
+    ),
+    Plant(
+        "network guard never loaded",
+        [GUARD_TEST],
+        HOOK,
+        'if os.environ.get("SYNTHRATIO_TEST_NO_NETWORK"):',
+        'if os.environ.get("SYNTHRATIO_TEST_NO_NETWORK_GUARD"):',
+    ),
+    Plant(
+        "network guard blind to connect_ex",
+        [GUARD_TEST],
+        HOOK,
+        "    socket.socket.connect_ex = _guard(socket.socket.connect_ex)\n",
+        "",
+    ),
+    Plant(
+        "real sample at a wrong path",
+        [f"{TEST_INGEST}::test_kermany_sample"],
+        env={"SYNTHRATIO_KERMANY_SAMPLE": "/nonexistent/kermany-sample", "SYNTHRATIO_REQUIRE_SAMPLE": "1"},
+    ),
 ]
 
 
 def copy_tree(target: Path) -> None:
     """The files git would commit under src/ and tests/, and pyproject.toml and params.yaml."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z", "--", "src", "tests", "pyproject.toml", "params.yaml"],
-                            cwd=REPO, capture_output=True, text=True, check=True).stdout.split("\0")  # fmt: skip
+    command = ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z", "--",
+               "src", "tests", "pyproject.toml", "params.yaml"]  # fmt: skip
+    listed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True).stdout.split("\0")
     for name in filter(None, listed):
         if (REPO / name).is_file():
             (target / name).parent.mkdir(parents=True, exist_ok=True)
@@ -90,10 +166,27 @@ def copy_tree(target: Path) -> None:
 
 def pytest(root: Path, tests: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     """The tests, run in `root` with its src/ first on the path (before the editable install's)."""
-    environment = {**os.environ, "PYTHONPATH": str(root / "src"), "OMP_NUM_THREADS": "1", "SYNTHRATIO_KERMANY_SAMPLE": str(SAMPLE)}
+    environment = {
+        **os.environ,
+        "PYTHONPATH": str(root / "src"),
+        "OMP_NUM_THREADS": "1",
+        "SYNTHRATIO_KERMANY_SAMPLE": str(SAMPLE),
+    }
     environment.pop("SYNTHRATIO_REQUIRE_SAMPLE", None)
     environment.update(env)
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow", "--rootdir", str(root), *tests]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-m",
+        "not slow",
+        "--rootdir",
+        str(root),
+        *tests,
+    ]
     return subprocess.run(command, cwd=root, env=environment, capture_output=True, text=True)
 
 
@@ -110,7 +203,10 @@ def main(names: list[str]) -> int:
             if plant.path:
                 original = (root / plant.path).read_text()
                 if original.count(plant.old) != 1:
-                    print(f"{plant.name:55} CANNOT PLANT: {plant.old!r} occurs {original.count(plant.old)} times in {plant.path}")
+                    print(
+                        f"{plant.name:55} CANNOT PLANT: {plant.old!r} occurs {original.count(plant.old)} times "
+                        f"in {plant.path}"
+                    )
                     failures += 1
                     continue
                 (root / plant.path).write_text(original.replace(plant.old, plant.new))
@@ -121,7 +217,8 @@ def main(names: list[str]) -> int:
                     (root / plant.path).write_text(original)
             failed = [line.split(" ")[1] for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
             caught = done.returncode == 1 and failed
-            print(f"{plant.name:55} {'caught by ' + ', '.join(t.split('::')[-1] for t in failed) if caught else 'NOT CAUGHT'}")
+            verdict = "caught by " + ", ".join(t.split("::")[-1] for t in failed) if caught else "NOT CAUGHT"
+            print(f"{plant.name:55} {verdict}")
             if not caught:
                 failures += 1
                 print(done.stdout[-3000:], done.stderr[-2000:])

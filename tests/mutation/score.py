@@ -32,7 +32,9 @@ def explained(path: Path = SURVIVORS) -> dict[str, str]:
         match = ROW.match(line)
         if match:
             cells = [cell.strip() for cell in match["rest"].split("|")]
-            kinds[match["name"]] = "equivalent" if any(cell.lower() == "equivalent" for cell in cells) else "not worth a test"
+            kinds[match["name"]] = (
+                "equivalent" if any(cell.lower() == "equivalent" for cell in cells) else "not worth a test"
+            )
     return kinds
 
 
@@ -62,7 +64,13 @@ def describe(mutant: str, path: str, source: Path) -> tuple[int, str]:
         if line.startswith("@@"):
             start = int(re.match(r"@@ -(\d+)", line)[1])
             body = diff[diff.index(line) + 1 :]
-            offset = start - 1 + next((i for i, text in enumerate(b for b in body if not b.startswith("+")) if text.startswith("-")), 0)
+            offset = (
+                start
+                - 1
+                + next(
+                    (i for i, text in enumerate(b for b in body if not b.startswith("+")) if text.startswith("-")), 0
+                )
+            )
             break
     return function_start(source, mutant) + offset, f"{' / '.join(removed)}  ->  {' / '.join(added)}"
 
@@ -93,15 +101,21 @@ def main(scratch: Path, globs: list[str]) -> int:
                     unexplained.append((mutant, path))
         if counts["total"]:
             rows[module] = counts
-    print(f"{'module':38} {'mutants':>7} {'killed':>7} {'timeout':>7} {'equiv':>6} {'survived':>8} {'explained':>9} {'score':>7}")
+    print(
+        f"{'module':38} {'mutants':>7} {'killed':>7} {'timeout':>7} {'equiv':>6} {'survived':>8} "
+        f"{'explained':>9} {'score':>7}"
+    )
     total = Counter()
-    for module, c in rows.items():
+    for c in rows.values():
         total.update(c)
     for module, c in [*rows.items(), ("all", total)]:
         undetected = c["total"] - c["killed"] - c["timeout"] - c["equivalent"]
         relevant = c["total"] - c["equivalent"]
         score = (c["killed"] + c["timeout"]) / relevant if relevant else 1.0
-        print(f"{module:38} {c['total']:>7} {c['killed']:>7} {c['timeout']:>7} {c['equivalent']:>6} {undetected:>8} {c['explained']:>9} {score:>7.1%}")
+        print(
+            f"{module:38} {c['total']:>7} {c['killed']:>7} {c['timeout']:>7} {c['equivalent']:>6} {undetected:>8} "
+            f"{c['explained']:>9} {score:>7.1%}"
+        )
     for mutant, path in unexplained:
         line, change = describe(mutant, path, Path(path))
         print(f"UNEXPLAINED {mutant} ({path}:{line}): {change}")

@@ -15,8 +15,8 @@ pytestmark = pytest.mark.skipif(not ASKED, reason="mutation testing takes minute
 
 
 def test_every_mutant_of_the_fast_subset_is_killed_or_explained(tmp_path: Path):
-    done = subprocess.run(["bash", str(HERE / "run.sh"), "--fast"], env={**os.environ, "SYNTHRATIO_MUTATION_DIR": str(tmp_path)},
-                          capture_output=True, text=True)  # fmt: skip
+    env = {**os.environ, "SYNTHRATIO_MUTATION_DIR": str(tmp_path)}
+    done = subprocess.run(["bash", str(HERE / "run.sh"), "--fast"], env=env, capture_output=True, text=True)
     assert done.returncode == 0, f"{done.stdout[-6000:]}\n{done.stderr[-3000:]}"
     print(done.stdout)
 

@@ -27,7 +27,13 @@ from synthratio.config import Params, ParamsError, max_ratio
 from synthratio.data.cohort import load_cohort
 from synthratio.data.prepared import load_prepared
 from synthratio.data.synthetic import load_synthetic, synthetic_seeds
-from synthratio.layout import classifier_live_path, classifier_metrics_path, classifier_path, generator_files, predictions_path
+from synthratio.layout import (
+    classifier_live_path,
+    classifier_metrics_path,
+    classifier_path,
+    generator_files,
+    predictions_path,
+)
 from synthratio.runtime import load_safetensors, open_live, write_atomically, write_json
 
 if TYPE_CHECKING:
@@ -95,7 +101,11 @@ def load_run_data(params: Params, ratio: int, keep: int) -> RunData:
     classes, synthetic_class = params.prepare.classes, params.sweep.synthetic_class
     label = classes.index(synthetic_class)
     cohort = load_cohort(
-        params.paths.prepared, params.classifier.image_size, num_classes=len(classes), label=label, keep=keep,
+        params.paths.prepared,
+        params.classifier.image_size,
+        num_classes=len(classes),
+        label=label,
+        keep=keep,
         subset_seed=params.sweep.subset_seed,
     )
     n_real = int((cohort.labels == label).sum())
@@ -106,15 +116,25 @@ def load_run_data(params: Params, ratio: int, keep: int) -> RunData:
         synthetic = load_synthetic(folder, synthetic_seeds(params.generate)[:n_synthetic], params.classifier.image_size)
     test = load_prepared(params.paths.prepared, "test", params.classifier.image_size)
     return RunData(
-        train=LabelledImages(images=cohort.images, labels=cohort.labels), val=load_real(params, "val"),
+        train=LabelledImages(images=cohort.images, labels=cohort.labels),
+        val=load_real(params, "val"),
         test=LabelledImages(images=test.images, labels=test.labels),
-        test_files=test.files, test_patients=test.patients, synthetic=synthetic,
-        class_counts=cohort.class_counts, real_patients_of_class=len(np.unique(cohort.patients[cohort.labels == label])),
-    )  # fmt: skip
+        test_files=test.files,
+        test_patients=test.patients,
+        synthetic=synthetic,
+        class_counts=cohort.class_counts,
+        real_patients_of_class=len(np.unique(cohort.patients[cohort.labels == label])),
+    )
 
 
 def run_seed(
-    params: Params, data: RunData, *, ratio: int, seed: int, keep: int, device: torch.device,
+    params: Params,
+    data: RunData,
+    *,
+    ratio: int,
+    seed: int,
+    keep: int,
+    device: torch.device,
     live: dvclive.Live | None = None,
 ) -> dict:
     """Train one seed at `ratio` % synthetic (params.mix.mode), select on real val, score on real test;
@@ -123,17 +143,32 @@ def run_seed(
     label = classes.index(synthetic_class)
     n_synthetic = 0 if data.synthetic is None else len(data.synthetic)
     result = train_classifier(
-        data.train, data.val, params.classifier, seed=seed, device=device, synthetic=data.synthetic, synthetic_label=label,
-        ratio=ratio, mode=params.mix.mode, class_counts=data.class_counts, live=live,
-    )  # fmt: skip
+        data.train,
+        data.val,
+        params.classifier,
+        seed=seed,
+        device=device,
+        synthetic=data.synthetic,
+        synthetic_label=label,
+        ratio=ratio,
+        mode=params.mix.mode,
+        class_counts=data.class_counts,
+        live=live,
+    )
     probabilities = predict_proba(result.model, data.test.images, device)
     metrics = classification_metrics(data.test.labels, probabilities, classes, positive=synthetic_class)
     metrics.update(
-        ratio=ratio, seed=seed, keep=keep, best_epoch=result.best_epoch, n_test=int(len(data.test.labels)),
-        n_train_real=int(len(data.train.labels)), real_scans_of_class=int((data.train.labels == label).sum()),
-        real_patients_of_class=data.real_patients_of_class, synthetic_scans=n_synthetic,
+        ratio=ratio,
+        seed=seed,
+        keep=keep,
+        best_epoch=result.best_epoch,
+        n_test=int(len(data.test.labels)),
+        n_train_real=int(len(data.train.labels)),
+        real_scans_of_class=int((data.train.labels == label).sum()),
+        real_patients_of_class=data.real_patients_of_class,
+        synthetic_scans=n_synthetic,
         synthetic_share=round(float(result.synthetic_share), 6),
-    )  # fmt: skip
+    )
     predictions = pd.DataFrame({"file": data.test_files, "patient": data.test_patients, "label": data.test.labels})
     for i, name in enumerate(classes):
         predictions[f"prob_{name}"] = np.round(probabilities[:, i], 6)
@@ -150,10 +185,21 @@ def run_ratio(params: Params, ratio: int, keep: int, *, device: torch.device) ->
     label = params.prepare.classes.index(params.sweep.synthetic_class)
     log.info(
         "classifiers %s at R=%d%% (%s) keep %d%%, seeds %s, on %s: %d real train (%d %s from %d patients), %d val, "
-        "%d test, %d synthetic", params.classifier.arch, ratio, params.mix.mode, keep, list(params.sweep.seeds), device,
-        len(data.train.labels), int((data.train.labels == label).sum()), params.sweep.synthetic_class,
-        data.real_patients_of_class, len(data.val.labels), len(data.test.labels), 0 if data.synthetic is None else len(data.synthetic),
-    )  # fmt: skip
+        "%d test, %d synthetic",
+        params.classifier.arch,
+        ratio,
+        params.mix.mode,
+        keep,
+        list(params.sweep.seeds),
+        device,
+        len(data.train.labels),
+        int((data.train.labels == label).sum()),
+        params.sweep.synthetic_class,
+        data.real_patients_of_class,
+        len(data.val.labels),
+        len(data.test.labels),
+        0 if data.synthetic is None else len(data.synthetic),
+    )
     runs = []
     for seed in params.sweep.seeds:
         with open_live(classifier_live_path(params, ratio, seed, keep)) as live:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from sklearn.metrics import accuracy_score, log_loss, precision_recall_fscore_support, roc_auc_score
@@ -39,7 +39,9 @@ def classification_metrics(
     labels = np.asarray(labels)
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape != (len(labels), len(classes)):
-        raise ValueError(f"probs shape {probs.shape}; expected (len(labels), len(classes)) = ({len(labels)}, {len(classes)})")
+        raise ValueError(
+            f"probs shape {probs.shape}; expected (len(labels), len(classes)) = ({len(labels)}, {len(classes)})"
+        )
     all_labels = list(range(len(classes)))
     binary = len(classes) == 2
     if binary and positive not in classes:

@@ -15,8 +15,8 @@ split over the batch by largest remainder:
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -30,7 +30,9 @@ class BatchPlan:
     """Composition of every batch."""
 
     per_class: tuple[int, ...]  # examples of each class per batch, synthetic included; sums to the batch length
-    synthetic: int  # of per_class[synthetic_label], how many are synthetic in every batch (data mode: 0, they share the pool)
+    synthetic: (
+        int  # of per_class[synthetic_label], how many are synthetic in every batch (data mode: 0, they share the pool)
+    )
 
     @property
     def size(self) -> int:
@@ -56,7 +58,9 @@ def plan_batches(
     if mode not in MIX_MODES:
         raise ValueError(f"mode={mode!r}; expected one of {list(MIX_MODES)}")
     counts = np.bincount(labels) if class_counts is None else np.asarray(class_counts, dtype=np.int64)
-    if class_counts is not None and (len(counts) < labels.max() + 1 or (counts < np.bincount(labels, minlength=len(counts))).any()):
+    if class_counts is not None and (
+        len(counts) < labels.max() + 1 or (counts < np.bincount(labels, minlength=len(counts))).any()
+    ):
         raise ValueError(f"class_counts={list(class_counts)} must cover every class of labels, at least as often")
     if not 0 <= synthetic_label < len(counts):
         raise ValueError(f"synthetic_label={synthetic_label}; labels hold classes 0..{len(counts) - 1}")
@@ -126,7 +130,11 @@ class RatioBatchSampler:
             raise ValueError(f"ratio={ratio} needs synthetic examples, got num_synthetic={num_synthetic}")
         labels = np.asarray(labels)
         self.plan = plan_batches(
-            labels, batch_size=batch_size, synthetic_label=synthetic_label, ratio=ratio, mode=mode,
+            labels,
+            batch_size=batch_size,
+            synthetic_label=synthetic_label,
+            ratio=ratio,
+            mode=mode,
             class_counts=class_counts,
         )
         self.steps = steps
@@ -141,7 +149,9 @@ class RatioBatchSampler:
         n_real = int((labels == synthetic_label).sum())
         per_slot = self.plan.per_class[synthetic_label]
         # expected share of the class's examples per batch that are synthetic (what R actually came out as)
-        self.synthetic_share = num_synthetic / (n_real + num_synthetic) if mode == "data" else self.plan.synthetic / per_slot
+        self.synthetic_share = (
+            num_synthetic / (n_real + num_synthetic) if mode == "data" else self.plan.synthetic / per_slot
+        )
 
     def __len__(self) -> int:
         return self.steps

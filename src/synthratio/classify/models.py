@@ -44,7 +44,13 @@ class Classifier(nn.Module):
     """Normalise, embed with a backbone, then a (dropout, linear) head on the embedding."""
 
     def __init__(
-        self, backbone: nn.Module, dim: int, num_classes: int, *, dropout: float, mean: float = SCRATCH_MEAN,
+        self,
+        backbone: nn.Module,
+        dim: int,
+        num_classes: int,
+        *,
+        dropout: float,
+        mean: float = SCRATCH_MEAN,
         std: float = SCRATCH_STD,
     ) -> None:
         super().__init__()
@@ -78,7 +84,11 @@ def load_weights(path: str | Path) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"classifier.pretrained={str(path)!r}: no such weights file")
-    state = load_safetensors(path) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=True)
+    state = (
+        load_safetensors(path)
+        if path.suffix == ".safetensors"
+        else torch.load(path, map_location="cpu", weights_only=True)
+    )
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"classifier.pretrained={str(path)!r}: expected a state dict of tensors")
     return state
@@ -113,7 +123,12 @@ def _torchvision_model(arch: str, image_size: int) -> nn.Module:
 
     if arch == "vit_b_16":
         return models.VisionTransformer(
-            image_size=image_size, patch_size=vit_patch_size(image_size), num_layers=12, num_heads=12, hidden_dim=768, mlp_dim=3072
+            image_size=image_size,
+            patch_size=vit_patch_size(image_size),
+            num_layers=12,
+            num_heads=12,
+            hidden_dim=768,
+            mlp_dim=3072,
         )
     return getattr(models, arch)(weights=None)
 
@@ -127,7 +142,9 @@ def _torchvision(arch: str, num_classes: int, image_size: int, pretrained: str |
         state = load_weights(pretrained)
         if arch == "vit_b_16":
             if vit_patch_size(image_size) != VIT_B_PATCH:
-                raise ValueError(f"classifier.image_size={image_size}; pretrained vit_b_16 needs a multiple of 16 >= 128")
+                raise ValueError(
+                    f"classifier.image_size={image_size}; pretrained vit_b_16 needs a multiple of 16 >= 128"
+                )
             state = interpolate_embeddings(image_size, VIT_B_PATCH, state)  # position embeddings to this grid
         skipped = model.load_state_dict(state, strict=False)
         missing = [k for k in skipped.missing_keys if not k.startswith(f"{head}.")]
@@ -167,6 +184,9 @@ def build_classifier(arch: str, num_classes: int, image_size: int, *, pretrained
         raise ValueError(f"num_classes={num_classes}; a classifier needs at least 2")
     if arch == "simple_cnn":
         if pretrained:
-            raise ValueError(f"classifier.pretrained={str(pretrained)!r}: simple_cnn has no pretrained weights; use '' or a torchvision arch")
+            raise ValueError(
+                f"classifier.pretrained={str(pretrained)!r}: simple_cnn has no pretrained weights; "
+                "use '' or a torchvision arch"
+            )
         return _simple_cnn(num_classes)
     return _torchvision(arch, num_classes, image_size, pretrained)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -129,7 +130,11 @@ def _finite_mean(losses: Tensor, first_step: int, config: ClassifierConfig) -> f
         raise FloatingPointError(
             f"classifier loss is {losses[bad[0]].item()} at step {first_step + int(bad[0])}; "
             f"try a lower classifier.learning_rate than {config.learning_rate}"
-            f"{'; on CUDA it trains under bf16 autocast, so it can also be a precision overflow' if losses.is_cuda else ''}"
+            + (
+                "; on CUDA it trains under bf16 autocast, so it can also be a precision overflow"
+                if losses.is_cuda
+                else ""
+            )
         )
     return losses.mean().item()
 
@@ -168,9 +173,16 @@ def train_classifier(
         _check_size(name, images, config.image_size)
     steps_per_epoch = math.ceil((len(train.labels) if class_counts is None else sum(class_counts)) / config.batch_size)
     sampler = RatioBatchSampler(
-        train.labels, num_synthetic=len(synthetic), synthetic_label=synthetic_label, ratio=ratio,
-        batch_size=config.batch_size, steps=config.epochs * steps_per_epoch, seed=seed, mode=mode, class_counts=class_counts,
-    )  # fmt: skip
+        train.labels,
+        num_synthetic=len(synthetic),
+        synthetic_label=synthetic_label,
+        ratio=ratio,
+        batch_size=config.batch_size,
+        steps=config.epochs * steps_per_epoch,
+        seed=seed,
+        mode=mode,
+        class_counts=class_counts,
+    )
     num_classes = len(sampler.plan.per_class)
 
     set_seed(seed)
@@ -182,7 +194,9 @@ def train_classifier(
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=len(sampler))
     augment_generator = torch.Generator(device=device).manual_seed(seed)
     images = _upload([train.images, synthetic], device)
-    labels = torch.cat([torch.as_tensor(train.labels, dtype=torch.long), torch.full((len(synthetic),), synthetic_label)]).to(device)
+    labels = torch.cat(
+        [torch.as_tensor(train.labels, dtype=torch.long), torch.full((len(synthetic),), synthetic_label)]
+    ).to(device)
     val_images = _upload([val.images], device)
 
     history: list[dict[str, float]] = []

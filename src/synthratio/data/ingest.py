@@ -14,10 +14,10 @@ import os
 import re
 import time
 from collections import Counter
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -73,7 +73,10 @@ def _class_roots(raw: Path, classes: Iterable[str], split: str) -> list[tuple[st
         return [("", raw)]
     if "train" not in splits or "test" not in splits:
         found = sorted(p.name for p in raw.iterdir() if p.is_dir())
-        raise DatasetError(f"{raw}: found folders {found}; expected train/ and test/ (and optionally val/), or class folders {list(classes)}: {layout}")
+        raise DatasetError(
+            f"{raw}: found folders {found}; expected train/ and test/ (and optionally val/), "
+            f"or class folders {list(classes)}: {layout}"
+        )
     return [(s, raw / s) for s in splits]
 
 
@@ -250,7 +253,11 @@ def _decode_all(scans: list[ScanFile], sizes: tuple[int, ...], config: PrepareCo
 
 
 def _usable_scans(
-    raw: Path, scans: list[ScanFile], decoded: list[DecodedScan], sizes: tuple[int, ...], config: PrepareConfig,
+    raw: Path,
+    scans: list[ScanFile],
+    decoded: list[DecodedScan],
+    sizes: tuple[int, ...],
+    config: PrepareConfig,
     skipped: Counter,
 ) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
     """An index row per usable scan and, per size, its resized images stacked in the same order; an unusable
@@ -309,7 +316,13 @@ def _deduplicate(frame: pd.DataFrame) -> tuple[pd.Series, dict[str, int]]:
     stats = {
         "duplicates_dropped": int(duplicate.sum()),
         "conflicting_labels_dropped": int(conflicting.sum()),
-        "same_name_different_image": int(frame.assign(name=frame["file"].map(lambda f: Path(f).name)).groupby("name")["pixel_sha256"].nunique().gt(1).sum()),
+        "same_name_different_image": int(
+            frame.assign(name=frame["file"].map(lambda f: Path(f).name))
+            .groupby("name")["pixel_sha256"]
+            .nunique()
+            .gt(1)
+            .sum()
+        ),
     }
     return keep, stats
 
@@ -324,8 +337,13 @@ def _drop_leaks(frame: pd.DataFrame, keep: pd.Series) -> tuple[pd.Series, int]:
     return keep & ~leak, int(leak.sum())
 
 
-def _summary(frame: pd.DataFrame, stats: dict, leaks: int, skipped: Counter, seconds: float, listed: int, sizes, config) -> dict:
-    counts = {split: {cls: int(((frame["split"] == split) & (frame["class"] == cls)).sum()) for cls in config.classes} for split in SPLITS}
+def _summary(
+    frame: pd.DataFrame, stats: dict, leaks: int, skipped: Counter, seconds: float, listed: int, sizes, config
+) -> dict:
+    counts = {
+        split: {cls: int(((frame["split"] == split) & (frame["class"] == cls)).sum()) for cls in config.classes}
+        for split in SPLITS
+    }
     patients = {split: int(frame.loc[frame["split"] == split, "patient_group"].nunique()) for split in SPLITS}
     per_patient_splits = frame.groupby("patient_group")["split"].nunique()
     return {

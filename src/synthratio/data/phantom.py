@@ -41,8 +41,23 @@ WEDGE_SCALE = (0.04, 0.9)  # median and log-sd of the displacement scale, fracti
 
 # Regions from top to bottom; region k lies below boundary k-1. Levels are display intensities before
 # speckle and the noise floor (which adds about 20), tuned to the real sample's RPE-aligned profile.
-REGIONS = ("vitreous", "rnfl", "gcl", "ipl", "inl", "opl", "onl", "elm", "myoid", "ellipsoid", "os",
-           "srf", "rpe", "lesion", "choroid")
+REGIONS = (
+    "vitreous",
+    "rnfl",
+    "gcl",
+    "ipl",
+    "inl",
+    "opl",
+    "onl",
+    "elm",
+    "myoid",
+    "ellipsoid",
+    "os",
+    "srf",
+    "rpe",
+    "lesion",
+    "choroid",
+)
 LEVELS = np.array([0, 108, 65, 68, 42, 63, 34, 63, 50, 122, 90, 0, 153, 0, 0], dtype=np.float32)
 LESION = REGIONS.index("lesion")  # level drawn per eye
 CHOROID = REGIONS.index("choroid")  # level fades with depth, drawn per scan
@@ -119,12 +134,14 @@ def _draw_lesion(rng: np.random.Generator, fovea_x: float) -> Lesion:
     has_srf = rng.random() < 0.15 + 0.8 * severity
     has_irf = rng.random() < 0.1 + 0.8 * severity
     n_cysts = int(rng.poisson(2 + 14 * severity)) if has_irf else 0
-    cysts = np.column_stack([
-        rng.normal(0.0, 1.2 * width, n_cysts),
-        rng.uniform(0.15, 0.85, n_cysts),
-        rng.uniform(0.004, 0.012 + 0.02 * severity, n_cysts),
-        rng.uniform(2.5, 5.0 + 30.0 * severity**2, n_cysts),
-    ])
+    cysts = np.column_stack(
+        [
+            rng.normal(0.0, 1.2 * width, n_cysts),
+            rng.uniform(0.15, 0.85, n_cysts),
+            rng.uniform(0.004, 0.012 + 0.02 * severity, n_cysts),
+            rng.uniform(2.5, 5.0 + 30.0 * severity**2, n_cysts),
+        ]
+    )
     return Lesion(
         severity=severity,
         x=x,
@@ -147,11 +164,13 @@ def _draw_eye(rng: np.random.Generator, label: str) -> Eye:
         raise ValueError(f"label={label!r}; expected one of {list(LABELS)}")
     fovea_x = float(rng.normal(0.5, 0.06))
     n_vessels = int(rng.integers(2, 8))
-    vessels = np.column_stack([
-        rng.uniform(0.03, 0.97, n_vessels),
-        rng.uniform(0.003, 0.008, n_vessels),
-        rng.uniform(0.2, 0.6, n_vessels),
-    ])
+    vessels = np.column_stack(
+        [
+            rng.uniform(0.03, 0.97, n_vessels),
+            rng.uniform(0.003, 0.008, n_vessels),
+            rng.uniform(0.2, 0.6, n_vessels),
+        ]
+    )
     lesion = _draw_lesion(rng, fovea_x) if label == "CNV" else None
     bm_row = float(rng.uniform(0.36, 0.64))
     if lesion is not None:  # a tall lesion sits lower, so that the retina above it stays in the scan
@@ -178,7 +197,9 @@ def _draw_eye(rng: np.random.Generator, label: str) -> Eye:
 def _draw_wedge(rng: np.random.Generator) -> np.ndarray:
     """Registration shift of one eye's volume: its B-scans share it, each with a small jitter."""
     scale = WEDGE_SCALE[0] * np.exp(WEDGE_SCALE[1] * rng.standard_normal())
-    return np.array([scale, rng.normal(-0.3, 1.0), rng.normal(0.0, 2.0), rng.normal(0.0, 6.0)])  # mostly up: white below
+    return np.array(
+        [scale, rng.normal(-0.3, 1.0), rng.normal(0.0, 2.0), rng.normal(0.0, 6.0)]
+    )  # mostly up: white below
 
 
 def _upsample(field: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -197,7 +218,9 @@ def _upsample(field: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def _noise(rng: np.random.Generator, shape: tuple[int, int], sigma: tuple[float, float], coarse: int = 1) -> np.ndarray:
     """Unit-variance Gaussian noise correlated over `sigma` px, drawn `coarse` times smaller and upsampled."""
     small = (-(-shape[0] // coarse), -(-shape[1] // coarse))
-    field = ndimage.gaussian_filter(rng.standard_normal(small, dtype=np.float32), (sigma[0] / coarse, sigma[1] / coarse))
+    field = ndimage.gaussian_filter(
+        rng.standard_normal(small, dtype=np.float32), (sigma[0] / coarse, sigma[1] / coarse)
+    )
     if coarse > 1:
         field = _upsample(field, shape)
     return field / max(float(field.std()), 1e-6)
@@ -211,7 +234,7 @@ def _boundaries(eye: Eye, x: np.ndarray, height: int, slice_z: float) -> tuple[n
     bm = bm + 0.8 * u * eye.shape(3 * x)  # faint RPE undulation, in NORMAL eyes too
 
     # A neighbouring B-scan cuts the pit off-centre: shallower the farther it lies.
-    pit = eye.fovea_depth * np.exp(-0.5 * ((x - eye.fovea_x) / eye.fovea_width) ** 2) * np.exp(-(slice_z / 0.6) ** 2)
+    pit = eye.fovea_depth * np.exp(-0.5 * ((x - eye.fovea_x) / eye.fovea_width) ** 2) * np.exp(-((slice_z / 0.6) ** 2))
     scale = eye.thickness * (1 + 0.05 * eye.thickness_wiggle(x))
     ped = np.zeros_like(x)
     srf = np.zeros_like(x)
@@ -231,8 +254,16 @@ def _boundaries(eye: Eye, x: np.ndarray, height: int, slice_z: float) -> tuple[n
     rnfl = scale * (5.0 + 10.0 * np.clip(eye.rnfl_side * (x - eye.fovea_x) * 3, 0, 1)) * (1 - pit)
     # thickness (reference px) of the regions from the RNFL down to the sub-retinal fluid, top to bottom
     thick = [
-        rnfl, 12.0 * inner, 9.0 * inner, 9.0 * inner, 8.0 * inner,
-        scale * 22.0 * (1 + 0.35 * pit), np.full_like(x, 1.5), 5.0 * scale, np.full_like(x, 3.0), 6.0 * scale,
+        rnfl,
+        12.0 * inner,
+        9.0 * inner,
+        9.0 * inner,
+        8.0 * inner,
+        scale * 22.0 * (1 + 0.35 * pit),
+        np.full_like(x, 1.5),
+        5.0 * scale,
+        np.full_like(x, 3.0),
+        6.0 * scale,
         srf,
     ]
     rpe_top = bm / u - ped - RPE_THICKNESS  # reference px from here up
@@ -285,8 +316,9 @@ def _render(eye: Eye, rng: np.random.Generator, width: int, height: int, slice_z
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def _carve_cysts(signal: np.ndarray, region: np.ndarray, rows: np.ndarray, lesion: Lesion, x: np.ndarray,
-                 u: float, slice_z: float) -> None:
+def _carve_cysts(
+    signal: np.ndarray, region: np.ndarray, rows: np.ndarray, lesion: Lesion, x: np.ndarray, u: float, slice_z: float
+) -> None:
     """Intra-retinal cysts: dark ellipses between the INL and the ONL, fewer and smaller off the lesion's centre."""
     height, width = signal.shape
     cut = max(0.0, 1.0 - (slice_z - lesion.z) ** 2)
@@ -349,7 +381,9 @@ def render_scan(rng: np.random.Generator, label: str, *, width: int, height: int
 
 def _patient_ids(config: PhantomConfig) -> dict[tuple[str, str, int], int]:
     """Unique 6-7 digit ids (like Kermany's CNV-1016042-1.jpeg) for every (split, class, index)."""
-    keys = [(split, label, i) for split in SPLITS for label in config.classes for i in range(config.patients.get(split, 0))]
+    keys = [
+        (split, label, i) for split in SPLITS for label in config.classes for i in range(config.patients.get(split, 0))
+    ]
     rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(0,)))
     ids = 100_000 + rng.choice(9_900_000, size=len(keys), replace=False)
     return {key: int(pid) for key, pid in zip(keys, ids)}

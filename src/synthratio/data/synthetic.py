@@ -4,8 +4,8 @@ never globbed."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -35,5 +35,9 @@ def load_synthetic(folder: Path, seeds: Sequence[int], size: int) -> np.ndarray:
             gray = gray.resize((size, size), Image.Resampling.LANCZOS)
         images.append(np.asarray(gray))
     if resized_from:
-        log.warning("synthetic scans resized from %s to %dpx: resampling can itself tell them from real scans", sorted(resized_from), size)
+        log.warning(
+            "synthetic scans resized from %s to %dpx: resampling can itself tell them from real scans",
+            sorted(resized_from),
+            size,
+        )
     return np.stack(images) if images else np.zeros((0, size, size), np.uint8)

@@ -158,9 +158,15 @@ def latent_training_scheduler(pretrained_scheduler_config: Mapping[str, Any], co
     pretrained = {**SCHEDULER_DEFAULTS, **pretrained_scheduler_config}
     for key in SCHEDULER_DEFAULTS:
         if pretrained[key] != agenda.config[key]:
-            log.warning("finetune.%s=%r differs from the pretrained model's %r: the UNet has to re-learn it "
-                        "(finetune.%s: %s keeps the model's own)",
-                        key, agenda.config[key], pretrained[key], key, PRETRAINED)
+            log.warning(
+                "finetune.%s=%r differs from the pretrained model's %r: the UNet has to re-learn it "
+                "(finetune.%s: %s keeps the model's own)",
+                key,
+                agenda.config[key],
+                pretrained[key],
+                key,
+                PRETRAINED,
+            )
     if pretrained["beta_schedule"] != agenda.config.beta_schedule or pretrained.get("trained_betas") is not None:
         return agenda
     keep = {key: pretrained[key] for key in ("beta_start", "beta_end", "steps_offset") if key in pretrained}
@@ -224,8 +230,10 @@ def train_latent(
     and the training scheduler (`latent_training_scheduler`).
     """
     if config.class_conditional:
-        raise ValueError("params.yaml: finetune.class_conditional=True is for the pixel backend; the latent backend "
-                         "learns finetune.target_class alone, named by finetune.prompts: set it to false")
+        raise ValueError(
+            "params.yaml: finetune.class_conditional=True is for the pixel backend; the latent backend "
+            "learns finetune.target_class alone, named by finetune.prompts: set it to false"
+        )
     check_training_images(images, labels, class_names, image_size=config.image_size)
     images, _ = select_training_images(images, labels, class_names, config=config)
     state = PartialState(cpu=device.type == "cpu")  # as train_diffusion's Accelerator
@@ -236,8 +244,9 @@ def train_latent(
     vae, text_encoder, unet = _freeze(pretrained.vae), _freeze(pretrained.text_encoder.to(device)), pretrained.unet
     expected = unet.config.sample_size * pretrained.vae_scale_factor
     if expected != config.image_size:
-        log.warning("finetune.image_size=%d but %s was trained at %d px",
-                    config.image_size, config.pretrained, expected)
+        log.warning(
+            "finetune.image_size=%d but %s was trained at %d px", config.image_size, config.pretrained, expected
+        )
 
     fingerprint = _fingerprint(images, vae)
     with state.main_process_first():  # the main process encodes and caches; the others then read the cache
@@ -256,14 +265,26 @@ def train_latent(
         unet.requires_grad_(True)
     scheduler = latent_training_scheduler(dict(pretrained.scheduler.config), config)
     task = latent_task(unet, scheduler, latents, prompt_embeds=prompts, fingerprint=fingerprint)
-    log.info("latent backend: %s, %s, %s betas, %s target, %d scans -> latents %s", config.pretrained,
-             f"LoRA rank {config.lora_rank}" if config.lora_rank else "full UNet", scheduler.config.beta_schedule,
-             scheduler.config.prediction_type, task.items, tuple(latents.shape[1:]))
+    log.info(
+        "latent backend: %s, %s, %s betas, %s target, %d scans -> latents %s",
+        config.pretrained,
+        f"LoRA rank {config.lora_rank}" if config.lora_rank else "full UNet",
+        scheduler.config.beta_schedule,
+        scheduler.config.prediction_type,
+        task.items,
+        tuple(latents.shape[1:]),
+    )
     unet_checkpoint = Path(checkpoint_dir) / UNET_CHECKPOINT if checkpoint_dir is not None else None
     trained = train_diffusion(task, config, device, checkpoint_dir=unet_checkpoint, live=live)
     pipeline = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=pretrained.tokenizer, unet=_freeze(trained.unet),
-        scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=pretrained.tokenizer,
+        unet=_freeze(trained.unet),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     return FinetuneResult(
         pipeline=pipeline,

@@ -87,8 +87,12 @@ class NoiseProfile:
     def to_dict(self) -> dict:
         """The profile as JSON-ready values (PSD rounded to 6 decimals): what the generate stage records among
         the settings a resumed run must match."""
-        return {"patch_size": self.patch_size, "patches": self.patches, "std": self.std,
-                "psd": np.round(self.psd, 6).tolist()}
+        return {
+            "patch_size": self.patch_size,
+            "patches": self.patches,
+            "std": self.std,
+            "psd": np.round(self.psd, 6).tolist(),
+        }
 
 
 def default_patch_size(image_size: int) -> int:
@@ -165,7 +169,7 @@ def patch_autocorrelation(patches: np.ndarray, support: int) -> np.ndarray:
     acf = _lag_products(centred) / (len(patches) * np.maximum(pairs, 1))
     lags = np.arange(-support + 1, support) % len(acf)
     inside = np.ix_(lags, lags)
-    share = pairs[inside] / patches[0].size**2
+    share = pairs[inside] / patches[0].size ** 2
     bias = float((acf[inside] * share).sum() / (1.0 - share.sum()))
     return acf + bias
 
@@ -205,10 +209,15 @@ def measure_noise(images: Iterable[np.ndarray], patch_size: int | None = None) -
         raise NoBackgroundError(
             f"no background patch of {patch_size}x{patch_size} px found in {scans} scans of {shape[0]}x{shape[1]} px "
             f"searched (background: rows above the first row {MIN_CONTRAST:g}+ grey levels brighter than the floor); "
-            "are these OCT B-scans with vitreous in view?")
+            "are these OCT B-scans with vitreous in view?"
+        )
     acf = patch_autocorrelation(patches, patch_size // 2)
-    return NoiseProfile(psd=_spectrum(acf, patch_size // 2, (patch_size, patch_size)), std=float(np.sqrt(acf[0, 0])),
-                        patch_size=int(patch_size), patches=len(patches))
+    return NoiseProfile(
+        psd=_spectrum(acf, patch_size // 2, (patch_size, patch_size)),
+        std=float(np.sqrt(acf[0, 0])),
+        patch_size=int(patch_size),
+        patches=len(patches),
+    )
 
 
 def psd_at(profile: NoiseProfile, shape: tuple[int, int]) -> np.ndarray:

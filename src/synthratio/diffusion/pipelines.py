@@ -98,8 +98,12 @@ def save_lora(pipeline: StableDiffusionPipeline, folder: Path, pretrained: str) 
         )
     unet = pipeline.unet
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    type(pipeline).save_lora_weights(folder, unet_lora_layers=layers, safe_serialization=True,
-                                     unet_lora_adapter_metadata=unet.peft_config["default"].to_dict())
+    type(pipeline).save_lora_weights(
+        folder,
+        unet_lora_layers=layers,
+        safe_serialization=True,
+        unet_lora_adapter_metadata=unet.peft_config["default"].to_dict(),
+    )
     record = {"pretrained": pretrained, "scheduler": json.loads(pipeline.scheduler.to_json_string())}
     (Path(folder) / LORA_FILE).write_text(json.dumps(record, indent=1) + "\n")
 
@@ -128,8 +132,10 @@ def load_pipeline(model_dir: Path, device: torch.device) -> DiffusionPipeline:
     if not index.is_file():
         if (model_dir / LORA_FILE).is_file():
             return load_lora_pipeline(model_dir).to(device)
-        raise FileNotFoundError(f"{model_dir}: no diffusers pipeline there (neither model_index.json nor a LoRA "
-                                f"adapter's {LORA_FILE}); run the finetune stage first")
+        raise FileNotFoundError(
+            f"{model_dir}: no diffusers pipeline there (neither model_index.json nor a LoRA "
+            f"adapter's {LORA_FILE}); run the finetune stage first"
+        )
     class_name = json.loads(index.read_text()).get("_class_name")
     if class_name not in PIPELINES:
         raise ValueError(f"{index}: _class_name={class_name!r}; expected one of {sorted(PIPELINES)}")

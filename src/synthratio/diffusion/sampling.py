@@ -291,12 +291,23 @@ def _sample(
 ) -> Iterator[tuple[int, np.ndarray]]:
     if model.latent:
         return sample_latent_images(
-            model.pipeline, model.sampler, seeds, prompt=prompt, inference_steps=config.inference_steps,
-            guidance_scale=config.guidance_scale, device=device, batch_size=config.batch_size,
+            model.pipeline,
+            model.sampler,
+            seeds,
+            prompt=prompt,
+            inference_steps=config.inference_steps,
+            guidance_scale=config.guidance_scale,
+            device=device,
+            batch_size=config.batch_size,
         )
     return sample_images(
-        model.pipeline.unet, model.sampler, seeds, inference_steps=config.inference_steps, device=device,
-        batch_size=config.batch_size, class_label=model.label,
+        model.pipeline.unet,
+        model.sampler,
+        seeds,
+        inference_steps=config.inference_steps,
+        device=device,
+        batch_size=config.batch_size,
+        class_label=model.label,
     )
 
 

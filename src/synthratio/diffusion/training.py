@@ -232,21 +232,43 @@ def train_diffusion(
     unet, state = _prepare(task, config, accelerator)
     batches = _batch_indices(task.items, config.batch_size, config.steps, state.data_generator)
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    fingerprint = run_fingerprint(config, unet=task.unet, params=state.params, items=task.items, data=task.fingerprint,
-                                  processes=accelerator.num_processes)
+    fingerprint = run_fingerprint(
+        config,
+        unet=task.unet,
+        params=state.params,
+        items=task.items,
+        data=task.fingerprint,
+        processes=accelerator.num_processes,
+    )
     start = load_checkpoint(state, folder, steps=config.steps, fingerprint=fingerprint) if folder is not None else 0
     if accelerator.is_main_process:
         log.info(
             "training %s: %d items, steps %d..%d of batch %d (%d per process), device %s, precision %s, %d process(es)",
-            type(task.unet).__name__, task.items, start, config.steps, config.batch_size,
-            config.batch_size // accelerator.num_processes, accelerator.device, precision, accelerator.num_processes,
+            type(task.unet).__name__,
+            task.items,
+            start,
+            config.steps,
+            config.batch_size,
+            config.batch_size // accelerator.num_processes,
+            accelerator.device,
+            precision,
+            accelerator.num_processes,
         )
         if start and live is not None:
             for loss, lr in zip(state.losses, state.lrs):
                 _log_step(live, loss, lr)
     seconds = _train_steps(
-        unet, task, config, state, batches=batches, share=share, start=start, precision=precision, live=live,
-        checkpoints=folder if config.checkpoint_every > 0 else None, fingerprint=fingerprint,
+        unet,
+        task,
+        config,
+        state,
+        batches=batches,
+        share=share,
+        start=start,
+        precision=precision,
+        live=live,
+        checkpoints=folder if config.checkpoint_every > 0 else None,
+        fingerprint=fingerprint,
     )
 
     trained = accelerator.unwrap_model(unet, keep_fp32_wrapper=False)
@@ -289,8 +311,10 @@ def _prepare(
         raise ValueError(f"finetune: {type(unet).__name__} has no trainable parameters")
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
     lr_scheduler = get_scheduler(
-        DIFFUSERS_LR_SCHEDULES.get(config.lr_schedule, config.lr_schedule), optimizer,
-        num_warmup_steps=config.warmup_steps, num_training_steps=config.steps,
+        DIFFUSERS_LR_SCHEDULES.get(config.lr_schedule, config.lr_schedule),
+        optimizer,
+        num_warmup_steps=config.warmup_steps,
+        num_training_steps=config.steps,
     )
     unet, optimizer = accelerator.prepare(unet, optimizer)
     data_seed, noise_seed = _seeds(config.seed)

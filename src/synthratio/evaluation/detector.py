@@ -49,7 +49,9 @@ def resize_scans(images: np.ndarray, size: int) -> np.ndarray:
     """uint8 (N, H, W) scans at size x size (PIL Lanczos, as prepare resizes); unchanged when already so."""
     if images.shape[1:] == (size, size):
         return np.asarray(images)
-    return np.stack([np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS)) for image in images])
+    return np.stack(
+        [np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS)) for image in images]
+    )
 
 
 def _balanced(
@@ -60,7 +62,9 @@ def _balanced(
     n = min(len(real), len(synthetic))
     if n == 0:
         raise ValueError(f"detector {part} part has {len(real)} real and {len(synthetic)} synthetic scans; needs both")
-    real_rows, synthetic_rows = (np.sort(rng.choice(len(images), size=n, replace=False)) for images in (real, synthetic))
+    real_rows, synthetic_rows = (
+        np.sort(rng.choice(len(images), size=n, replace=False)) for images in (real, synthetic)
+    )
     images = np.concatenate([real[real_rows], synthetic[synthetic_rows]])
     scans = LabelledImages(images=images, labels=np.repeat(np.array([REAL, SYNTHETIC], dtype=np.int64), n))
     return scans, real_rows, synthetic_rows
@@ -87,7 +91,9 @@ def detector_splits(
     n_val, n_test = (min(len(part), len(synthetic) // 4) for part in real_parts[1:])
     order = rng.permutation(len(synthetic))
     synthetic_parts = (
-        synthetic[order[n_val + n_test :]], synthetic[order[:n_val]], synthetic[order[n_val : n_val + n_test]]
+        synthetic[order[n_val + n_test :]],
+        synthetic[order[:n_val]],
+        synthetic[order[n_val : n_val + n_test]],
     )
     (train, _, _), (val, _, _), (test, test_real, test_synthetic) = (
         _balanced(r, s, rng, name) for r, s, name in zip(real_parts, synthetic_parts, ("train", "val", "test"))
@@ -114,19 +120,28 @@ def detect_synthetic(
     class, resized alike to image_size; AUROC (with a `confidence` interval from `bootstrap` resamples of
     test patients and synthetic scans) and accuracy on the held-out test part."""
     parts = detector_splits(
-        *(resize_scans(images, image_size) for images in (real_train, real_heldout)), heldout_groups,
-        synthetic=resize_scans(synthetic, image_size), seed=seed,
-    )  # fmt: skip
+        *(resize_scans(images, image_size) for images in (real_train, real_heldout)),
+        heldout_groups,
+        synthetic=resize_scans(synthetic, image_size),
+        seed=seed,
+    )
     train, val, test = parts.train, parts.val, parts.test
     config = ClassifierConfig(
-        arch="simple_cnn", image_size=image_size, batch_size=DETECTOR_BATCH_SIZE, epochs=epochs,
-        learning_rate=DETECTOR_LEARNING_RATE, weight_decay=DETECTOR_WEIGHT_DECAY,
-    )  # fmt: skip
+        arch="simple_cnn",
+        image_size=image_size,
+        batch_size=DETECTOR_BATCH_SIZE,
+        epochs=epochs,
+        learning_rate=DETECTOR_LEARNING_RATE,
+        weight_decay=DETECTOR_WEIGHT_DECAY,
+    )
     result = train_classifier(train, val, config, seed=seed, device=device)  # a plain classifier: no mixing
     probs = predict_proba(result.model, test.images, device)
     p_synthetic = probs[:, SYNTHETIC]
     runs = Runs(probs=probs[None], labels=test.labels, patients=parts.test_units, positive=SYNTHETIC)
-    low, high = interval(inference_bootstrap(runs, "auroc", cluster_draws(parts.test_units, 1, bootstrap, seed, strata=test.labels)), confidence)
+    low, high = interval(
+        inference_bootstrap(runs, "auroc", cluster_draws(parts.test_units, 1, bootstrap, seed, strata=test.labels)),
+        confidence,
+    )
     return DetectorResult(
         auroc=float(roc_auc_score(test.labels == SYNTHETIC, p_synthetic)),
         auroc_ci_low=low,

@@ -16,7 +16,9 @@ from synthratio.evaluation.halves import patient_halves
 from synthratio.evaluation.manifold import MANIFOLD_KEYS, precision_recall_density_coverage
 
 KID_SUBSETS = 100  # random subsets KID averages over (clean-fid's default)
-DISTANCE_KEYS = tuple(f"{key}{suffix}" for suffix in ("", "_floor", "_floor_sd") for key in ("fid", "kid", *MANIFOLD_KEYS))
+DISTANCE_KEYS = tuple(
+    f"{key}{suffix}" for suffix in ("", "_floor", "_floor_sd") for key in ("fid", "kid", *MANIFOLD_KEYS)
+)
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
@@ -63,8 +65,14 @@ def distance_pair(x: np.ndarray, y: np.ndarray, *, kid_subset_size: int, seed: i
 
 
 def feature_distances(
-    synthetic: np.ndarray, real: np.ndarray, groups: np.ndarray, *, kid_subset_size: int, seed: int = 0,
-    nearest_k: int = 5, splits: int = 1,
+    synthetic: np.ndarray,
+    real: np.ndarray,
+    groups: np.ndarray,
+    *,
+    kid_subset_size: int,
+    seed: int = 0,
+    nearest_k: int = 5,
+    splits: int = 1,
 ) -> dict[str, float]:
     """Synthetic-vs-real distances and the real-vs-real floor, in one feature space, averaged over `splits`
     patient-disjoint halvings of the real rows (`groups`: each real row's patient).
@@ -78,7 +86,8 @@ def feature_distances(
     """
     if synthetic.ndim != 2 or real.ndim != 2 or synthetic.shape[1] != real.shape[1]:
         raise ValueError(
-            f"feature arrays of shapes {synthetic.shape} (synthetic) and {real.shape} (real); expected (N, D) and (M, D)"
+            f"feature arrays of shapes {synthetic.shape} (synthetic) and {real.shape} (real); "
+            "expected (N, D) and (M, D)"
         )
     if len(real) < 4 or len(synthetic) < 2:
         raise ValueError(
@@ -92,7 +101,9 @@ def feature_distances(
     halvings = [patient_halves(groups, np.random.default_rng([seed, j])) for j in range(splits)]
     n_compared = min(len(synthetic), *(min(len(a), len(b)) for a, b in halvings))
     if n_compared < 2:
-        raise ValueError(f"a patient-disjoint half holds {n_compared} real row(s); a covariance needs two (more held-out patients)")
+        raise ValueError(
+            f"a patient-disjoint half holds {n_compared} real row(s); a covariance needs two (more held-out patients)"
+        )
     k = min(nearest_k, n_compared - 1)
     versus, floor = [], []
     for j, (reference_rows, rest) in enumerate(halvings):

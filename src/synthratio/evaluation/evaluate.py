@@ -12,10 +12,10 @@ scans:
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -26,8 +26,8 @@ from synthratio.config import EvaluateConfig
 from synthratio.data.prepared import load_prepared
 from synthratio.evaluation.detector import detect_synthetic, resize_scans
 from synthratio.evaluation.distances import DISTANCE_KEYS, feature_distances
-from synthratio.evaluation.halves import patient_halves
 from synthratio.evaluation.features import FeatureFn, file_features, inception_available, read_scans, write_png_folder
+from synthratio.evaluation.halves import patient_halves
 from synthratio.evaluation.memorization import Memorization, memorization, pixel_rows, save_memorization_grid
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,9 @@ def _check_inputs(synthetic: np.ndarray, files: Sequence[Path], real: RealScans)
         )
     for name, images in (("held-out", real.heldout), ("training", real.train)):
         if images.dtype != np.uint8 or images.ndim != 3:
-            raise ValueError(f"{name} real scans: {images.dtype} array of shape {images.shape}; expected uint8 (N, H, W)")
+            raise ValueError(
+                f"{name} real scans: {images.dtype} array of shape {images.shape}; expected uint8 (N, H, W)"
+            )
     size = real.heldout.shape[1:]
     if synthetic.shape[1:] != size or real.train.shape[1:] != size:
         raise ValueError(
@@ -71,8 +73,13 @@ def _check_inputs(synthetic: np.ndarray, files: Sequence[Path], real: RealScans)
 
 
 def _distance_metrics(
-    synthetic_files: Sequence[Path], real_files: Sequence[Path], groups: np.ndarray, spaces: dict[str, FeatureFn], *,
-    device: torch.device, config: EvaluateConfig,
+    synthetic_files: Sequence[Path],
+    real_files: Sequence[Path],
+    groups: np.ndarray,
+    spaces: dict[str, FeatureFn],
+    *,
+    device: torch.device,
+    config: EvaluateConfig,
 ) -> tuple[dict[str, float | int], tuple[np.ndarray, np.ndarray]]:
     """{space}_{DISTANCE_KEYS} of every feature space, with the sizes feature_distances compared (the same in
     every space: n_synthetic, n_real_half, n_compared, nearest_k, floor_splits); and the domain space's
@@ -81,17 +88,25 @@ def _distance_metrics(
     computed: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for space, fn in spaces.items():
         extract = partial(
-            file_features, feature_fn=fn, device=device, batch_size=config.batch_size, workers=config.workers,
+            file_features,
+            feature_fn=fn,
+            device=device,
+            batch_size=config.batch_size,
+            workers=config.workers,
             inception_resize=space == "inception",
-        )  # fmt: skip
+        )
         computed[space] = (
             extract(synthetic_files, name=f"{space} features, synthetic"),
             extract(real_files, name=f"{space} features, real"),
         )
         distances = feature_distances(
-            *computed[space], groups, kid_subset_size=config.kid_subset_size, seed=config.seed,
-            nearest_k=config.nearest_k, splits=config.floor_splits,
-        )  # fmt: skip
+            *computed[space],
+            groups,
+            kid_subset_size=config.kid_subset_size,
+            seed=config.seed,
+            nearest_k=config.nearest_k,
+            splits=config.floor_splits,
+        )
         metrics.update({f"{space}_{key}": distances[key] for key in DISTANCE_KEYS})
     sizes = ("n_synthetic", "n_real_half", "n_compared", "nearest_k", "floor_splits")
     metrics.update({key: distances[key] for key in sizes})
@@ -99,16 +114,27 @@ def _distance_metrics(
 
 
 def _memorization_metrics(
-    synthetic: np.ndarray, real: RealScans, domain: tuple[np.ndarray, np.ndarray], train_files: Sequence[Path],
-    feature_fn: FeatureFn, *, device: torch.device, config: EvaluateConfig, plot: Path | None,
+    synthetic: np.ndarray,
+    real: RealScans,
+    domain: tuple[np.ndarray, np.ndarray],
+    train_files: Sequence[Path],
+    feature_fn: FeatureFn,
+    *,
+    device: torch.device,
+    config: EvaluateConfig,
+    plot: Path | None,
 ) -> dict[str, float | int]:
     """memorized_share_{space}{,_floor,_p} and memorized_threshold_{space} in domain features (space
     "features"; `domain`: the synthetic and held-out features, the training scans' extracted here) and in
     "pixels", and memorized_pixel_size; the figure of the closest pairs to `plot` when given."""
     train_features = file_features(
-        train_files, feature_fn, device, batch_size=config.batch_size, workers=config.workers,
+        train_files,
+        feature_fn,
+        device,
+        batch_size=config.batch_size,
+        workers=config.workers,
         name="domain features, real training",
-    )  # fmt: skip
+    )
     # the held-out halves of distances' first halving
     reference, floor = patient_halves(real.heldout_groups, np.random.default_rng([config.seed, 0]))
     # Pixel distances at a capped size: the exact search costs a multiply-add per pixel of every pair, and a
@@ -118,20 +144,32 @@ def _memorization_metrics(
     metrics: dict[str, float | int] = {}
     copies: dict[str, Memorization] = {}
     for space, (fake, heldout, train) in {"features": (*domain, train_features), "pixels": pixels}.items():
-        copies[space] = memorization(fake, real_reference=heldout[reference], real_floor=heldout[floor], train=train,
-                                     quantile=config.memorization_quantile, device=device)
+        copies[space] = memorization(
+            fake,
+            real_reference=heldout[reference],
+            real_floor=heldout[floor],
+            train=train,
+            quantile=config.memorization_quantile,
+            device=device,
+        )
         found = copies[space]
-        metrics.update({
-            f"memorized_share_{space}": found.share,
-            f"memorized_share_{space}_floor": found.share_floor,
-            # one-sided exact binomial test of "no more than the quantile's share are this close" (the threshold
-            # is itself a quantile of len(reference) distances, so read p as a screen, not to three digits)
-            f"memorized_share_{space}_p": float(binomtest(
-                int((found.nearest.distance <= found.threshold).sum()), len(fake), config.memorization_quantile,
-                alternative="greater",
-            ).pvalue),
-            f"memorized_threshold_{space}": found.threshold,
-        })  # fmt: skip
+        metrics.update(
+            {
+                f"memorized_share_{space}": found.share,
+                f"memorized_share_{space}_floor": found.share_floor,
+                # one-sided exact binomial test of "no more than the quantile's share are this close" (the threshold
+                # is itself a quantile of len(reference) distances, so read p as a screen, not to three digits)
+                f"memorized_share_{space}_p": float(
+                    binomtest(
+                        int((found.nearest.distance <= found.threshold).sum()),
+                        len(fake),
+                        config.memorization_quantile,
+                        alternative="greater",
+                    ).pvalue
+                ),
+                f"memorized_threshold_{space}": found.threshold,
+            }
+        )
     if plot is not None:
         save_memorization_grid(synthetic, real.train, copies, path=plot)
     metrics["memorized_pixel_size"] = pixel_size
@@ -143,10 +181,17 @@ def _detector_metrics(
 ) -> dict[str, float | int]:
     """detector_{auroc,auroc_ci_low,auroc_ci_high,accuracy,n_train,n_val,n_test} (detector.py)."""
     detector = detect_synthetic(
-        real.train, real.heldout, real.heldout_groups, synthetic=synthetic, image_size=config.detector_image_size,
-        epochs=config.detector_epochs, seed=config.seed, device=device, bootstrap=config.bootstrap,
+        real.train,
+        real.heldout,
+        real.heldout_groups,
+        synthetic=synthetic,
+        image_size=config.detector_image_size,
+        epochs=config.detector_epochs,
+        seed=config.seed,
+        device=device,
+        bootstrap=config.bootstrap,
         confidence=confidence,
-    )  # fmt: skip
+    )
     return {
         "detector_auroc": detector.auroc,
         "detector_auroc_ci_low": detector.auroc_ci_low,
@@ -187,8 +232,13 @@ def evaluate_synthetic(
     train_files = write_png_folder(real.train, workdir / "train")
     logger.info(
         "evaluating %d synthetic scans (%dx%d px) against %d held-out and %d training real scans on %s",
-        len(synthetic), synthetic.shape[2], synthetic.shape[1], len(real.heldout), len(real.train), device,
-    )  # fmt: skip
+        len(synthetic),
+        synthetic.shape[2],
+        synthetic.shape[1],
+        len(real.heldout),
+        len(real.train),
+        device,
+    )
 
     spaces: dict[str, FeatureFn] = {"domain": feature_fn}
     use_inception = inception_available(config.inception_weights)
@@ -198,17 +248,26 @@ def evaluate_synthetic(
     distances, domain = _distance_metrics(
         synthetic_files, real_files, real.heldout_groups, spaces, device=device, config=config
     )
-    memorized = _memorization_metrics(synthetic, real, domain, train_files, feature_fn, device=device, config=config,
-                                      plot=memorization_plot)
+    memorized = _memorization_metrics(
+        synthetic, real, domain, train_files, feature_fn, device=device, config=config, plot=memorization_plot
+    )
     detector = _detector_metrics(synthetic, real, device=device, config=config, confidence=confidence)
     metrics: dict[str, float | int | bool] = {
-        **distances, **memorized, **detector, "n_real": len(real.heldout), "n_real_train": len(real.train),
-        "inception": use_inception, "few_images": distances["n_compared"] < config.min_images,
-    }  # fmt: skip
+        **distances,
+        **memorized,
+        **detector,
+        "n_real": len(real.heldout),
+        "n_real_train": len(real.train),
+        "inception": use_inception,
+        "few_images": distances["n_compared"] < config.min_images,
+    }
     if metrics["few_images"]:
         logger.warning(
             "FID/KID compare sets of %d scans (from %d synthetic and %d real), fewer than evaluate.min_images=%d: "
             "FID is biased and unstable at this size",
-            distances["n_compared"], distances["n_synthetic"], len(real.heldout), config.min_images,
-        )  # fmt: skip
+            distances["n_compared"],
+            distances["n_synthetic"],
+            len(real.heldout),
+            config.min_images,
+        )
     return metrics

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -79,9 +79,13 @@ def read_scans(files: Sequence[Path], name: str) -> np.ndarray:
     missing = [Path(f) for f in files if not Path(f).is_file()]
     if missing and len(missing) == len(files):
         folders = sorted({str(f.parent) for f in missing})
-        raise FileNotFoundError(f"{name}: {', '.join(folders)} holds none of the {len(files)} listed images, e.g. {missing[0].name}")
+        raise FileNotFoundError(
+            f"{name}: {', '.join(folders)} holds none of the {len(files)} listed images, e.g. {missing[0].name}"
+        )
     if missing:
-        raise FileNotFoundError(f"{name}: {len(missing)} of {len(files)} listed images missing, e.g. {[str(f) for f in missing[:3]]}")
+        raise FileNotFoundError(
+            f"{name}: {len(missing)} of {len(files)} listed images missing, e.g. {[str(f) for f in missing[:3]]}"
+        )
     check_one_size(files, name)
     scans = []
     for file in files:

@@ -34,9 +34,13 @@ def precision_recall_density_coverage(real: np.ndarray, fake: np.ndarray, k: int
     real = np.asarray(real, dtype=np.float64)
     fake = np.asarray(fake, dtype=np.float64)
     if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
-        raise ValueError(f"feature arrays of shapes {real.shape} (real) and {fake.shape} (fake); expected (N, D) and (M, D)")
+        raise ValueError(
+            f"feature arrays of shapes {real.shape} (real) and {fake.shape} (fake); expected (N, D) and (M, D)"
+        )
     if not 1 <= k < min(len(real), len(fake)):
-        raise ValueError(f"k={k} nearest neighbours with {len(real)} real and {len(fake)} fake rows; expected 1 <= k < both counts")
+        raise ValueError(
+            f"k={k} nearest neighbours with {len(real)} real and {len(fake)} fake rows; expected 1 <= k < both counts"
+        )
     real_radii = knn_radii(real, k)
     fake_radii = knn_radii(fake, k)
     between = pairwise_distances(real, fake)  # (N, M)

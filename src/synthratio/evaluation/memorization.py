@@ -24,6 +24,7 @@ import torch  # noqa: E402
 from synthratio.runtime import write_atomically  # noqa: E402
 
 GRID_PAIRS = 8  # closest synthetic/train pairs shown per space in the figure
+CPU = torch.device("cpu")
 CHUNK_BYTES = 64 * 2**20  # float64 bytes of one block of rows while searching nearest neighbours
 
 
@@ -44,12 +45,17 @@ def pixel_rows(images: np.ndarray) -> np.ndarray:
 def _blocks(rows: np.ndarray, size: int, device: torch.device):
     """(first row, float64 tensor on `device`, squared norms) of consecutive blocks of `size` rows."""
     for start in range(0, len(rows), size):
-        block = torch.from_numpy(np.array(rows[start : start + size])).to(device, torch.float64)  # a copy: inputs may be read-only
+        block = torch.from_numpy(np.array(rows[start : start + size])).to(
+            device, torch.float64
+        )  # a copy: inputs may be read-only
         yield start, block, torch.linalg.vector_norm(block, dim=1).square()  # no block-sized temporary
 
 
 def nearest_rows(
-    query: np.ndarray, reference: np.ndarray, *, device: torch.device = torch.device("cpu"),
+    query: np.ndarray,
+    reference: np.ndarray,
+    *,
+    device: torch.device = CPU,
     chunk_bytes: int = CHUNK_BYTES,
 ) -> Nearest:
     """Each query row's nearest reference row (Euclidean), exact, converting blocks to float64 on `device` one
@@ -83,8 +89,13 @@ class Memorization:
 
 
 def memorization(
-    synthetic: np.ndarray, *, real_reference: np.ndarray, real_floor: np.ndarray, train: np.ndarray, quantile: float,
-    device: torch.device = torch.device("cpu"),
+    synthetic: np.ndarray,
+    *,
+    real_reference: np.ndarray,
+    real_floor: np.ndarray,
+    train: np.ndarray,
+    quantile: float,
+    device: torch.device = CPU,
 ) -> Memorization:
     """Memorized share of synthetic rows against the training rows, in one space (all (N, D) arrays), with the
     nearest-neighbour search on `device`.
@@ -94,7 +105,12 @@ def memorization(
     """
     if not 0 < quantile < 1:
         raise ValueError(f"quantile={quantile}; expected a fraction in (0, 1)")
-    for name, rows in (("synthetic", synthetic), ("real_reference", real_reference), ("real_floor", real_floor), ("train", train)):
+    for name, rows in (
+        ("synthetic", synthetic),
+        ("real_reference", real_reference),
+        ("real_floor", real_floor),
+        ("train", train),
+    ):
         if rows.ndim != 2 or len(rows) == 0 or rows.shape[1] != train.shape[1]:
             raise ValueError(f"{name} rows of shape {rows.shape}; expected (N >= 1, {train.shape[1]}) like train")
     # one pass over train
@@ -121,13 +137,16 @@ def save_memorization_grid(
     for panel, (space, result) in zip(np.atleast_1d(fig.subfigures(len(spaces), 1)), spaces.items()):
         panel.suptitle(
             f"{space}: threshold {result.threshold:.3g}, memorized {result.share:.1%} of synthetic "
-            f"({result.share_floor:.1%} of unseen real)", fontsize=9,
-        )  # fmt: skip
+            f"({result.share_floor:.1%} of unseen real)",
+            fontsize=9,
+        )
         axes = panel.subplots(2, pairs, squeeze=False)
         for col, row in enumerate(np.argsort(result.nearest.distance, kind="stable")[:pairs]):
             distance = result.nearest.distance[row]
             axes[0, col].imshow(synthetic[row], cmap="gray", vmin=0, vmax=255)
-            axes[0, col].set_title(f"d={distance:.3g}", fontsize=7, color="tab:red" if distance <= result.threshold else "black")
+            axes[0, col].set_title(
+                f"d={distance:.3g}", fontsize=7, color="tab:red" if distance <= result.threshold else "black"
+            )
             axes[1, col].imshow(train[result.nearest.index[row]], cmap="gray", vmin=0, vmax=255)
         for ax in axes.flat:
             ax.set_xticks([])
