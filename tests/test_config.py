@@ -52,7 +52,8 @@ def test_repository_params_load():
             "finetune",
             "beta_schedule",
             "pretrained",
-            r"one of \[.*'squaredcos_cap_v2'\] for the pixel backend \('pretrained', the pretrained scheduler's own, is for the latent",
+            r"one of \[.*'squaredcos_cap_v2'\] for the pixel backend "
+            r"\('pretrained', the pretrained scheduler's own, is for the latent",
         ),
         ("finetune", "prediction_type", "pretrained", r"one of \['epsilon', 'v_prediction'\] for the pixel backend"),
         (
@@ -106,7 +107,8 @@ def test_missing_key_and_missing_file(raw_params, tmp_path):
     del raw_params["generate"]["sampler"]
     with pytest.raises(
         ParamsError,
-        match=r"^params.yaml: generate.sampler is missing; expected one of \['ddim', 'ddpm', 'dpmsolver\+\+', 'euler', 'unipc'\]$",
+        match=r"^params.yaml: generate.sampler is missing; "
+        r"expected one of \['ddim', 'ddpm', 'dpmsolver\+\+', 'euler', 'unipc'\]$",
     ):
         params_from_dict(raw_params)
     with pytest.raises(ParamsError, match="no such params file"):
@@ -163,7 +165,8 @@ def test_check_command_applies_dvc_overrides_and_reports_bad_ones(raw_params, tm
     assert done.stderr.splitlines() == [
         "error: params.yaml: -S finetune.step=300: unknown key, did you mean 'finetune.steps'?",
         "error: params.yaml: generate.num_images=-8; expected a positive number",
-        "error: params.yaml: finetune.steps=-1; expected a positive number (with -S generate.num_images=-8 -S finetune.steps=-1)",
+        "error: params.yaml: finetune.steps=-1; expected a positive number "
+        "(with -S generate.num_images=-8 -S finetune.steps=-1)",
         "error: params.yaml: finetune.warmup_steps=0; expected fewer than finetune.steps (-1) "
         "(with -S generate.num_images=-8 -S finetune.steps=-1)",
     ]

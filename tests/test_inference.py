@@ -70,9 +70,10 @@ def test_interval_widens_when_a_patient_brings_many_copies_of_one_scan():
     one-scan interval, a scan-level bootstrap would shrink it by about sqrt(5)."""
     hits = np.random.default_rng(4).random((1, 200)) < 0.7
     copies = np.repeat(hits, 5, axis=1)
-    width = lambda runs: np.subtract(
-        *interval(bootstrap(runs, "accuracy", cluster_draws(runs.patients, 1, 2000, 0)), 0.95)[::-1]
-    )  # noqa: E731
+
+    def width(runs: Runs) -> float:
+        return np.subtract(*interval(bootstrap(runs, "accuracy", cluster_draws(runs.patients, 1, 2000, 0)), 0.95)[::-1])
+
     one_each = width(runs_from_hits(hits))
     by_patient = width(runs_from_hits(copies, patients=np.repeat(np.arange(200), 5)))
     by_scan = width(runs_from_hits(copies))
@@ -139,7 +140,10 @@ def test_permutation_p_of_equal_runs_is_one_and_of_a_clear_auroc_gain_is_small()
     labels = np.tile([0, 1], 40)
     sharp = np.where(labels == 0, 0.9, 0.1)[None] + rng.normal(0, 0.05, (1, 80))
     vague = np.where(labels == 0, 0.55, 0.45)[None] + rng.normal(0, 0.2, (1, 80))
-    as_runs = lambda p0: Runs(probs=np.stack([p0, 1 - p0], 2).clip(0, 1), labels=labels, patients=np.arange(80))  # noqa: E731
+
+    def as_runs(p0: np.ndarray) -> Runs:
+        return Runs(probs=np.stack([p0, 1 - p0], 2).clip(0, 1), labels=labels, patients=np.arange(80))
+
     assert paired_permutation_p(as_runs(sharp), as_runs(vague), "auroc", 1000, seed=0) < 0.01
 
 
@@ -152,7 +156,8 @@ def test_holm_adjusts_step_down():
 
 
 def test_runs_refuse_shapes_that_do_not_pair_probs_labels_and_patients():
-    for probs, labels, patients in [(np.zeros((2, 3, 2)), np.zeros(4, int), np.arange(4)), (np.zeros((2, 4, 2)), np.zeros(4, int), np.arange(3)),
+    for probs, labels, patients in [(np.zeros((2, 3, 2)), np.zeros(4, int), np.arange(4)),
+                                    (np.zeros((2, 4, 2)), np.zeros(4, int), np.arange(3)),
                                     (np.zeros((4, 2)), np.zeros(4, int), np.arange(4))]:  # fmt: skip
         with pytest.raises(
             ValueError, match=r"expected \(seeds, scans, classes\) with one label and one patient per scan"
@@ -307,7 +312,10 @@ def test_exact_permutation_p_matches_swapping_every_patients_predictions(metric:
     patients = np.array([0, 0, 1, 2, 2, 2, 3, 4, 4, 5, 6, 6])
     labels = np.array([0, 1, 1, 0, 1, 0, 1, 0, 0, 1, 1, 0])
     a, b = rng.random((2, 12)), rng.random((2, 12))
-    as_runs = lambda p0: Runs(probs=np.stack([p0, 1 - p0], axis=2), labels=labels, patients=patients)  # noqa: E731
+
+    def as_runs(p0: np.ndarray) -> Runs:
+        return Runs(probs=np.stack([p0, 1 - p0], axis=2), labels=labels, patients=patients)
+
     expected = brute_force_p(as_runs(a), as_runs(b), metric)
     assert paired_permutation_p(as_runs(a), as_runs(b), metric, permutations=10, seed=0) == pytest.approx(expected)
     assert paired_permutation_p(as_runs(a), as_runs(b), metric, permutations=10, seed=0, chunk=5) == pytest.approx(

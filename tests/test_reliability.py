@@ -82,7 +82,10 @@ def run_killed(project: Path, tmp: Path, stage: str, script: str, pattern: str, 
 
 
 def rerun(project: Path, stage: str, env: dict[str, str] | None = None) -> None:
-    """Run `stage` again for real (-f: a plain repro may restore the reference run's identical outputs from the cache)."""
+    """Run `stage` again for real.
+
+    -f: a plain repro may restore the reference run's identical outputs from the cache.
+    """
     output = run(["dvc", "repro", "-f", "-s", stage], project, env=env).stdout
     assert ran_stages(output) == [stage], output
 
@@ -291,6 +294,11 @@ def test_bad_params_stop_a_stage_before_any_work(tmp_path, script, args, section
 UNSAFE = "unsafe loading"
 
 
+def passes_literal(keywords: dict[str, ast.expr], key: str, value: bool) -> bool:
+    """Whether a call's keywords set `key` to the literal `value` (True or False)."""
+    return isinstance(keywords.get(key), ast.Constant) and keywords[key].value is value
+
+
 def unsafe_calls(tree: ast.AST) -> list[tuple[int, str]]:
     """Calls that could unpickle code: torch.load without weights_only=True, pickle loads, np.load with
     allow_pickle=True, saving weights without safetensors, accelerate's pickled custom checkpoints."""
@@ -306,19 +314,12 @@ def unsafe_calls(tree: ast.AST) -> list[tuple[int, str]]:
             continue
         name = ast.unparse(node.func)
         keywords = {k.arg: k.value for k in node.keywords}
-
-        def is_true(key: str) -> bool:
-            return isinstance(keywords.get(key), ast.Constant) and keywords[key].value is True
-
-        def is_false(key: str) -> bool:
-            return isinstance(keywords.get(key), ast.Constant) and keywords[key].value is False
-
         if (
-            (name == "torch.load" and not is_true("weights_only"))
+            (name == "torch.load" and not passes_literal(keywords, "weights_only", True))
             or name in ("pickle.load", "pickle.loads")
-            or (name.endswith("load") and is_true("allow_pickle"))
-            or is_false("safe_serialization")
-            or is_false("use_safetensors")
+            or (name.endswith("load") and passes_literal(keywords, "allow_pickle", True))
+            or passes_literal(keywords, "safe_serialization", False)
+            or passes_literal(keywords, "use_safetensors", False)
             or name.endswith("register_for_checkpointing")
         ):
             found.append((node.lineno, ast.unparse(node)[:120]))

@@ -35,8 +35,9 @@ def arm(hits: np.ndarray, keep: int = 100, ratio: int = 0, share: float = 0.0) -
     p_true = np.where(hits, 0.9, 0.1)
     p0 = np.where(labels == 0, p_true, 1 - p_true)
     runs = Runs(probs=np.stack([p0, 1 - p0], axis=2), labels=labels, patients=np.arange(hits.shape[1]) // 2)
-    rows = pd.DataFrame([dict(ratio=ratio, seed=s, keep=keep, accuracy=h.mean(), f1=h.mean(), precision=0.9, recall=0.9, auroc=0.95,
-                              log_loss=0.3, ece=0.05, synthetic_share=share, real_scans_of_class=100) for s, h in enumerate(hits)])  # fmt: skip
+    rows = pd.DataFrame([dict(ratio=ratio, seed=s, keep=keep, accuracy=h.mean(), f1=h.mean(), precision=0.9, recall=0.9,
+                              auroc=0.95, log_loss=0.3, ece=0.05, synthetic_share=share, real_scans_of_class=100)
+                         for s, h in enumerate(hits)])  # fmt: skip
     return Arm(runs=runs, metrics=rows)
 
 
@@ -150,7 +151,8 @@ def test_the_headline_keeps_six_decimals_of_every_margin_and_bound():
     arms = {(0, 100): arm(three), (50, 100): arm(paired(three, lost=4, gained=1), ratio=50)}
     summary, table = summarize(families("replace", arms, [100], [50]), CONFIG, "replace")
     row, block = table.set_index("x").loc[50], summary["keep100"]
-    for figure, value in ((block["resolvable_margin"], row["half_width"]), (block["test_set_margin"], row["test_half_width"]),
+    for figure, value in ((block["resolvable_margin"], row["half_width"]),
+                          (block["test_set_margin"], row["test_half_width"]),
                           (block["lower"]["50"], row["delta_lower"])):  # fmt: skip
         assert value != round(value, 6)  # more decimals than the headline keeps
         assert figure == round(value, 6)
@@ -243,13 +245,17 @@ def test_the_decision_metric_is_a_param_away(metric: str):
 # --- what the report prints: fixed tables in, exact text out ---
 
 BLOCK = {"r_max": 25, "r_max_shown": 25, "stopped_at": 100, "stop": "inferior", "resolvable_margin": 0.0123,
-         "test_set_margin": 0.0081, "accuracy": {"0": 0.9, "100": 0.85, "25": 0.8964}, "log_loss": {"0": 0.3}, "lower": {"25": -0.01}}  # fmt: skip
+         "test_set_margin": 0.0081, "accuracy": {"0": 0.9, "100": 0.85, "25": 0.8964}, "log_loss": {"0": 0.3},
+         "lower": {"25": -0.01}}  # fmt: skip
 SYNTHETIC = {
-    25: {"domain_fid": 4.5, "domain_fid_floor": 2.25, "detector_auroc": 0.71, "detector_auroc_ci_low": 0.6, "detector_auroc_ci_high": 0.8,
+    25: {"domain_fid": 4.5, "domain_fid_floor": 2.25,
+         "detector_auroc": 0.71, "detector_auroc_ci_low": 0.6, "detector_auroc_ci_high": 0.8,
          "memorized_share_features": 0.125, "memorized_share_features_floor": 0.05},
-    100: {"domain_fid": 3.0, "domain_fid_floor": 2.5, "domain_fid_floor_sd": 0.4, "domain_recall": 0.5, "domain_recall_floor": 0.75,
-          "domain_precision": 0.875, "domain_precision_floor": 0.9, "domain_coverage": 0.625, "domain_coverage_floor": 0.8,
-          "domain_coverage_floor_sd": 0.05, "detector_auroc": 0.55, "detector_auroc_ci_low": 0.45, "detector_auroc_ci_high": 0.65,
+    100: {"domain_fid": 3.0, "domain_fid_floor": 2.5, "domain_fid_floor_sd": 0.4,
+          "domain_recall": 0.5, "domain_recall_floor": 0.75,
+          "domain_precision": 0.875, "domain_precision_floor": 0.9,
+          "domain_coverage": 0.625, "domain_coverage_floor": 0.8, "domain_coverage_floor_sd": 0.05,
+          "detector_auroc": 0.55, "detector_auroc_ci_low": 0.45, "detector_auroc_ci_high": 0.65,
           "memorized_share_features": 0.0625, "memorized_share_features_floor": 0.0625},
 }  # fmt: skip
 
@@ -258,11 +264,13 @@ SYNTHETIC = {
     ("changes", "sentence"),
     [
         ({"stop": "none", "stopped_at": None, "r_max": 100},
-         "keep100: R_max = 100%: every R tested is non-inferior to R=0 (one-sided 95% lower bound of the paired accuracy difference above -0.02)."),
-        ({}, "keep100: R_max = 25%: R=100% is shown to cost more than 0.02 (one-sided 95% lower bound of the paired accuracy "
-             "difference above -0.02 for every R up to 25%)."),
+         "keep100: R_max = 100%: every R tested is non-inferior to R=0 (one-sided 95% lower bound of the paired "
+         "accuracy difference above -0.02)."),
+        ({}, "keep100: R_max = 25%: R=100% is shown to cost more than 0.02 (one-sided 95% lower bound of the paired "
+             "accuracy difference above -0.02 for every R up to 25%)."),
         ({"stop": "inconclusive", "r_max": None, "r_max_shown": 0, "stopped_at": 25},
-         "keep100: R_max not determined at margin 0.02: R=25% is inconclusive. These runs resolve margins of about 0.012 or more; "
+         "keep100: R_max not determined at margin 0.02: R=25% is inconclusive. "
+         "These runs resolve margins of about 0.012 or more; "
          "the test set alone, seeds held fixed, 0.008 (more seeds narrow the difference). Non-inferior up to R=0%."),
     ],
 )  # fmt: skip
@@ -276,12 +284,12 @@ def test_terminal_summary_lists_verdicts_accuracy_by_r_and_each_cohorts_scans():
         "R_max: largest R shown non-inferior to R=0 on accuracy at margin 0.02 (95% one-sided):",
         "  " + verdict_sentence("keep100", BLOCK, "accuracy", 0.02, 0.95),
         "    accuracy by R: R=0 0.900, R=25 0.896, R=100 0.850",
-        "  synthetic scans, cohort keep 100: domain FID 3 (real floor 2.5), detector AUROC 0.55 (0.45-0.65; 0.5 = indistinguishable), "
-        "memorized 0.06 (real 0.06)",
-        "  synthetic scans, cohort keep 25: domain FID 4.5 (real floor 2.25), detector AUROC 0.71 (0.60-0.80; 0.5 = indistinguishable), "
-        "memorized 0.12 (real 0.05)",
-        "Report: plots/report.md; figures: plots/accuracy_vs_ratio.png, plots/samples_keep_*.png; every curve: dvc plots show "
-        "(dvc_plots/index.html, works offline)",
+        "  synthetic scans, cohort keep 100: domain FID 3 (real floor 2.5), "
+        "detector AUROC 0.55 (0.45-0.65; 0.5 = indistinguishable), memorized 0.06 (real 0.06)",
+        "  synthetic scans, cohort keep 25: domain FID 4.5 (real floor 2.25), "
+        "detector AUROC 0.71 (0.60-0.80; 0.5 = indistinguishable), memorized 0.12 (real 0.05)",
+        "Report: plots/report.md; figures: plots/accuracy_vs_ratio.png, plots/samples_keep_*.png; "
+        "every curve: dvc plots show (dvc_plots/index.html, works offline)",
     ]  # fmt: skip
     assert headline({**summary, "keep100": {**BLOCK, "n_test": 10}}) == {
         "metric": "accuracy",
@@ -298,20 +306,28 @@ def test_markdown_report_prints_every_figure_of_the_table():
     tested = dict(delta=-0.025, delta_lower=-0.04, delta_upper=-0.01, verdict="inconclusive", p=0.0123, p_holm=0.0246)
     table = pd.DataFrame([
         {**row, "family": "keep25", "x": 0}, {**row, **tested, "family": "keep25", "x": 1, "accuracy": 0.5},
-        {**row, "family": "keep100", "x": 0}, {**row, **tested, "family": "keep100", "x": 50, "synthetic_share": 0.5, "accuracy": 0.875},
+        {**row, "family": "keep100", "x": 0},
+        {**row, **tested, "family": "keep100", "x": 50, "synthetic_share": 0.5, "accuracy": 0.875},
     ])  # fmt: skip
     summary = {"metric": "accuracy", "margin": 0.02, "confidence": 0.95, "mode": "replace",
-               "keep100": {**BLOCK, "stop": "inconclusive", "r_max": None, "r_max_shown": 0, "stopped_at": 50}}  # fmt: skip
-    header = ["| x % | synthetic share | accuracy (CI) | log-loss (CI) | accuracy difference (one-sided bounds) | verdict | p (Holm) | F1 | AUROC | ECE |",
+               "keep100": {**BLOCK, "stop": "inconclusive", "r_max": None, "r_max_shown": 0,
+                           "stopped_at": 50}}  # fmt: skip
+    header = ["| x % | synthetic share | accuracy (CI) | log-loss (CI) | accuracy difference (one-sided bounds) "
+              "| verdict | p (Holm) | F1 | AUROC | ECE |",
               "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     reference = (
         "| 0 | 0.00 | 0.9000 (0.8800-0.9200) | 0.3000 (0.2500-0.3500) | reference | | | 0.8900 | 0.9500 | 0.0500 |"
     )
-    compared = " (0.8800-0.9200) | 0.3000 (0.2500-0.3500) | -0.0250 (-0.0400, -0.0100) | inconclusive | 0.0123 (0.0246) | 0.8900 | 0.9500 | 0.0500 |"
+    compared = (
+        " (0.8800-0.9200) | 0.3000 (0.2500-0.3500) | -0.0250 (-0.0400, -0.0100) | inconclusive | 0.0123 (0.0246) "
+        "| 0.8900 | 0.9500 | 0.0500 |"
+    )
     assert markdown_report(summary, table, SYNTHETIC) == "\n".join([
         "# Ratio sweep", "",
-        "mix.mode = replace; decided on accuracy at margin 0.02; intervals: 95% bootstrap over test patients crossed with seeds; "
-        "p: patient-level sign-flip permutation test of the seed-averaged paired difference, Holm-adjusted over every comparison.",
+        "mix.mode = replace; decided on accuracy at margin 0.02; "
+        "intervals: 95% bootstrap over test patients crossed with seeds; "
+        "p: patient-level sign-flip permutation test of the seed-averaged paired difference, "
+        "Holm-adjusted over every comparison.",
         "", "## keep25", "", *header, reference, "| 1 | 0.00 | 0.5000" + compared,
         "", "## keep100", "", verdict_sentence("keep100", summary["keep100"], "accuracy", 0.02, 0.95), "",
         *header, reference, "| 50 | 0.50 | 0.8750" + compared,
@@ -337,12 +353,13 @@ def test_markdown_report_states_a_shown_verdict_on_the_metric_it_was_decided_on(
     row = dict(synthetic_share=0.0, accuracy=0.9, accuracy_low=0.88, accuracy_high=0.92, log_loss=0.3,
                log_loss_low=0.25, log_loss_high=0.35, f1=0.89, auroc=0.95, ece=0.05)  # fmt: skip
     table = pd.DataFrame([{**row, "family": "keep100", "x": 0},
-                          {**row, "family": "keep100", "x": 100, "delta": 0.001, "delta_lower": -0.004, "delta_upper": 0.006,
-                           "verdict": "non-inferior", "p": 0.5, "p_holm": 0.5}])  # fmt: skip
+                          {**row, "family": "keep100", "x": 100, "delta": 0.001, "delta_lower": -0.004,
+                           "delta_upper": 0.006, "verdict": "non-inferior", "p": 0.5, "p_holm": 0.5}])  # fmt: skip
     summary = {"metric": "log_loss", "margin": 0.02, "confidence": 0.95, "mode": "replace",
                "keep100": {**BLOCK, "stop": "none", "stopped_at": None, "r_max": 100}}  # fmt: skip
     lines = markdown_report(summary, table, {}).splitlines()
-    assert lines[4:7] == ["## keep100", "", "keep100: R_max = 100%: every R tested is non-inferior to R=0 (one-sided 95% lower bound "
+    assert lines[4:7] == ["## keep100", "",
+                          "keep100: R_max = 100%: every R tested is non-inferior to R=0 (one-sided 95% lower bound "
                           "of the paired log_loss difference above -0.02)."]  # fmt: skip
 
 
@@ -383,8 +400,10 @@ def test_load_arm_stacks_the_seeds_by_class_name_and_refuses_other_test_scans(tm
     for seed in (0, 1):
         path = predictions_path(params, 50, seed, 25)
         path.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame({"file": ["b.png", "a.png", "c.png"], "label": [1, 0, 0], "patient": [8, 7, 7],
-                      "prob_NORMAL": [0.8, 0.3 + seed / 10, 0.6], "prob_CNV": [0.2, 0.7 - seed / 10, 0.4]}).to_csv(path, index=False)  # fmt: skip
+        predictions = pd.DataFrame({"file": ["b.png", "a.png", "c.png"], "label": [1, 0, 0], "patient": [8, 7, 7],
+                                    "prob_NORMAL": [0.8, 0.3 + seed / 10, 0.6],
+                                    "prob_CNV": [0.2, 0.7 - seed / 10, 0.4]})  # fmt: skip
+        predictions.to_csv(path, index=False)
     metrics = classifier_metrics_path(params, 50, 25)
     metrics.parent.mkdir(parents=True)
     metrics.write_text(json.dumps([{"seed": 0, "accuracy": 0.5}, {"seed": 1, "accuracy": 0.75}]))
@@ -428,7 +447,8 @@ def test_load_arm_ranks_the_synthetic_class_for_auroc_wherever_classes_put_it(tm
 def test_training_curves_is_one_long_table_of_every_logged_curve(tmp_path):
     params = params_in(tmp_path)
     curves = {generator_files(params, 25).live: {"loss": [0.5, 0.4]},
-              classifier_live_path(params, 50, 1, 100): {"val_accuracy": [0.7, 0.8, 0.85], "train_loss": [0.9, 0.6, 0.5]}}  # fmt: skip
+              classifier_live_path(params, 50, 1, 100): {"val_accuracy": [0.7, 0.8, 0.85],
+                                                         "train_loss": [0.9, 0.6, 0.5]}}  # fmt: skip
     for folder, metrics in curves.items():
         (folder / "plots" / "metrics").mkdir(parents=True)
         for name, values in metrics.items():

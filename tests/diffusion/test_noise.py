@@ -110,7 +110,10 @@ def test_strength_scales_the_std_linearly(phantom_profile, strength):
     unit = np.stack(injected(phantom_profile, 1.0)).astype(float) - FLAT
     assert noise.std() == pytest.approx(strength * phantom_profile.std, rel=0.05)
     # same seeds: only rounding to grey levels differs, which adds a uniform error of variance 1/12 to each
-    rounded = lambda std: np.sqrt(std**2 + 1 / 12)  # noqa: E731
+
+    def rounded(std: float) -> float:
+        return np.sqrt(std**2 + 1 / 12)
+
     expected = rounded(strength * phantom_profile.std) / rounded(phantom_profile.std)
     assert noise.std() / unit.std() == pytest.approx(expected, rel=0.01)
 

@@ -35,7 +35,10 @@ def test_splits_are_balanced_and_patient_disjoint(scans):
         assert (part.labels == REAL).sum() == (part.labels == SYNTHETIC).sum() > 0
     val_real = {row.tobytes() for row in val.images[val.labels == REAL]}
     test_real = {row.tobytes() for row in test.images[test.labels == REAL]}
-    patients = lambda part: {g for g, image in zip(groups, heldout) if image.tobytes() in part}  # noqa: E731
+
+    def patients(part: set[bytes]) -> set:
+        return {g for g, image in zip(groups, heldout) if image.tobytes() in part}
+
     assert not patients(val_real) & patients(test_real)
     synthetic_parts = [{row.tobytes() for row in part.images[part.labels == SYNTHETIC]} for part in (train, val, test)]
     assert sum(map(len, synthetic_parts)) == len(set().union(*synthetic_parts))  # no synthetic scan in two parts

@@ -37,7 +37,8 @@ def test_feature_distances_fixed_numbers_and_global_rng_untouched():
     assert {k: round(v, 4) for k, v in result.items()} == {
         "fid": 0.7446, "kid": 0.2598, "precision": 0.9833, "recall": 1.0, "density": 0.95, "coverage": 1.0,
         "fid_floor": 0.3932, "kid_floor": -0.1652, "precision_floor": 1.0, "recall_floor": 0.9667,
-        "density_floor": 1.1033, "coverage_floor": 1.0, "fid_floor_sd": 0.2301, "kid_floor_sd": 0.2857, "precision_floor_sd": 0.0,
+        "density_floor": 1.1033, "coverage_floor": 1.0,
+        "fid_floor_sd": 0.2301, "kid_floor_sd": 0.2857, "precision_floor_sd": 0.0,
         "recall_floor_sd": 0.0289, "density_floor_sd": 0.1692, "coverage_floor_sd": 0.0,
         "n_synthetic": 30, "n_real_half": 20, "n_compared": 20, "nearest_k": 5, "floor_splits": 3,
     }  # fmt: skip
