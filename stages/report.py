@@ -26,8 +26,8 @@ def main() -> None:
     arms, scans = {}, None
     for keep in sweep.keep:
         for ratio in sweep.all_ratios:
-            arms[(ratio, keep)], scans = load_arm(params, ratio, keep, scans)
-    groups = families(params.mix.mode, arms, sweep.keep, sweep.ratios)
+            arms[(ratio, keep)], scans = load_arm(params, ratio=ratio, keep=keep, scans=scans)
+    groups = families(params.mix.mode, arms, keeps=sweep.keep, ratios=sweep.ratios)
     summary, table = summarize(groups, params.report, params.mix.mode)
     synthetic = {keep: read_json(generator_files(params, keep).synthetic_detail) for keep in sweep.keep}
     metrics = params.paths.metrics / "summary.json"
@@ -37,7 +37,9 @@ def main() -> None:
     write_atomically(
         plots / "training_curves.csv", lambda tmp: training_curves(params).round(6).to_csv(tmp, index=False)
     )
-    save_ratio_plot(summary, table, groups[0].x_label, plots / "accuracy_vs_ratio.png", STUDY_ACCURACY)
+    save_ratio_plot(
+        summary, table, x_label=groups[0].x_label, path=plots / "accuracy_vs_ratio.png", study=STUDY_ACCURACY
+    )
     write_atomically(plots / "report.md", lambda tmp: tmp.write_text(markdown_report(summary, table, synthetic)))
 
 

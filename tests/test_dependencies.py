@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 from dvc.repo import Repo
 
+from synthratio import layout
+from synthratio.config import load_params
+
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 
@@ -155,3 +158,29 @@ def test_the_report_stage_runs_without_torch():
     code = f"import sys; import {', '.join(modules)}; sys.exit('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, f"importing {modules} loads torch: {result.stderr[-2000:]}"
+
+
+def test_the_run_folders_dvc_yaml_declares_are_the_ones_layout_names():
+    """dvc.yaml spells every run's folders from params.yaml by hand, the stages write where layout says: a name
+    changed on one side only would leave DVC tracking outputs no stage writes."""
+    params = load_params(ROOT / "params.yaml")
+    outs = {stage.addressing: {out.def_path for out in stage.outs} for stage in Repo(str(ROOT)).index.stages}
+    expected: dict[str, set[Path]] = {}
+    for keep in params.sweep.keep:
+        files = layout.generator_files(params, keep)
+        expected[f"finetune@{keep}"] = {files.model, files.live}
+        expected[f"generate@{keep}"] = {files.synthetic}
+        for ratio in params.sweep.all_ratios:
+            stage = f"baseline@{keep}" if ratio == 0 else f"train_classifier@{ratio}-{keep}"
+            expected[stage] = {layout.classifier_metrics_path(params, ratio, keep)}
+            for seed in params.sweep.seeds:
+                run = {"ratio": ratio, "seed": seed, "keep": keep}
+                expected[stage] |= {
+                    layout.classifier_path(params, **run).parent,
+                    layout.predictions_path(params, **run).parent,
+                    layout.classifier_live_path(params, **run).parent,
+                }
+    for stage, paths in expected.items():
+        assert stage in outs, f"dvc.yaml has no stage {stage}"
+        for path in sorted(paths):
+            assert str(path) in outs[stage], f"dvc.yaml stage {stage} does not declare {path} among its outs"

@@ -53,7 +53,9 @@ def test_paired_draws_of_identical_runs_differ_by_nothing_and_seeds_are_resample
     draws = cluster_draws(runs.patients, n_seeds=2, resamples=200, seed=1)
     np.testing.assert_array_equal(bootstrap(runs, "accuracy", draws), bootstrap(runs, "accuracy", draws))
     one_seed_right = runs_from_hits(np.stack([np.ones(50), np.zeros(50)]))
-    values = bootstrap(one_seed_right, "accuracy", cluster_draws(one_seed_right.patients, 2, 400, seed=2))
+    values = bootstrap(
+        one_seed_right, "accuracy", cluster_draws(one_seed_right.patients, n_seeds=2, resamples=400, seed=2)
+    )
     assert set(np.round(np.unique(values), 9)) == {0.0, 0.5, 1.0}  # seeds are drawn with replacement
 
 
@@ -61,7 +63,9 @@ def test_interval_pinned_for_a_fixed_seed():
     """One seeded check against fixed numbers: 60 patients of two scans, 80% right."""
     hits = np.random.default_rng(3).random((2, 120)) < 0.8
     runs = runs_from_hits(hits, patients=np.arange(120) // 2)
-    low, high = interval(bootstrap(runs, "accuracy", cluster_draws(runs.patients, 2, 1000, seed=0)), 0.95)
+    low, high = interval(
+        bootstrap(runs, "accuracy", cluster_draws(runs.patients, n_seeds=2, resamples=1000, seed=0)), 0.95
+    )
     assert (round(point(runs, "accuracy"), 4), round(low, 4), round(high, 4)) == (0.825, 0.7583, 0.8917)
 
 
@@ -72,7 +76,8 @@ def test_interval_widens_when_a_patient_brings_many_copies_of_one_scan():
     copies = np.repeat(hits, 5, axis=1)
 
     def width(runs: Runs) -> float:
-        return np.subtract(*interval(bootstrap(runs, "accuracy", cluster_draws(runs.patients, 1, 2000, 0)), 0.95)[::-1])
+        draws = cluster_draws(runs.patients, n_seeds=1, resamples=2000, seed=0)
+        return np.subtract(*interval(bootstrap(runs, "accuracy", draws), 0.95)[::-1])
 
     one_each = width(runs_from_hits(hits))
     by_patient = width(runs_from_hits(copies, patients=np.repeat(np.arange(200), 5)))
@@ -84,7 +89,7 @@ def test_interval_widens_when_a_patient_brings_many_copies_of_one_scan():
 def test_stratified_draws_keep_each_strata_patient_count():
     patients = np.repeat(np.arange(10), 2)
     labels = (np.arange(20) >= 14).astype(int)  # patients 0-6 class 0, 7-9 class 1
-    draws = cluster_draws(patients, 1, 300, seed=0, strata=labels)
+    draws = cluster_draws(patients, n_seeds=1, resamples=300, seed=0, strata=labels)
     np.testing.assert_array_equal(draws.weights[:, labels == 1].sum(axis=1), 6)  # 3 patients x 2 scans, every draw
     np.testing.assert_array_equal(draws.weights.sum(axis=1), 20)
     assert len(np.unique(draws.weights[:, labels == 1], axis=0)) > 1  # resampled within the stratum
@@ -125,9 +130,9 @@ def test_permutation_p_is_exact_for_few_patients_and_counts_each_scan_once():
     b = a.copy()
     b[0, np.flatnonzero(a[0])[:20]] = False  # 20 scans lost, 3 gained
     b[0, np.flatnonzero(~a[0])[:3]] = True
-    once = paired_permutation_p(runs_from_hits(a), runs_from_hits(b), "accuracy", 4000, seed=0)
+    once = paired_permutation_p(runs_from_hits(a), runs_from_hits(b), "accuracy", permutations=4000, seed=0)
     twice = paired_permutation_p(
-        runs_from_hits(np.repeat(a, 2, 0)), runs_from_hits(np.repeat(b, 2, 0)), "accuracy", 4000, seed=0
+        runs_from_hits(np.repeat(a, 2, 0)), runs_from_hits(np.repeat(b, 2, 0)), "accuracy", permutations=4000, seed=0
     )
     assert once == twice  # one seed's predictions fed in twice: the same evidence, the same p
     assert 0.0 < once < 0.05
@@ -136,7 +141,7 @@ def test_permutation_p_is_exact_for_few_patients_and_counts_each_scan_once():
 def test_permutation_p_of_equal_runs_is_one_and_of_a_clear_auroc_gain_is_small():
     rng = np.random.default_rng(6)
     runs = runs_from_hits(rng.random((2, 40)) < 0.7)
-    assert paired_permutation_p(runs, runs, "accuracy", 500, seed=0) == 1.0
+    assert paired_permutation_p(runs, runs, "accuracy", permutations=500, seed=0) == 1.0
     labels = np.tile([0, 1], 40)
     sharp = np.where(labels == 0, 0.9, 0.1)[None] + rng.normal(0, 0.05, (1, 80))
     vague = np.where(labels == 0, 0.55, 0.45)[None] + rng.normal(0, 0.2, (1, 80))
@@ -144,7 +149,7 @@ def test_permutation_p_of_equal_runs_is_one_and_of_a_clear_auroc_gain_is_small()
     def as_runs(p0: np.ndarray) -> Runs:
         return Runs(probs=np.stack([p0, 1 - p0], 2).clip(0, 1), labels=labels, patients=np.arange(80))
 
-    assert paired_permutation_p(as_runs(sharp), as_runs(vague), "auroc", 1000, seed=0) < 0.01
+    assert paired_permutation_p(as_runs(sharp), as_runs(vague), "auroc", permutations=1000, seed=0) < 0.01
 
 
 def test_holm_adjusts_step_down():
@@ -219,7 +224,7 @@ def test_cluster_draws_move_a_patients_scans_together_and_keep_each_stratum_whol
     )  # each patient drawn once per resample on average
     assert set(np.unique(draws.seeds)) == {0, 1, 2}
     np.testing.assert_allclose(np.bincount(draws.seeds.ravel()) / draws.seeds.size, 1 / 3, atol=0.02)
-    unstratified = cluster_draws(patients, 1, 2000, seed=4)
+    unstratified = cluster_draws(patients, n_seeds=1, resamples=2000, seed=4)
     np.testing.assert_allclose(unstratified.weights[:, [0, 2, 3, 6]].sum(axis=1).mean(), 4.0)  # four patients per draw
     assert (unstratified.weights[:, [0, 2]].sum(axis=1) != 2).any()  # without strata, stratum 0 may come out short
 
@@ -241,7 +246,8 @@ def test_stratified_intervals_pinned_for_a_fixed_seed(metric: str, expected: tup
     p_true = np.where(rng.random((2, 120)) < 0.8, 0.8, 0.3) + rng.normal(0, 0.05, (2, 120))
     p0 = np.where(labels == 0, p_true, 1 - p_true).clip(0.01, 0.99)
     runs = Runs(probs=np.stack([p0, 1 - p0], axis=2), labels=labels, patients=np.arange(120) // 2)
-    low, high = interval(bootstrap(runs, metric, cluster_draws(runs.patients, 2, 1000, seed=0, strata=labels)), 0.95)
+    draws = cluster_draws(runs.patients, n_seeds=2, resamples=1000, seed=0, strata=labels)
+    low, high = interval(bootstrap(runs, metric, draws), 0.95)
     assert (round(point(runs, metric), 4), round(low, 4), round(high, 4)) == expected
 
 
@@ -331,7 +337,7 @@ def test_exact_p_by_hand():
     patients = np.array([0, 1, 2, 3, 3, 3])
     reference = runs_from_hits(np.zeros((1, 6)), patients=patients)
     assert paired_permutation_p(
-        runs_from_hits(hits, patients=patients), reference, "accuracy", 10, seed=0
+        runs_from_hits(hits, patients=patients), reference, "accuracy", permutations=10, seed=0
     ) == pytest.approx(2 / 16)
 
 
@@ -368,15 +374,17 @@ def test_monte_carlo_p_depends_on_the_seed_only_through_the_sampled_patterns():
 def test_monte_carlo_p_of_an_effect_no_permutation_reaches_is_one_over_permutations_plus_one():
     reference = runs_from_hits(np.zeros((2, 40)))
     better = runs_from_hits(np.ones((2, 40)))
-    assert {paired_permutation_p(better, reference, "accuracy", 999, seed=s) for s in range(3)} == {1 / 1000}
+    p_values = {paired_permutation_p(better, reference, "accuracy", permutations=999, seed=s) for s in range(3)}
+    assert p_values == {1 / 1000}
 
 
 def test_permutation_p_refuses_runs_that_are_not_paired():
     runs = runs_from_hits(np.ones((2, 6)))
     with pytest.raises(ValueError, match="paired runs must have the same seeds, scans and patients"):
-        paired_permutation_p(runs, runs_from_hits(np.ones((1, 6))), "accuracy", 10, seed=0)
+        paired_permutation_p(runs, runs_from_hits(np.ones((1, 6))), "accuracy", permutations=10, seed=0)
     with pytest.raises(ValueError, match="paired runs"):
-        paired_permutation_p(runs, runs_from_hits(np.ones((2, 6)), patients=np.arange(6) // 2), "accuracy", 10, seed=0)
+        other = runs_from_hits(np.ones((2, 6)), patients=np.arange(6) // 2)
+        paired_permutation_p(runs, other, "accuracy", permutations=10, seed=0)
 
 
 def test_holm_is_monotone_and_capped_at_one():
@@ -396,7 +404,7 @@ def test_exact_p_counts_ties_of_a_large_statistic_despite_rounding():
         runs_from_hits(np.ones((3, len(patients))), patients),
         runs_from_hits(reference, patients),
         "accuracy",
-        10,
+        permutations=10,
         seed=0,
     )
     assert p == pytest.approx(2 / 64)

@@ -361,7 +361,7 @@ def test_pickle_disguised_as_safetensors_is_refused_unexecuted(tmp_path, loader)
     raw["paths"]["classifiers"] = str(tmp_path)
     params = params_from_dict(raw)
     seed = params.evaluate.encoder_seed
-    path = classifier_path(params, 0, seed, 100)
+    path = classifier_path(params, ratio=0, seed=seed, keep=100)
     marker = tmp_path / "executed"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(pickle.dumps({"weight": _RunsCode(marker)}))

@@ -62,7 +62,7 @@ def test_r_max_stops_at_the_first_r_that_costs_accuracy_even_when_later_ones_rec
     arms[(25, 100)] = arm(paired(REFERENCE, lost=20), ratio=25)
     for ratio in (50, 75, 100):
         arms[(ratio, 100)] = arm(paired(REFERENCE, lost=3, gained=3), ratio=ratio)
-    summary, table = summarize(families("replace", arms, [100], [25, 50, 75, 100]), CONFIG, "replace")
+    summary, table = summarize(families("replace", arms, keeps=[100], ratios=[25, 50, 75, 100]), CONFIG, "replace")
     block = summary["keep100"]
     assert (block["r_max"], block["stopped_at"], block["stop"]) == (0, 25, "inferior")
     assert block["accuracy"]["100"] == pytest.approx(block["accuracy"]["0"])
@@ -75,7 +75,9 @@ def test_summary_numbers_lower_bounds_and_holm():
     scarce_reference = paired(REFERENCE, lost=60)
     scarce = {(0, 25): arm(scarce_reference, keep=25), (50, 25): arm(paired(REFERENCE, lost=10), keep=25, ratio=50),
               (100, 25): arm(paired(REFERENCE, lost=130), keep=25, ratio=100)}  # fmt: skip
-    summary, table = summarize(families("replace", {**full, **scarce}, [100, 25], [50, 100]), CONFIG, "replace")
+    summary, table = summarize(
+        families("replace", {**full, **scarce}, keeps=[100, 25], ratios=[50, 100]), CONFIG, "replace"
+    )
     assert [k for k in summary if k.startswith("keep")] == ["keep100", "keep25"]
     assert (summary["keep100"]["r_max"], summary["keep100"]["stop"]) == (50, "inferior")
     assert summary["keep100"]["n_test_patients"] == 500 and summary["keep100"]["n_test"] == N_SCANS
@@ -103,7 +105,8 @@ def test_summary_numbers_lower_bounds_and_holm():
         "synthetic_scans"
     ].isna().all()  # not in these runs' metrics
     pd.testing.assert_frame_equal(
-        summarize(families("replace", {**full, **scarce}, [100, 25], [50, 100]), CONFIG, "replace")[1], table
+        summarize(families("replace", {**full, **scarce}, keeps=[100, 25], ratios=[50, 100]), CONFIG, "replace")[1],
+        table,
     )
     first = table.iloc[0]  # keep100 at R=0: 400 draws of 500 patients stratified by class, crossed with 2 seeds, seed 0
     assert [round(first[key], 4) for key in ("accuracy_low", "accuracy_high", "log_loss_low", "log_loss_high")] == [
@@ -119,7 +122,7 @@ def test_differences_are_paired_so_a_near_copy_of_r0_is_shown_non_inferior():
     the same data would: each arm's own accuracy interval spans about 0.04, the paired difference's bounds stay
     within +-0.005. Bootstrapped on separate draws, the bounds would spread like the arms' and straddle -margin."""
     arms = {(0, 100): arm(REFERENCE), (50, 100): arm(paired(REFERENCE, lost=2, gained=2), ratio=50)}
-    summary, table = summarize(families("replace", arms, [100], [50]), CONFIG, "replace")
+    summary, table = summarize(families("replace", arms, keeps=[100], ratios=[50]), CONFIG, "replace")
     row = table.set_index("x").loc[50]
     assert row["accuracy_high"] - row["accuracy_low"] > 0.03
     assert -0.005 < row["delta_lower"] <= 0.0 <= row["delta_upper"] < 0.005 and row["delta"] == 0.0
@@ -132,7 +135,9 @@ def test_the_smallest_r_is_a_candidate_and_a_sequence_that_never_stops_says_none
     reference = arm(REFERENCE)
     reference.metrics["log_loss"] = 1 / 3
     summary, table = summarize(
-        families("replace", {(0, 100): reference, (1, 100): arm(REFERENCE, ratio=1)}, [100], [1]), CONFIG, "replace"
+        families("replace", {(0, 100): reference, (1, 100): arm(REFERENCE, ratio=1)}, keeps=[100], ratios=[1]),
+        CONFIG,
+        "replace",
     )
     assert (summary["keep100"]["r_max"], summary["keep100"]["stopped_at"], summary["keep100"]["stop"]) == (
         1,
@@ -149,7 +154,7 @@ def test_the_headline_keeps_six_decimals_of_every_margin_and_bound():
     end, so the rounding is visible."""
     three = np.random.default_rng(2).random((3, 300)) < 0.85
     arms = {(0, 100): arm(three), (50, 100): arm(paired(three, lost=4, gained=1), ratio=50)}
-    summary, table = summarize(families("replace", arms, [100], [50]), CONFIG, "replace")
+    summary, table = summarize(families("replace", arms, keeps=[100], ratios=[50]), CONFIG, "replace")
     row, block = table.set_index("x").loc[50], summary["keep100"]
     for figure, value in ((block["resolvable_margin"], row["half_width"]),
                           (block["test_set_margin"], row["test_half_width"]),
@@ -169,7 +174,7 @@ def test_bootstrap_draws_keep_the_test_sets_class_make_up():
     runs = Runs(probs=np.stack([p0, 1 - p0], axis=2), labels=labels, patients=np.arange(100) // 2)
     reference = Arm(runs=runs, metrics=arm(hits).metrics)
     _, table = summarize(
-        families("replace", {(0, 100): reference, (50, 100): reference}, [100], [50]), CONFIG, "replace"
+        families("replace", {(0, 100): reference, (50, 100): reference}, keeps=[100], ratios=[50]), CONFIG, "replace"
     )
     assert table["accuracy_low"].tolist() == pytest.approx([0.6, 0.6]) and table[
         "accuracy_high"
@@ -181,7 +186,8 @@ def test_the_same_report_seed_gives_the_same_monte_carlo_p():
     so a rerun of the report stage reproduces every p (a DVC output that changed on every run would never be
     up to date); another seed draws other patterns."""
     arms = {(0, 100): arm(REFERENCE), (50, 100): arm(paired(REFERENCE, lost=9, gained=4), ratio=50)}
-    p = [summarize(families("replace", arms, [100], [50]), config, "replace")[1].set_index("x").loc[50, "p"]
+    groups = families("replace", arms, keeps=[100], ratios=[50])
+    p = [summarize(groups, config, "replace")[1].set_index("x").loc[50, "p"]
          for config in (CONFIG, CONFIG, dataclasses.replace(CONFIG, seed=1))]  # fmt: skip
     assert 0.01 < p[0] < 1 and p[0] == p[1] and p[2] != p[0]
 
@@ -189,13 +195,13 @@ def test_the_same_report_seed_gives_the_same_monte_carlo_p():
 def test_an_inconclusive_r_gives_no_number_and_says_why():
     few = np.random.default_rng(1).random((2, 60)) < 0.85  # 30 patients: a 1-point margin is far below the noise
     arms = {(0, 100): arm(few), (50, 100): arm(paired(few, lost=1), ratio=50)}
-    summary, table = summarize(families("replace", arms, [100], [50]), CONFIG, "replace")
+    summary, table = summarize(families("replace", arms, keeps=[100], ratios=[50]), CONFIG, "replace")
     block = summary["keep100"]
     assert (block["r_max"], block["r_max_shown"], block["stop"]) == (None, 0, "inconclusive")
     assert (
         block["resolvable_margin"] > CONFIG.margin and 0 < block["test_set_margin"] <= block["resolvable_margin"] + 1e-9
     )
-    sentence = verdict_sentence("keep100", block, "accuracy", CONFIG.margin, CONFIG.confidence)
+    sentence = verdict_sentence("keep100", block, metric="accuracy", margin=CONFIG.margin, confidence=CONFIG.confidence)
     assert "not determined" in sentence and f"{block['resolvable_margin']:.3f}" in sentence
 
 
@@ -204,7 +210,7 @@ def test_data_mode_compares_filled_cohorts_with_all_real_patients(tmp_path):
     for keep, lost in ((50, 5), (25, 40)):
         arms[(0, keep)] = arm(paired(REFERENCE, lost=lost + 30), keep=keep)  # fewer patients, nothing in their place
         arms[(100, keep)] = arm(paired(REFERENCE, lost=lost), keep=keep, ratio=100, share=(100 - keep) / 100)
-    groups = families("data", arms, [100, 50, 25], [100])
+    groups = families("data", arms, keeps=[100, 50, 25], ratios=[100])
     assert [g.name for g in groups] == ["data", "real_only"] and sorted(groups[0].candidates) == [50, 75]
     summary, table = summarize(groups, CONFIG, "data")
     assert "real_only" not in summary  # shown, not decided on
@@ -213,7 +219,7 @@ def test_data_mode_compares_filled_cohorts_with_all_real_patients(tmp_path):
         assert table.loc[table["family"] == name, "x"].tolist() == [0, 50, 75]
     shares = table[table["family"] == "data"].set_index("x")["synthetic_share"]
     assert shares.loc[50] == pytest.approx(0.5) and shares.loc[75] == pytest.approx(0.75)
-    save_ratio_plot(summary, table, groups[0].x_label, tmp_path / "plot.png", STUDY_ACCURACY)
+    save_ratio_plot(summary, table, x_label=groups[0].x_label, path=tmp_path / "plot.png", study=STUDY_ACCURACY)
     assert (tmp_path / "plot.png").stat().st_size > 10_000
     text = markdown_report(
         summary,
@@ -237,7 +243,7 @@ def test_data_mode_compares_filled_cohorts_with_all_real_patients(tmp_path):
 def test_the_decision_metric_is_a_param_away(metric: str):
     arms = {(0, 100): arm(REFERENCE), (50, 100): arm(paired(REFERENCE, lost=150), ratio=50)}
     config = ReportConfig(metric=metric, margin=0.01, confidence=0.95, bootstrap=100, permutations=200, seed=0)
-    summary, table = summarize(families("replace", arms, [100], [50]), config, "replace")
+    summary, table = summarize(families("replace", arms, keeps=[100], ratios=[50]), config, "replace")
     assert summary["metric"] == metric and summary["keep100"]["stop"] == "inferior"
     assert table.set_index("x").loc[50, "delta"] < 0  # worse is negative whichever way the metric points
 
@@ -275,14 +281,15 @@ SYNTHETIC = {
     ],
 )  # fmt: skip
 def test_verdict_sentences(changes: dict, sentence: str):
-    assert verdict_sentence("keep100", {**BLOCK, **changes}, "accuracy", 0.02, 0.95) == sentence
+    block = {**BLOCK, **changes}
+    assert verdict_sentence("keep100", block, metric="accuracy", margin=0.02, confidence=0.95) == sentence
 
 
 def test_terminal_summary_lists_verdicts_accuracy_by_r_and_each_cohorts_scans():
     summary = {"metric": "accuracy", "margin": 0.02, "confidence": 0.95, "mode": "replace", "keep100": BLOCK}
     assert terminal_summary(summary, SYNTHETIC, "plots").splitlines() == [
         "R_max: largest R shown non-inferior to R=0 on accuracy at margin 0.02 (95% one-sided):",
-        "  " + verdict_sentence("keep100", BLOCK, "accuracy", 0.02, 0.95),
+        "  " + verdict_sentence("keep100", BLOCK, metric="accuracy", margin=0.02, confidence=0.95),
         "    accuracy by R: R=0 0.900, R=25 0.896, R=100 0.850",
         "  synthetic scans, cohort keep 100: domain FID 3 (real floor 2.5), "
         "detector AUROC 0.55 (0.45-0.65; 0.5 = indistinguishable), memorized 0.06 (real 0.06)",
@@ -329,7 +336,8 @@ def test_markdown_report_prints_every_figure_of_the_table():
         "p: patient-level sign-flip permutation test of the seed-averaged paired difference, "
         "Holm-adjusted over every comparison.",
         "", "## keep25", "", *header, reference, "| 1 | 0.00 | 0.5000" + compared,
-        "", "## keep100", "", verdict_sentence("keep100", summary["keep100"], "accuracy", 0.02, 0.95), "",
+        "", "## keep100", "",
+        verdict_sentence("keep100", summary["keep100"], metric="accuracy", margin=0.02, confidence=0.95), "",
         *header, reference, "| 50 | 0.50 | 0.8750" + compared,
         "", "## Synthetic scans of cohort keep 100", "",
         "| figure | synthetic | real floor (sd over halvings) | catches |", "|---|---|---|---|",
@@ -365,22 +373,22 @@ def test_markdown_report_states_a_shown_verdict_on_the_metric_it_was_decided_on(
 
 def test_each_mode_labels_its_x_axis():
     arms = {(r, k): arm(REFERENCE) for r in (0, 50, 100) for k in (100, 25)}
-    assert [f.x_label for f in families("replace", arms, [100], [50])] == [
+    assert [f.x_label for f in families("replace", arms, keeps=[100], ratios=[50])] == [
         "R: synthetic share of the CNV examples in every batch (%)"
     ]
-    assert [f.x_label for f in families("add", arms, [100], [50])] == [
+    assert [f.x_label for f in families("add", arms, keeps=[100], ratios=[50])] == [
         "R: synthetic share of the CNV examples in every batch (%), on top of the real ones"
     ]
-    assert [f.x_label for f in families("data", arms, [100, 25], [100])] == [
+    assert [f.x_label for f in families("data", arms, keeps=[100, 25], ratios=[100])] == [
         "synthetic share of the CNV training data (%): the cohort's left-out patients' scans replaced",
         "share of the CNV training patients left out, nothing in their place (%)",
     ]
-    assert [(f.name, f.decides) for f in families("replace", arms, [25, 100], [50, 100])] == [
+    assert [(f.name, f.decides) for f in families("replace", arms, keeps=[25, 100], ratios=[50, 100])] == [
         ("keep100", True),
         ("keep25", True),
     ]
     # real_only is shown beside the data family, never decided on
-    assert [(f.name, f.decides) for f in families("data", arms, [100, 25], [100])] == [
+    assert [(f.name, f.decides) for f in families("data", arms, keeps=[100, 25], ratios=[100])] == [
         ("data", True),
         ("real_only", False),
     ]
@@ -398,7 +406,7 @@ def params_in(tmp_path, classes: tuple[str, ...] = ("CNV", "NORMAL")) -> Params:
 def test_load_arm_stacks_the_seeds_by_class_name_and_refuses_other_test_scans(tmp_path):
     params = params_in(tmp_path)
     for seed in (0, 1):
-        path = predictions_path(params, 50, seed, 25)
+        path = predictions_path(params, ratio=50, seed=seed, keep=25)
         path.parent.mkdir(parents=True, exist_ok=True)
         predictions = pd.DataFrame({"file": ["b.png", "a.png", "c.png"], "label": [1, 0, 0], "patient": [8, 7, 7],
                                     "prob_NORMAL": [0.8, 0.3 + seed / 10, 0.6],
@@ -407,7 +415,7 @@ def test_load_arm_stacks_the_seeds_by_class_name_and_refuses_other_test_scans(tm
     metrics = classifier_metrics_path(params, 50, 25)
     metrics.parent.mkdir(parents=True)
     metrics.write_text(json.dumps([{"seed": 0, "accuracy": 0.5}, {"seed": 1, "accuracy": 0.75}]))
-    arm, scans = load_arm(params, 50, 25, None)
+    arm, scans = load_arm(params, ratio=50, keep=25, scans=None)
     assert scans == ["b.png", "a.png", "c.png"]
     np.testing.assert_allclose(
         arm.runs.probs[:, :, 0], [[0.2, 0.7, 0.4], [0.2, 0.6, 0.4]]
@@ -415,9 +423,9 @@ def test_load_arm_stacks_the_seeds_by_class_name_and_refuses_other_test_scans(tm
     np.testing.assert_array_equal(arm.runs.labels, [1, 0, 0])
     np.testing.assert_array_equal(arm.runs.patients, [8, 7, 7])
     assert arm.runs.positive == 0 and arm.metrics["accuracy"].tolist() == [0.5, 0.75]
-    assert load_arm(params, 50, 25, scans)[1] == scans
+    assert load_arm(params, ratio=50, keep=25, scans=scans)[1] == scans
     with pytest.raises(ValueError, match=r"seed_0.csv: test scans differ from the other runs'"):
-        load_arm(params, 50, 25, ["a.png", "b.png", "c.png"])
+        load_arm(params, ratio=50, keep=25, scans=["a.png", "b.png", "c.png"])
 
 
 def test_load_arm_ranks_the_synthetic_class_for_auroc_wherever_classes_put_it(tmp_path):
@@ -425,7 +433,7 @@ def test_load_arm_ranks_the_synthetic_class_for_auroc_wherever_classes_put_it(tm
     index 1: the runs must rank column 1, not the default column 0, or AUROC would score the other class."""
     params = params_in(tmp_path, classes=("NORMAL", "CNV"))
     for seed in (0, 1):
-        path = predictions_path(params, 50, seed, 25)
+        path = predictions_path(params, ratio=50, seed=seed, keep=25)
         path.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(
             {
@@ -439,7 +447,7 @@ def test_load_arm_ranks_the_synthetic_class_for_auroc_wherever_classes_put_it(tm
     metrics = classifier_metrics_path(params, 50, 25)
     metrics.parent.mkdir(parents=True)
     metrics.write_text(json.dumps([{"seed": 0, "accuracy": 0.5}, {"seed": 1, "accuracy": 0.5}]))
-    arm, _ = load_arm(params, 50, 25, None)
+    arm, _ = load_arm(params, ratio=50, keep=25, scans=None)
     assert arm.runs.positive == 1
     np.testing.assert_allclose(arm.runs.probs[0], [[0.2, 0.8], [0.7, 0.3]])  # prob_NORMAL first, as classes order it
 
@@ -447,7 +455,7 @@ def test_load_arm_ranks_the_synthetic_class_for_auroc_wherever_classes_put_it(tm
 def test_training_curves_is_one_long_table_of_every_logged_curve(tmp_path):
     params = params_in(tmp_path)
     curves = {generator_files(params, 25).live: {"loss": [0.5, 0.4]},
-              classifier_live_path(params, 50, 1, 100): {"val_accuracy": [0.7, 0.8, 0.85],
+              classifier_live_path(params, ratio=50, seed=1, keep=100): {"val_accuracy": [0.7, 0.8, 0.85],
                                                          "train_loss": [0.9, 0.6, 0.5]}}  # fmt: skip
     for folder, metrics in curves.items():
         (folder / "plots" / "metrics").mkdir(parents=True)

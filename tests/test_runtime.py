@@ -9,9 +9,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from synthratio import runtime
 from synthratio.config import RuntimeConfig
 from synthratio.layout import run_name
-from synthratio.runtime import load_safetensors, progress_bar, setup, write_atomically, write_json
+from synthratio.runtime import load_safetensors, progress_bar, set_progress, setup, write_atomically, write_json
 
 
 def test_write_json_replaces_whole_file(tmp_path):
@@ -54,21 +55,29 @@ class Terminal(io.StringIO):
 
 
 @pytest.mark.parametrize(
-    "stream, enabled, tqdm_disable, shown",
+    "stream, enabled, tqdm_disable, rank, shown",
     [
-        (Terminal, True, None, True),
-        (io.StringIO, True, None, False),  # a log file or `dvc queue logs`: no carriage-return lines
-        (Terminal, True, "1", False),
-        (Terminal, False, None, False),  # runtime.progress: false
+        (Terminal, True, None, None, True),
+        (io.StringIO, True, None, None, False),  # a log file or `dvc queue logs`: no carriage-return lines
+        (Terminal, True, "1", None, False),
+        (Terminal, False, None, None, False),  # runtime.progress: false
+        (Terminal, True, None, "1", False),  # not the main process under a launcher: one bar, the main one's
     ],
 )
-def test_bars_show_only_on_a_terminal(monkeypatch, stream, enabled, tqdm_disable, shown):
+def test_bars_show_only_on_a_terminal(monkeypatch, stream, enabled, tqdm_disable, rank, shown):
     if tqdm_disable is None:
         monkeypatch.delenv("TQDM_DISABLE", raising=False)
     else:
         monkeypatch.setenv("TQDM_DISABLE", tqdm_disable)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    if rank is None:
+        monkeypatch.delenv("RANK", raising=False)
+    else:
+        monkeypatch.setenv("RANK", rank)
+    monkeypatch.setattr(runtime, "_progress", {"enabled": True})  # restored after the test
+    set_progress(enabled)  # what setup() does with runtime.progress, once per process
     out = stream()
-    with progress_bar(range(3), enabled=enabled, file=out) as bar:
+    with progress_bar(range(3), file=out) as bar:
         assert bar.disable is not shown
         assert list(bar) == [0, 1, 2]
     assert bool(out.getvalue()) is shown

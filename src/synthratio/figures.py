@@ -17,7 +17,7 @@ STUDY_LABEL = "published study (Stable Diffusion, full Kermany): a reference, no
 
 
 def save_ratio_plot(
-    summary: dict, table: pd.DataFrame, x_label: str, path: Path, study: dict[int, float] | None = None
+    summary: dict, table: pd.DataFrame, *, x_label: str, path: Path, study: dict[int, float] | None = None
 ) -> None:
     """Left: accuracy vs x per family, mean over seeds with its band. Right: the paired difference in the
     decision metric with its one-sided bounds, the -margin line the lower bound must clear, and R_max."""
@@ -57,7 +57,7 @@ def save_ratio_plot(
     _save(fig, path)
 
 
-def save_sample_grid(real: np.ndarray, synthetic: np.ndarray, path: Path, columns: int = 8) -> None:
+def save_sample_grid(real: np.ndarray, synthetic: np.ndarray, path: Path, *, columns: int = 8) -> None:
     """Real (top row) and synthetic (bottom row) scans side by side, at the generator's size."""
     columns = min(columns, len(real), len(synthetic))
     fig, axes = plt.subplots(2, columns, figsize=(1.4 * columns, 3.2), squeeze=False)

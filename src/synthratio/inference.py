@@ -91,7 +91,7 @@ class Draws:
 
 
 def cluster_draws(
-    patients: np.ndarray, n_seeds: int, resamples: int, seed: int, strata: np.ndarray | None = None
+    patients: np.ndarray, *, n_seeds: int, resamples: int, seed: int, strata: np.ndarray | None = None
 ) -> Draws:
     """`resamples` draws of test patients (with replacement, each drawn patient bringing all its scans)
     crossed with draws of seeds (with replacement). With `strata` (one value per scan; a patient's stratum is
@@ -140,7 +140,7 @@ class NonInferiority:
     verdict: Verdict  # non-inferior: lower > -margin; inferior: upper < -margin; else inconclusive
 
 
-def non_inferiority(delta: float, delta_draws: np.ndarray, margin: float, confidence: float) -> NonInferiority:
+def non_inferiority(delta: float, delta_draws: np.ndarray, *, margin: float, confidence: float) -> NonInferiority:
     """The non-inferiority verdict of a paired improvement from its bootstrap draws (percentile bounds at
     one-sided level `confidence`)."""
     lower = float(np.quantile(delta_draws, 1 - confidence))
@@ -190,7 +190,7 @@ def _sign_patterns(n_patients: int, permutations: int, rng: np.random.Generator)
 
 
 def paired_permutation_p(
-    candidate: Runs, reference: Runs, metric: Metric, permutations: int, seed: int, chunk: int = 512
+    candidate: Runs, reference: Runs, metric: Metric, *, permutations: int, seed: int, chunk: int = 512
 ) -> float:
     """Two-sided p-value of "candidate and reference score the same" from swapping the two runs' predictions
     within each test patient (all seeds at once). For the per-scan metrics this flips the sign of each

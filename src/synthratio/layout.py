@@ -23,15 +23,15 @@ def run_name(ratio: int, keep: int) -> str:
     return f"ratio_{ratio}_keep_{keep}"
 
 
-def classifier_path(params: Params, ratio: int, seed: int, keep: int) -> Path:
+def classifier_path(params: Params, *, ratio: int, seed: int, keep: int) -> Path:
     return params.paths.classifiers / run_name(ratio, keep) / f"seed_{seed}.safetensors"
 
 
-def predictions_path(params: Params, ratio: int, seed: int, keep: int) -> Path:
+def predictions_path(params: Params, *, ratio: int, seed: int, keep: int) -> Path:
     return params.paths.predictions / run_name(ratio, keep) / f"seed_{seed}.csv"
 
 
-def classifier_live_path(params: Params, ratio: int, seed: int, keep: int) -> Path:
+def classifier_live_path(params: Params, *, ratio: int, seed: int, keep: int) -> Path:
     return params.paths.live / run_name(ratio, keep) / f"seed_{seed}"
 
 

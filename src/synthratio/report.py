@@ -77,12 +77,12 @@ class Family:
     x_label: str
 
 
-def load_arm(params: Params, ratio: int, keep: int, scans: list[str] | None) -> tuple[Arm, list[str]]:
+def load_arm(params: Params, *, ratio: int, keep: int, scans: list[str] | None) -> tuple[Arm, list[str]]:
     """Every seed's metrics and test probabilities of one (R, keep), and the test scans they scored; every
     run must have scored the same test scans in the same order (`scans`: those of the runs read before)."""
     probs = []
     for seed in params.sweep.seeds:
-        path = predictions_path(params, ratio, seed, keep)
+        path = predictions_path(params, ratio=ratio, seed=seed, keep=keep)
         predictions = pd.read_csv(path)
         if scans is not None and predictions["file"].tolist() != scans:
             raise ValueError(f"{path}: test scans differ from the other runs' (rerun the classifier stages)")
@@ -104,7 +104,7 @@ def training_curves(params: Params) -> pd.DataFrame:
     folders = {f"finetune keep {k}": generator_files(params, k).live for k in params.sweep.keep}
     folders.update(
         {
-            f"{run_name(r, k)} seed {s}": classifier_live_path(params, r, s, k)
+            f"{run_name(r, k)} seed {s}": classifier_live_path(params, ratio=r, seed=s, keep=k)
             for k in params.sweep.keep
             for r in params.sweep.all_ratios
             for s in params.sweep.seeds
@@ -120,7 +120,9 @@ def training_curves(params: Params) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def families(mode: str, arms: dict[tuple[int, int], Arm], keeps: Sequence[int], ratios: Sequence[int]) -> list[Family]:
+def families(
+    mode: str, arms: dict[tuple[int, int], Arm], *, keeps: Sequence[int], ratios: Sequence[int]
+) -> list[Family]:
     """The families of a sweep: `arms[(ratio, keep)]` for every ratio (0 included) and regime."""
     if mode != "data":
         label = "R: synthetic share of the CNV examples in every batch (%)" + (
@@ -148,7 +150,11 @@ def _compare(family: Family, config: ReportConfig) -> pd.DataFrame:
     """One row per x (the reference at x=0 first): metrics, intervals, improvement, verdict, p."""
     reference = family.reference.runs
     draws = cluster_draws(
-        reference.patients, len(reference.probs), config.bootstrap, config.seed, strata=reference.labels
+        reference.patients,
+        n_seeds=len(reference.probs),
+        resamples=config.bootstrap,
+        seed=config.seed,
+        strata=reference.labels,
     )
     reference_draws = {m: bootstrap(reference, m, draws) for m in {*BAND_METRICS, config.metric}}
     # the same patient draws with every seed kept: the spread the test set alone leaves
@@ -169,7 +175,10 @@ def _compare(family: Family, config: ReportConfig) -> pd.DataFrame:
             metric = config.metric
             delta = float(improvement(point(arm.runs, metric), point(reference, metric), metric))
             verdict = non_inferiority(
-                delta, improvement(arm_draws[metric], reference_draws[metric], metric), config.margin, config.confidence
+                delta,
+                improvement(arm_draws[metric], reference_draws[metric], metric),
+                margin=config.margin,
+                confidence=config.confidence,
             )
             fixed = improvement(bootstrap(arm.runs, metric, seeds_fixed), reference_fixed, metric)
             row.update(
@@ -179,7 +188,7 @@ def _compare(family: Family, config: ReportConfig) -> pd.DataFrame:
                 half_width=verdict.half_width,
                 test_half_width=max(delta - float(np.quantile(fixed, 1 - config.confidence)), 0.0),
                 verdict=verdict.verdict,
-                p=paired_permutation_p(arm.runs, reference, metric, config.permutations, config.seed),
+                p=paired_permutation_p(arm.runs, reference, metric, permutations=config.permutations, seed=config.seed),
             )
         rows.append(row)
     return pd.DataFrame(rows)
@@ -231,7 +240,7 @@ def headline(summary: dict) -> dict:
     }
 
 
-def verdict_sentence(name: str, block: dict, metric: str, margin: float, confidence: float) -> str:
+def verdict_sentence(name: str, block: dict, *, metric: str, margin: float, confidence: float) -> str:
     """One line a reader can quote: what R_max is, or why there is none."""
     bound = f"one-sided {confidence:.0%} lower bound of the paired {metric} difference above -{margin:g}"
     if block["stop"] == "none":
@@ -262,7 +271,7 @@ def markdown_report(summary: dict, table: pd.DataFrame, synthetic: dict[int, dic
     for name, part in table.groupby("family", sort=False):
         lines += ["", f"## {name}", ""]
         if name in summary:
-            lines += [verdict_sentence(name, summary[name], metric, margin, confidence), ""]
+            lines += [verdict_sentence(name, summary[name], metric=metric, margin=margin, confidence=confidence), ""]
         lines += [
             f"| x % | synthetic share | accuracy (CI) | log-loss (CI) | {metric} difference (one-sided bounds) "
             "| verdict | p (Holm) | F1 | AUROC | ECE |",
@@ -332,7 +341,7 @@ def terminal_summary(summary: dict, synthetic: dict[int, dict], plots: str) -> s
     ]
     for name, block in summary.items():
         if isinstance(block, dict):
-            lines.append("  " + verdict_sentence(name, block, metric, margin, confidence))
+            lines.append("  " + verdict_sentence(name, block, metric=metric, margin=margin, confidence=confidence))
             lines.append(
                 "    accuracy by R: "
                 + ", ".join(f"R={x} {v:.3f}" for x, v in sorted(block["accuracy"].items(), key=lambda i: int(i[0])))

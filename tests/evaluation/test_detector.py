@@ -166,7 +166,8 @@ def test_detector_trains_on_train_picks_on_val_and_scores_test_with_a_patient_in
         patients=parts.test_units,
         positive=SYNTHETIC,
     )
-    draws = cluster_draws(parts.test_units, 1, 1000, 7, strata=parts.test.labels)  # the defaults: 1000 resamples, 95 %
+    # the defaults: 1000 resamples, 95 %
+    draws = cluster_draws(parts.test_units, n_seeds=1, resamples=1000, seed=7, strata=parts.test.labels)
     assert (result.auroc_ci_low, result.auroc_ci_high) == interval(bootstrap(runs, "auroc", draws), 0.95)
     assert [type(n) for n in (result.n_train, result.n_val, result.n_test)] == [int] * 3
     assert (result.n_train, result.n_val, result.n_test) == (20, 10, 10)
@@ -183,7 +184,7 @@ def test_detector_trains_on_train_picks_on_val_and_scores_test_with_a_patient_in
         bootstrap=200,
         confidence=0.5,
     )
-    draws = cluster_draws(parts.test_units, 1, 200, 7, strata=parts.test.labels)
+    draws = cluster_draws(parts.test_units, n_seeds=1, resamples=200, seed=7, strata=parts.test.labels)
     assert (narrow.auroc_ci_low, narrow.auroc_ci_high) == interval(bootstrap(runs, "auroc", draws), 0.5)
 
 

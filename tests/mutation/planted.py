@@ -127,8 +127,8 @@ PLANTS = [
         ["tests/test_report.py::test_differences_are_paired_so_a_near_copy_of_r0_is_shown_non_inferior"],
         REPORT,
         "        arm_draws = {m: bootstrap(arm.runs, m, draws) if x else reference_draws[m] for m in reference_draws}",
-        "        own = cluster_draws(reference.patients, len(reference.probs), config.bootstrap, config.seed + x, "
-        "strata=reference.labels)\n"
+        "        own = cluster_draws(reference.patients, n_seeds=len(reference.probs), resamples=config.bootstrap, "
+        "seed=config.seed + x, strata=reference.labels)\n"
         "        arm_draws = {m: bootstrap(arm.runs, m, own) if x else reference_draws[m] for m in reference_draws}",
     ),
     Plant(

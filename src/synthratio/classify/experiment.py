@@ -49,7 +49,7 @@ def load_real(params: Params, split: str) -> LabelledImages:
 
 def load_classifier(params: Params, *, seed: int, ratio: int, device: torch.device, keep: int) -> torch.nn.Module:
     """A trained classifier from its safetensors file (never pickle)."""
-    path = classifier_path(params, ratio, seed, keep)
+    path = classifier_path(params, ratio=ratio, seed=seed, keep=keep)
     if not path.is_file():
         stage = f"baseline@{keep}" if ratio == 0 else f"train_classifier@{ratio}-{keep}"  # dvc.yaml's matrix names
         raise FileNotFoundError(f"{path}: classifier weights not found (run stage {stage})")
@@ -173,8 +173,10 @@ def run_seed(
     for i, name in enumerate(classes):
         predictions[f"prob_{name}"] = np.round(probabilities[:, i], 6)
     state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
-    write_atomically(classifier_path(params, ratio, seed, keep), lambda tmp: save_file(state, str(tmp)))
-    write_atomically(predictions_path(params, ratio, seed, keep), lambda tmp: predictions.to_csv(tmp, index=False))
+    write_atomically(classifier_path(params, ratio=ratio, seed=seed, keep=keep), lambda tmp: save_file(state, str(tmp)))
+    write_atomically(
+        predictions_path(params, ratio=ratio, seed=seed, keep=keep), lambda tmp: predictions.to_csv(tmp, index=False)
+    )
     return metrics
 
 
@@ -202,7 +204,7 @@ def run_ratio(params: Params, ratio: int, keep: int, *, device: torch.device) ->
     )
     runs = []
     for seed in params.sweep.seeds:
-        with open_live(classifier_live_path(params, ratio, seed, keep)) as live:
+        with open_live(classifier_live_path(params, ratio=ratio, seed=seed, keep=keep)) as live:
             runs.append(run_seed(params, data, ratio=ratio, seed=seed, keep=keep, device=device, live=live))
     write_json(classifier_metrics_path(params, ratio, keep), runs)
     return runs

@@ -12,7 +12,7 @@ import math
 import random
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -148,6 +148,68 @@ def _evaluate(model: nn.Module, images: Tensor, labels: np.ndarray, num_classes:
     }
 
 
+@dataclass
+class _Fit:
+    """A classifier in training: the model, its optimizer and schedule, and its examples on the device."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    images: Tensor  # uint8 (N, H, W): the real training scans, then the synthetic ones
+    labels: Tensor
+    augment_generator: torch.Generator
+
+    def run_epoch(self, epoch_batches: Tensor, bar: Any) -> Tensor:
+        """One optimizer step per row of batch indices; the steps' losses, still on the device."""
+        self.model.train()
+        losses = []
+        for index in epoch_batches:
+            with autocast(self.images.device):
+                inputs = _augment(_to_float(self.images[index]), self.augment_generator)
+                loss = F.cross_entropy(self.model(inputs), self.labels[index])
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.schedule.step()
+            losses.append(loss.detach())  # checked once per epoch: a per-step .item() would stall a GPU
+            bar.update()
+        return torch.stack(losses)
+
+
+def _start_fit(
+    train: LabelledImages,
+    synthetic: np.ndarray,
+    config: ClassifierConfig,
+    *,
+    synthetic_label: int,
+    num_classes: int,
+    steps: int,
+    seed: int,
+    device: torch.device,
+) -> _Fit:
+    """Seeded weights, AdamW with cosine decay over `steps`, and the real and synthetic scans uploaded once."""
+    set_seed(seed)
+    # channels_last: ~1.5x faster training of simple_cnn on the CPU here, and the layout GPU convs prefer
+    model = build_classifier(config.arch, num_classes, config.image_size, pretrained=config.pretrained)
+    model = model.to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    # cosine decay to zero: late epochs settle instead of jumping, so selection on val picks a settled model
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    augment_generator = torch.Generator(device=device).manual_seed(seed)
+    images = _upload([train.images, synthetic], device)
+    labels = torch.cat(
+        [torch.as_tensor(train.labels, dtype=torch.long), torch.full((len(synthetic),), synthetic_label)]
+    ).to(device)
+    return _Fit(model, optimizer, schedule, images, labels, augment_generator)
+
+
+def _log_epoch(live: dvclive.Live | None, record: dict[str, float]) -> None:
+    if live is not None:
+        for key, value in record.items():
+            live.log_metric(key, value)
+        live.next_step()
+
+
 def train_classifier(
     train: LabelledImages,
     val: LabelledImages,
@@ -184,19 +246,16 @@ def train_classifier(
         class_counts=class_counts,
     )
     num_classes = len(sampler.plan.per_class)
-
-    set_seed(seed)
-    # channels_last: ~1.5x faster training of simple_cnn on the CPU here, and the layout GPU convs prefer
-    model = build_classifier(config.arch, num_classes, config.image_size, pretrained=config.pretrained)
-    model = model.to(device, memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    # cosine decay to zero: late epochs settle instead of jumping, so selection on val picks a settled model
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=len(sampler))
-    augment_generator = torch.Generator(device=device).manual_seed(seed)
-    images = _upload([train.images, synthetic], device)
-    labels = torch.cat(
-        [torch.as_tensor(train.labels, dtype=torch.long), torch.full((len(synthetic),), synthetic_label)]
-    ).to(device)
+    fit = _start_fit(
+        train,
+        synthetic,
+        config,
+        synthetic_label=synthetic_label,
+        num_classes=num_classes,
+        steps=len(sampler),
+        seed=seed,
+        device=device,
+    )
     val_images = _upload([val.images], device)
 
     history: list[dict[str, float]] = []
@@ -207,35 +266,23 @@ def train_classifier(
     )
     batches = iter(sampler)
     for epoch in range(1, config.epochs + 1):
-        model.train()
-        losses = []
         # one upload of the epoch's batch indices: a per-step copy from pageable memory would sync the GPU
         epoch_batches = torch.from_numpy(np.stack([next(batches) for _ in range(steps_per_epoch)])).to(device)
-        for index in epoch_batches:
-            with autocast(device):
-                loss = F.cross_entropy(model(_augment(_to_float(images[index]), augment_generator)), labels[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            losses.append(loss.detach())  # checked once per epoch: a per-step .item() would stall a GPU
-            bar.update()
-        train_loss = _finite_mean(torch.stack(losses), first_step=(epoch - 1) * steps_per_epoch + 1, config=config)
-        record = {"train_loss": train_loss, **_evaluate(model, val_images, val.labels, num_classes)}
+        losses = fit.run_epoch(epoch_batches, bar)
+        train_loss = _finite_mean(losses, first_step=(epoch - 1) * steps_per_epoch + 1, config=config)
+        record = {"train_loss": train_loss, **_evaluate(fit.model, val_images, val.labels, num_classes)}
         history.append(record)
         bar.set_postfix(epoch=epoch, **{k: f"{v:.4f}" for k, v in record.items()})
-        if live is not None:
-            for key, value in record.items():
-                live.log_metric(key, value)
-            live.next_step()
+        _log_epoch(live, record)
         # select on val accuracy, then log-loss: a small val set's lowest log-loss often falls on an early,
         # underconfident epoch that predicts one class
         key = (record["val_accuracy"], -record["val_loss"])
         if best_state is None or key > best_key:
             best_key, best_epoch = key, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_state = {k: v.detach().clone() for k, v in fit.model.state_dict().items()}
     bar.close()
 
+    model = fit.model
     model.load_state_dict(best_state)
     model.to(memory_format=torch.contiguous_format)  # safetensors saves contiguous tensors only
     model.eval()

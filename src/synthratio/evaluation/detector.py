@@ -138,10 +138,8 @@ def detect_synthetic(
     probs = predict_proba(result.model, test.images, device)
     p_synthetic = probs[:, SYNTHETIC]
     runs = Runs(probs=probs[None], labels=test.labels, patients=parts.test_units, positive=SYNTHETIC)
-    low, high = interval(
-        inference_bootstrap(runs, "auroc", cluster_draws(parts.test_units, 1, bootstrap, seed, strata=test.labels)),
-        confidence,
-    )
+    draws = cluster_draws(parts.test_units, n_seeds=1, resamples=bootstrap, seed=seed, strata=test.labels)
+    low, high = interval(inference_bootstrap(runs, "auroc", draws), confidence)
     return DetectorResult(
         auroc=float(roc_auc_score(test.labels == SYNTHETIC, p_synthetic)),
         auroc_ci_low=low,
