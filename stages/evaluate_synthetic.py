@@ -30,7 +30,7 @@ def main() -> None:
     params = load_params()
     # imported once params.yaml is read and checked: torch, diffusers and sklearn take seconds to import
     from synthratio.classify.experiment import load_classifier
-    from synthratio.data.cohort import load_cohort
+    from synthratio.data.cohort import cohort_of
     from synthratio.data.synthetic import synthetic_seeds
     from synthratio.evaluation.evaluate import evaluate_synthetic, load_heldout
     from synthratio.evaluation.features import classifier_feature_fn
@@ -43,14 +43,7 @@ def main() -> None:
     label, size = classes.index(target), params.finetune.image_size
     # Real scans at the generator's size: both sets reach the encoder through the same resize, and pixel
     # distances compare like with like. Memorization compares with what this generator learned from.
-    cohort = load_cohort(
-        params.paths.prepared,
-        size,
-        num_classes=len(classes),
-        label=label,
-        keep=args.keep,
-        subset_seed=params.sweep.subset_seed,
-    )
+    cohort = cohort_of(params, args.keep, size=size)
     real = load_heldout(
         params.paths.prepared, config.real_split, size, label=label, train=cohort.images[cohort.labels == label]
     )

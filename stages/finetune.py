@@ -19,7 +19,7 @@ def main() -> None:
     import numpy as np
     from accelerate import PartialState
 
-    from synthratio.data.cohort import load_cohort
+    from synthratio.data.cohort import cohort_of
     from synthratio.diffusion.pipelines import save_pipeline
     from synthratio.diffusion.pixel import train_pixel
     from synthratio.diffusion.training import resolve_mixed_precision, training_rows
@@ -28,15 +28,7 @@ def main() -> None:
 
     device = setup(params.runtime)
     config, classes = params.finetune, params.prepare.classes
-    label = classes.index(config.target_class)
-    cohort = load_cohort(
-        params.paths.prepared,
-        config.image_size,
-        num_classes=len(classes),
-        label=label,
-        keep=args.keep,
-        subset_seed=params.sweep.subset_seed,
-    )
+    cohort = cohort_of(params, args.keep, size=config.image_size)
     if config.backend == "pixel":
         train = train_pixel
     else:

@@ -21,7 +21,7 @@ def main() -> None:
     import numpy as np
     from accelerate import PartialState
 
-    from synthratio.data.cohort import load_cohort
+    from synthratio.data.cohort import cohort_of
     from synthratio.data.synthetic import load_synthetic, synthetic_seeds
     from synthratio.diffusion.noise import make_noise_injector, measure_noise
     from synthratio.diffusion.sampling import generate_to_folder
@@ -46,14 +46,7 @@ def main() -> None:
     )
     size, classes = params.finetune.image_size, params.prepare.classes
     label = classes.index(target)
-    cohort = load_cohort(
-        params.paths.prepared,
-        size,
-        num_classes=len(classes),
-        label=label,
-        keep=args.keep,
-        subset_seed=params.sweep.subset_seed,
-    )
+    cohort = cohort_of(params, args.keep, size=size)
     real = cohort.images[cohort.labels == label]
     postprocess, noise_settings, noise = None, None, {}
     if config.noise_injection:  # the spectrum of the cohort's real training scans' vitreous, at the generated size

@@ -45,15 +45,8 @@ STUDY_ACCURACY = {
     80: 0.7750,
     90: 0.6813,
 }
-RUN_COLUMNS = (
-    "accuracy",
-    "f1",
-    "precision",
-    "recall",
-    "auroc",
-    "log_loss",
-    "ece",
-)  # per-run test metrics, averaged over seeds
+# per-run test metrics, averaged over seeds
+RUN_COLUMNS = ("accuracy", "f1", "precision", "recall", "auroc", "log_loss", "ece")
 BAND_METRICS = ("accuracy", "log_loss")  # drawn with an interval
 HEADLINE_KEYS = ("r_max", "r_max_shown", "stopped_at", "stop", "resolvable_margin", *BAND_METRICS, "lower")
 

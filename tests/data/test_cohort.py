@@ -1,10 +1,12 @@
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from synthratio.data.cohort import cohort_patients, cohort_rows, load_cohort
+from synthratio.config import load_params
+from synthratio.data.cohort import cohort_of, cohort_patients, cohort_rows, load_cohort
 from synthratio.data.prepared import array_path, load_prepared
 
 GROUPS = np.array(["a", "a", "b", "c", "d", "e", "f", "g", "h", "h", "i", "j"])
@@ -90,15 +92,8 @@ def test_load_cohort_reads_the_cohorts_rows_and_the_full_class_counts(tmp_path: 
     assert full.class_counts == (10, 2, 0)  # num_classes=3: a class without scans counts 0
     half = load_cohort(prepared, 4, num_classes=2, label=0, keep=50, subset_seed=3)
     rows = cohort_rows(GROUPS, LABELS, label=0, keep=50, subset_seed=3)
-    assert rows.tolist() == [
-        2,
-        3,
-        7,
-        8,
-        9,
-        10,
-        11,
-    ]  # CNV patients b, c, g, h (two scans) of subset seed 3, both NORMAL scans
+    # CNV patients b, c, g, h (two scans) of subset seed 3, both NORMAL scans
+    assert rows.tolist() == [2, 3, 7, 8, 9, 10, 11]
     np.testing.assert_array_equal(half.images[:, 0, 0], rows)
     np.testing.assert_array_equal(half.labels, LABELS[rows])
     np.testing.assert_array_equal(half.patients, GROUPS[rows])
@@ -111,3 +106,20 @@ def test_a_cohort_of_every_patient_keeps_the_memory_map(tmp_path: Path):
     prepared = write_prepared_by_hand(tmp_path / "prepared")
     assert isinstance(load_cohort(prepared, 4, num_classes=2, label=0, keep=100, subset_seed=3).images, np.memmap)
     assert not isinstance(load_cohort(prepared, 4, num_classes=2, label=0, keep=50, subset_seed=3).images, np.memmap)
+
+
+def test_cohort_of_reads_the_regime_that_params_yaml_sets_up(tmp_path: Path):
+    """The stages' one call: prepare.classes, sweep.synthetic_class and sweep.subset_seed from params."""
+    prepared = write_prepared_by_hand(tmp_path / "prepared")
+    params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+    params = dataclasses.replace(
+        params,
+        paths=dataclasses.replace(params.paths, prepared=prepared),
+        sweep=dataclasses.replace(params.sweep, subset_seed=3),
+    )
+    assert params.prepare.classes == ("CNV", "NORMAL") and params.sweep.synthetic_class == "CNV"
+    expected = load_cohort(prepared, 4, num_classes=2, label=0, keep=50, subset_seed=3)
+    got = cohort_of(params, 50, size=4)
+    np.testing.assert_array_equal(got.images, expected.images)
+    np.testing.assert_array_equal(got.patients, expected.patients)
+    assert got.class_counts == expected.class_counts and len(got.labels) == 7

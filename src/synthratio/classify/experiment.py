@@ -24,7 +24,7 @@ from synthratio.classify.metrics import classification_metrics
 from synthratio.classify.models import build_classifier
 from synthratio.classify.train import LabelledImages, predict_proba, train_classifier
 from synthratio.config import Params, ParamsError, max_ratio
-from synthratio.data.cohort import load_cohort
+from synthratio.data.cohort import cohort_of
 from synthratio.data.prepared import load_prepared
 from synthratio.data.synthetic import load_synthetic, synthetic_seeds
 from synthratio.layout import (
@@ -100,14 +100,7 @@ def load_run_data(params: Params, ratio: int, keep: int) -> RunData:
     """The real scans of cohort `keep`, val and test, and the synthetic scans a run at `ratio` mixes in."""
     classes, synthetic_class = params.prepare.classes, params.sweep.synthetic_class
     label = classes.index(synthetic_class)
-    cohort = load_cohort(
-        params.paths.prepared,
-        params.classifier.image_size,
-        num_classes=len(classes),
-        label=label,
-        keep=keep,
-        subset_seed=params.sweep.subset_seed,
-    )
+    cohort = cohort_of(params, keep, size=params.classifier.image_size)
     n_real = int((cohort.labels == label).sum())
     n_synthetic = synthetic_count(params, ratio, keep, n_real=n_real, n_full=cohort.class_counts[label])
     synthetic = None

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from synthratio.config import Params
 from synthratio.data.prepared import load_prepared
 
 
@@ -59,3 +60,17 @@ def load_cohort(
     if len(rows) < len(labels):
         images, labels, patients = np.asarray(images[rows]), labels[rows], patients[rows]
     return TrainingScans(images=images, labels=labels, patients=patients, class_counts=counts)
+
+
+def cohort_of(params: Params, keep: int, *, size: int) -> TrainingScans:
+    """load_cohort as params.yaml sets it up: regime `keep` of sweep.synthetic_class (finetune.target_class,
+    the same class) among prepare.classes, in the order sweep.subset_seed draws."""
+    classes = params.prepare.classes
+    return load_cohort(
+        params.paths.prepared,
+        size,
+        num_classes=len(classes),
+        label=classes.index(params.sweep.synthetic_class),
+        keep=keep,
+        subset_seed=params.sweep.subset_seed,
+    )
