@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -36,21 +37,22 @@ PROMPT = "oct scan showing cnv"
 TEXT_TOKENS = 77  # CLIP's context length: the UNet's cross-attention sees (B, 77, width)
 
 
-def _autocast(device: torch.device, bf16: bool) -> torch.autocast:
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+@dataclass(frozen=True)
+class BareRun:
+    """How the bare UNet is timed: where, in which precision, and over how many untimed and timed steps."""
+
+    device: torch.device
+    bf16: bool
+    warmup: int
+    steps: int
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
 
-def bare_train_speed(
-    unet: torch.nn.Module,
-    shape: tuple[int, ...],
-    width: int,
-    *,
-    device: torch.device,
-    bf16: bool,
-    warmup: int,
-    steps: int,
-) -> float:
+def bare_train_speed(unet: torch.nn.Module, shape: tuple[int, ...], width: int, run: BareRun) -> float:
     """img/s of the plain step: forward on noised latents with a text context, MSE to the noise, backward, AdamW."""
+    device, warmup, steps = run.device, run.warmup, run.steps
     batch = shape[0]
     unet.train().requires_grad_(True)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-5)
@@ -66,7 +68,7 @@ def bare_train_speed(
         t = torch.randint(1000, (batch,), device=device)
         noise = torch.randn(shape, device=device)
         a = alpha_bar[t].view(-1, 1, 1, 1)
-        with _autocast(device, bf16):
+        with run.autocast():
             prediction = unet(a.sqrt() * x0 + (1 - a).sqrt() * noise, t, encoder_hidden_states=context).sample
         F.mse_loss(prediction.float(), noise).backward()
         optimizer.step()
@@ -93,17 +95,9 @@ def loop_train_speed(
 
 
 @torch.no_grad()
-def bare_sample_step_seconds(
-    unet: torch.nn.Module,
-    shape: tuple[int, ...],
-    width: int,
-    *,
-    device: torch.device,
-    bf16: bool,
-    warmup: int,
-    steps: int,
-) -> float:
+def bare_sample_step_seconds(unet: torch.nn.Module, shape: tuple[int, ...], width: int, run: BareRun) -> float:
     """Seconds per bare UNet forward at batch 2B (classifier-free guidance: unconditional + conditional)."""
+    device, warmup, steps = run.device, run.warmup, run.steps
     unet.eval()
     sample = torch.randn((2 * shape[0], *shape[1:]), device=device)
     context = torch.randn((2 * shape[0], TEXT_TOKENS, width), device=device)
@@ -112,7 +106,7 @@ def bare_sample_step_seconds(
         if step == warmup:
             _sync(device)
             started = time.perf_counter()
-        with _autocast(device, bf16):
+        with run.autocast():
             unet(sample, torch.full((2 * shape[0],), 500, device=device), encoder_hidden_states=context)
     _sync(device)
     return (time.perf_counter() - started) / steps
@@ -195,16 +189,15 @@ def main() -> None:
 
     bf16 = precision == "bf16"
     _reset_peak(device)
-    bare_train = bare_train_speed(unet, shape, width, device=device, bf16=bf16, warmup=args.warmup, steps=steps)
+    bare = BareRun(device=device, bf16=bf16, warmup=args.warmup, steps=steps)
+    bare_train = bare_train_speed(unet, shape, width, bare)
     bare_train_peak = _peak_gib(device)
     _reset_peak(device)
     loop_train = loop_train_speed(pipeline, config, shape, device=device, warmup=args.warmup, steps=steps)
     loop_train_peak = _peak_gib(device)
     pipeline.unet.requires_grad_(False)
     _reset_peak(device)
-    step_seconds = bare_sample_step_seconds(
-        unet, shape, width, device=device, bf16=bf16, warmup=args.warmup, steps=steps
-    )
+    step_seconds = bare_sample_step_seconds(unet, shape, width, bare)
     bare_sample, bare_sample_peak = batch / (args.sample_steps * step_seconds), _peak_gib(device)
     piped = pipeline_sample_speed(
         pipeline, config, batch, device=device, steps=args.sample_steps, guidance=args.guidance
