@@ -32,9 +32,20 @@ def module_file(name: str) -> Path | None:
 
 
 def imported_modules(path: Path) -> set[str]:
-    """Dotted names of the synthratio modules a file imports anywhere in its body, parent packages included."""
+    """Dotted names of the synthratio modules a file imports anywhere in its body (inside functions too, not under
+    `if TYPE_CHECKING:`), parent packages included."""
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    tree = ast.parse(path.read_text(), filename=str(path))
+    annotations_only = {  # `if TYPE_CHECKING:` blocks never run: their imports are for type checkers
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+        for statement in node.body
+        for inner in ast.walk(statement)
+    }
+    for node in ast.walk(tree):
+        if id(node) in annotations_only:
+            continue
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
@@ -111,9 +122,13 @@ def test_every_source_a_stage_depends_on_is_one_it_imports(name: str, script: Pa
 
 def test_the_closure_follows_imports_inside_functions_and_from_package_imports(tmp_path: Path):
     """The walk this test relies on: `from synthratio.diffusion import latent` inside a function reaches latent.py
-    and what latent.py imports; a plain library import reaches nothing."""
+    and what latent.py imports; a plain library import, or one under `if TYPE_CHECKING:`, reaches nothing."""
     script = tmp_path / "stage.py"
-    script.write_text("import numpy\n\ndef main():\n    from synthratio.diffusion import latent\n")
+    script.write_text(
+        "from typing import TYPE_CHECKING\nimport numpy\n\n"
+        "if TYPE_CHECKING:\n    from synthratio.classify import train\n\n"
+        "def main():\n    from synthratio.diffusion import latent\n"
+    )
     closure = {str(path.relative_to(SRC)) for path in import_closure(script)}
     assert {"synthratio/diffusion/latent.py", "synthratio/diffusion/training.py", "synthratio/config.py"} <= closure
     assert not any("classify" in path for path in closure)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -13,6 +14,10 @@ import pandas as pd  # noqa: E402
 
 from synthratio.runtime import write_atomically  # noqa: E402
 
+if TYPE_CHECKING:  # annotations only: the report stage imports this module without torch
+    from synthratio.evaluation.memorization import Memorization
+
+GRID_PAIRS = 8  # closest synthetic/train pairs shown per space in the memorization figure
 STUDY_LABEL = "published study (Stable Diffusion, full Kermany): a reference, not comparable with these data"
 
 
@@ -71,5 +76,35 @@ def save_sample_grid(real: np.ndarray, synthetic: np.ndarray, path: Path, *, col
 
 def _save(fig: plt.Figure, path: Path) -> None:
     fig.tight_layout()
+    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)
+
+
+def save_memorization_grid(
+    synthetic: np.ndarray, train: np.ndarray, spaces: dict[str, Memorization], *, path: Path, pairs: int = GRID_PAIRS
+) -> None:
+    """PNG of the closest synthetic/train pairs in each space: per space a row of synthetic scans (closest
+    first, distance in red when at or below the threshold) above a row of their nearest training scans."""
+    pairs = min(pairs, len(synthetic))
+    fig = plt.figure(figsize=(1.5 * pairs, 3.6 * len(spaces)), layout="constrained")
+    for panel, (space, result) in zip(np.atleast_1d(fig.subfigures(len(spaces), 1)), spaces.items()):
+        panel.suptitle(
+            f"{space}: threshold {result.threshold:.3g}, memorized {result.share:.1%} of synthetic "
+            f"({result.share_floor:.1%} of unseen real)",
+            fontsize=9,
+        )
+        axes = panel.subplots(2, pairs, squeeze=False)
+        for col, row in enumerate(np.argsort(result.nearest.distance, kind="stable")[:pairs]):
+            distance = result.nearest.distance[row]
+            axes[0, col].imshow(synthetic[row], cmap="gray", vmin=0, vmax=255)
+            axes[0, col].set_title(
+                f"d={distance:.3g}", fontsize=7, color="tab:red" if distance <= result.threshold else "black"
+            )
+            axes[1, col].imshow(train[result.nearest.index[row]], cmap="gray", vmin=0, vmax=255)
+        for ax in axes.flat:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[0, 0].set_ylabel("synthetic", fontsize=8)
+        axes[1, 0].set_ylabel("nearest train", fontsize=8)
     write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)

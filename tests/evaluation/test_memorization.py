@@ -7,14 +7,15 @@ from matplotlib.colors import to_hex
 from PIL import Image
 
 import synthratio.evaluation.memorization as memorization_module
+import synthratio.figures as figures_module
 from synthratio.evaluation.memorization import (
     Memorization,
     Nearest,
     memorization,
     nearest_rows,
     pixel_rows,
-    save_memorization_grid,
 )
+from synthratio.figures import save_memorization_grid
 
 
 def test_copies_are_memorized_and_unseen_real_sits_near_the_quantile():
@@ -81,7 +82,7 @@ def test_grid_shows_the_closest_pairs_first_with_memorized_distances_in_red(
     """Pairs sorted by distance (ties in order), each synthetic scan above its nearest training scan, red at or
     below the threshold; one panel per space with its threshold and shares."""
     figures = []
-    monkeypatch.setattr(memorization_module.plt, "close", figures.append)  # keep the figure to look at
+    monkeypatch.setattr(figures_module.plt, "close", figures.append)  # keep the figure to look at
     rng = np.random.default_rng(0)
     synthetic, train = rng.integers(0, 256, (5, 4, 4), dtype=np.uint8), rng.integers(0, 256, (6, 4, 4), dtype=np.uint8)
     pixels = Memorization(
@@ -232,7 +233,7 @@ def test_grid_keeps_tied_distances_in_scan_order_among_many(tmp_path: Path, monk
     stable sort), so the same result always draws the same figure. numpy's default sort reorders ties once
     there are more than 16 values (64 here)."""
     figures = []
-    monkeypatch.setattr(memorization_module.plt, "close", figures.append)
+    monkeypatch.setattr(figures_module.plt, "close", figures.append)
     distance = np.random.default_rng(3).integers(0, 3, 64).astype(float)  # 0, 1 or 2: many ties
     synthetic = np.repeat(np.arange(64, dtype=np.uint8), 16).reshape(64, 4, 4)  # scan i: all pixels i
     result = Memorization(

@@ -28,7 +28,8 @@ from synthratio.evaluation.detector import detect_synthetic, resize_scans
 from synthratio.evaluation.distances import DISTANCE_KEYS, feature_distances
 from synthratio.evaluation.features import FeatureFn, file_features, inception_available, read_scans, write_png_folder
 from synthratio.evaluation.halves import patient_halves
-from synthratio.evaluation.memorization import Memorization, memorization, pixel_rows, save_memorization_grid
+from synthratio.evaluation.memorization import Memorization, memorization, pixel_rows
+from synthratio.figures import save_memorization_grid
 
 logger = logging.getLogger(__name__)
 
