@@ -1,5 +1,6 @@
 import hashlib
 import io
+import re
 import sys
 import warnings
 from collections import Counter
@@ -350,6 +351,17 @@ def test_skipped_files_are_counted_by_problem(raw: Path, tmp_path: Path):
         "file name has no patient id; expected <CLASS>-<patient id>-<image number>.jpeg": 1,
     }  # fmt: skip
     assert summary["scans"] == 32
+
+
+def test_a_folder_of_only_unusable_scans_errors_naming_it(tmp_path: Path):
+    """Skipping every scan leaves nothing to prepare: one error naming the raw folder, no output."""
+    raw = tmp_path / "raw"
+    for cls in ("CNV", "NORMAL"):
+        save(raw, f"train/{cls}/{cls}-1-1.jpeg", scan(1, 8, 8))  # smaller than the target size
+        save(raw, f"test/{cls}/{cls}-2-1.jpeg", scan(2, 8, 8))
+    with pytest.raises(DatasetError, match=rf"^{re.escape(str(raw))}: no usable scans of classes \['CNV', 'NORMAL'\]"):
+        prepare_dataset(raw, tmp_path / "prepared", replace(CONFIG, on_bad_file="skip"), sizes=(16,))
+    assert not (tmp_path / "prepared").exists()
 
 
 def test_missing_class_folder_and_layout(raw: Path, tmp_path: Path):
