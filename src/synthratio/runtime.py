@@ -73,8 +73,7 @@ def set_progress(enabled: bool) -> None:
 def progress_shown(file: TextIO | None = None) -> bool:
     """Whether a progress bar shows: runtime.progress (set_progress), TQDM_DISABLE unset, and its stream
     (stderr) a terminal, tqdm's own disable=None rule, in the main process only. Log files and
-    `dvc queue logs` never get
-    carriage-return lines."""
+    `dvc queue logs` never get carriage-return lines."""
     stream = sys.stderr if file is None else file
     off = os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false")
     terminal = hasattr(stream, "isatty") and stream.isatty()

@@ -1,5 +1,6 @@
 import hashlib
 import io
+import os
 import re
 import sys
 import warnings
@@ -110,6 +111,48 @@ def test_patient_split_is_disjoint_and_arrays_match_index(raw: Path, tmp_path: P
             assert loaded.images.shape[1:] == (size, size) and loaded.images.dtype == np.uint8
             assert len(loaded.labels) == (index["split"] == split).sum()
     assert not (tmp_path / "prepared.partial").exists()
+
+
+def test_index_is_read_once_for_every_split_and_again_once_rewritten(raw: Path, tmp_path: Path, monkeypatch):
+    out = tmp_path / "prepared"
+    prepare_dataset(raw, out, CONFIG, sizes=(16,))
+    reads = []
+    read_csv = pd.read_csv
+    monkeypatch.setattr(pd, "read_csv", lambda path: reads.append(path) or read_csv(path))
+    for split in ("train", "val", "test"):
+        load_prepared(out, split, 16)
+    assert reads == [(out / "index.csv").resolve()]
+    prepare_dataset(raw, out, replace(CONFIG, seed=1), sizes=(16,))  # another split of the patients
+    again = load_prepared(out, "train", 16)
+    assert len(reads) == 2
+    expected = pd.read_csv(out / "index.csv").query("split == 'train'").sort_values("row")
+    np.testing.assert_array_equal(again.files, expected["file"].to_numpy())
+
+
+@pytest.mark.parametrize("change", ["size", "mtime", "inode"])
+def test_an_index_changed_in_any_way_is_read_again(raw: Path, tmp_path: Path, monkeypatch, change: str):
+    """The cache key is the index's size, mtime and inode: each alone marks a new index."""
+    out = tmp_path / "prepared"
+    prepare_dataset(raw, out, CONFIG, sizes=(16,))
+    reads = []
+    read_csv = pd.read_csv
+    monkeypatch.setattr(pd, "read_csv", lambda path: reads.append(path) or read_csv(path))
+    load_prepared(out, "train", 16)
+    index, before = out / "index.csv", (out / "index.csv").stat()
+    text = index.read_text()
+    if change == "inode":  # a new file of the same size and mtime
+        (out / "new.csv").write_text(text)
+        os.replace(out / "new.csv", index)
+    else:  # the same file, rewritten in place: longer with its mtime kept, or as long with a later mtime
+        index.write_text(text + "\n" if change == "size" else text)
+    later = before.st_mtime_ns + (10**9 if change == "mtime" else 0)
+    os.utime(index, ns=(before.st_atime_ns, later))
+    after = index.stat()
+    changed = {"size": after.st_size, "mtime": after.st_mtime_ns, "inode": after.st_ino}
+    unchanged = {"size": before.st_size, "mtime": before.st_mtime_ns, "inode": before.st_ino}
+    assert [key for key in changed if changed[key] != unchanged[key]] == [change]
+    load_prepared(out, "train", 16)
+    assert len(reads) == 2
 
 
 def test_rows_follow_the_index(raw: Path, tmp_path: Path):

@@ -7,6 +7,7 @@ that split's arrays. Only this module writes or reads that layout.
 
 from __future__ import annotations
 
+import functools
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +64,7 @@ def load_prepared(prepared: Path, split: str, size: int) -> PreparedSplit:
         raise FileNotFoundError(
             f"{path}: no prepared array for split {split!r} at {size}px; found {available} (rerun prepare)"
         )
-    index = pd.read_csv(prepared / INDEX_FILE)
+    index = _read_index(prepared / INDEX_FILE)
     rows = index.loc[index["split"] == split].sort_values("row")
     labels = rows["label"].to_numpy(dtype=np.int64, copy=True)  # pandas 3 hands out read-only views
     images = np.load(path, mmap_mode="r")
@@ -73,3 +74,14 @@ def load_prepared(prepared: Path, split: str, size: int) -> PreparedSplit:
         )
     patients, files = rows["patient_group"].to_numpy(), rows["file"].to_numpy()
     return PreparedSplit(images=images, labels=labels, patients=patients, files=files)
+
+
+def _read_index(path: Path) -> pd.DataFrame:
+    """index.csv, read once per process however many splits a stage loads (train, val and test each ask)."""
+    stat = path.stat()  # any of the three tells a rewritten index (mtimes can be coarse, inodes reused)
+    return _read_index_version(path.resolve(), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_index_version(path: Path, inode: int, mtime_ns: int, size: int) -> pd.DataFrame:
+    return pd.read_csv(path)
