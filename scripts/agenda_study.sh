@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The study's agenda on real scans (README: "The agenda on real scans"), as queued `dvc exp run`s.
+#
+#   bash scripts/agenda_study.sh rank                 # queue every generator variant, stopping at evaluate_synthetic@100
+#   bash scripts/agenda_study.sh sweep default laplace   # queue the full ratio sweep of the named variants
+#   dvc queue start -j 1 && dvc queue status          # run them (one worker: two cores)
+#   python scripts/agenda_findings.py                 # the findings table from `dvc exp show --json`
+#
+# Every run uses the same real-data preset on top of the committed params.yaml: the Kermany sample (SAMPLE,
+# default ../shared/kermany-sample) re-split by patient with larger validation and test sets than the
+# phantom's, one cohort (all real CNV training patients) and three classifier seeds. "rank" runs stop at the
+# synthetic-scan figures, which are taken against the validation split (evaluate.real_split: val): no test
+# scan is looked at to choose a variant. "sweep" runs add the classifiers and the report on the test split.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SAMPLE=$(realpath "${SAMPLE:-../shared/kermany-sample}")
+[[ -d $SAMPLE/CNV ]] || { echo "SAMPLE=$SAMPLE has no CNV folder: point SAMPLE at the Kermany sample" >&2; exit 2; }
+PRESET=(
+  -S "paths.raw=$SAMPLE"
+  -S prepare.val_fraction=0.3 -S prepare.test_fraction=0.35
+  -S "sweep.keep=[100]" -S "sweep.seeds=[0,1,2]"
+  -S runtime.progress=false
+)
+
+# Variant name -> its overrides of the preset. "default" is today's params.yaml.
+declare -A VARIANTS=(
+  [default]=""
+  [linear]="finetune.beta_schedule=linear"
+  [scaled_linear]="finetune.beta_schedule=scaled_linear"
+  [sigmoid]="finetune.beta_schedule=sigmoid"
+  [laplace]="finetune.beta_schedule=laplace"
+  [ztsnr]="finetune.zero_terminal_snr=true"
+  [minsnr5]="finetune.snr_gamma=5"
+  [noise]="generate.noise_injection=true"
+  [ema]="finetune.ema_decay=0.995"
+  [steps1200]="finetune.steps=1200"
+  [classcond]="finetune.class_conditional=true"
+  [wide]="finetune.block_channels=[64,128,128] finetune.layers_per_block=2"
+  [px64]="finetune.image_size=64"
+)
+ORDER=(default linear scaled_linear sigmoid laplace ztsnr minsnr5 noise ema steps1200 classcond wide px64)
+
+overrides() {  # -S flags of one variant
+  [[ -v VARIANTS[$1] ]] || { echo "unknown variant '$1'; known: ${ORDER[*]}" >&2; exit 2; }
+  local setting
+  for setting in ${VARIANTS[$1]}; do printf '%s\0' -S "$setting"; done
+}
+
+queue() {  # queue <phase> <variant> [target]
+  local flags=()
+  mapfile -d '' flags < <(overrides "$2")
+  dvc exp run --queue -n "$1-$2" "${PRESET[@]}" "${flags[@]}" ${3:+"$3"}
+}
+
+case ${1:-} in
+  rank) for name in "${ORDER[@]}"; do queue rank "$name" evaluate_synthetic@100; done ;;
+  sweep)
+    shift
+    (($#)) || { echo "name the variants to sweep, e.g. sweep default laplace" >&2; exit 2; }
+    for name in "$@"; do overrides "$name" >/dev/null; done  # every name checked before any is queued
+    for name in "$@"; do queue sweep "$name"; done
+    ;;
+  *) echo "usage: $0 rank | sweep <variant>... (variants: ${ORDER[*]})" >&2; exit 2 ;;
+esac
