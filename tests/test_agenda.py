@@ -1,0 +1,143 @@
+"""The agenda study's scripts: agenda_study.sh refuses bad requests before queueing anything, and
+agenda_findings.py turns finished rank-/sweep- experiments into tables that compare each with the default."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+from pipeline_helpers import REPO
+
+sys.path.insert(0, str(REPO / "scripts"))
+spec = importlib.util.spec_from_file_location("agenda_findings", REPO / "scripts" / "agenda_findings.py")
+findings = sys.modules["agenda_findings"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(findings)
+
+
+def synthetic(auroc: float, low: float, high: float, fid: float, memorized: float) -> dict:
+    return {
+        "detector_auroc": auroc,
+        "detector_auroc_ci_low": low,
+        "detector_auroc_ci_high": high,
+        "domain_fid": fid,
+        "domain_fid_floor": 2.0,
+        "domain_fid_floor_sd": 0.5,
+        "domain_precision": 0.99,
+        "domain_precision_floor": 0.98,
+        "domain_recall": 0.8,
+        "domain_recall_floor": 0.95,
+        "memorized_share_features": memorized,
+        "memorized_share_features_floor": 0.1,
+        "n_synthetic": 200,
+    }
+
+
+RATIOS = (
+    "family,x,accuracy,delta,delta_lower,delta_upper,half_width,verdict\n"
+    "keep100,0,0.950000,,,,,\n"
+    "keep100,100,0.940000,-0.010000,-0.025000,0.004000,0.015000,inconclusive\n"
+    "keep25,100,0.500000,-0.400000,-0.45,-0.35,0.05,inferior\n"
+)
+FILES = {
+    "aaa": {findings.SYNTHETIC: synthetic(0.60, 0.50, 0.70, 17.0, 0.25)},  # rank-default
+    "bbb": {findings.SYNTHETIC: synthetic(0.62, 0.52, 0.72, 5.0, 0.11)},  # rank-linear: better FID, no memorizing
+    "ccc": {findings.SYNTHETIC: synthetic(0.90, 0.80, 0.97, 16.5, 0.24)},  # rank-worse: detector worse only
+    "ddd": {  # sweep-default
+        findings.SYNTHETIC: synthetic(0.60, 0.50, 0.70, 17.0, 0.25),
+        findings.RATIOS: RATIOS,
+        findings.SUMMARY: {"keep100": {"r_max": 50}},
+    },
+}
+
+
+def exp(name: str, rev: str, state: str, schedule: str) -> dict:
+    params = {"params.yaml": {"data": {"finetune": {"beta_schedule": schedule, "steps": 400}}}}
+    return {"name": name, "executor": {"state": state}, "revs": [{"rev": rev, "data": {"params": params}}]}
+
+
+@pytest.fixture
+def shown(monkeypatch) -> list[dict]:
+    def git_file(rev: str, path: str) -> bytes | None:
+        value = FILES.get(rev, {}).get(path)
+        return None if value is None else (value if isinstance(value, str) else json.dumps(value)).encode()
+
+    monkeypatch.setattr(findings, "git_file", git_file)
+    return [
+        {"rev": "workspace", "experiments": None},
+        {
+            "rev": "f" * 40,
+            "experiments": [
+                exp("rank-default", "aaa", "success", "cosine"),
+                exp("rank-linear", "bbb", "success", "linear"),
+                exp("rank-worse", "ccc", "success", "sigmoid"),
+                exp("rank-queued", "eee", "queued", "laplace"),
+                exp("other-run", "fff", "success", "laplace"),
+                exp("sweep-default", "ddd", "success", "cosine"),
+            ],
+        },
+    ]
+
+
+def test_findings_compare_each_variant_with_the_default_only_where_the_evidence_separates_them(shown, tmp_path):
+    saved = tmp_path / "shown.json"
+    saved.write_text(json.dumps(shown))
+    findings.main(["--input", str(saved), "--out", str(tmp_path / "out")])
+    text = (tmp_path / "out" / "findings.md").read_text()
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert 'finetune.beta_schedule="linear"' in rows["linear"]
+    assert rows["linear"].endswith("| FID gap: better; memorizes less |")  # 15 -> 3 above the floor, sd 0.5
+    assert rows["worse"].endswith("| detector: worse |")  # 0.80-0.97 lies above 0.50-0.70; FID moved 0.5 < 2 sd
+    assert "0.250 / 0.100 (" in rows["default"]
+    assert "| -0.010 (-0.025, +0.004) | inconclusive | 50% |" in text
+    assert "queued" not in text and "other" not in text  # unfinished and unrelated experiments are left out
+    ranked_order = [line.split(" | ")[0].strip("| ") for line in text.split("## Ratio")[0].splitlines()[4:] if line]
+    assert ranked_order == ["default", "linear", "worse"]  # best detector AUROC first
+    table = (tmp_path / "out" / "findings.csv").read_text().splitlines()
+    assert len(table) == 1 + 4 and table[0].startswith("variant,phase,rev,changed,auroc")
+    assert (tmp_path / "out" / "validation.png").stat().st_size > 1000
+
+
+def test_memorization_is_tested_against_the_real_floor(shown):
+    default = findings.finding("rank-default", "aaa", {}, {})
+    linear = findings.finding("rank-linear", "bbb", {}, {})
+    assert default.memorized_p < 1e-6  # 50 of 200 against a floor of 10 %
+    assert linear.memorized_p > 0.3  # 22 of 200: what the real scans themselves do
+    assert findings.finding("rank-queued", "eee", {}, {}) is None  # no synthetic figures in that commit
+
+
+def test_no_finished_study_is_an_error(shown, tmp_path):
+    saved = tmp_path / "shown.json"
+    saved.write_text(json.dumps([{"rev": "f" * 40, "experiments": [shown[1]["experiments"][3]]}]))
+    with pytest.raises(SystemExit, match="run scripts/agenda_study.sh first"):
+        findings.main(["--input", str(saved), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["sweep"], "name the variants to sweep"),
+        (["sweep", "default", "bogus"], "unknown variant 'bogus'"),
+        (["nonsense"], "usage:"),
+    ],
+)
+def test_study_script_refuses_bad_requests_before_queueing(tmp_path, args, message):
+    (tmp_path / "CNV").mkdir()
+    done = subprocess.run(
+        ["bash", str(REPO / "scripts" / "agenda_study.sh"), *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "SAMPLE": str(tmp_path)},  # no dvc on PATH: queueing would fail loudly
+    )
+    assert done.returncode == 2 and message in done.stderr
+
+
+def test_study_script_names_a_missing_sample(tmp_path):
+    done = subprocess.run(
+        ["bash", str(REPO / "scripts" / "agenda_study.sh"), "rank"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "SAMPLE": str(tmp_path)},
+    )
+    assert done.returncode == 2 and f"SAMPLE={tmp_path} has no CNV folder" in done.stderr
