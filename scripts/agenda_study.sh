@@ -38,11 +38,13 @@ declare -A VARIANTS=(
   [classcond]="finetune.class_conditional=true"
   [wide]="finetune.block_channels=[64,128,128] finetune.layers_per_block=2"
   [px64]="finetune.image_size=64"
+  # sweep only: classifier and detector at 64 px too, so its figures are not comparable with the ranked ones
+  [px64all]="finetune.image_size=64 classifier.image_size=64 evaluate.detector_image_size=64"
 )
-ORDER=(default linear scaled_linear sigmoid laplace ztsnr minsnr5 noise ema steps1200 classcond wide px64)
+ORDER=(default linear scaled_linear sigmoid laplace ztsnr minsnr5 noise ema steps1200 classcond wide px64)  # ranked
 
 overrides() {  # -S flags of one variant
-  [[ -v VARIANTS[$1] ]] || { echo "unknown variant '$1'; known: ${ORDER[*]}" >&2; exit 2; }
+  [[ -v VARIANTS[$1] ]] || { echo "unknown variant '$1'; known: ${!VARIANTS[*]}" >&2; exit 2; }
   local setting
   for setting in ${VARIANTS[$1]}; do printf '%s\0' -S "$setting"; done
 }
@@ -61,5 +63,5 @@ case ${1:-} in
     for name in "$@"; do overrides "$name" >/dev/null; done  # every name checked before any is queued
     for name in "$@"; do queue sweep "$name"; done
     ;;
-  *) echo "usage: $0 rank | sweep <variant>... (variants: ${ORDER[*]})" >&2; exit 2 ;;
+  *) echo "usage: $0 rank | sweep <variant>... (variants: ${!VARIANTS[*]})" >&2; exit 2 ;;
 esac
