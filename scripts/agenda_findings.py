@@ -35,6 +35,7 @@ SUMMARY = "metrics/summary.json"
 SAMPLES = "plots/samples_keep_100.png"
 DEFAULT = "default"
 FID_SEPARATION = 2.0  # floor sds an FID gap must move by to count
+MEMORIZED_P = 0.05  # memorized share above the real floor at this one-sided level: the variant copies
 
 
 @dataclass(frozen=True)
@@ -145,9 +146,9 @@ def compare(variant: Finding, default: Finding) -> str:
     gap_change = variant.fid_gap - default.fid_gap
     if abs(gap_change) > FID_SEPARATION * max(default.fid_floor_sd, variant.fid_floor_sd):
         said.append(f"FID gap: {'better' if gap_change < 0 else 'worse'}")
-    if variant.memorized_p < 0.05 <= default.memorized_p:
+    if variant.memorized_p < MEMORIZED_P <= default.memorized_p:
         said.append("memorizes more")
-    elif default.memorized_p < 0.05 <= variant.memorized_p:
+    elif default.memorized_p < MEMORIZED_P <= variant.memorized_p:
         said.append("memorizes less")
     return "; ".join(said) or "not separated"
 
@@ -158,7 +159,9 @@ def rank_table(findings: list[Finding], default: Finding | None) -> str:
         "| memorized / floor (p) | vs default |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for f in sorted(findings, key=lambda f: (f.auroc, f.fid_gap)):
+    # A copy of a training scan fools the detector (README: "Judging synthetic scans"), so variants that
+    # memorize beyond the real floor go last, whatever their AUROC.
+    for f in sorted(findings, key=lambda f: (f.memorized_p < MEMORIZED_P, f.auroc, f.fid_gap)):
         versus = "-" if default is None or f.variant == DEFAULT else compare(f, default)
         lines.append(
             f"| {f.variant} | {f.changed} | {f.auroc:.3f} ({f.auroc_low:.3f}-{f.auroc_high:.3f}) "
@@ -235,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     default = next((f for f in ranked if f.variant == DEFAULT), None)
     text = "\n\n".join(
         [
-            "## Generator variants, validation split (best detector AUROC first)",
+            "## Generator variants, validation split (copying ones last, then best detector AUROC first)",
             rank_table(ranked, default),
             "## Ratio sweeps, test split",
             sweep_table(swept),
