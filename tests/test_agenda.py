@@ -92,7 +92,7 @@ def test_findings_compare_each_variant_with_the_default_only_where_the_evidence_
     assert "| -0.010 (-0.025, +0.004) | inconclusive | 50% |" in text
     assert "queued" not in text and "other" not in text  # unfinished and unrelated experiments are left out
     ranked_order = [line.split(" | ")[0].strip("| ") for line in text.split("## Ratio")[0].splitlines()[4:] if line]
-    assert ranked_order == ["linear", "worse", "default"]  # the copying default last, then best detector AUROC
+    assert ranked_order == ["linear", "default", "worse"]  # non-copying first; then both copying ones by AUROC
     table = (tmp_path / "out" / "findings.csv").read_text().splitlines()
     assert len(table) == 1 + 4 and table[0].startswith("variant,phase,rev,changed,auroc")
     assert (tmp_path / "out" / "validation.png").stat().st_size > 1000
