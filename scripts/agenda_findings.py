@@ -57,6 +57,8 @@ class Finding:
     memorized_floor: float
     memorized_p: float  # one-sided binomial: synthetic share above the real-vs-real floor
     accuracy_0: float | None = None
+    f1_0: float | None = None  # positive class's F1 with two classes, macro F1 with more
+    f1_100: float | None = None
     delta_100: float | None = None
     lower_100: float | None = None  # one-sided 95% bounds (report.confidence) of the paired difference
     upper_100: float | None = None
@@ -109,6 +111,8 @@ def finding(name: str, rev: str, params: dict, default_params: dict) -> Finding 
         if base and full:
             sweep = dict(
                 accuracy_0=_number(base["accuracy"]),
+                f1_0=_number(base["f1"]),
+                f1_100=_number(full["f1"]),
                 delta_100=_number(full["delta"]),
                 lower_100=_number(full["delta_lower"]),
                 upper_100=_number(full["delta_upper"]),
@@ -174,17 +178,17 @@ def rank_table(findings: list[Finding], default: Finding | None) -> str:
 
 def sweep_table(findings: list[Finding]) -> str:
     lines = [
-        "| variant | R=0 accuracy | R=100 difference (one-sided bounds) | verdict at R=100 | R_max |",
-        "|---|---|---|---|---|",
+        "| variant | R=0 accuracy | R=100 difference (one-sided bounds) | verdict at R=100 | R_max | F1 R=0 / R=100 |",
+        "|---|---|---|---|---|---|",
     ]
     for f in sorted(findings, key=lambda f: -(f.delta_100 if f.delta_100 is not None else -1)):
         if f.delta_100 is None:
-            lines.append(f"| {f.variant} | no ratio summary | | | |")
+            lines.append(f"| {f.variant} | no ratio summary | | | | |")
             continue
         r_max = "not determined" if f.r_max is None else f"{f.r_max:g}%"
         lines.append(
             f"| {f.variant} | {f.accuracy_0:.3f} | {f.delta_100:+.3f} ({f.lower_100:+.3f}, {f.upper_100:+.3f}) "
-            f"| {f.verdict_100} | {r_max} |"
+            f"| {f.verdict_100} | {r_max} | {f.f1_0:.3f} / {f.f1_100:.3f} |"
         )
     return "\n".join(lines)
 

@@ -34,10 +34,10 @@ def synthetic(auroc: float, low: float, high: float, fid: float, memorized: floa
 
 
 RATIOS = (
-    "family,x,accuracy,delta,delta_lower,delta_upper,half_width,verdict\n"
-    "keep100,0,0.950000,,,,,\n"
-    "keep100,100,0.940000,-0.010000,-0.025000,0.004000,0.015000,inconclusive\n"
-    "keep25,100,0.500000,-0.400000,-0.45,-0.35,0.05,inferior\n"
+    "family,x,accuracy,f1,delta,delta_lower,delta_upper,half_width,verdict\n"
+    "keep100,0,0.950000,0.9,,,,,\n"
+    "keep100,100,0.940000,0.8,-0.010000,-0.025000,0.004000,0.015000,inconclusive\n"
+    "keep25,100,0.500000,0.1,-0.400000,-0.45,-0.35,0.05,inferior\n"
 )
 FILES = {
     "aaa": {findings.SYNTHETIC: synthetic(0.60, 0.50, 0.70, 17.0, 0.25)},  # rank-default
@@ -89,7 +89,7 @@ def test_findings_compare_each_variant_with_the_default_only_where_the_evidence_
     assert rows["linear"].endswith("| FID gap: better; memorizes less |")  # 15 -> 3 above the floor, sd 0.5
     assert rows["worse"].endswith("| detector: worse |")  # 0.80-0.97 lies above 0.50-0.70; FID moved 0.5 < 2 sd
     assert "0.250 / 0.100 (" in rows["default"]
-    assert "| -0.010 (-0.025, +0.004) | inconclusive | 50% |" in text
+    assert "| 0.950 | -0.010 (-0.025, +0.004) | inconclusive | 50% | 0.900 / 0.800 |" in text
     assert "queued" not in text and "other" not in text  # unfinished and unrelated experiments are left out
     ranked_order = [line.split(" | ")[0].strip("| ") for line in text.split("## Ratio")[0].splitlines()[4:] if line]
     assert ranked_order == ["linear", "default", "worse"]  # non-copying first; then both copying ones by AUROC
