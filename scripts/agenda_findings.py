@@ -157,15 +157,19 @@ def compare(variant: Finding, default: Finding) -> str:
     return "; ".join(said) or "not separated"
 
 
+def rank_order(findings: list[Finding]) -> list[Finding]:
+    """Best first. A copy of a training scan fools the detector (README: "Judging synthetic scans"), so
+    variants that memorize beyond the real floor go last, whatever their AUROC."""
+    return sorted(findings, key=lambda f: (f.memorized_p < MEMORIZED_P, f.auroc, f.fid_gap))
+
+
 def rank_table(findings: list[Finding], default: Finding | None) -> str:
     lines = [
         "| variant | changed | detector AUROC (95% CI) | FID - floor (floor sd) | precision / floor | recall / floor "
         "| memorized / floor (p) | vs default |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    # A copy of a training scan fools the detector (README: "Judging synthetic scans"), so variants that
-    # memorize beyond the real floor go last, whatever their AUROC.
-    for f in sorted(findings, key=lambda f: (f.memorized_p < MEMORIZED_P, f.auroc, f.fid_gap)):
+    for f in rank_order(findings):
         versus = "-" if default is None or f.variant == DEFAULT else compare(f, default)
         lines.append(
             f"| {f.variant} | {f.changed} | {f.auroc:.3f} ({f.auroc_low:.3f}-{f.auroc_high:.3f}) "
@@ -258,6 +262,10 @@ def main(argv: list[str] | None = None) -> None:
         writer.writerows(vars(f) for f in findings)
     if ranked:
         save_figure(ranked, args.out / "validation.png")
+        # real (top rows) beside synthetic scans of the default and of the best-ranked variant
+        for f in {f.variant: f for f in (default, rank_order(ranked)[0]) if f}.values():
+            if grid := git_file(f.rev, SAMPLES):
+                (args.out / f"samples_{f.variant}.png").write_bytes(grid)
     print(text)
 
 

@@ -40,8 +40,11 @@ RATIOS = (
     "keep25,100,0.500000,0.1,-0.400000,-0.45,-0.35,0.05,inferior\n"
 )
 FILES = {
-    "aaa": {findings.SYNTHETIC: synthetic(0.60, 0.50, 0.70, 17.0, 0.25)},  # rank-default
-    "bbb": {findings.SYNTHETIC: synthetic(0.62, 0.52, 0.72, 5.0, 0.11)},  # rank-linear: better FID, no memorizing
+    "aaa": {findings.SYNTHETIC: synthetic(0.60, 0.50, 0.70, 17.0, 0.25), findings.SAMPLES: "grid a"},  # rank-default
+    "bbb": {  # rank-linear: better FID, no memorizing
+        findings.SYNTHETIC: synthetic(0.62, 0.52, 0.72, 5.0, 0.11),
+        findings.SAMPLES: "grid b",
+    },
     "ccc": {findings.SYNTHETIC: synthetic(0.90, 0.80, 0.97, 16.5, 0.24)},  # rank-worse: detector worse only
     "ddd": {  # sweep-default
         findings.SYNTHETIC: synthetic(0.60, 0.50, 0.70, 17.0, 0.25),
@@ -96,6 +99,8 @@ def test_findings_compare_each_variant_with_the_default_only_where_the_evidence_
     table = (tmp_path / "out" / "findings.csv").read_text().splitlines()
     assert len(table) == 1 + 4 and table[0].startswith("variant,phase,rev,changed,auroc")
     assert (tmp_path / "out" / "validation.png").stat().st_size > 1000
+    written = {p.name: p.read_text() for p in (tmp_path / "out").glob("samples_*.png")}
+    assert written == {"samples_default.png": "grid a", "samples_linear.png": "grid b"}  # the default and the best
 
 
 def test_memorization_is_tested_against_the_real_floor(shown):
