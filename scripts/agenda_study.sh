@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The study's agenda on real scans (README: "The agenda on real scans"), as queued `dvc exp run`s.
 #
-#   bash scripts/agenda_study.sh rank                 # queue every generator variant, stopping at evaluate_synthetic@100
+#   bash scripts/agenda_study.sh rank [variant...]    # queue generator variants (all by default) up to evaluate_synthetic@100
 #   bash scripts/agenda_study.sh sweep default laplace   # queue the full ratio sweep of the named variants
 #   dvc queue start -j 1 && dvc queue status          # run them (one worker: two cores)
 #   python scripts/agenda_findings.py                 # the findings table from `dvc exp show --json`
@@ -60,12 +60,17 @@ queue() {  # queue <phase> <variant> [target]
 }
 
 case ${1:-} in
-  rank) for name in "${ORDER[@]}"; do queue rank "$name" evaluate_synthetic@100; done ;;
+  rank)
+    shift
+    (($#)) || set -- "${ORDER[@]}"
+    for name in "$@"; do overrides "$name" >/dev/null; done
+    for name in "$@"; do queue rank "$name" evaluate_synthetic@100; done
+    ;;
   sweep)
     shift
     (($#)) || { echo "name the variants to sweep, e.g. sweep default laplace" >&2; exit 2; }
     for name in "$@"; do overrides "$name" >/dev/null; done  # every name checked before any is queued
     for name in "$@"; do queue sweep "$name"; done
     ;;
-  *) echo "usage: $0 rank | sweep <variant>... (variants: ${!VARIANTS[*]})" >&2; exit 2 ;;
+  *) echo "usage: $0 rank [variant...] | sweep <variant>... (variants: ${!VARIANTS[*]})" >&2; exit 2 ;;
 esac

@@ -124,6 +124,7 @@ def test_no_finished_study_is_an_error(shown, tmp_path):
     [
         (["sweep"], "name the variants to sweep"),
         (["sweep", "default", "bogus"], "unknown variant 'bogus'"),
+        (["rank", "linear", "bogus"], "unknown variant 'bogus'"),
         (["nonsense"], "usage:"),
     ],
 )
