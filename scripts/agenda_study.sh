@@ -39,13 +39,15 @@ declare -A VARIANTS=(
   [wide]="finetune.block_channels=[64,128,128] finetune.layers_per_block=2"
   [px64]="finetune.image_size=64"
   [linear_ema]="finetune.beta_schedule=linear finetune.ema_decay=0.995"  # the two best single changes together
+  [classcond_linear]="finetune.class_conditional=true finetune.beta_schedule=linear"
   # sweep only: classifier and detector at 64 px too, so its figures are not comparable with the ranked ones
   [px64all]="finetune.image_size=64 classifier.image_size=64 evaluate.detector_image_size=64"
+  [px64all_classcond]="finetune.class_conditional=true finetune.image_size=64 classifier.image_size=64 evaluate.detector_image_size=64"
   # sweep only, the scarce-class question: four classes, a class-conditional generator trained on all of them,
   # synthetic DRUSEN (35 scans in the sample) added on top of the real ones
   [drusen4]="prepare.classes=[CNV,DME,DRUSEN,NORMAL] finetune.class_conditional=true finetune.target_class=DRUSEN sweep.synthetic_class=DRUSEN mix.mode=add sweep.ratios=[100,300]"
 )
-ORDER=(default linear scaled_linear sigmoid laplace ztsnr minsnr5 noise ema steps1200 classcond wide px64 linear_ema)  # ranked
+ORDER=(default linear scaled_linear sigmoid laplace ztsnr minsnr5 noise ema steps1200 classcond wide px64 linear_ema classcond_linear)  # ranked
 
 overrides() {  # -S flags of one variant
   [[ -v VARIANTS[$1] ]] || { echo "unknown variant '$1'; known: ${!VARIANTS[*]}" >&2; exit 2; }
