@@ -21,8 +21,8 @@ PRESET=(
   -S prepare.val_fraction=0.3 -S prepare.test_fraction=0.35
   -S "sweep.keep=[100]" -S "sweep.seeds=[0,1,2]"
   -S runtime.progress=false
-  # the study's reference ("default") is params.yaml as the study found it: an unconditional generator (the
-  # study made class_conditional the default; pinned here so that rerunning the study reproduces its rows)
+  # the study's reference ("default") is params.yaml's unconditional generator, pinned so that rerunning the
+  # study reproduces its rows whatever params.yaml's default becomes
   -S finetune.class_conditional=false
 )
 
