@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 from pipeline_helpers import REPO
 
@@ -109,6 +110,31 @@ def test_memorization_is_tested_against_the_real_floor(shown):
     assert default.memorized_p < 1e-6  # 50 of 200 against a floor of 10 %
     assert linear.memorized_p > 0.3  # 22 of 200: what the real scans themselves do
     assert findings.finding("rank-queued", "eee", {}, {}) is None  # no synthetic figures in that commit
+
+
+def predictions(right: list[bool], labels: list[int], patients: list[int]) -> pd.DataFrame:
+    """A seed's test predictions over two classes: each scan called its own label where `right`."""
+    called = [label if ok else 1 - label for ok, label in zip(right, labels)]
+    probs = {"prob_A": [float(c == 0) for c in called], "prob_B": [float(c == 1) for c in called]}
+    return pd.DataFrame({"patient": patients, "label": labels, **probs})
+
+
+def test_class_recalls_pair_each_ratio_with_r0_on_the_same_patients():
+    labels, patients = [0, 0, 1, 1, 1, 1], [1, 1, 2, 3, 4, 5]  # patient 1 has two scans
+    runs = {
+        0: [predictions([True, False, False, False, False, False], labels, patients)] * 2,
+        100: [  # two seeds: class B's scans all right in one, half right in the other
+            predictions([True, False, True, True, True, True], labels, patients),
+            predictions([True, False, True, True, False, False], labels, patients),
+        ],
+    }
+    recalls = findings.class_recalls(runs).set_index(["ratio", "cls"])
+    assert recalls.loc[(0, "B"), "recall"] == 0 and recalls.loc[(100, "B"), "recall"] == 0.75
+    assert recalls.loc[(100, "B"), "diff"] == 0.75 and recalls.loc[(100, "B"), "n"] == 4
+    assert 0.25 <= recalls.loc[(100, "B"), "low"] < 0.75 < recalls.loc[(100, "B"), "high"] <= 1  # patients resampled
+    assert recalls.loc[(100, "A"), ["recall", "diff", "low", "high"]].tolist() == [0.5, 0, 0, 0]  # unchanged: no spread
+    table = findings.recall_table("x", recalls.reset_index())
+    assert "| B (4) | 0.00 | 0.75 (+0.75; " in table
 
 
 def test_no_finished_study_is_an_error(shown, tmp_path):
