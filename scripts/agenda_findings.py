@@ -169,6 +169,8 @@ def class_recalls(runs: dict[int, list[pd.DataFrame]], *, seed: int = 0) -> pd.D
     counts = np.stack([np.bincount(draw, minlength=len(unique)) for draw in draws])[:, index]  # (B, scans)
 
     def hits(frames: list[pd.DataFrame]) -> np.ndarray:  # (scans,) share of seeds that got each scan right
+        if any(not frame["file"].equals(first["file"]) for frame in frames):
+            raise ValueError("predictions list other test scans, or in another order, than R=0's first seed")
         return np.mean([frame.filter(like="prob_").to_numpy().argmax(1) == frame["label"] for frame in frames], 0)
 
     base = hits(runs[0])

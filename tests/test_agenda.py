@@ -116,7 +116,8 @@ def predictions(right: list[bool], labels: list[int], patients: list[int]) -> pd
     """A seed's test predictions over two classes: each scan called its own label where `right`."""
     called = [label if ok else 1 - label for ok, label in zip(right, labels)]
     probs = {"prob_A": [float(c == 0) for c in called], "prob_B": [float(c == 1) for c in called]}
-    return pd.DataFrame({"patient": patients, "label": labels, **probs})
+    files = [f"scan{i}.jpeg" for i in range(len(labels))]
+    return pd.DataFrame({"file": files, "patient": patients, "label": labels, **probs})
 
 
 def test_class_recalls_pair_each_ratio_with_r0_on_the_same_patients():
@@ -135,6 +136,9 @@ def test_class_recalls_pair_each_ratio_with_r0_on_the_same_patients():
     assert recalls.loc[(100, "A"), ["recall", "diff", "low", "high"]].tolist() == [0.5, 0, 0, 0]  # unchanged: no spread
     table = findings.recall_table("x", recalls.reset_index())
     assert "| B (4) | 0.00 | 0.75 (+0.75; " in table
+    runs[100][1] = runs[100][1].iloc[::-1].reset_index(drop=True)  # the same scans in another order
+    with pytest.raises(ValueError, match="in another order"):
+        findings.class_recalls(runs)
 
 
 def test_no_finished_study_is_an_error(shown, tmp_path):
