@@ -39,6 +39,8 @@ DEFAULT = "default"
 PREDICTIONS = "data/predictions"  # ratio_<R>_keep_100/seed_<s>.csv, DVC outputs read from the cache
 BOOTSTRAP = 2000  # test-patient resamples of the recall differences' intervals
 FID_SEPARATION = 2.0  # floor sds an FID gap must move by to count
+# settings that change what the figures are measured in (feature space, detector, real scans compared)
+INCOMPARABLE = ("prepare.", "finetune.image_size", "finetune.target_class", "classifier.image_size", "evaluate.")
 MEMORIZED_P = 0.05  # memorized share above the real floor at this one-sided level: the variant copies
 
 
@@ -239,7 +241,12 @@ def rank_table(findings: list[Finding], default: Finding | None) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for f in rank_order(findings):
-        versus = "-" if default is None or f.variant == DEFAULT else compare(f, default)
+        if default is None or f.variant == DEFAULT:
+            versus = "-"
+        elif any(f"{key}" in f.changed for key in INCOMPARABLE):
+            versus = "not comparable (measured in another feature space or against other scans)"
+        else:
+            versus = compare(f, default)
         lines.append(
             f"| {f.variant} | {f.changed} | {f.auroc:.3f} ({f.auroc_low:.3f}-{f.auroc_high:.3f}) "
             f"| {f.fid_gap:.2f} ({f.fid_floor_sd:.2f}) | {f.precision:.2f} / {f.precision_floor:.2f} "

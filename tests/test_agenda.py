@@ -47,6 +47,9 @@ FILES = {
         findings.SAMPLES: "grid b",
     },
     "ccc": {findings.SYNTHETIC: synthetic(0.90, 0.80, 0.97, 16.5, 0.24)},  # rank-worse: detector worse only
+    "ggg": {findings.SYNTHETIC: synthetic(0.62, 0.52, 0.72, 5.0, 0.11)},  # rank-px64: other feature space
+    "eee": {findings.SYNTHETIC: synthetic(0.5, 0.4, 0.6, 2.0, 0.1)},  # rank-queued: stale figures of an unfinished run
+    "fff": {findings.SYNTHETIC: synthetic(0.5, 0.4, 0.6, 2.0, 0.1)},  # other-run: not the study's
     "ddd": {  # sweep-default
         findings.SYNTHETIC: synthetic(0.60, 0.50, 0.70, 17.0, 0.25),
         findings.RATIOS: RATIOS,
@@ -55,8 +58,9 @@ FILES = {
 }
 
 
-def exp(name: str, rev: str, state: str, schedule: str) -> dict:
-    params = {"params.yaml": {"data": {"finetune": {"beta_schedule": schedule, "steps": 400}}}}
+def exp(name: str, rev: str, state: str, schedule: str, image_size: int = 32) -> dict:
+    finetune = {"beta_schedule": schedule, "steps": 400, "image_size": image_size}
+    params = {"params.yaml": {"data": {"finetune": finetune}}}
     return {"name": name, "executor": {"state": state}, "revs": [{"rev": rev, "data": {"params": params}}]}
 
 
@@ -75,6 +79,7 @@ def shown(monkeypatch) -> list[dict]:
                 exp("rank-default", "aaa", "success", "cosine"),
                 exp("rank-linear", "bbb", "success", "linear"),
                 exp("rank-worse", "ccc", "success", "sigmoid"),
+                exp("rank-px64", "ggg", "success", "linear", image_size=64),
                 exp("rank-queued", "eee", "queued", "laplace"),
                 exp("other-run", "fff", "success", "laplace"),
                 exp("sweep-default", "ddd", "success", "cosine"),
@@ -92,13 +97,14 @@ def test_findings_compare_each_variant_with_the_default_only_where_the_evidence_
     assert 'finetune.beta_schedule="linear"' in rows["linear"]
     assert rows["linear"].endswith("| FID gap: better; memorizes less |")  # 15 -> 3 above the floor, sd 0.5
     assert rows["worse"].endswith("| detector: worse |")  # 0.80-0.97 lies above 0.50-0.70; FID moved 0.5 < 2 sd
+    assert rows["px64"].endswith("| not comparable (measured in another feature space or against other scans) |")
     assert "0.250 / 0.100 (" in rows["default"]
     assert "| 0.950 | -0.010 (-0.025, +0.004) | inconclusive | 50% | 0.900 / 0.800 |" in text
-    assert "queued" not in text and "other" not in text  # unfinished and unrelated experiments are left out
+    assert "queued" not in rows and "run" not in rows  # unfinished and unrelated experiments are left out
     ranked_order = [line.split(" | ")[0].strip("| ") for line in text.split("## Ratio")[0].splitlines()[4:] if line]
-    assert ranked_order == ["linear", "default", "worse"]  # non-copying first; then both copying ones by AUROC
+    assert ranked_order == ["linear", "px64", "default", "worse"]  # non-copying first; then copying ones by AUROC
     table = (tmp_path / "out" / "findings.csv").read_text().splitlines()
-    assert len(table) == 1 + 4 and table[0].startswith("variant,phase,rev,changed,auroc")
+    assert len(table) == 1 + 5 and table[0].startswith("variant,phase,rev,changed,auroc")
     assert (tmp_path / "out" / "validation.png").stat().st_size > 1000
     written = {p.name: p.read_text() for p in (tmp_path / "out").glob("samples_*.png")}
     assert written == {"samples_default.png": "grid a", "samples_linear.png": "grid b"}  # the default and the best
@@ -109,7 +115,7 @@ def test_memorization_is_tested_against_the_real_floor(shown):
     linear = findings.finding("rank-linear", "bbb", {}, {})
     assert default.memorized_p < 1e-6  # 50 of 200 against a floor of 10 %
     assert linear.memorized_p > 0.3  # 22 of 200: what the real scans themselves do
-    assert findings.finding("rank-queued", "eee", {}, {}) is None  # no synthetic figures in that commit
+    assert findings.finding("rank-gone", "zzz", {}, {}) is None  # no synthetic figures in that commit
 
 
 def predictions(right: list[bool], labels: list[int], patients: list[int]) -> pd.DataFrame:
@@ -143,7 +149,7 @@ def test_class_recalls_pair_each_ratio_with_r0_on_the_same_patients():
 
 def test_no_finished_study_is_an_error(shown, tmp_path):
     saved = tmp_path / "shown.json"
-    saved.write_text(json.dumps([{"rev": "f" * 40, "experiments": [shown[1]["experiments"][3]]}]))
+    saved.write_text(json.dumps([{"rev": "f" * 40, "experiments": [shown[1]["experiments"][4]]}]))
     with pytest.raises(SystemExit, match="run scripts/agenda_study.sh first"):
         findings.main(["--input", str(saved), "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
