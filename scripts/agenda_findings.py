@@ -50,6 +50,7 @@ class Finding:
     phase: str  # rank | sweep
     rev: str
     changed: str  # the params this variant sets differently from the default
+    comparable: bool  # measured like the default: no setting of INCOMPARABLE changed
     auroc: float
     auroc_low: float
     auroc_high: float
@@ -91,10 +92,11 @@ def experiments(shown: list[dict]) -> list[tuple[str, str, dict]]:
     return found
 
 
-def _ratio_row(rev: str, ratio: int) -> dict[str, str] | None:
+def _ratio_rows(rev: str) -> dict[str, dict[str, str]]:
+    """{R: row} of the full cohort in an experiment's ratio summary."""
     text = git_file(rev, RATIOS)
     rows = csv.DictReader(io.StringIO(text.decode())) if text else []
-    return next((row for row in rows if row["family"] == "keep100" and row["x"] == str(ratio)), None)
+    return {row["x"]: row for row in rows if row["family"] == "keep100"}
 
 
 def _number(text: str | None) -> float | None:
@@ -107,12 +109,13 @@ def finding(name: str, rev: str, params: dict, default_params: dict) -> Finding 
         return None
     s = json.loads(text)
     phase, _, variant = name.partition("-")
-    changed = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(params.items()) if default_params.get(k) != v)
+    changed = {k: v for k, v in sorted(params.items()) if default_params.get(k) != v}
     memorized_count = round(s["memorized_share_features"] * s["n_synthetic"])
     floor = s["memorized_share_features_floor"]
     sweep = {}
     if phase == "sweep":
-        base, full = _ratio_row(rev, 0), _ratio_row(rev, 100)
+        rows = _ratio_rows(rev)
+        base, full = rows.get("0"), rows.get("100")
         summary = json.loads(git_file(rev, SUMMARY) or b"{}").get("keep100", {})
         if base and full:
             sweep = dict(
@@ -129,7 +132,8 @@ def finding(name: str, rev: str, params: dict, default_params: dict) -> Finding 
         variant=variant,
         phase=phase,
         rev=rev,
-        changed=changed or "-",
+        changed=", ".join(f"{k}={json.dumps(v)}" for k, v in changed.items()) or "-",
+        comparable=not any(k.startswith(INCOMPARABLE) for k in changed),
         auroc=s["detector_auroc"],
         auroc_low=s["detector_auroc_ci_low"],
         auroc_high=s["detector_auroc_ci_high"],
@@ -243,7 +247,7 @@ def rank_table(findings: list[Finding], default: Finding | None) -> str:
     for f in rank_order(findings):
         if default is None or f.variant == DEFAULT:
             versus = "-"
-        elif any(f"{key}" in f.changed for key in INCOMPARABLE):
+        elif not f.comparable:
             versus = "not comparable (measured in another feature space or against other scans)"
         else:
             versus = compare(f, default)

@@ -104,7 +104,7 @@ def test_findings_compare_each_variant_with_the_default_only_where_the_evidence_
     ranked_order = [line.split(" | ")[0].strip("| ") for line in text.split("## Ratio")[0].splitlines()[4:] if line]
     assert ranked_order == ["linear", "px64", "default", "worse"]  # non-copying first; then copying ones by AUROC
     table = (tmp_path / "out" / "findings.csv").read_text().splitlines()
-    assert len(table) == 1 + 5 and table[0].startswith("variant,phase,rev,changed,auroc")
+    assert len(table) == 1 + 5 and table[0].startswith("variant,phase,rev,changed,comparable,auroc")
     assert (tmp_path / "out" / "validation.png").stat().st_size > 1000
     written = {p.name: p.read_text() for p in (tmp_path / "out").glob("samples_*.png")}
     assert written == {"samples_default.png": "grid a", "samples_linear.png": "grid b"}  # the default and the best
