@@ -43,6 +43,10 @@ declare -A VARIANTS=(
   [px64]="finetune.image_size=64"
   [linear_ema]="finetune.beta_schedule=linear finetune.ema_decay=0.995"  # the two best single changes together
   [classcond_linear]="finetune.class_conditional=true finetune.beta_schedule=linear"
+  # classifier-free guidance: 10 % of the labels dropped to a null class; sampled unguided, at 2 and at 3
+  [classcond_drop]="finetune.class_conditional=true finetune.label_dropout=0.1"
+  [classcond_cfg2]="finetune.class_conditional=true finetune.label_dropout=0.1 generate.class_guidance_scale=2"
+  [classcond_cfg3]="finetune.class_conditional=true finetune.label_dropout=0.1 generate.class_guidance_scale=3"
   # sweep only: classifier and detector at 64 px too, so its figures are not comparable with the ranked ones
   [px64all]="finetune.image_size=64 classifier.image_size=64 evaluate.detector_image_size=64"
   [px64all_classcond]="finetune.class_conditional=true finetune.image_size=64 classifier.image_size=64 evaluate.detector_image_size=64"
@@ -50,7 +54,8 @@ declare -A VARIANTS=(
   # synthetic DRUSEN (35 scans in the sample) added on top of the real ones
   [drusen4]="prepare.classes=[CNV,DME,DRUSEN,NORMAL] finetune.class_conditional=true finetune.target_class=DRUSEN sweep.synthetic_class=DRUSEN mix.mode=add sweep.ratios=[100,300]"
 )
-ORDER=(default linear scaled_linear sigmoid laplace ztsnr minsnr5 noise ema steps1200 classcond wide px64 linear_ema classcond_linear)  # ranked
+ORDER=(default linear scaled_linear sigmoid laplace ztsnr minsnr5 noise ema steps1200 classcond wide px64 linear_ema classcond_linear
+  classcond_drop classcond_cfg2 classcond_cfg3)  # ranked
 
 overrides() {  # -S flags of one variant
   [[ -v VARIANTS[$1] ]] || { echo "unknown variant '$1'; known: ${!VARIANTS[*]}" >&2; exit 2; }

@@ -246,6 +246,7 @@ class FinetuneConfig:
     gradient_checkpointing: bool
     checkpoint_every: int  # steps; 0 = none
     seed: int
+    label_dropout: float = 0.0  # fraction in [0, 1); > 0 needs class_conditional and the pixel backend
 
     def __post_init__(self) -> None:
         _check_choices("finetune", self)
@@ -284,6 +285,15 @@ class FinetuneConfig:
                 _fail("finetune", key, getattr(self, key), "a number >= 0 (0 = off)")
         if not 0 <= self.ema_decay < 1:
             _fail("finetune", "ema_decay", self.ema_decay, "a decay in [0, 1) (0 = no EMA)")
+        if not 0 <= self.label_dropout < 1:
+            _fail("finetune", "label_dropout", self.label_dropout, "a fraction in [0, 1) (0 = no null class)")
+        if self.label_dropout and not (self.class_conditional and self.backend == "pixel"):
+            _fail(
+                "finetune",
+                "label_dropout",
+                self.label_dropout,
+                "0 unless class_conditional is true with the pixel backend (it drops class labels)",
+            )
         if self.warmup_steps >= self.steps:
             _fail("finetune", "warmup_steps", self.warmup_steps, f"fewer than finetune.steps ({self.steps})")
         # prediction_type 'pretrained' is checked once the latent backend has replaced it by the pipeline's own
@@ -347,14 +357,16 @@ class GenerateConfig:
     batch_size: int
     noise_injection: bool
     noise_strength: float  # multiple of the measured std, >= 0
+    class_guidance_scale: float = 1.0  # >= 1; 1 = off; > 1 needs finetune.label_dropout > 0
 
     def __post_init__(self) -> None:
         _check_choices("generate", self)
         _require_positive("generate", self, "inference_steps", "num_images", "batch_size")
         if self.first_seed < 0:
             _fail("generate", "first_seed", self.first_seed, "a seed >= 0")
-        if self.guidance_scale < 1:
-            _fail("generate", "guidance_scale", self.guidance_scale, "a scale >= 1 (1 = no guidance)")
+        for key in ("guidance_scale", "class_guidance_scale"):
+            if getattr(self, key) < 1:
+                _fail("generate", key, getattr(self, key), "a scale >= 1 (1 = no guidance)")
         if self.noise_strength < 0:
             _fail("generate", "noise_strength", self.noise_strength, "a multiple >= 0 of the measured noise")
 
@@ -522,6 +534,13 @@ class Params:
                 "ratios",
                 list(self.sweep.ratios),
                 "percents in 1..100 with mix.mode replace (above 100 needs add)",
+            )
+        if self.generate.class_guidance_scale != 1 and not self.finetune.label_dropout:
+            _fail(
+                "generate",
+                "class_guidance_scale",
+                self.generate.class_guidance_scale,
+                "1 unless finetune.label_dropout > 0 (guidance needs the null class that label dropout trains)",
             )
         if self.evaluate.encoder_seed not in self.sweep.seeds:
             _fail(

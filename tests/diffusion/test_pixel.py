@@ -115,6 +115,23 @@ def test_class_conditional_learns_every_class_with_labels(config, images, labels
     assert result.classes == CLASSES
 
 
+def test_label_dropout_trains_a_null_class_on_that_share_of_labels(config, images, labels, monkeypatch):
+    seen = capture_task(monkeypatch)
+    dropout = dataclasses.replace(config, class_conditional=True, label_dropout=0.25)
+    train_pixel(images, labels, CLASSES, config=dropout, device=CPU)
+    task = seen["task"]
+    assert task.unet.config.num_class_embeds == 3  # CNV, NORMAL and the null class 2
+    many = torch.arange(8).repeat(500)
+    _, kwargs = task.make_batch(many, torch.Generator().manual_seed(0))
+    null = kwargs["class_labels"] == 2
+    assert 0.22 < null.float().mean() < 0.28
+    kept = torch.from_numpy(labels)[many][~null]
+    assert torch.equal(kwargs["class_labels"][~null], kept)  # the rest keep their own class
+    # each process's share of a batch is the same draw as in the whole batch
+    _, half = task.make_batch(many, torch.Generator().manual_seed(0), slice(2000, None))
+    assert torch.equal(half["class_labels"], kwargs["class_labels"][2000:])
+
+
 def test_max_images_is_a_seeded_choice(config, images, labels, monkeypatch):
     seen = capture_task(monkeypatch)
     capped = dataclasses.replace(config, class_conditional=True, max_images=5)

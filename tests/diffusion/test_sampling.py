@@ -206,6 +206,63 @@ def test_class_conditional_model_samples_the_named_class(conditional_dir, tmp_pa
     assert not np.array_equal(images["CNV"], images["NORMAL"])
 
 
+@pytest.fixture(scope="module")
+def guidable_dir(tiny_finetune, tmp_path_factory):
+    """An untrained class-conditional model that also learned a null class (finetune.label_dropout)."""
+    config = dataclasses.replace(
+        tiny_finetune, class_conditional=True, label_dropout=0.1, prediction_type="v_prediction"
+    )
+    unet = build_unet(config, num_classes=2).eval()
+    torch.nn.init.normal_(unet.class_embedding.weight, std=1.0, generator=torch.Generator().manual_seed(0))
+    pipeline = DDPMPipeline(unet=unet, scheduler=build_training_scheduler(config))
+    folder = tmp_path_factory.mktemp("models") / "guidable"
+    save_pipeline(pipeline, folder, classes=("CNV", "NORMAL"))
+    return folder
+
+
+def test_class_guidance_extrapolates_from_the_null_class(guidable_dir, tmp_path):
+    pipeline = load_pipeline(guidable_dir, CPU)
+
+    def sample(label: int, scale: float = 1.0) -> np.ndarray:
+        sampler = make_sampler("ddim", pipeline.scheduler.config)
+        images = sample_images(
+            pipeline.unet,
+            sampler,
+            [3],
+            inference_steps=1,
+            device=CPU,
+            batch_size=1,
+            class_label=label,
+            null_label=2,
+            guidance_scale=scale,
+        )
+        return next(images)[1].astype(float)
+
+    # one DDIM step from t = T-1 is linear in the model output up to the clip to [0, 255]:
+    # guided = null + 3 (class - null) wherever neither input image was clipped
+    cnv, null, guided = sample(0), sample(2), sample(0, 3.0)
+    inside = (cnv > 0) & (cnv < 255) & (null > 0) & (null < 255)
+    assert inside.mean() > 0.5 and not np.array_equal(cnv, null)
+    expected = np.clip(null + 3.0 * (cnv - null), 0, 255)
+    assert np.abs(guided - expected)[inside].max() <= 4  # each image is rounded to uint8: 1 + 3 x 1/2 x 2
+    (written,) = generate_to_folder(
+        guidable_dir,
+        tmp_path / "guided",
+        [3],
+        config=dataclasses.replace(settings("ddim", 1), inference_steps=1, class_guidance_scale=3.0),
+        device=CPU,
+        class_name="CNV",
+    )
+    assert np.array_equal(np.asarray(Image.open(written)), guided.astype(np.uint8))
+
+
+def test_class_guidance_without_a_null_class_is_refused(conditional_dir, tmp_path):
+    config = dataclasses.replace(settings("ddim", 1), class_guidance_scale=2.0)
+    with pytest.raises(ValueError, match=r"class_guidance_scale=2.0; .*conditional has no null class"):
+        generate_to_folder(conditional_dir, tmp_path / "CNV", [3], config=config, device=CPU, class_name="CNV")
+    assert not (tmp_path / "CNV").exists() and not (tmp_path / "CNV.partial").exists()
+
+
 def test_class_missing_from_classes_json_is_named(conditional_dir, tmp_path):
     with pytest.raises(ValueError, match=r"classes \['CNV', 'NORMAL'\]; class_name='DME'"):
         generate_to_folder(

@@ -38,7 +38,8 @@ def build_unet(config: FinetuneConfig, num_classes: int | None = None) -> UNet2D
 
     Plain ResNet blocks at every level; self-attention only in the middle block, at the lowest
     resolution, where it costs little on a CPU. `num_classes` adds a class embedding (added to the
-    timestep embedding, as in Dhariwal & Nichol 2021).
+    timestep embedding, as in Dhariwal & Nichol 2021); with `config.label_dropout` it has one more row, the
+    null class `num_classes` that classifier-free guidance samples against (Ho & Salimans 2022).
     """
     levels = len(config.block_channels)
     with torch.random.fork_rng(devices=[]):
@@ -52,7 +53,7 @@ def build_unet(config: FinetuneConfig, num_classes: int | None = None) -> UNet2D
             down_block_types=("DownBlock2D",) * levels,
             up_block_types=("UpBlock2D",) * levels,
             norm_num_groups=math.gcd(32, *config.block_channels),
-            num_class_embeds=num_classes,
+            num_class_embeds=None if num_classes is None else num_classes + (config.label_dropout > 0),
         )
 
 
@@ -66,18 +67,25 @@ def pixel_task(
     images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], *, config: FinetuneConfig
 ) -> DiffusionTask:
     """The training task on uint8 (N, H, W) scans: x0 = scan / 127.5 - 1 in [-1, 1], flipped left-right with
-    probability 1/2 (a draw of the loop's generator), with `class_labels` when class-conditional."""
+    probability 1/2 (a draw of the loop's generator), with `class_labels` when class-conditional; with
+    `config.label_dropout` that share of the labels (another draw) becomes the null class len(class_names)."""
     data = torch.from_numpy(np.array(images))  # a writable copy (prepared arrays are read-only memory maps)
     classes = torch.from_numpy(labels.astype(np.int64))
+    null = len(class_names) if config.label_dropout > 0 else None  # the null class's label
 
     def make_batch(
         indices: torch.Tensor, generator: torch.Generator, share: slice = slice(None)
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        # draws over the whole batch, then this process's share: every process sees the same draws
         flip = (torch.rand(len(indices), generator=generator) < 0.5)[share]
+        dropped = None if null is None else torch.rand(len(indices), generator=generator)[share] < config.label_dropout
         indices = indices[share]
         x0 = data[indices].unsqueeze(1).float() / 127.5 - 1.0
         x0 = torch.where(flip.view(-1, 1, 1, 1), x0.flip(-1), x0)
-        return x0, ({"class_labels": classes[indices]} if config.class_conditional else {})
+        if not config.class_conditional:
+            return x0, {}
+        labels = classes[indices] if dropped is None else torch.where(dropped, null, classes[indices])
+        return x0, {"class_labels": labels}
 
     return DiffusionTask(
         unet=build_unet(config, len(class_names) if config.class_conditional else None),

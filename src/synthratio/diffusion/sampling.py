@@ -121,13 +121,23 @@ def sample_images(
     device: torch.device,
     batch_size: int,
     class_label: int | None = None,
+    null_label: int | None = None,
+    guidance_scale: float = 1.0,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (seed, uint8 (H, W) image) for every seed of a pixel UNet, sampling `batch_size` images at a time.
 
     Initial noise is drawn per image from its seed's CPU generator; samplers whose `step` adds noise get
     the list of per-image generators, which diffusers' `randn_tensor` draws from one image at a time.
-    A class-conditional UNet gets `class_label` for every image.
+    A class-conditional UNet gets `class_label` for every image. With `guidance_scale` > 1 the output is
+    classifier-free guided (Ho & Salimans 2022): null + scale * (class - null), where null is the output at
+    `null_label`, the class the UNet learned from dropped labels; one doubled batch per step.
     """
+    guided = guidance_scale != 1
+    if guided and (class_label is None or null_label is None):
+        raise ValueError(
+            f"guidance_scale={guidance_scale} needs a class-conditional UNet with a null class "
+            f"(class_label={class_label}, null_label={null_label}); 1 samples without guidance"
+        )
     size = unet.config.sample_size
     height, width = (size, size) if isinstance(size, int) else size
     shape = (unet.config.in_channels, height, width)
@@ -140,10 +150,19 @@ def sample_images(
         sampler.set_timesteps(inference_steps, device=device)
         sample = (noise * sampler.init_noise_sigma).to(device=device, dtype=unet.dtype)
         extra = {"generator": generators} if stochastic else {}
-        labels = {} if class_label is None else {"class_labels": torch.full((len(chunk),), class_label, device=device)}
+        labels = {}
+        if class_label is not None:
+            classes = torch.full((len(chunk),), class_label, device=device)
+            # guided: the class half of a doubled batch, then the null half
+            labels["class_labels"] = torch.cat([classes, torch.full_like(classes, null_label)]) if guided else classes
         with torch.no_grad():
             for t in sampler.timesteps:
-                output = unet(sampler.scale_model_input(sample, t), t, **labels).sample
+                model_input = sampler.scale_model_input(sample, t)
+                if guided:
+                    conditional, unconditional = unet(model_input.repeat(2, 1, 1, 1), t, **labels).sample.chunk(2)
+                    output = unconditional + guidance_scale * (conditional - unconditional)
+                else:
+                    output = unet(model_input, t, **labels).sample
                 sample = sampler.step(output, t, sample, **extra).prev_sample
         pixels = ((sample.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
         for seed, image in zip(chunk, pixels):
@@ -213,6 +232,7 @@ class _Model:
     sampler: SchedulerMixin
     latent: bool  # a StableDiffusionPipeline, sampled at a prompt
     label: int | None
+    null_label: int | None  # a pixel UNet's null class (trained with finetune.label_dropout), for guidance
 
 
 def _load_model(
@@ -226,8 +246,17 @@ def _load_model(
             f"got {prompt!r}"
         )
     label = None if latent else class_index(model_dir, class_name)
+    null_label = None
+    if label is not None:  # a UNet with one class embedding more than classes.json learned the null class
+        classes = len(json.loads((Path(model_dir) / CLASSES_FILE).read_text()))
+        null_label = classes if pipeline.unet.config.num_class_embeds == classes + 1 else None
+    if config.class_guidance_scale != 1 and null_label is None:
+        raise ValueError(
+            f"params.yaml: generate.class_guidance_scale={config.class_guidance_scale}; {model_dir} has no null "
+            "class to guide against (train it with finetune.class_conditional and label_dropout > 0), so use 1"
+        )
     sampler = make_sampler(config.sampler, pipeline.scheduler.config, config.timestep_spacing, clip_x0=not latent)
-    return _Model(pipeline=pipeline, sampler=sampler, latent=latent, label=label)
+    return _Model(pipeline=pipeline, sampler=sampler, latent=latent, label=label, null_label=null_label)
 
 
 def _folder_digest(folder: Path) -> str:
@@ -259,6 +288,8 @@ def _settings(
         settings |= {"prompt": prompt, "guidance_scale": config.guidance_scale}
     if model.label is not None:
         settings["class_name"] = class_name
+    if model.null_label is not None:
+        settings["class_guidance_scale"] = config.class_guidance_scale
     if settings_extra:
         settings["extra"] = dict(settings_extra)
     return settings
@@ -308,6 +339,8 @@ def _sample(
         device=device,
         batch_size=config.batch_size,
         class_label=model.label,
+        null_label=model.null_label,
+        guidance_scale=config.class_guidance_scale,
     )
 
 
@@ -351,7 +384,8 @@ def generate_to_folder(
 ) -> list[Path]:
     """Write one `{seed:06d}.png` (mode L) per seed into `out_dir`; return their paths in seed order.
 
-    `model_dir` holds a DDPMPipeline (sampled at `class_name` when it has classes.json) or a
+    `model_dir` holds a DDPMPipeline (sampled at `class_name` when it has classes.json, guided with
+    `config.class_guidance_scale` when it also learned a null class) or a
     StableDiffusionPipeline (sampled at `prompt` with `config.guidance_scale`). `postprocess(image, seed)`
     changes each uint8 (H, W) image before it is written; describe it in `settings_extra`, which joins the
     settings that a resumed run must match.
