@@ -63,6 +63,7 @@ class Finding:
     memorized: float
     memorized_floor: float
     memorized_p: float  # one-sided binomial: synthetic share above the real-vs-real floor
+    rejected: int = 0  # synthetic scans curation left out (the figures are of the kept ones)
     accuracy_0: float | None = None
     f1_0: float | None = None  # positive class's F1 with two classes, macro F1 with more
     f1_100: float | None = None
@@ -110,6 +111,10 @@ def finding(name: str, rev: str, params: dict, default_params: dict) -> Finding 
     s = json.loads(text)
     phase, _, variant = name.partition("-")
     changed = {k: v for k, v in sorted(params.items()) if default_params.get(k) != v}
+    rejected = s.get("curation_rejected", 0)
+    described = ", ".join(f"{k}={json.dumps(v)}" for k, v in changed.items()) or "-"
+    if rejected:
+        described += f" ({rejected} of {rejected + s['curation_kept']} rejected)"
     memorized_count = round(s["memorized_share_features"] * s["n_synthetic"])
     floor = s["memorized_share_features_floor"]
     sweep = {}
@@ -132,7 +137,7 @@ def finding(name: str, rev: str, params: dict, default_params: dict) -> Finding 
         variant=variant,
         phase=phase,
         rev=rev,
-        changed=", ".join(f"{k}={json.dumps(v)}" for k, v in changed.items()) or "-",
+        changed=described,
         comparable=not any(k.startswith(INCOMPARABLE) for k in changed),
         auroc=s["detector_auroc"],
         auroc_low=s["detector_auroc_ci_low"],
@@ -146,6 +151,7 @@ def finding(name: str, rev: str, params: dict, default_params: dict) -> Finding 
         memorized=s["memorized_share_features"],
         memorized_floor=floor,
         memorized_p=binomtest(memorized_count, s["n_synthetic"], max(floor, 1e-9), alternative="greater").pvalue,
+        rejected=rejected,
         **sweep,
     )
 

@@ -1,7 +1,7 @@
 """Stage evaluate_synthetic@keep: cohort `keep`'s synthetic scans against held-out real scans of the
 generator's class: FID, KID, precision/recall/density/coverage (each beside its patient-disjoint
 real-vs-real floor), memorized share and a synthetic-vs-real detector's AUROC, in the feature space of the
-cohort's own real-only classifier."""
+cohort's own real-only classifier. With curation on, the scans curation keeps, and how many it rejected."""
 
 import argparse
 import tempfile
@@ -18,6 +18,7 @@ SYNTHETIC_HEADLINE = (
     "detector_auroc",
     "memorized_share_features",
     "memorized_share_features_floor",
+    "curation_rejected",
 )
 
 
@@ -29,9 +30,8 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params()
     # imported once params.yaml is read and checked: torch, diffusers and sklearn take seconds to import
-    from synthratio.classify.experiment import load_classifier
+    from synthratio.classify.experiment import curated_seeds, load_classifier
     from synthratio.data.cohort import cohort_of
-    from synthratio.data.synthetic import synthetic_seeds
     from synthratio.evaluation.evaluate import evaluate_synthetic, load_heldout
     from synthratio.evaluation.features import classifier_feature_fn
     from synthratio.layout import generator_files, synthetic_file
@@ -47,7 +47,8 @@ def main() -> None:
     real = load_heldout(
         params.paths.prepared, config.real_split, size, label=label, train=cohort.images[cohort.labels == label]
     )
-    synthetic = [synthetic_file(files.synthetic / target, seed) for seed in synthetic_seeds(params.generate)]
+    curation = curated_seeds(params, args.keep, device=device)  # the scans the sweep mixes in are the ones scored
+    synthetic = [synthetic_file(files.synthetic / target, seed) for seed in curation.kept]
     encoder = load_classifier(params, seed=config.encoder_seed, ratio=0, device=device, keep=args.keep)
     feature_fn = classifier_feature_fn(encoder, params.classifier.image_size, device)
     with tempfile.TemporaryDirectory() as workdir:
@@ -62,7 +63,9 @@ def main() -> None:
             confidence=params.report.confidence,
         )
     write_metrics(
-        files.synthetic_metrics, {"keep": args.keep, "real_split": config.real_split, **metrics}, SYNTHETIC_HEADLINE
+        files.synthetic_metrics,
+        {"keep": args.keep, "real_split": config.real_split, **metrics, **curation.to_dict()},
+        SYNTHETIC_HEADLINE,
     )
 
 

@@ -48,6 +48,9 @@ FILES = {
     },
     "ccc": {findings.SYNTHETIC: synthetic(0.90, 0.80, 0.97, 16.5, 0.24)},  # rank-worse: detector worse only
     "ggg": {findings.SYNTHETIC: synthetic(0.62, 0.52, 0.72, 5.0, 0.11)},  # rank-px64: other feature space
+    "hhh": {  # rank-curated: the figures of the 188 scans curation kept
+        findings.SYNTHETIC: synthetic(0.58, 0.48, 0.68, 16.8, 0.24) | {"curation_rejected": 12, "curation_kept": 188}
+    },
     "eee": {findings.SYNTHETIC: synthetic(0.5, 0.4, 0.6, 2.0, 0.1)},  # rank-queued: stale figures of an unfinished run
     "fff": {findings.SYNTHETIC: synthetic(0.5, 0.4, 0.6, 2.0, 0.1)},  # other-run: not the study's
     "ddd": {  # sweep-default
@@ -58,9 +61,9 @@ FILES = {
 }
 
 
-def exp(name: str, rev: str, state: str, schedule: str, image_size: int = 32) -> dict:
+def exp(name: str, rev: str, state: str, schedule: str, image_size: int = 32, quantile: float = 0.0) -> dict:
     finetune = {"beta_schedule": schedule, "steps": 400, "image_size": image_size}
-    params = {"params.yaml": {"data": {"finetune": finetune}}}
+    params = {"params.yaml": {"data": {"finetune": finetune, "curate": {"real_quantile": quantile}}}}
     return {"name": name, "executor": {"state": state}, "revs": [{"rev": rev, "data": {"params": params}}]}
 
 
@@ -80,6 +83,7 @@ def shown(monkeypatch) -> list[dict]:
                 exp("rank-linear", "bbb", "success", "linear"),
                 exp("rank-worse", "ccc", "success", "sigmoid"),
                 exp("rank-px64", "ggg", "success", "linear", image_size=64),
+                exp("rank-curated", "hhh", "success", "cosine", quantile=0.05),
                 exp("rank-queued", "eee", "queued", "laplace"),
                 exp("other-run", "fff", "success", "laplace"),
                 exp("sweep-default", "ddd", "success", "cosine"),
@@ -99,12 +103,20 @@ def test_findings_compare_each_variant_with_the_default_only_where_the_evidence_
     assert rows["worse"].endswith("| detector: worse |")  # 0.80-0.97 lies above 0.50-0.70; FID moved 0.5 < 2 sd
     assert rows["px64"].endswith("| not comparable (measured in another feature space or against other scans) |")
     assert "0.250 / 0.100 (" in rows["default"]
+    assert "| curate.real_quantile=0.05 (12 of 200 rejected) |" in rows["curated"]
+    assert rows["curated"].endswith("| not separated |")  # the same scans' figures, compared like any variant
     assert "| 0.950 | -0.010 (-0.025, +0.004) | inconclusive | 50% | 0.900 / 0.800 |" in text
     assert "queued" not in rows and "run" not in rows  # unfinished and unrelated experiments are left out
     ranked_order = [line.split(" | ")[0].strip("| ") for line in text.split("## Ratio")[0].splitlines()[4:] if line]
-    assert ranked_order == ["linear", "px64", "default", "worse"]  # non-copying first; then copying ones by AUROC
+    assert ranked_order == [
+        "linear",
+        "px64",
+        "curated",
+        "default",
+        "worse",
+    ]  # non-copying first; then copying ones by AUROC
     table = (tmp_path / "out" / "findings.csv").read_text().splitlines()
-    assert len(table) == 1 + 5 and table[0].startswith("variant,phase,rev,changed,comparable,auroc")
+    assert len(table) == 1 + 6 and table[0].startswith("variant,phase,rev,changed,comparable,auroc")
     assert (tmp_path / "out" / "validation.png").stat().st_size > 1000
     written = {p.name: p.read_text() for p in (tmp_path / "out").glob("samples_*.png")}
     assert written == {"samples_default.png": "grid a", "samples_linear.png": "grid b"}  # the default and the best
@@ -149,7 +161,8 @@ def test_class_recalls_pair_each_ratio_with_r0_on_the_same_patients():
 
 def test_no_finished_study_is_an_error(shown, tmp_path):
     saved = tmp_path / "shown.json"
-    saved.write_text(json.dumps([{"rev": "f" * 40, "experiments": [shown[1]["experiments"][4]]}]))
+    queued = [e for e in shown[1]["experiments"] if e["name"] == "rank-queued"]
+    saved.write_text(json.dumps([{"rev": "f" * 40, "experiments": queued}]))
     with pytest.raises(SystemExit, match="run scripts/agenda_study.sh first"):
         findings.main(["--input", str(saved), "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()

@@ -179,3 +179,26 @@ def test_data_mode_fills_each_cohort_with_its_own_synthetic_scans(project: Path)
     summary = json.loads((project / "metrics/summary.json").read_text())
     detail = json.loads((project / "metrics/summary.detail.json").read_text())
     assert detail["mode"] == "data" and sorted(summary["data"]["accuracy"], key=int) == ["0", "50"]
+
+
+@pytest.mark.slow
+def test_curation_reruns_what_reads_synthetic_scans_and_records_what_it_rejected(project: Path):
+    """curate.real_quantile: the generators and baselines are reused; evaluate_synthetic scores, and the sweep
+    mixes in, the scans the seed-1 baseline calls CNV as surely as the median real val CNV scan."""
+    output = run(["dvc", "exp", "run", "-S", "curate.real_quantile=0.5"], project).stdout
+    ran = ran_stages(output)
+    assert any(name.startswith("train_classifier@") for name in ran), output
+    for name in ran:
+        assert name.startswith(("evaluate_synthetic@", "train_classifier@", "report")), f"{name} ran: {output}"
+    for keep in (100, 25):
+        scored = json.loads((project / f"metrics/synthetic/keep_{keep}.detail.json").read_text())
+        assert scored["curation_kept"] + scored["curation_rejected"] == 8
+        assert (
+            0 < scored["curation_threshold"] < 1
+        )  # a bar was set (0 when curation is off); test_curation.py: the rule
+        shown = json.loads((project / f"metrics/synthetic/keep_{keep}.json").read_text())
+        assert shown["curation_rejected"] == scored["curation_rejected"]
+        for ratio in (50, 100):
+            for trained in json.loads((project / f"metrics/classifier/ratio_{ratio}_keep_{keep}.json").read_text()):
+                assert trained["synthetic_scans"] == scored["curation_kept"]
+                assert trained["synthetic_rejected"] == scored["curation_rejected"]

@@ -439,6 +439,16 @@ class ClassifierConfig:
 
 
 @dataclass(frozen=True)
+class CurateConfig:
+    real_quantile: float  # in [0, 1); 0 = keep every synthetic scan
+    classifier_seed: int  # one of sweep.seeds, not evaluate.encoder_seed (checked when curation is on)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.real_quantile < 1:
+            _fail("curate", "real_quantile", self.real_quantile, "a quantile in [0, 1) (0 = keep every scan)")
+
+
+@dataclass(frozen=True)
 class MixConfig:
     mode: MixMode
 
@@ -512,6 +522,7 @@ class Params:
     sweep: SweepConfig
     report: ReportConfig
     mix: MixConfig = MixConfig(mode="replace")  # optional for older params files: the study's definition
+    curate: CurateConfig = CurateConfig(real_quantile=0.0, classifier_seed=1)  # optional: off
 
     def __post_init__(self) -> None:
         if self.sweep.synthetic_class not in self.prepare.classes:
@@ -545,6 +556,18 @@ class Params:
         if self.evaluate.encoder_seed not in self.sweep.seeds:
             _fail(
                 "evaluate", "encoder_seed", self.evaluate.encoder_seed, f"one of sweep.seeds {list(self.sweep.seeds)}"
+            )
+        if self.curate.real_quantile and self.curate.classifier_seed not in self.sweep.seeds:
+            _fail(
+                "curate", "classifier_seed", self.curate.classifier_seed, f"one of sweep.seeds {list(self.sweep.seeds)}"
+            )
+        if self.curate.real_quantile and self.curate.classifier_seed == self.evaluate.encoder_seed:
+            _fail(
+                "curate",
+                "classifier_seed",
+                self.curate.classifier_seed,
+                f"a seed other than evaluate.encoder_seed ({self.evaluate.encoder_seed}): the classifier that picks "
+                "the scans must not be the encoder that scores them",
             )
         if self.mix.mode == "data":  # R = 100: each cohort's left-out scans all replaced by synthetic ones
             if self.sweep.ratios != (100,):

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from safetensors.torch import save_file
 
+from synthratio.classify.curation import Curation, curate
 from synthratio.classify.metrics import classification_metrics
 from synthratio.classify.models import build_classifier
 from synthratio.classify.train import LabelledImages, predict_proba, train_classifier
@@ -82,6 +83,37 @@ def synthetic_count(params: Params, ratio: int, keep: int, *, n_real: int, n_ful
     return wanted
 
 
+def curated_seeds(params: Params, keep: int, *, device: torch.device) -> Curation:
+    """The seeds of cohort `keep`'s synthetic scans that curation keeps: all of them when curate.real_quantile
+    is 0, else those the R=0 classifier of curate.classifier_seed calls the class as surely as real val scans."""
+    seeds = synthetic_seeds(params.generate)
+    if not params.curate.real_quantile:
+        return Curation(kept=tuple(seeds), rejected=0, threshold=0.0)
+    synthetic_class, size = params.sweep.synthetic_class, params.classifier.image_size
+    label = params.prepare.classes.index(synthetic_class)
+    val = load_real(params, "val")
+    curation = curate(
+        load_classifier(params, seed=params.curate.classifier_seed, ratio=0, device=device, keep=keep),
+        load_synthetic(generator_files(params, keep).synthetic / synthetic_class, seeds, size),
+        seeds,
+        val.images[val.labels == label],
+        label=label,
+        quantile=params.curate.real_quantile,
+        device=device,
+    )
+    log.info(
+        "curation kept %d of %d synthetic %s scans of cohort keep=%d: p(%s) >= %.4f, the %g quantile of real val",
+        len(curation.kept),
+        len(seeds),
+        synthetic_class,
+        keep,
+        synthetic_class,
+        curation.threshold,
+        params.curate.real_quantile,
+    )
+    return curation
+
+
 @dataclass(frozen=True)
 class RunData:
     """What every seed of one (R, keep) trains and is tested on."""
@@ -92,21 +124,30 @@ class RunData:
     test_files: np.ndarray  # index.csv file of each test scan
     test_patients: np.ndarray  # its patient group
     synthetic: np.ndarray | None  # the synthetic scans mixed in
+    synthetic_rejected: int  # synthetic scans curation left out
     class_counts: tuple[int, ...]  # the full training set's scans per class: the batches' make-up
     real_patients_of_class: int  # distinct real patients of the synthetic class the runs see
 
 
-def load_run_data(params: Params, ratio: int, keep: int) -> RunData:
-    """The real scans of cohort `keep`, val and test, and the synthetic scans a run at `ratio` mixes in."""
+def load_run_data(params: Params, ratio: int, keep: int, *, device: torch.device) -> RunData:
+    """The real scans of cohort `keep`, val and test, and the synthetic scans a run at `ratio` mixes in (those
+    curation keeps)."""
     classes, synthetic_class = params.prepare.classes, params.sweep.synthetic_class
     label = classes.index(synthetic_class)
     cohort = cohort_of(params, keep, size=params.classifier.image_size)
     n_real = int((cohort.labels == label).sum())
     n_synthetic = synthetic_count(params, ratio, keep, n_real=n_real, n_full=cohort.class_counts[label])
-    synthetic = None
+    synthetic, rejected = None, 0
     if n_synthetic:
+        curation = curated_seeds(params, keep, device=device)
+        if len(curation.kept) < n_synthetic and params.mix.mode == "data":
+            raise ParamsError(
+                f"mix.mode data fills {n_synthetic} left-out {synthetic_class} scans of cohort keep={keep}, but "
+                f"curation kept {len(curation.kept)} of generate.num_images={params.generate.num_images}; raise it"
+            )
         folder = generator_files(params, keep).synthetic / synthetic_class
-        synthetic = load_synthetic(folder, synthetic_seeds(params.generate)[:n_synthetic], params.classifier.image_size)
+        synthetic = load_synthetic(folder, curation.kept[:n_synthetic], params.classifier.image_size)
+        rejected = curation.rejected
     test = load_prepared(params.paths.prepared, "test", params.classifier.image_size)
     return RunData(
         train=LabelledImages(images=cohort.images, labels=cohort.labels),
@@ -115,6 +156,7 @@ def load_run_data(params: Params, ratio: int, keep: int) -> RunData:
         test_files=test.files,
         test_patients=test.patients,
         synthetic=synthetic,
+        synthetic_rejected=rejected,
         class_counts=cohort.class_counts,
         real_patients_of_class=len(np.unique(cohort.patients[cohort.labels == label])),
     )
@@ -160,6 +202,7 @@ def run_seed(
         real_scans_of_class=int((data.train.labels == label).sum()),
         real_patients_of_class=data.real_patients_of_class,
         synthetic_scans=n_synthetic,
+        synthetic_rejected=data.synthetic_rejected,
         synthetic_share=round(float(result.synthetic_share), 6),
     )
     predictions = pd.DataFrame({"file": data.test_files, "patient": data.test_patients, "label": data.test.labels})
@@ -176,7 +219,7 @@ def run_seed(
 def run_ratio(params: Params, ratio: int, keep: int, *, device: torch.device) -> list[dict]:
     """Every seed of sweep.seeds at `ratio` on cohort `keep`: one classifier each (dvclive curves under
     paths.live), then the seeds' metrics as one JSON list, written last so that it marks the stage done."""
-    data = load_run_data(params, ratio, keep)
+    data = load_run_data(params, ratio, keep, device=device)
     label = params.prepare.classes.index(params.sweep.synthetic_class)
     log.info(
         "classifiers %s at R=%d%% (%s) keep %d%%, seeds %s, on %s: %d real train (%d %s from %d patients), %d val, "
