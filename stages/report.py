@@ -28,7 +28,7 @@ def main() -> None:
         for ratio in sweep.all_ratios:
             arms[(ratio, keep)], scans = load_arm(params, ratio=ratio, keep=keep, scans=scans)
     groups = families(params.mix.mode, arms, keeps=sweep.keep, ratios=sweep.ratios)
-    summary, table = summarize(groups, params.report, params.mix.mode)
+    summary, table = summarize(groups, params.report, params.mix.mode, params.prepare.classes)
     synthetic = {keep: read_json(generator_files(params, keep).synthetic_detail) for keep in sweep.keep}
     metrics = params.paths.metrics / "summary.json"
     write_json(detail_path(metrics), summary)

@@ -473,3 +473,37 @@ def test_training_curves_is_one_long_table_of_every_logged_curve(tmp_path):
     assert table.loc[table["metric"] == "val_accuracy", "step"].tolist() == [0, 1, 2]
     # rows numbered 0..n-1 across every run's curves, not restarting per file: a row label names one point
     assert table.index.tolist() == list(range(8))
+
+
+def three_class_arm(right: np.ndarray, ratio: int = 0) -> Arm:
+    """Runs over classes A, B, C (patients of one class, two scans each) called right where `right` (seed, scan)."""
+    labels = np.repeat([0, 1, 2], 40)
+    called = np.where(right, labels, (labels + 1) % 3)
+    probs = np.eye(3)[called] * 0.8 + 0.2 / 3
+    runs = Runs(probs=probs, labels=labels, patients=np.arange(len(labels)) // 2)
+    rows = pd.DataFrame([dict(ratio=ratio, seed=s, accuracy=r.mean(), f1=0.5, precision=0.5, recall=0.5, auroc=0.9,
+                              log_loss=0.5, ece=0.1, synthetic_share=0.0) for s, r in enumerate(right)])  # fmt: skip
+    return Arm(runs=runs, metrics=rows)
+
+
+def test_per_class_recall_pairs_each_class_with_the_reference_on_the_same_patients():
+    """With more than two classes, the table holds each class's recall and the interval of its paired change:
+    B's recall rises from 0 to 0.75 at R=100, A and C are unchanged (an interval of no width)."""
+    reference = np.ones((2, 120), bool)
+    reference[:, 40:80] = False  # B never right at R=0
+    candidate = reference.copy()
+    candidate[:, 40:70] = True  # 30 of B's 40 scans right at R=100
+    arms = {(0, 100): three_class_arm(reference), (100, 100): three_class_arm(candidate, ratio=100)}
+    groups = families("replace", arms, keeps=[100], ratios=[100])
+    _, table = summarize(groups, CONFIG, "replace", ("A", "B", "C"))
+    row = table.set_index("x").loc[100]
+    assert (row["recall_A"], row["recall_B"], row["recall_C"]) == (1.0, 0.75, 1.0)
+    assert table.set_index("x").loc[0, "recall_B"] == 0.0
+    assert 0.5 < row["recall_B_delta_low"] < 0.75 < row["recall_B_delta_high"] <= 1.0  # patients resampled
+    assert row["recall_A_delta_low"] == row["recall_A_delta_high"] == 0.0
+    summary, _ = summarize(groups, CONFIG, "replace", ("A", "B", "C"))
+    text = markdown_report(summary, table, {})
+    assert "| x % | A | B | C |" in text
+    assert f"| 100 | 1.000 (+0.000; +0.000 to +0.000) | 0.750 (+0.750; {row['recall_B_delta_low']:+.3f} to " in text
+    _, binary = summarize(groups, CONFIG, "replace", ("A", "B"))  # two classes: no per-class columns
+    assert not [c for c in binary.columns if c.startswith("recall_")]

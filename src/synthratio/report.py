@@ -139,8 +139,9 @@ def families(
     ]
 
 
-def _compare(family: Family, config: ReportConfig) -> pd.DataFrame:
-    """One row per x (the reference at x=0 first): metrics, intervals, improvement, verdict, p."""
+def _compare(family: Family, config: ReportConfig, classes: Sequence[str] = ()) -> pd.DataFrame:
+    """One row per x (the reference at x=0 first): metrics, intervals, improvement, verdict, p; with more
+    than two `classes`, each class's recall and the interval of its paired change from the reference."""
     reference = family.reference.runs
     draws = cluster_draws(
         reference.patients,
@@ -155,6 +156,13 @@ def _compare(family: Family, config: ReportConfig) -> pd.DataFrame:
         weights=draws.weights, seeds=np.broadcast_to(np.arange(draws.seeds.shape[1]), draws.seeds.shape)
     )
     reference_fixed = bootstrap(reference, config.metric, seeds_fixed)
+    # a class's recall is the accuracy on its scans: the same draws, weighted to that class alone (the draws
+    # are stratified by class, so every draw holds each class's patients)
+    of_class = {
+        name: Draws(weights=draws.weights * (reference.labels == label), seeds=draws.seeds)
+        for label, name in enumerate(classes if len(classes) > 2 else ())
+    }
+    reference_recalls = {name: bootstrap(reference, "accuracy", d) for name, d in of_class.items()}
     rows = []
     for x, arm in {0: family.reference, **family.candidates}.items():
         row: dict = {"family": family.name, "x": x, "seeds": len(arm.metrics), "margin": config.margin}
@@ -164,6 +172,12 @@ def _compare(family: Family, config: ReportConfig) -> pd.DataFrame:
         arm_draws = {m: bootstrap(arm.runs, m, draws) if x else reference_draws[m] for m in reference_draws}
         for m in BAND_METRICS:
             row[f"{m}_low"], row[f"{m}_high"] = interval(arm_draws[m], config.confidence)
+        hits = arm.runs.scores("accuracy")
+        for label, (name, class_draws) in enumerate(of_class.items()):
+            row[f"recall_{name}"] = float(hits[:, arm.runs.labels == label].mean())
+            if x:
+                change = bootstrap(arm.runs, "accuracy", class_draws) - reference_recalls[name]
+                row[f"recall_{name}_delta_low"], row[f"recall_{name}_delta_high"] = interval(change, config.confidence)
         if x:
             metric = config.metric
             delta = float(improvement(point(arm.runs, metric), point(reference, metric), metric))
@@ -208,12 +222,15 @@ def _decision(family: Family, table: pd.DataFrame, config: ReportConfig) -> dict
     return block
 
 
-def summarize(all_families: Sequence[Family], config: ReportConfig, mode: str) -> tuple[dict, pd.DataFrame]:
+def summarize(
+    all_families: Sequence[Family], config: ReportConfig, mode: str, classes: Sequence[str] = ()
+) -> tuple[dict, pd.DataFrame]:
     """The summary (settings, then one block per deciding family) and the long table behind it
-    (plots/ratio_summary.csv), with Holm-adjusted p-values over every comparison of every family."""
+    (plots/ratio_summary.csv), with Holm-adjusted p-values over every comparison of every family; with more
+    than two `classes` (label i = classes[i]), per-class recalls in the table."""
     if not all_families:
         raise ValueError("summarize needs at least one family")
-    table = pd.concat([_compare(family, config) for family in all_families], ignore_index=True)
+    table = pd.concat([_compare(family, config, classes) for family in all_families], ignore_index=True)
     tested = table["x"] > 0
     table.loc[tested, "p_holm"] = holm(table.loc[tested, "p"].tolist())
     summary: dict = {"metric": config.metric, "margin": config.margin, "confidence": config.confidence, "mode": mode}
@@ -284,9 +301,39 @@ def markdown_report(summary: dict, table: pd.DataFrame, synthetic: dict[int, dic
                 )
                 + f"{r['f1']:.4f} | {r['auroc']:.4f} | {r['ece']:.4f} |"
             )
+        lines += recall_table(part, confidence)
     for keep, metrics in sorted(synthetic.items(), reverse=True):
         lines += ["", f"## Synthetic scans of cohort keep {keep}", "", *synthetic_table(metrics)]
     return "\n".join(lines) + "\n"
+
+
+def recall_table(part: pd.DataFrame, confidence: float) -> list[str]:
+    """Each class's test recall per x, and its paired change from the reference with its interval (a table
+    only where the sweep has more than two classes: with two, recall and F1 of the class are in the main one)."""
+    names = [c.removeprefix("recall_") for c in part.columns if c.startswith("recall_") and "_delta_" not in c]
+    if not names:
+        return []
+    lines = [
+        "",
+        f"Recall per class (mean over seeds; change from the reference with its {confidence:.0%} interval, "
+        "test patients resampled):",
+        "",
+        "| x % | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for _, r in part.iterrows():
+        cells = [
+            f"{r[f'recall_{n}']:.3f}"
+            + (
+                f" ({r[f'recall_{n}'] - part.iloc[0][f'recall_{n}']:+.3f}; {r[f'recall_{n}_delta_low']:+.3f} to "
+                f"{r[f'recall_{n}_delta_high']:+.3f})"
+                if r["x"] > 0
+                else ""
+            )
+            for n in names
+        ]
+        lines.append(f"| {int(r['x'])} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def synthetic_table(metrics: dict) -> list[str]:
