@@ -50,6 +50,11 @@ declare -A VARIANTS=(
   # curation: scans the seed-1 real-only classifier is less sure are CNV than of 95 % (75 %) of real val CNV left out
   [classcond_curate5]="finetune.class_conditional=true curate.real_quantile=0.05"
   [classcond_curate25]="finetune.class_conditional=true curate.real_quantile=0.25"
+  # generator seed replicates (init, batches, noise): how far a variant's figures move when only the seed does
+  [default_seed1]="finetune.seed=1"
+  [default_seed2]="finetune.seed=2"
+  [classcond_seed1]="finetune.class_conditional=true finetune.seed=1"
+  [classcond_seed2]="finetune.class_conditional=true finetune.seed=2"
   # sweep only: classifier and detector at 64 px too, so its figures are not comparable with the ranked ones
   [px64all]="finetune.image_size=64 classifier.image_size=64 evaluate.detector_image_size=64"
   [px64all_classcond]="finetune.class_conditional=true finetune.image_size=64 classifier.image_size=64 evaluate.detector_image_size=64"
@@ -58,7 +63,8 @@ declare -A VARIANTS=(
   [drusen4]="prepare.classes=[CNV,DME,DRUSEN,NORMAL] finetune.class_conditional=true finetune.target_class=DRUSEN sweep.synthetic_class=DRUSEN mix.mode=add sweep.ratios=[100,300]"
 )
 ORDER=(default linear scaled_linear sigmoid laplace ztsnr minsnr5 noise ema steps1200 classcond wide px64 linear_ema classcond_linear
-  classcond_drop classcond_cfg2 classcond_cfg3 classcond_curate5 classcond_curate25)  # ranked
+  classcond_drop classcond_cfg2 classcond_cfg3 classcond_curate5 classcond_curate25
+  default_seed1 default_seed2 classcond_seed1 classcond_seed2)  # ranked
 
 overrides() {  # -S flags of one variant
   [[ -v VARIANTS[$1] ]] || { echo "unknown variant '$1'; known: ${!VARIANTS[*]}" >&2; exit 2; }
