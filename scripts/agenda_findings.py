@@ -19,6 +19,7 @@ import argparse
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, fields
@@ -42,6 +43,7 @@ FID_SEPARATION = 2.0  # floor sds an FID gap must move by to count
 # settings that change what the figures are measured in (feature space, detector, real scans compared)
 INCOMPARABLE = ("prepare.", "finetune.image_size", "finetune.target_class", "classifier.image_size", "evaluate.")
 MEMORIZED_P = 0.05  # memorized share above the real floor at this one-sided level: the variant copies
+SEED_SUFFIX = re.compile(r"_seed(\d+)$")  # <variant>_seed<k>: the variant with finetune.seed=k (no suffix: 0)
 
 
 @dataclass(frozen=True)
@@ -244,6 +246,41 @@ def rank_order(findings: list[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: (f.memorized_p < MEMORIZED_P, f.auroc, f.fid_gap))
 
 
+def seed_groups(findings: list[Finding]) -> dict[str, list[Finding]]:
+    """{variant: its runs under each generator seed} for every variant run under more than one seed."""
+    groups: dict[str, list[Finding]] = {}
+    for f in findings:
+        groups.setdefault(SEED_SUFFIX.sub("", f.variant), []).append(f)
+    return {name: sorted(runs, key=_seed) for name, runs in groups.items() if len(runs) > 1}
+
+
+def _seed(f: Finding) -> int:
+    match = SEED_SUFFIX.search(f.variant)
+    return int(match.group(1)) if match else 0
+
+
+def seed_table(groups: dict[str, list[Finding]]) -> str:
+    """Each replicated variant's figures per generator seed, and what separates it from the default on every
+    pairing of their seeds: a claim that one seed's run alone supports is a claim about that seed."""
+    lines = [
+        "| variant | generator seeds | detector AUROC | FID - floor | memorized (p) "
+        "| vs default, on every pair of seeds |",
+        "|---|---|---|---|---|---|",
+    ]
+    base = groups.get(DEFAULT)
+    for name, runs in groups.items():
+        versus = "-"
+        if base and name != DEFAULT:
+            said = [set(compare(run, reference).split("; ")) for run in runs for reference in base]
+            versus = "; ".join(sorted(set.intersection(*said) - {"not separated"})) or "not separated"
+        lines.append(
+            f"| {name} | {', '.join(str(_seed(f)) for f in runs)} "
+            f"| {', '.join(f'{f.auroc:.3f}' for f in runs)} | {', '.join(f'{f.fid_gap:.2f}' for f in runs)} "
+            f"| {', '.join(f'{f.memorized:.3f} ({f.memorized_p:.2g})' for f in runs)} | {versus} |"
+        )
+    return "\n".join(lines)
+
+
 def rank_table(findings: list[Finding], default: Finding | None) -> str:
     lines = [
         "| variant | changed | detector AUROC (95% CI) | FID - floor (floor sd) | precision / floor | recall / floor "
@@ -330,10 +367,12 @@ def main(argv: list[str] | None = None) -> None:
     if not findings:
         raise SystemExit("no finished rank-/sweep- experiment found: run scripts/agenda_study.sh first")
     default = next((f for f in ranked if f.variant == DEFAULT), None)
+    groups = seed_groups(ranked)
     text = "\n\n".join(
         [
             "## Generator variants, validation split (copying ones last, then best detector AUROC first)",
             rank_table(ranked, default),
+            *(["## Generator seed replicates, validation split", seed_table(groups)] if groups else []),
             "## Ratio sweeps, test split",
             sweep_table(swept),
             "## The sweeps' synthetic figures (validation split)",

@@ -196,3 +196,33 @@ def test_study_script_names_a_missing_sample(tmp_path):
         env={"PATH": "/usr/bin:/bin", "SAMPLE": str(tmp_path)},
     )
     assert done.returncode == 2 and f"SAMPLE={tmp_path} has no CNV folder" in done.stderr
+
+
+def test_seed_replicates_claim_only_what_every_pairing_of_seeds_supports():
+    def run(variant: str, auroc: float, fid: float, memorized: float) -> findings.Finding:
+        return findings.Finding(
+            variant=variant, phase="rank", rev=variant, changed="-", comparable=True, auroc=auroc,
+            auroc_low=auroc - 0.1, auroc_high=auroc + 0.1, fid_gap=fid, fid_floor_sd=0.5, precision=1.0,
+            precision_floor=1.0, recall=0.9, recall_floor=1.0, memorized=memorized, memorized_floor=0.1,
+            memorized_p=0.001 if memorized > 0.2 else 0.5,
+        )  # fmt: skip
+
+    ranked = [
+        run("default", 0.60, 15.0, 0.25),
+        run("default_seed1", 0.62, 2.0, 0.12),  # another seed of the default: no copies, a small gap
+        run("cond", 0.60, 1.0, 0.10),
+        run("cond_seed1", 0.61, 1.5, 0.11),
+        run("single", 0.60, 1.0, 0.10),  # one seed: no replicate row
+    ]
+    groups = findings.seed_groups(ranked)
+    assert {name: [f.variant for f in runs] for name, runs in groups.items()} == {
+        "default": ["default", "default_seed1"],
+        "cond": ["cond", "cond_seed1"],
+    }
+    table = findings.seed_table(groups)
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}
+    # against default seed 0 alone, cond looks better on FID and copying; default seed 1 removes both claims
+    assert findings.compare(ranked[2], ranked[0]) == "FID gap: better; memorizes less"
+    assert rows["cond"].endswith("| not separated |")
+    assert "| 0, 1 | 0.600, 0.610 | 1.00, 1.50 | 0.100 (0.5), 0.110 (0.5) |" in rows["cond"]
+    assert rows["default"].endswith("| - |")
