@@ -30,7 +30,7 @@ import pandas as pd
 from scipy.stats import binomtest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from rank_experiments import _params, exp_show  # noqa: E402
+from rank_experiments import _params, exp_show, flatten  # noqa: E402
 
 SYNTHETIC = "metrics/synthetic/keep_100.detail.json"
 RATIOS = "plots/ratio_summary.csv"
@@ -106,13 +106,23 @@ def _number(text: str | None) -> float | None:
     return float(text) if text not in (None, "") else None
 
 
-def finding(name: str, rev: str, params: dict, default_params: dict) -> Finding | None:
+def current_params(path: Path = Path("params.yaml")) -> dict:
+    """params.yaml's values, dotted: a key added after the reference ran has this value there."""
+    import yaml
+
+    return flatten(yaml.safe_load(path.read_text())) if path.is_file() else {}
+
+
+def finding(name: str, rev: str, params: dict, default_params: dict, added: dict | None = None) -> Finding | None:
+    """One experiment's figures. `added`: the values of keys the reference run does not have (params.yaml's
+    own; a key that did not exist then is changed only where it differs from them)."""
     text = git_file(rev, SYNTHETIC)
     if text is None:
         return None
     s = json.loads(text)
     phase, _, variant = name.partition("-")
-    changed = {k: v for k, v in sorted(params.items()) if default_params.get(k) != v}
+    added = added or {}
+    changed = {k: v for k, v in sorted(params.items()) if default_params.get(k, added.get(k)) != v}
     rejected = s.get("curation_rejected", 0)
     described = ", ".join(f"{k}={json.dumps(v)}" for k, v in changed.items()) or "-"
     if rejected:
@@ -357,10 +367,11 @@ def main(argv: list[str] | None = None) -> None:
     shown = json.loads(args.input.read_text()) if args.input else exp_show(all_commits=True)
     found = experiments(shown)
     defaults = {name.partition("-")[0]: params for name, _, params in found if name.endswith(f"-{DEFAULT}")}
+    added = current_params()
     findings = [
         f
         for name, rev, params in found
-        if (f := finding(name, rev, params, defaults.get(name.partition("-")[0], params))) is not None
+        if (f := finding(name, rev, params, defaults.get(name.partition("-")[0], params), added)) is not None
     ]
     ranked = [f for f in findings if f.phase == "rank"]
     swept = [f for f in findings if f.phase == "sweep"]

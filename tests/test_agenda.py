@@ -226,3 +226,12 @@ def test_seed_replicates_claim_only_what_every_pairing_of_seeds_supports():
     assert rows["cond"].endswith("| not separated |")
     assert "| 0, 1 | 0.600, 0.610 | 1.00, 1.50 | 0.100 (0.5), 0.110 (0.5) |" in rows["cond"]
     assert rows["default"].endswith("| - |")
+
+
+def test_a_key_the_reference_run_lacks_is_changed_only_where_it_differs_from_params_yaml(shown):
+    reference = {"finetune.seed": 0}  # run before curate existed
+    added = {"curate.real_quantile": 0.0}  # params.yaml's value: off
+    off = findings.finding("rank-x", "bbb", {"finetune.seed": 0, "curate.real_quantile": 0.0}, reference, added)
+    on = findings.finding("rank-x", "bbb", {"finetune.seed": 0, "curate.real_quantile": 0.05}, reference, added)
+    assert off.changed == "-"
+    assert on.changed == "curate.real_quantile=0.05"
