@@ -55,6 +55,8 @@ declare -A VARIANTS=(
   [default_seed2]="finetune.seed=2"
   [classcond_seed1]="finetune.class_conditional=true finetune.seed=1"
   [classcond_seed2]="finetune.class_conditional=true finetune.seed=2"
+  [linear_seed1]="finetune.beta_schedule=linear finetune.seed=1"
+  [linear_seed2]="finetune.beta_schedule=linear finetune.seed=2"
   # sweep only: classifier and detector at 64 px too, so its figures are not comparable with the ranked ones
   [px64all]="finetune.image_size=64 classifier.image_size=64 evaluate.detector_image_size=64"
   [px64all_classcond]="finetune.class_conditional=true finetune.image_size=64 classifier.image_size=64 evaluate.detector_image_size=64"
@@ -64,7 +66,7 @@ declare -A VARIANTS=(
 )
 ORDER=(default linear scaled_linear sigmoid laplace ztsnr minsnr5 noise ema steps1200 classcond wide px64 linear_ema classcond_linear
   classcond_drop classcond_cfg2 classcond_cfg3 classcond_curate5 classcond_curate25
-  default_seed1 default_seed2 classcond_seed1 classcond_seed2)  # ranked
+  default_seed1 default_seed2 classcond_seed1 classcond_seed2 linear_seed1 linear_seed2)  # ranked
 
 overrides() {  # -S flags of one variant
   [[ -v VARIANTS[$1] ]] || { echo "unknown variant '$1'; known: ${!VARIANTS[*]}" >&2; exit 2; }
