@@ -393,6 +393,9 @@ def main(argv: list[str] | None = None) -> None:
     for f in swept:  # several classes: where synthetic scans of a scarce class can lift its recall
         if f.changed != "-" and "prepare.classes" in f.changed:
             text += "\n\n" + recall_table(f.variant, class_recalls(read_predictions(f.rev)))
+    best = rank_order(ranked)[0] if ranked else None
+    if best:
+        text += f"\n\nsamples_best.png: real (top rows) and synthetic scans of the best-ranked run, `{best.variant}`."
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "findings.md").write_text(text + "\n")
     with open(args.out / "findings.csv", "w", newline="") as out:
@@ -402,9 +405,9 @@ def main(argv: list[str] | None = None) -> None:
     if ranked:
         save_figure(ranked, args.out / "validation.png")
         # real (top rows) beside synthetic scans of the default and of the best-ranked variant
-        for f in {f.variant: f for f in (default, rank_order(ranked)[0]) if f}.values():
-            if grid := git_file(f.rev, SAMPLES):
-                (args.out / f"samples_{f.variant}.png").write_bytes(grid)
+        for role, f in (("default", default), ("best", best)):
+            if f and (grid := git_file(f.rev, SAMPLES)):
+                (args.out / f"samples_{role}.png").write_bytes(grid)
     print(text)
 
 

@@ -119,7 +119,8 @@ def test_findings_compare_each_variant_with_the_default_only_where_the_evidence_
     assert len(table) == 1 + 6 and table[0].startswith("variant,phase,rev,changed,comparable,auroc")
     assert (tmp_path / "out" / "validation.png").stat().st_size > 1000
     written = {p.name: p.read_text() for p in (tmp_path / "out").glob("samples_*.png")}
-    assert written == {"samples_default.png": "grid a", "samples_linear.png": "grid b"}  # the default and the best
+    assert written == {"samples_default.png": "grid a", "samples_best.png": "grid b"}  # the default and the best
+    assert "samples_best.png: real (top rows) and synthetic scans of the best-ranked run, `linear`." in text
 
 
 def test_memorization_is_tested_against_the_real_floor(shown):
