@@ -18,7 +18,6 @@ SYNTHETIC_HEADLINE = (
     "detector_auroc",
     "memorized_share_features",
     "memorized_share_features_floor",
-    "curation_rejected",
 )
 
 
