@@ -159,10 +159,10 @@ def _compare(family: Family, config: ReportConfig, classes: Sequence[str] = ()) 
     # a class's recall is the accuracy on its scans: the same draws, weighted to that class alone (the draws
     # are stratified by class, so every draw holds each class's patients)
     of_class = {
-        name: Draws(weights=draws.weights * (reference.labels == label), seeds=draws.seeds)
+        (label, name): Draws(weights=draws.weights * (reference.labels == label), seeds=draws.seeds)
         for label, name in enumerate(classes if len(classes) > 2 else ())
     }
-    reference_recalls = {name: bootstrap(reference, "accuracy", d) for name, d in of_class.items()}
+    reference_recalls = {key: bootstrap(reference, "accuracy", d) for key, d in of_class.items()}
     rows = []
     for x, arm in {0: family.reference, **family.candidates}.items():
         row: dict = {"family": family.name, "x": x, "seeds": len(arm.metrics), "margin": config.margin}
@@ -173,10 +173,10 @@ def _compare(family: Family, config: ReportConfig, classes: Sequence[str] = ()) 
         for m in BAND_METRICS:
             row[f"{m}_low"], row[f"{m}_high"] = interval(arm_draws[m], config.confidence)
         hits = arm.runs.scores("accuracy")
-        for label, (name, class_draws) in enumerate(of_class.items()):
+        for (label, name), class_draws in of_class.items():
             row[f"recall_{name}"] = float(hits[:, arm.runs.labels == label].mean())
             if x:
-                change = bootstrap(arm.runs, "accuracy", class_draws) - reference_recalls[name]
+                change = bootstrap(arm.runs, "accuracy", class_draws) - reference_recalls[(label, name)]
                 row[f"recall_{name}_delta_low"], row[f"recall_{name}_delta_high"] = interval(change, config.confidence)
         if x:
             metric = config.metric

@@ -99,17 +99,20 @@ def make_sampler(
     return SCHEDULERS[name].from_config(config, **options[name])
 
 
-def class_index(model_dir: Path, class_name: str | None) -> int | None:
-    """Index of `class_name` in the model's classes.json, or None for a model without one."""
+def class_labels(model_dir: Path, unet: UNet2DModel, class_name: str | None) -> tuple[int | None, int | None]:
+    """(label of `class_name`, label of the null class) of a model with classes.json, or (None, None) without
+    one. The null class exists where the UNet has one class embedding more than classes.json lists: it was
+    trained with finetune.label_dropout, and its label is len(classes)."""
     path = Path(model_dir) / CLASSES_FILE
     if not path.is_file():
-        return None
+        return None, None
     classes = json.loads(path.read_text())
     if class_name not in classes:
         raise ValueError(
             f"{path}: the model is conditioned on classes {classes}; class_name={class_name!r} is not one of them"
         )
-    return classes.index(class_name)
+    null_label = len(classes) if unet.config.num_class_embeds == len(classes) + 1 else None
+    return classes.index(class_name), null_label
 
 
 def sample_images(
@@ -245,11 +248,7 @@ def _load_model(
             f"{model_dir} holds a StableDiffusionPipeline: generate needs a prompt (finetune.prompts[0]); "
             f"got {prompt!r}"
         )
-    label = None if latent else class_index(model_dir, class_name)
-    null_label = None
-    if label is not None:  # a UNet with one class embedding more than classes.json learned the null class
-        classes = len(json.loads((Path(model_dir) / CLASSES_FILE).read_text()))
-        null_label = classes if pipeline.unet.config.num_class_embeds == classes + 1 else None
+    label, null_label = (None, None) if latent else class_labels(model_dir, pipeline.unet, class_name)
     if config.class_guidance_scale != 1 and null_label is None:
         raise ValueError(
             f"params.yaml: generate.class_guidance_scale={config.class_guidance_scale}; {model_dir} has no null "
