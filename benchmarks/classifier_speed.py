@@ -64,12 +64,22 @@ def loop_throughput(arch: str, size: int, batch: int, *, steps: int, ratio: int,
     config = ClassifierConfig(
         arch=arch, image_size=size, batch_size=batch, epochs=1, learning_rate=1e-4, weight_decay=0.0
     )
-    plan = plan_batches(train.labels, batch_size=batch, synthetic_label=0, ratio=ratio)
+    plan = plan_batches(train.labels, batch_size=batch, synthetic_labels=[0], ratio=ratio)
 
     def run(scans: LabelledImages) -> float:
         _sync(device)
         start = time.perf_counter()
-        train_classifier(scans, val, config, seed=0, device=device, synthetic=synthetic, ratio=ratio)
+        train_classifier(
+            scans,
+            val,
+            config,
+            seed=0,
+            device=device,
+            synthetic=synthetic,
+            synthetic_labels=np.zeros(len(synthetic), dtype=np.int64),
+            synthetic_classes=[0],
+            ratio=ratio,
+        )
         _sync(device)
         return time.perf_counter() - start
 

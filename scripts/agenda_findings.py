@@ -113,44 +113,60 @@ def current_params(path: Path = Path("params.yaml")) -> dict:
     return flatten(yaml.safe_load(path.read_text())) if path.is_file() else {}
 
 
-def finding(name: str, rev: str, params: dict, default_params: dict, added: dict | None = None) -> Finding | None:
-    """One experiment's figures. `added`: the values of keys the reference run does not have (params.yaml's
-    own; a key that did not exist then is changed only where it differs from them)."""
+def findings_of(name: str, rev: str, params: dict, default_params: dict, added: dict | None = None) -> list[Finding]:
+    """One experiment's figures: one Finding, or with several synthetic classes one per class, named
+    `<variant>:<CLASS>`. `added`: the values of keys the reference run does not have (params.yaml's own; a key
+    that did not exist then is changed only where it differs from them)."""
     text = git_file(rev, SYNTHETIC)
     if text is None:
-        return None
-    s = json.loads(text)
+        return []
+    detail = json.loads(text)
     phase, _, variant = name.partition("-")
+    if "detector_auroc" in detail:  # one synthetic class: its figures at the top level
+        blocks = {variant: detail}
+    else:
+        blocks = {f"{variant}:{cls}": figures for cls, figures in detail.items() if isinstance(figures, dict)}
     added = added or {}
     changed = {k: v for k, v in sorted(params.items()) if default_params.get(k, added.get(k)) != v}
-    rejected = s.get("curation_rejected", 0)
     described = ", ".join(f"{k}={json.dumps(v)}" for k, v in changed.items()) or "-"
+    sweep = _sweep_figures(rev) if phase == "sweep" else {}
+    comparable = not any(k.startswith(INCOMPARABLE) for k in changed)
+    return [_finding(named, phase, rev, described, comparable, s, sweep) for named, s in blocks.items()]
+
+
+def _sweep_figures(rev: str) -> dict:
+    """A sweep's test figures at R=0 and R=100 (empty when it has no R=100)."""
+    sweep = {}
+    rows = _ratio_rows(rev)
+    base, full = rows.get("0"), rows.get("100")
+    summary = json.loads(git_file(rev, SUMMARY) or b"{}").get("keep100", {})
+    if base and full:
+        sweep = dict(
+            accuracy_0=_number(base["accuracy"]),
+            f1_0=_number(base["f1"]),
+            f1_100=_number(full["f1"]),
+            delta_100=_number(full["delta"]),
+            lower_100=_number(full["delta_lower"]),
+            upper_100=_number(full["delta_upper"]),
+            verdict_100=full["verdict"],
+            r_max=summary.get("r_max"),
+        )
+    return sweep
+
+
+def _finding(variant: str, phase: str, rev: str, described: str, comparable: bool, s: dict, sweep: dict) -> Finding:
+    """The Finding of one synthetic class's figures `s` (metrics/synthetic detail)."""
+    rejected = s.get("curation_rejected", 0)
     if rejected:
         described += f" ({rejected} of {rejected + s['curation_kept']} rejected)"
     memorized_count = round(s["memorized_share_features"] * s["n_synthetic"])
     floor = s["memorized_share_features_floor"]
-    sweep = {}
-    if phase == "sweep":
-        rows = _ratio_rows(rev)
-        base, full = rows.get("0"), rows.get("100")
-        summary = json.loads(git_file(rev, SUMMARY) or b"{}").get("keep100", {})
-        if base and full:
-            sweep = dict(
-                accuracy_0=_number(base["accuracy"]),
-                f1_0=_number(base["f1"]),
-                f1_100=_number(full["f1"]),
-                delta_100=_number(full["delta"]),
-                lower_100=_number(full["delta_lower"]),
-                upper_100=_number(full["delta_upper"]),
-                verdict_100=full["verdict"],
-                r_max=summary.get("r_max"),
-            )
     return Finding(
         variant=variant,
         phase=phase,
         rev=rev,
         changed=described,
-        comparable=not any(k.startswith(INCOMPARABLE) for k in changed),
+        comparable=comparable,
         auroc=s["detector_auroc"],
         auroc_low=s["detector_auroc_ci_low"],
         auroc_high=s["detector_auroc_ci_high"],
@@ -371,7 +387,7 @@ def main(argv: list[str] | None = None) -> None:
     findings = [
         f
         for name, rev, params in found
-        if (f := finding(name, rev, params, defaults.get(name.partition("-")[0], params), added)) is not None
+        for f in findings_of(name, rev, params, defaults.get(name.partition("-")[0], params), added)
     ]
     ranked = [f for f in findings if f.phase == "rank"]
     swept = [f for f in findings if f.phase == "sweep"]
@@ -390,9 +406,9 @@ def main(argv: list[str] | None = None) -> None:
             rank_table(swept, next((f for f in swept if f.variant == DEFAULT), None)),
         ]
     )
-    for f in swept:  # several classes: where synthetic scans of a scarce class can lift its recall
+    for f in {f.rev: f for f in swept}.values():  # more classes: where synthetic scans of scarce ones lift recall
         if f.changed != "-" and "prepare.classes" in f.changed:
-            text += "\n\n" + recall_table(f.variant, class_recalls(read_predictions(f.rev)))
+            text += "\n\n" + recall_table(f.variant.partition(":")[0], class_recalls(read_predictions(f.rev)))
     best = rank_order(ranked)[0] if ranked else None
     if best:
         text += f"\n\nsamples_best.png: real (top rows) and synthetic scans of the best-ranked run, `{best.variant}`."

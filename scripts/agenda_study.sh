@@ -63,6 +63,8 @@ declare -A VARIANTS=(
   # sweep only, the scarce-class question: four classes, a class-conditional generator trained on all of them,
   # synthetic DRUSEN (35 scans in the sample) added on top of the real ones
   [drusen4]="prepare.classes=[CNV,DME,DRUSEN,NORMAL] finetune.class_conditional=true finetune.target_class=DRUSEN sweep.synthetic_class=DRUSEN mix.mode=add sweep.ratios=[100,300]"
+  # both scarce classes at once (35 DRUSEN, 40 DME): one generator samples each, each added on top of its real ones
+  [scarce4]="prepare.classes=[CNV,DME,DRUSEN,NORMAL] finetune.class_conditional=true finetune.target_class=[DME,DRUSEN] sweep.synthetic_class=[DME,DRUSEN] mix.mode=add sweep.ratios=[100,300]"
 )
 ORDER=(default linear scaled_linear sigmoid laplace ztsnr minsnr5 noise ema steps1200 classcond wide px64 linear_ema classcond_linear
   classcond_drop classcond_cfg2 classcond_cfg3 classcond_curate5 classcond_curate25

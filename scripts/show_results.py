@@ -5,15 +5,15 @@ the synthetic scans' figures, and where the report and figures are.
 """
 
 from synthratio.config import load_params, run_stage
-from synthratio.layout import detail_path, generator_files
-from synthratio.report import terminal_summary
+from synthratio.layout import detail_path
+from synthratio.report import read_synthetic, terminal_summary
 from synthratio.runtime import read_json
 
 
 def main() -> None:
     params = load_params()
     summary = read_json(detail_path(params.paths.metrics / "summary.json"))
-    synthetic = {keep: read_json(generator_files(params, keep).synthetic_detail) for keep in params.sweep.keep}
+    synthetic = read_synthetic(params)
     print(terminal_summary(summary, synthetic, str(params.paths.plots)))
 
 

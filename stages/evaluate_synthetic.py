@@ -1,7 +1,8 @@
 """Stage evaluate_synthetic@keep: cohort `keep`'s synthetic scans against held-out real scans of the
 generator's class: FID, KID, precision/recall/density/coverage (each beside its patient-disjoint
 real-vs-real floor), memorized share and a synthetic-vs-real detector's AUROC, in the feature space of the
-cohort's own real-only classifier. With curation on, the scans curation keeps, and how many it rejected."""
+cohort's own real-only classifier. With curation on, the scans curation keeps, and how many it rejected.
+With several classes in finetune.target_class, each class against its own real scans, keyed by class."""
 
 import argparse
 import tempfile
@@ -33,39 +34,46 @@ def main() -> None:
     from synthratio.data.cohort import cohort_of
     from synthratio.evaluation.evaluate import evaluate_synthetic, load_heldout
     from synthratio.evaluation.features import classifier_feature_fn
-    from synthratio.layout import generator_files, synthetic_file
-    from synthratio.runtime import setup, write_metrics
+    from synthratio.layout import detail_path, generator_files, synthetic_file
+    from synthratio.runtime import setup, write_json, write_metrics
 
     device = setup(params.runtime)
-    config, target, classes = params.evaluate, params.finetune.target_class, params.prepare.classes
+    config, targets, classes = params.evaluate, params.finetune.target_classes, params.prepare.classes
     files = generator_files(params, args.keep)
-    label, size = classes.index(target), params.finetune.image_size
+    size = params.finetune.image_size
     # Real scans at the generator's size: both sets reach the encoder through the same resize, and pixel
     # distances compare like with like. Memorization compares with what this generator learned from.
     cohort = cohort_of(params, args.keep, size=size)
-    real = load_heldout(
-        params.paths.prepared, config.real_split, size, label=label, train=cohort.images[cohort.labels == label]
-    )
-    curation = curated_seeds(params, args.keep, device=device)  # the scans the sweep mixes in are the ones scored
-    synthetic = [synthetic_file(files.synthetic / target, seed) for seed in curation.kept]
     encoder = load_classifier(params, seed=config.encoder_seed, ratio=0, device=device, keep=args.keep)
     feature_fn = classifier_feature_fn(encoder, params.classifier.image_size, device)
-    with tempfile.TemporaryDirectory() as workdir:
-        metrics = evaluate_synthetic(
-            synthetic,
-            real,
-            feature_fn,
-            device=device,
-            config=config,
-            workdir=Path(workdir),
-            memorization_plot=files.memorization_plot,
-            confidence=params.report.confidence,
+    per_class = {}
+    for target in targets:
+        label = classes.index(target)
+        real = load_heldout(
+            params.paths.prepared, config.real_split, size, label=label, train=cohort.images[cohort.labels == label]
         )
-    write_metrics(
-        files.synthetic_metrics,
-        {"keep": args.keep, "real_split": config.real_split, **metrics, **curation.to_dict()},
-        SYNTHETIC_HEADLINE,
-    )
+        curation = curated_seeds(params, args.keep, target, device=device)  # the scans the sweep mixes in are scored
+        synthetic = [synthetic_file(files.synthetic / target, seed) for seed in curation.kept]
+        with tempfile.TemporaryDirectory() as workdir:
+            metrics = evaluate_synthetic(
+                synthetic,
+                real,
+                feature_fn,
+                device=device,
+                config=config,
+                workdir=Path(workdir),
+                # one figure per cohort (dvc.yaml's plot): with several classes, the first class's copies
+                memorization_plot=files.memorization_plot if target == targets[0] else None,
+                confidence=params.report.confidence,
+            )
+        per_class[target] = {**metrics, **curation.to_dict()}
+    figures = {"keep": args.keep, "real_split": config.real_split}
+    if len(targets) == 1:  # one class: its figures at the top level, the columns every variant shares
+        write_metrics(files.synthetic_metrics, {**figures, **per_class[targets[0]]}, SYNTHETIC_HEADLINE)
+        return
+    write_json(detail_path(files.synthetic_metrics), {**figures, **per_class})
+    headline = {name: {key: metrics[key] for key in SYNTHETIC_HEADLINE} for name, metrics in per_class.items()}
+    write_json(files.synthetic_metrics, headline)
 
 
 if __name__ == "__main__":

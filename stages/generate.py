@@ -1,5 +1,5 @@
-"""Stage generate@keep: one synthetic scan per seed from cohort `keep`'s generator,
-<synthetic>/keep_<keep>/<CLASS>/<seed:06d>.png, and a real-vs-synthetic grid."""
+"""Stage generate@keep: one synthetic scan per seed and class of finetune.target_class from cohort `keep`'s
+generator, <synthetic>/keep_<keep>/<CLASS>/<seed:06d>.png, and a real-vs-synthetic grid."""
 
 import argparse
 import logging
@@ -30,70 +30,72 @@ def main() -> None:
     from synthratio.runtime import setup, write_json
 
     device = setup(params.runtime)
-    config, target = params.generate, params.finetune.target_class
+    config, targets = params.generate, params.finetune.target_classes
     seeds = synthetic_seeds(config)
     files = generator_files(params, args.keep)
-    folder = files.synthetic / target
-    log.info(
-        "sampling %d %s scans of cohort keep=%d with %s, %d steps, batch %d on %s",
-        len(seeds),
-        target,
-        args.keep,
-        config.sampler,
-        config.inference_steps,
-        config.batch_size,
-        device,
-    )
     size, classes = params.finetune.image_size, params.prepare.classes
-    label = classes.index(target)
     cohort = cohort_of(params, args.keep, size=size)
-    real = cohort.images[cohort.labels == label]
-    postprocess, noise_settings, noise = None, None, {}
-    if config.noise_injection:  # the spectrum of the cohort's real training scans' vitreous, at the generated size
-        profile = measure_noise(np.asarray(real))
-        log.info(
-            "noise injection: std %.2f grey levels x %g, from %d background patches of %d px",
-            profile.std,
-            config.noise_strength,
-            profile.patches,
-            profile.patch_size,
-        )
-        postprocess = make_noise_injector(profile, config.noise_strength)
-        noise_settings = {"noise_profile": profile.to_dict(), "noise_strength": config.noise_strength}
-        noise = {"noise_std_measured": round(profile.std, 3), "noise_patches": profile.patches}
-    started = time.perf_counter()
-    # staging sits beside the stage's output, which DVC deletes before a rerun: a killed run resumes
-    staging = files.synthetic.with_name(files.synthetic.name + ".partial") / target
-    generate_to_folder(
-        files.model,
-        folder,
-        seeds,
-        config=config,
-        device=device,
-        staging=staging,
-        class_name=target,
-        prompt=params.finetune.prompts[0],
-        postprocess=postprocess,
-        settings_extra=noise_settings,
-    )
-    seconds = time.perf_counter() - started
     state = PartialState()
+    grid, records, seconds = {}, {}, 0.0
+    for target in targets:  # one folder per class; a class-conditional model samples each in turn
+        log.info(
+            "sampling %d %s scans of cohort keep=%d with %s, %d steps, batch %d on %s",
+            len(seeds),
+            target,
+            args.keep,
+            config.sampler,
+            config.inference_steps,
+            config.batch_size,
+            device,
+        )
+        real = cohort.images[cohort.labels == classes.index(target)]
+        postprocess, noise_settings, records[target] = None, None, {}
+        if config.noise_injection:  # the spectrum of the class's real training scans' vitreous, at the generated size
+            profile = measure_noise(np.asarray(real))
+            log.info(
+                "noise injection: std %.2f grey levels x %g, from %d background patches of %d px",
+                profile.std,
+                config.noise_strength,
+                profile.patches,
+                profile.patch_size,
+            )
+            postprocess = make_noise_injector(profile, config.noise_strength)
+            noise_settings = {"noise_profile": profile.to_dict(), "noise_strength": config.noise_strength}
+            records[target] = {"noise_std_measured": round(profile.std, 3), "noise_patches": profile.patches}
+        started = time.perf_counter()
+        # staging sits beside the stage's output, which DVC deletes before a rerun: a killed run resumes
+        generate_to_folder(
+            files.model,
+            files.synthetic / target,
+            seeds,
+            config=config,
+            device=device,
+            staging=files.synthetic.with_name(files.synthetic.name + ".partial") / target,
+            class_name=target,
+            prompt=params.finetune.prompts[0],
+            postprocess=postprocess,
+            settings_extra=noise_settings,
+        )
+        seconds += time.perf_counter() - started
+        real = np.asarray(real[:: max(1, len(real) // 8)][:8])  # spread over patients: neighbours are one eye
+        grid[target] = (real, load_synthetic(files.synthetic / target, seeds[:8], size))
     if not state.is_main_process:  # under accelerate launch, the main process writes the rest
         return
+    images = len(seeds) * len(targets)
     write_json(
         files.generate_detail,
         {  # timings and counts: no DVC metric, nothing here compares variants
             "keep": args.keep,
-            "images": len(seeds),
+            "images": images,
             "seconds": round(seconds, 1),
-            "images_per_second": round(len(seeds) / seconds, 2),
+            "images_per_second": round(images / seconds, 2),
             "device": str(device),
             "processes": state.num_processes,
-            **noise,
+            # one class: its noise figures beside the rest, as before; several: one record per class
+            **(records[targets[0]] if len(targets) == 1 else {"classes": records}),
         },
     )
-    real = np.asarray(real[:: max(1, len(real) // 8)][:8])  # spread over patients: neighbours are one eye
-    save_sample_grid(real, load_synthetic(folder, seeds[:8], size), files.samples_plot)
+    save_sample_grid(grid, files.samples_plot)
 
 
 if __name__ == "__main__":

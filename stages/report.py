@@ -9,17 +9,18 @@ def main() -> None:
     params = load_params()
     # imported once params.yaml is read and checked: pandas, scipy and matplotlib take seconds to import
     from synthratio.figures import save_ratio_plot
-    from synthratio.layout import detail_path, generator_files
+    from synthratio.layout import detail_path
     from synthratio.report import (
         STUDY_ACCURACY,
         families,
         headline,
         load_arm,
         markdown_report,
+        read_synthetic,
         summarize,
         training_curves,
     )
-    from synthratio.runtime import read_json, setup_logging, write_atomically, write_json
+    from synthratio.runtime import setup_logging, write_atomically, write_json
 
     setup_logging()  # no torch: the report reads predictions
     sweep, plots = params.sweep, params.paths.plots
@@ -27,9 +28,11 @@ def main() -> None:
     for keep in sweep.keep:
         for ratio in sweep.all_ratios:
             arms[(ratio, keep)], scans = load_arm(params, ratio=ratio, keep=keep, scans=scans)
-    groups = families(params.mix.mode, arms, keeps=sweep.keep, ratios=sweep.ratios)
+    groups = families(
+        params.mix.mode, arms, keeps=sweep.keep, ratios=sweep.ratios, synthetic_classes=sweep.synthetic_classes
+    )
     summary, table = summarize(groups, params.report, params.mix.mode, params.prepare.classes)
-    synthetic = {keep: read_json(generator_files(params, keep).synthetic_detail) for keep in sweep.keep}
+    synthetic = read_synthetic(params)
     metrics = params.paths.metrics / "summary.json"
     write_json(detail_path(metrics), summary)
     write_json(metrics, headline(summary))

@@ -124,11 +124,26 @@ def test_findings_compare_each_variant_with_the_default_only_where_the_evidence_
 
 
 def test_memorization_is_tested_against_the_real_floor(shown):
-    default = findings.finding("rank-default", "aaa", {}, {})
-    linear = findings.finding("rank-linear", "bbb", {}, {})
+    [default] = findings.findings_of("rank-default", "aaa", {}, {})
+    [linear] = findings.findings_of("rank-linear", "bbb", {}, {})
     assert default.memorized_p < 1e-6  # 50 of 200 against a floor of 10 %
     assert linear.memorized_p > 0.3  # 22 of 200: what the real scans themselves do
-    assert findings.finding("rank-gone", "zzz", {}, {}) is None  # no synthetic figures in that commit
+    assert findings.findings_of("rank-gone", "zzz", {}, {}) == []  # no synthetic figures in that commit
+
+
+def test_several_synthetic_classes_give_one_finding_per_class_with_the_sweeps_figures(shown, monkeypatch):
+    """evaluate_synthetic keys its figures by class when the sweep has several: each becomes a row
+    `<variant>:<CLASS>`, sharing the experiment's test figures."""
+    files = {
+        findings.SYNTHETIC: {"keep": 100, "DME": synthetic(0.9, 0.8, 1.0, 9.0, 0.1),
+                             "DRUSEN": synthetic(0.7, 0.6, 0.8, 4.0, 0.3)},
+        findings.RATIOS: RATIOS,
+        findings.SUMMARY: {"keep100": {"r_max": 0}},
+    }  # fmt: skip
+    monkeypatch.setitem(FILES, "sss", files)
+    rows = findings.findings_of("sweep-scarce", "sss", {"prepare.classes": ["CNV", "DME"]}, {})
+    assert [(f.variant, f.auroc, f.fid_gap) for f in rows] == [("scarce:DME", 0.9, 7.0), ("scarce:DRUSEN", 0.7, 2.0)]
+    assert {(f.delta_100, f.r_max, f.comparable) for f in rows} == {(-0.01, 0, False)}
 
 
 def predictions(right: list[bool], labels: list[int], patients: list[int]) -> pd.DataFrame:
@@ -232,7 +247,7 @@ def test_seed_replicates_claim_only_what_every_pairing_of_seeds_supports():
 def test_a_key_the_reference_run_lacks_is_changed_only_where_it_differs_from_params_yaml(shown):
     reference = {"finetune.seed": 0}  # run before curate existed
     added = {"curate.real_quantile": 0.0}  # params.yaml's value: off
-    off = findings.finding("rank-x", "bbb", {"finetune.seed": 0, "curate.real_quantile": 0.0}, reference, added)
-    on = findings.finding("rank-x", "bbb", {"finetune.seed": 0, "curate.real_quantile": 0.05}, reference, added)
+    [off] = findings.findings_of("rank-x", "bbb", {"finetune.seed": 0, "curate.real_quantile": 0.0}, reference, added)
+    [on] = findings.findings_of("rank-x", "bbb", {"finetune.seed": 0, "curate.real_quantile": 0.05}, reference, added)
     assert off.changed == "-"
     assert on.changed == "curate.real_quantile=0.05"

@@ -266,3 +266,28 @@ def test_enum_tuples_are_the_annotations_values():
     assert config.MIX_MODES == ("replace", "add", "data") and config._choices(config.MixConfig) == {
         "mode": config.MIX_MODES
     }
+
+
+def test_several_synthetic_classes_are_a_list_served_by_one_class_conditional_generator(raw_params):
+    """sweep.synthetic_class takes one class or a list; finetune.target_class lists the same classes, and more
+    than one needs the class-conditional pixel model (one model samples each class)."""
+    raw = copy.deepcopy(raw_params)
+    raw["prepare"]["classes"] = ["CNV", "DME", "DRUSEN", "NORMAL"]
+    raw["sweep"]["synthetic_class"] = raw["finetune"]["target_class"] = ["DME", "DRUSEN"]
+    raw["finetune"]["class_conditional"] = True
+    params = params_from_dict(raw)
+    assert params.sweep.synthetic_classes == params.finetune.target_classes == ("DME", "DRUSEN")
+    assert load_params(REPO / "params.yaml").sweep.synthetic_classes == ("CNV",)  # one class: a string, as before
+    cases = [
+        ({"finetune": {"class_conditional": False}}, r"finetune\.target_class=\['DME', 'DRUSEN'\]; expected one class"),
+        ({"finetune": {"target_class": ["DRUSEN", "DME"]}}, "the same classes in the same order"),
+        ({"sweep": {"synthetic_class": ["DME", "DME"]}, "finetune": {"target_class": ["DME", "DME"]}}, "distinct"),
+        ({"prepare": {"classes": ["CNV", "DME", "NORMAL"]}}, r"sweep\.synthetic_class=\['DME', 'DRUSEN'\]; expected"),
+        ({"sweep": {"synthetic_class": ["DME", "GA"]}}, r"sweep\.synthetic_class=\['DME', 'GA'\]; expected one of"),
+    ]
+    for changes, message in cases:
+        bad = copy.deepcopy(raw)
+        for section, values in changes.items():
+            bad[section].update(values)
+        with pytest.raises(ParamsError, match=message):
+            params_from_dict(bad)

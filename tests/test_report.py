@@ -19,6 +19,7 @@ from synthratio.report import (
     headline,
     load_arm,
     markdown_report,
+    read_synthetic,
     summarize,
     terminal_summary,
     training_curves,
@@ -253,16 +254,16 @@ def test_the_decision_metric_is_a_param_away(metric: str):
 BLOCK = {"r_max": 25, "r_max_shown": 25, "stopped_at": 100, "stop": "inferior", "resolvable_margin": 0.0123,
          "test_set_margin": 0.0081, "accuracy": {"0": 0.9, "100": 0.85, "25": 0.8964}, "log_loss": {"0": 0.3},
          "lower": {"25": -0.01}}  # fmt: skip
-SYNTHETIC = {
-    25: {"domain_fid": 4.5, "domain_fid_floor": 2.25,
-         "detector_auroc": 0.71, "detector_auroc_ci_low": 0.6, "detector_auroc_ci_high": 0.8,
-         "memorized_share_features": 0.125, "memorized_share_features_floor": 0.05},
+SYNTHETIC = {  # as read_synthetic orders them: largest cohort first
     100: {"domain_fid": 3.0, "domain_fid_floor": 2.5, "domain_fid_floor_sd": 0.4,
           "domain_recall": 0.5, "domain_recall_floor": 0.75,
           "domain_precision": 0.875, "domain_precision_floor": 0.9,
           "domain_coverage": 0.625, "domain_coverage_floor": 0.8, "domain_coverage_floor_sd": 0.05,
           "detector_auroc": 0.55, "detector_auroc_ci_low": 0.45, "detector_auroc_ci_high": 0.65,
           "memorized_share_features": 0.0625, "memorized_share_features_floor": 0.0625},
+    25: {"domain_fid": 4.5, "domain_fid_floor": 2.25,
+         "detector_auroc": 0.71, "detector_auroc_ci_low": 0.6, "detector_auroc_ci_high": 0.8,
+         "memorized_share_features": 0.125, "memorized_share_features_floor": 0.05},
 }  # fmt: skip
 
 
@@ -507,3 +508,35 @@ def test_per_class_recall_pairs_each_class_with_the_reference_on_the_same_patien
     assert f"| 100 | 1.000 (+0.000; +0.000 to +0.000) | 0.750 (+0.750; {row['recall_B_delta_low']:+.3f} to " in text
     _, binary = summarize(groups, CONFIG, "replace", ("A", "B"))  # two classes: no per-class columns
     assert not [c for c in binary.columns if c.startswith("recall_")]
+
+
+def test_read_synthetic_keys_each_cohort_and_with_several_classes_each_class(tmp_path):
+    """One synthetic class: a cohort's flat figures, keyed by keep, largest first. Several: the stage writes
+    them per class, and each (cohort, class) is one entry the report prints under its own heading."""
+    params = params_in(tmp_path)
+    for keep, fid in ((25, 4.0), (100, 3.0)):
+        path = generator_files(params, keep).synthetic_detail
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"keep": keep, "domain_fid": fid}))
+    assert read_synthetic(params) == {100: {"keep": 100, "domain_fid": 3.0}, 25: {"keep": 25, "domain_fid": 4.0}}
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    raw["paths"] = {key: str(tmp_path / key) for key in raw["paths"]}
+    raw["prepare"]["classes"] = ["CNV", "DME", "DRUSEN", "NORMAL"]
+    raw["sweep"] = {**raw["sweep"], "keep": [100], "synthetic_class": ["DME", "DRUSEN"]}
+    raw["finetune"] = {**raw["finetune"], "target_class": ["DME", "DRUSEN"], "class_conditional": True}
+    several = params_from_dict(raw)
+    dme, drusen = ({"domain_fid": fid, "domain_fid_floor": 2.0} for fid in (5.0, 6.0))
+    generator_files(several, 100).synthetic_detail.write_text(json.dumps({"keep": 100, "DME": dme, "DRUSEN": drusen}))
+    figures = read_synthetic(several)
+    assert figures == {"100, DME": dme, "100, DRUSEN": drusen}
+    summary = {"metric": "accuracy", "margin": 0.02, "confidence": 0.95, "mode": "add"}
+    text = markdown_report(summary, pd.DataFrame(columns=["family"]), figures)
+    assert (
+        text.index("keep 100, DME\n\n| figure |")
+        < text.index("| domain FID | 5 |")
+        < text.index("keep 100, DRUSEN\n\n| figure |")
+        < text.index("| domain FID | 6 |")
+    )
+    label = families("replace", {(0, 100): None, (50, 100): None}, keeps=[100], ratios=[50],
+                     synthetic_classes=("DME", "DRUSEN"))[0].x_label  # fmt: skip
+    assert label == "R: synthetic share of the DME/DRUSEN examples in every batch (%)"

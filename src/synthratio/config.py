@@ -32,6 +32,7 @@ import yaml
 # The allowed values of every enum-like setting, once: fields annotated with these are checked against them
 # (_check_choices), and the tuples are what other modules iterate over.
 ClassName = Literal["CNV", "DME", "DRUSEN", "NORMAL"]
+ClassNames = ClassName | tuple[ClassName, ...]  # one class (YAML: CNV) or several (YAML: [DME, DRUSEN])
 Sampler = Literal["ddpm", "ddim", "dpmsolver++", "euler", "unipc"]
 TimestepSpacing = Literal["leading", "trailing", "linspace"]
 BetaSchedule = Literal["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid", "laplace"]
@@ -121,6 +122,8 @@ def _choices(cls: type) -> dict[str, tuple[str, ...]]:
     """The Literal-annotated fields of a config class (a tuple of them too) and the values each allows."""
     choices = {}
     for name, hint in typing.get_type_hints(cls).items():
+        if get_origin(hint) in (typing.Union, types.UnionType):  # ClassNames: the choices are its Literal's
+            hint = next((option for option in get_args(hint) if get_origin(option) is Literal), hint)
         if get_origin(hint) is tuple:
             hint = get_args(hint)[0]
         if get_origin(hint) is Literal:
@@ -220,7 +223,7 @@ class PrepareConfig:
 @dataclass(frozen=True)
 class FinetuneConfig:
     backend: Literal["pixel", "latent"]
-    target_class: ClassName  # = sweep.synthetic_class
+    target_class: ClassNames  # = sweep.synthetic_class; several need class_conditional
     image_size: int  # px, square; latent: a multiple of 8; pixel: of 2^(UNet levels - 1)
     pretrained: str  # latent: a folder with model_index.json or a hub id owner/name
     prompts: tuple[str, ...]  # latent: one or more, non-empty
@@ -294,6 +297,15 @@ class FinetuneConfig:
                 self.label_dropout,
                 "0 unless class_conditional is true with the pixel backend (it drops class labels)",
             )
+        if len(self.target_classes) != len(set(self.target_classes)):
+            _fail("finetune", "target_class", list(self.target_classes), "distinct classes")
+        if len(self.target_classes) > 1 and not (self.class_conditional and self.backend == "pixel"):
+            _fail(
+                "finetune",
+                "target_class",
+                list(self.target_classes),
+                "one class unless class_conditional is true with the pixel backend (one model samples each class)",
+            )
         if self.warmup_steps >= self.steps:
             _fail("finetune", "warmup_steps", self.warmup_steps, f"fewer than finetune.steps ({self.steps})")
         # prediction_type 'pretrained' is checked once the latent backend has replaced it by the pipeline's own
@@ -319,6 +331,20 @@ class FinetuneConfig:
                     self.image_size,
                     f"a multiple of {2 ** (levels - 1)} for {levels} UNet levels",
                 )
+
+    @property
+    def target_classes(self) -> tuple[str, ...]:
+        """target_class as a tuple: the classes the generator samples, in order."""
+        return _as_tuple(self.target_class)
+
+
+def _as_tuple(classes: str | tuple[str, ...]) -> tuple[str, ...]:
+    return classes if isinstance(classes, tuple) else (classes,)
+
+
+def _as_written(classes: str | tuple[str, ...]) -> str | list[str]:
+    """A ClassNames value as params.yaml writes it, for messages."""
+    return list(classes) if isinstance(classes, tuple) else classes
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -460,7 +486,7 @@ class MixConfig:
 class SweepConfig:
     ratios: tuple[int, ...]  # percents, distinct, in 1..100 (mix.mode add: 1..MAX_ADD_RATIO)
     seeds: tuple[int, ...]  # distinct, >= 0
-    synthetic_class: ClassName  # one of prepare.classes
+    synthetic_class: ClassNames  # one or several distinct classes of prepare.classes
     keep: tuple[int, ...] = (100,)  # percents, distinct, in 1..100
     subset_seed: int = 0
 
@@ -480,8 +506,15 @@ class SweepConfig:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             _fail("sweep", "seeds", list(self.seeds), "one or more distinct seeds >= 0")
         _check_choices("sweep", self)
+        if not self.synthetic_classes or len(set(self.synthetic_classes)) != len(self.synthetic_classes):
+            _fail("sweep", "synthetic_class", list(self.synthetic_classes), "one class or a list of distinct classes")
         if self.subset_seed < 0:
             _fail("sweep", "subset_seed", self.subset_seed, "a seed >= 0")
+
+    @property
+    def synthetic_classes(self) -> tuple[str, ...]:
+        """synthetic_class as a tuple: every class whose examples synthetic scans stand in for, in order."""
+        return _as_tuple(self.synthetic_class)
 
     @property
     def all_ratios(self) -> tuple[int, ...]:
@@ -525,19 +558,20 @@ class Params:
     curate: CurateConfig = CurateConfig(real_quantile=0.0, classifier_seed=1)  # optional: off
 
     def __post_init__(self) -> None:
-        if self.sweep.synthetic_class not in self.prepare.classes:
+        if not set(self.sweep.synthetic_classes) <= set(self.prepare.classes):
             _fail(
                 "sweep",
                 "synthetic_class",
-                self.sweep.synthetic_class,
-                f"one of prepare.classes {list(self.prepare.classes)}",
+                _as_written(self.sweep.synthetic_class),
+                f"classes of prepare.classes {list(self.prepare.classes)}",
             )
-        if self.finetune.target_class != self.sweep.synthetic_class:
+        if self.finetune.target_classes != self.sweep.synthetic_classes:
             _fail(
                 "finetune",
                 "target_class",
-                self.finetune.target_class,
-                f"sweep.synthetic_class ({self.sweep.synthetic_class!r})",
+                _as_written(self.finetune.target_class),
+                f"sweep.synthetic_class ({_as_written(self.sweep.synthetic_class)!r}), the same classes in the "
+                "same order",
             )
         if self.mix.mode == "replace" and max(self.sweep.ratios, default=0) > 100:
             _fail(
@@ -604,7 +638,11 @@ def _coerce(section: str, key: str, hint: Any, value: Any) -> Any:
         options = get_args(hint)
         if value is None and type(None) in options:
             return None
-        hint = next(option for option in options if option is not type(None))
+        options = [option for option in options if option is not type(None)]
+        # a list takes the tuple option (ClassNames: [DME, DRUSEN]), anything else the first other one
+        listed = [option for option in options if get_origin(option) is tuple]
+        others = [option for option in options if get_origin(option) is not tuple]
+        hint = listed[0] if isinstance(value, (list, tuple)) and listed else (others or options)[0]
         origin = get_origin(hint)
     if origin is Literal:
         return value

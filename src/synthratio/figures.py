@@ -15,6 +15,8 @@ import pandas as pd  # noqa: E402
 from synthratio.runtime import write_atomically  # noqa: E402
 
 if TYPE_CHECKING:  # annotations only: the report stage imports this module without torch
+    from collections.abc import Mapping
+
     from synthratio.evaluation.memorization import Memorization
 
 GRID_PAIRS = 8  # closest synthetic/train pairs shown per space in the memorization figure
@@ -62,11 +64,17 @@ def save_ratio_plot(
     _save(fig, path)
 
 
-def save_sample_grid(real: np.ndarray, synthetic: np.ndarray, path: Path, *, columns: int = 8) -> None:
-    """Real (top row) and synthetic (bottom row) scans side by side, at the generator's size."""
-    columns = min(columns, len(real), len(synthetic))
-    fig, axes = plt.subplots(2, columns, figsize=(1.4 * columns, 3.2), squeeze=False)
-    for row, (name, images) in enumerate((("real", real), ("synthetic", synthetic))):
+def save_sample_grid(pairs: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, *, columns: int = 8) -> None:
+    """Per class of `pairs` ({class: (real, synthetic)}), a row of real scans above a row of synthetic ones,
+    at the generator's size (rows named by their class when there are several)."""
+    rows = [
+        (f"{kind} {name}" if len(pairs) > 1 else kind, images)
+        for name, (real, synthetic) in pairs.items()
+        for kind, images in (("real", real), ("synthetic", synthetic))
+    ]
+    columns = min(columns, *(len(images) for _, images in rows))
+    fig, axes = plt.subplots(len(rows), columns, figsize=(1.4 * columns, 1.6 * len(rows)), squeeze=False)
+    for row, (name, images) in enumerate(rows):
         for col in range(columns):
             axes[row, col].imshow(images[col], cmap="gray", vmin=0, vmax=255)
             axes[row, col].axis("off")

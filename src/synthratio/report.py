@@ -85,7 +85,7 @@ def load_arm(params: Params, *, ratio: int, keep: int, scans: list[str] | None) 
         probs=np.stack(probs),
         labels=predictions["label"].to_numpy(),
         patients=predictions["patient"].to_numpy(),
-        positive=params.prepare.classes.index(params.sweep.synthetic_class),
+        positive=params.prepare.classes.index(params.sweep.synthetic_classes[0]),  # two classes: AUROC of the first
     )
     return Arm(runs=runs, metrics=pd.DataFrame(read_json(classifier_metrics_path(params, ratio, keep)))), scans
 
@@ -114,11 +114,17 @@ def training_curves(params: Params) -> pd.DataFrame:
 
 
 def families(
-    mode: str, arms: dict[tuple[int, int], Arm], *, keeps: Sequence[int], ratios: Sequence[int]
+    mode: str,
+    arms: dict[tuple[int, int], Arm],
+    *,
+    keeps: Sequence[int],
+    ratios: Sequence[int],
+    synthetic_classes: Sequence[str] = ("CNV",),
 ) -> list[Family]:
     """The families of a sweep: `arms[(ratio, keep)]` for every ratio (0 included) and regime."""
+    named = "/".join(synthetic_classes)
     if mode != "data":
-        label = "R: synthetic share of the CNV examples in every batch (%)" + (
+        label = f"R: synthetic share of the {named} examples in every batch (%)" + (
             ", on top of the real ones" if mode == "add" else ""
         )
         return [
@@ -126,7 +132,7 @@ def families(
             for k in sorted(keeps, reverse=True)
         ]
     cohorts = sorted((k for k in keeps if k < 100), reverse=True)
-    label = "synthetic share of the CNV training data (%): the cohort's left-out patients' scans replaced"
+    label = f"synthetic share of the {named} training data (%): the cohort's left-out patients' scans replaced"
     return [
         Family("data", arms[(0, 100)], {100 - k: arms[(100, k)] for k in cohorts}, True, label),
         Family(
@@ -268,8 +274,22 @@ def verdict_sentence(name: str, block: dict, *, metric: str, margin: float, conf
     )
 
 
-def markdown_report(summary: dict, table: pd.DataFrame, synthetic: dict[int, dict]) -> str:
-    """plots/report.md: the verdict per family, its table, and the synthetic scans of each cohort."""
+def read_synthetic(params: Params) -> dict[int | str, dict]:
+    """Each cohort's synthetic-scan figures (metrics/synthetic/keep_<k>.detail.json), largest cohort first, keyed
+    by keep; with several synthetic classes one entry per cohort and class, keyed "<keep>, <CLASS>"."""
+    figures: dict[int | str, dict] = {}
+    for keep in sorted(params.sweep.keep, reverse=True):
+        detail = read_json(generator_files(params, keep).synthetic_detail)
+        if len(params.sweep.synthetic_classes) == 1:
+            figures[keep] = detail
+        else:
+            figures.update({f"{keep}, {name}": detail[name] for name in params.sweep.synthetic_classes})
+    return figures
+
+
+def markdown_report(summary: dict, table: pd.DataFrame, synthetic: dict[int | str, dict]) -> str:
+    """plots/report.md: the verdict per family, its table, and the synthetic scans of each cohort (and class),
+    in the order of `synthetic` (read_synthetic's)."""
     metric, margin, confidence = summary["metric"], summary["margin"], summary["confidence"]
     lines = [
         "# Ratio sweep",
@@ -302,7 +322,7 @@ def markdown_report(summary: dict, table: pd.DataFrame, synthetic: dict[int, dic
                 + f"{r['f1']:.4f} | {r['auroc']:.4f} | {r['ece']:.4f} |"
             )
         lines += recall_table(part, confidence)
-    for keep, metrics in sorted(synthetic.items(), reverse=True):
+    for keep, metrics in synthetic.items():
         lines += ["", f"## Synthetic scans of cohort keep {keep}", "", *synthetic_table(metrics)]
     return "\n".join(lines) + "\n"
 
@@ -372,7 +392,7 @@ def synthetic_table(metrics: dict) -> list[str]:
     return lines
 
 
-def terminal_summary(summary: dict, synthetic: dict[int, dict], plots: str) -> str:
+def terminal_summary(summary: dict, synthetic: dict[int | str, dict], plots: str) -> str:
     """The few lines the quick start ends with: the verdict per regime, accuracy per R, the synthetic scans'
     figures beside their floors, and where the report and figures are."""
     metric, margin, confidence = summary["metric"], summary["margin"], summary["confidence"]
@@ -386,7 +406,7 @@ def terminal_summary(summary: dict, synthetic: dict[int, dict], plots: str) -> s
                 "    accuracy by R: "
                 + ", ".join(f"R={x} {v:.3f}" for x, v in sorted(block["accuracy"].items(), key=lambda i: int(i[0])))
             )
-    for keep, figures in sorted(synthetic.items(), reverse=True):
+    for keep, figures in synthetic.items():
         lines.append(
             f"  synthetic scans, cohort keep {keep}: domain FID {figures['domain_fid']:.3g} "
             f"(real floor {figures['domain_fid_floor']:.3g}), detector AUROC {figures['detector_auroc']:.2f} "

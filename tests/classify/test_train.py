@@ -31,13 +31,24 @@ def config(**changes) -> ClassifierConfig:
 
 
 SYNTHETIC_CNV = toy(12, seed=2, cnv_share=1.0).images
+CNV = np.zeros(len(SYNTHETIC_CNV), np.int64)  # the class of each synthetic CNV scan
 
 
 def train(
     ratio: int = 50, synthetic: np.ndarray | None = SYNTHETIC_CNV, **changes
 ) -> tuple[TrainResult, LabelledImages]:
     train_split, val = toy(40, seed=0, cnv_share=0.6), toy(16, seed=1)
-    result = train_classifier(train_split, val, config(**changes), seed=0, device=CPU, synthetic=synthetic, ratio=ratio)
+    result = train_classifier(
+        train_split,
+        val,
+        config(**changes),
+        seed=0,
+        device=CPU,
+        synthetic=synthetic,
+        synthetic_labels=None if synthetic is None else np.zeros(len(synthetic), np.int64),
+        synthetic_classes=[0],
+        ratio=ratio,
+    )
     return result, val
 
 
@@ -112,12 +123,48 @@ def test_diverging_loss_names_the_step():
             np.zeros((4, SIZE + 1, SIZE), np.uint8),
             r"synthetic images have shape \(4, 17, 16\); classifier.image_size=16",
         ),
-        (50, None, r"ratio=50 needs synthetic examples, got num_synthetic=0"),
+        (50, None, r"ratio=50 needs synthetic examples of class 0, got none"),
     ],
 )
 def test_bad_inputs_raise(ratio: int, synthetic: np.ndarray | None, message: str):
     with pytest.raises(ValueError, match=message):
         train(ratio=ratio, synthetic=synthetic)
+
+
+@pytest.mark.parametrize(("labels", "message"), [(None, r"12 synthetic images but 0"), (CNV[:11], r"but 11 synthetic")])
+def test_synthetic_labels_must_label_every_synthetic_scan(labels: np.ndarray | None, message: str):
+    with pytest.raises(ValueError, match=message):
+        train_classifier(
+            toy(40, seed=0, cnv_share=0.6),
+            toy(16, seed=1),
+            config(),
+            seed=0,
+            device=CPU,
+            synthetic=SYNTHETIC_CNV,
+            synthetic_labels=labels,
+            synthetic_classes=[0],
+            ratio=50,
+        )
+
+
+def test_each_synthetic_scan_trains_as_its_own_class():
+    """Both classes synthetic at R=100 (no real training scan in any batch): dark scans labelled CNV and bright
+    ones NORMAL, the reverse of the real scans, teach the reverse, so every real val scan is missed."""
+    synthetic = np.concatenate([np.full_like(SYNTHETIC_CNV, 10), np.full_like(SYNTHETIC_CNV, 240)])
+    result = train_classifier(
+        toy(40, seed=0, cnv_share=0.6),
+        toy(16, seed=1),
+        config(epochs=2),
+        seed=0,
+        device=CPU,
+        synthetic=synthetic,
+        synthetic_labels=np.repeat([0, 1], len(SYNTHETIC_CNV)),
+        synthetic_classes=[0, 1],
+        ratio=100,
+    )
+    val = toy(16, seed=1)
+    assert result.synthetic_share == 1.0
+    assert (predict_proba(result.model, val.images, CPU).argmax(axis=1) != val.labels).all()
 
 
 def test_add_mode_and_class_counts_train_the_same_number_of_steps():
@@ -140,6 +187,8 @@ def test_add_mode_and_class_counts_train_the_same_number_of_steps():
             seed=0,
             device=CPU,
             synthetic=SYNTHETIC_CNV,
+            synthetic_labels=CNV,
+            synthetic_classes=[0],
             ratio=100,
             mode="add",
             class_counts=[24, 16],

@@ -123,3 +123,16 @@ def test_cohort_of_reads_the_regime_that_params_yaml_sets_up(tmp_path: Path):
     np.testing.assert_array_equal(got.images, expected.images)
     np.testing.assert_array_equal(got.patients, expected.patients)
     assert got.class_counts == expected.class_counts and len(got.labels) == 7
+
+
+def test_a_cohort_of_several_classes_keeps_that_share_of_each_class_by_its_own_draw():
+    groups = np.array([*"aabcdefghh", *"ijklmnop"])
+    labels = np.array([0] * 10 + [1] * 4 + [2] * 4)  # class 1: patients i-l; class 2: m-p
+    rows = cohort_rows(groups, labels, label=[0, 1], keep=50, subset_seed=3)
+    for label in (0, 1):
+        chosen = cohort_patients(groups, labels, label=label, keep=50, subset_seed=3)
+        assert set(groups[rows][labels[rows] == label]) == set(chosen)
+    assert {len(cohort_patients(groups, labels, label=c, keep=50, subset_seed=3)) for c in (0, 1)} == {4, 2}
+    assert set(np.flatnonzero(labels == 2)) <= set(rows)  # a class without synthetic scans keeps every patient
+    one = cohort_rows(groups, labels, label=0, keep=50, subset_seed=3)
+    assert set(one) - set(rows) == set(np.flatnonzero(labels == 1)) - set(rows)  # class 0's rows are the same

@@ -1,12 +1,13 @@
 """One point of the ratio sweep: train a classifier per seed at ratio R in real-data regime `keep`, test them
 on real scans, save it all.
 
-`keep` (the regime) is the cohort of the synthetic class's real training patients the classifier may see
+`keep` (the regime) is the cohort of the synthetic classes' real training patients the classifier may see
 (data/cohort.py): the same nested subset for the baseline, every R and every seed of the regime, and the
 one its generator was trained on. Batches keep the class make-up and steps of the full training set: the
-few kept real scans of the class are drawn more often, and synthetic ones (R > 0) can stand in for them.
-In mix.mode data the cohort's left-out scans are replaced, one for one, by synthetic scans of its own
-generator (R is then a share of the data, set by keep, not of each batch).
+few kept real scans of a class are drawn more often, and synthetic ones (R > 0) can stand in for them.
+Every class of sweep.synthetic_class gets its own synthetic scans at the same R. In mix.mode data the
+cohort's left-out scans are replaced, one for one, by synthetic scans of its own generator (R is then a
+share of the data, set by keep, not of each batch).
 """
 
 from __future__ import annotations
@@ -69,27 +70,28 @@ def check_run(params: Params, ratio: int, keep: int) -> None:
         raise ParamsError(f"--keep {keep}; expected a percent of patients in 1..100")
 
 
-def synthetic_count(params: Params, ratio: int, keep: int, *, n_real: int, n_full: int) -> int:
-    """How many synthetic scans a run mixes in: data mode fills ratio % of the n_full - n_real left-out scans
-    of the class; the other modes draw R % of every batch from the whole synthetic set."""
+def synthetic_count(params: Params, ratio: int, keep: int, *, synthetic_class: str, n_real: int, n_full: int) -> int:
+    """How many synthetic scans of `synthetic_class` a run mixes in: data mode fills ratio % of its n_full -
+    n_real left-out scans; the other modes draw R % of its slots in every batch from its whole synthetic set."""
     if ratio == 0:
         return 0
     wanted = (ratio * (n_full - n_real) + 50) // 100 if params.mix.mode == "data" else params.generate.num_images
     if wanted > params.generate.num_images:
         raise ParamsError(
-            f"mix.mode data fills the {wanted} left-out {params.sweep.synthetic_class} training scans of cohort "
+            f"mix.mode data fills the {wanted} left-out {synthetic_class} training scans of cohort "
             f"keep={keep}, but generate.num_images={params.generate.num_images}; raise it to at least {wanted}"
         )
     return wanted
 
 
-def curated_seeds(params: Params, keep: int, *, device: torch.device) -> Curation:
-    """The seeds of cohort `keep`'s synthetic scans that curation keeps: all of them when curate.real_quantile
-    is 0, else those the R=0 classifier of curate.classifier_seed calls the class as surely as real val scans."""
+def curated_seeds(params: Params, keep: int, synthetic_class: str, *, device: torch.device) -> Curation:
+    """The seeds of cohort `keep`'s synthetic `synthetic_class` scans that curation keeps: all of them when
+    curate.real_quantile is 0, else those the R=0 classifier of curate.classifier_seed calls the class as
+    surely as real val scans."""
     seeds = synthetic_seeds(params.generate)
     if not params.curate.real_quantile:
         return Curation(kept=tuple(seeds), rejected=0, threshold=0.0)
-    synthetic_class, size = params.sweep.synthetic_class, params.classifier.image_size
+    size = params.classifier.image_size
     label = params.prepare.classes.index(synthetic_class)
     val = load_real(params, "val")
     curation = curate(
@@ -123,42 +125,53 @@ class RunData:
     test: LabelledImages
     test_files: np.ndarray  # index.csv file of each test scan
     test_patients: np.ndarray  # its patient group
-    synthetic: np.ndarray | None  # the synthetic scans mixed in
+    synthetic: np.ndarray | None  # the synthetic scans mixed in, class by class of sweep.synthetic_class
+    synthetic_labels: np.ndarray  # the class index of each
     synthetic_rejected: int  # synthetic scans curation left out
     class_counts: tuple[int, ...]  # the full training set's scans per class: the batches' make-up
-    real_patients_of_class: int  # distinct real patients of the synthetic class the runs see
+    real_patients_of_class: int  # distinct real patients of the synthetic classes the runs see
+
+
+def synthetic_labels_of(params: Params) -> list[int]:
+    """The class indices of sweep.synthetic_class, in its order."""
+    return [params.prepare.classes.index(name) for name in params.sweep.synthetic_classes]
 
 
 def load_run_data(params: Params, ratio: int, keep: int, *, device: torch.device) -> RunData:
-    """The real scans of cohort `keep`, val and test, and the synthetic scans a run at `ratio` mixes in (those
-    curation keeps)."""
-    classes, synthetic_class = params.prepare.classes, params.sweep.synthetic_class
-    label = classes.index(synthetic_class)
+    """The real scans of cohort `keep`, val and test, and the synthetic scans of each synthetic class a run at
+    `ratio` mixes in (those curation keeps)."""
     cohort = cohort_of(params, keep, size=params.classifier.image_size)
-    n_real = int((cohort.labels == label).sum())
-    n_synthetic = synthetic_count(params, ratio, keep, n_real=n_real, n_full=cohort.class_counts[label])
-    synthetic, rejected = None, 0
-    if n_synthetic:
-        curation = curated_seeds(params, keep, device=device)
+    parts, labels, rejected = [], [], 0
+    for synthetic_class, label in zip(params.sweep.synthetic_classes, synthetic_labels_of(params)):
+        n_real = int((cohort.labels == label).sum())
+        n_synthetic = synthetic_count(
+            params, ratio, keep, synthetic_class=synthetic_class, n_real=n_real, n_full=cohort.class_counts[label]
+        )
+        if not n_synthetic:
+            continue
+        curation = curated_seeds(params, keep, synthetic_class, device=device)
         if len(curation.kept) < n_synthetic and params.mix.mode == "data":
             raise ParamsError(
                 f"mix.mode data fills {n_synthetic} left-out {synthetic_class} scans of cohort keep={keep}, but "
                 f"curation kept {len(curation.kept)} of generate.num_images={params.generate.num_images}; raise it"
             )
         folder = generator_files(params, keep).synthetic / synthetic_class
-        synthetic = load_synthetic(folder, curation.kept[:n_synthetic], params.classifier.image_size)
-        rejected = curation.rejected
+        parts.append(load_synthetic(folder, curation.kept[:n_synthetic], params.classifier.image_size))
+        labels.append(np.full(len(parts[-1]), label, dtype=np.int64))
+        rejected += curation.rejected
     test = load_prepared(params.paths.prepared, "test", params.classifier.image_size)
+    of_class = np.isin(cohort.labels, synthetic_labels_of(params))
     return RunData(
         train=LabelledImages(images=cohort.images, labels=cohort.labels),
         val=load_real(params, "val"),
         test=LabelledImages(images=test.images, labels=test.labels),
         test_files=test.files,
         test_patients=test.patients,
-        synthetic=synthetic,
+        synthetic=np.concatenate(parts) if parts else None,
+        synthetic_labels=np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64),
         synthetic_rejected=rejected,
         class_counts=cohort.class_counts,
-        real_patients_of_class=len(np.unique(cohort.patients[cohort.labels == label])),
+        real_patients_of_class=len(np.unique(cohort.patients[of_class])),
     )
 
 
@@ -174,8 +187,7 @@ def run_seed(
 ) -> dict:
     """Train one seed at `ratio` % synthetic (params.mix.mode), select on real val, score on real test;
     write its weights and predictions; return its metrics."""
-    classes, synthetic_class = params.prepare.classes, params.sweep.synthetic_class
-    label = classes.index(synthetic_class)
+    classes, synthetic_labels = params.prepare.classes, synthetic_labels_of(params)
     n_synthetic = 0 if data.synthetic is None else len(data.synthetic)
     result = train_classifier(
         data.train,
@@ -184,14 +196,17 @@ def run_seed(
         seed=seed,
         device=device,
         synthetic=data.synthetic,
-        synthetic_label=label,
+        synthetic_labels=data.synthetic_labels,
+        synthetic_classes=synthetic_labels,
         ratio=ratio,
         mode=params.mix.mode,
         class_counts=data.class_counts,
         live=live,
     )
     probabilities = predict_proba(result.model, data.test.images, device)
-    metrics = classification_metrics(data.test.labels, probabilities, classes, positive=synthetic_class)
+    # two classes: f1, recall and AUROC of the (first) synthetic class; more: macro averages
+    positive = params.sweep.synthetic_classes[0]
+    metrics = classification_metrics(data.test.labels, probabilities, classes, positive=positive)
     metrics.update(
         ratio=ratio,
         seed=seed,
@@ -199,7 +214,7 @@ def run_seed(
         best_epoch=result.best_epoch,
         n_test=int(len(data.test.labels)),
         n_train_real=int(len(data.train.labels)),
-        real_scans_of_class=int((data.train.labels == label).sum()),
+        real_scans_of_class=int(np.isin(data.train.labels, synthetic_labels).sum()),
         real_patients_of_class=data.real_patients_of_class,
         synthetic_scans=n_synthetic,
         synthetic_rejected=data.synthetic_rejected,
@@ -220,7 +235,6 @@ def run_ratio(params: Params, ratio: int, keep: int, *, device: torch.device) ->
     """Every seed of sweep.seeds at `ratio` on cohort `keep`: one classifier each (dvclive curves under
     paths.live), then the seeds' metrics as one JSON list, written last so that it marks the stage done."""
     data = load_run_data(params, ratio, keep, device=device)
-    label = params.prepare.classes.index(params.sweep.synthetic_class)
     log.info(
         "classifiers %s at R=%d%% (%s) keep %d%%, seeds %s, on %s: %d real train (%d %s from %d patients), %d val, "
         "%d test, %d synthetic",
@@ -231,8 +245,8 @@ def run_ratio(params: Params, ratio: int, keep: int, *, device: torch.device) ->
         list(params.sweep.seeds),
         device,
         len(data.train.labels),
-        int((data.train.labels == label).sum()),
-        params.sweep.synthetic_class,
+        int(np.isin(data.train.labels, synthetic_labels_of(params)).sum()),
+        "/".join(params.sweep.synthetic_classes),
         data.real_patients_of_class,
         len(data.val.labels),
         len(data.test.labels),

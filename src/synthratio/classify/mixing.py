@@ -2,15 +2,16 @@
 
 Three modes, all with the batch's class make-up fixed by the class counts of the (full) real training set,
 split over the batch by largest remainder:
-- replace (the study's definition): R is the share of the synthetic class's slots that are synthetic,
-  round(R% x slots) of them in every batch; R=0 is real only, R=100 has no real example of that class.
-  R in 0..100. Below 100 every real example is still seen, only less often: R is exposure, not data.
-- add: every batch holds the whole R=0 batch plus round(R% x the synthetic class's slots) synthetic
-  examples on top (augmentation), so batches grow with R. R in 0..MAX_ADD_RATIO (200 = twice as many
+- replace (the study's definition): R is the share of each synthetic class's slots that are synthetic,
+  round(R% x slots) of them in every batch; R=0 is real only, R=100 has no real example of the synthetic
+  classes. R in 0..100. Below 100 every real example is still seen, only less often: R is exposure, not data.
+- add: every batch holds the whole R=0 batch plus round(R% x slots) synthetic examples of each synthetic
+  class on top (augmentation), so batches grow with R. R in 0..MAX_ADD_RATIO (200 = twice as many
   synthetic as real examples of the class).
-- data: the synthetic examples given join the real ones of the class in one pool that fills the class's
-  slots (a cohort's left-out scans replaced by synthetic ones: R is a share of the data, not of a batch),
-  so a batch's synthetic count varies around the pool's share.
+- data: the synthetic examples of a class join its real ones in one pool that fills the class's slots (a
+  cohort's left-out scans replaced by synthetic ones: R is a share of the data, not of a batch), so a
+  batch's synthetic count varies around the pool's share.
+Every synthetic class takes the same R.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ class BatchPlan:
     """Composition of every batch."""
 
     per_class: tuple[int, ...]  # examples of each class per batch, synthetic included; sums to the batch length
-    synthetic: (
-        int  # of per_class[synthetic_label], how many are synthetic in every batch (data mode: 0, they share the pool)
-    )
+    # of each class's per_class, how many are synthetic in every batch: 0 for a class that is not synthetic,
+    # 0 everywhere in data mode (the synthetic examples share the real pool)
+    synthetic: tuple[int, ...]
 
     @property
     def size(self) -> int:
@@ -44,14 +45,15 @@ def plan_batches(
     labels: np.ndarray,
     *,
     batch_size: int,
-    synthetic_label: int,
+    synthetic_labels: Sequence[int],
     ratio: int,
     mode: MixMode = "replace",
     class_counts: Sequence[int] | None = None,
 ) -> BatchPlan:
     """Per-class real slots proportional to `class_counts` (default: the counts of `labels`; largest
-    remainder, at least 1 per class), and round(ratio% of the synthetic class's slots) synthetic, halves
-    rounded up: replacing real ones (replace) or on top of them (add); none fixed in data mode."""
+    remainder, at least 1 per class), and for each of the synthetic classes `synthetic_labels`,
+    round(ratio% of its slots) synthetic, halves rounded up: replacing real ones (replace) or on top of them
+    (add); none fixed in data mode. Without a synthetic class (ratio 0 only) the plan is real only."""
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.size == 0 or labels.min() < 0:
         raise ValueError(f"labels: expected a non-empty 1-D array of class indices >= 0, got shape {labels.shape}")
@@ -62,8 +64,11 @@ def plan_batches(
         len(counts) < labels.max() + 1 or (counts < np.bincount(labels, minlength=len(counts))).any()
     ):
         raise ValueError(f"class_counts={list(class_counts)} must cover every class of labels, at least as often")
-    if not 0 <= synthetic_label < len(counts):
-        raise ValueError(f"synthetic_label={synthetic_label}; labels hold classes 0..{len(counts) - 1}")
+    classes = [int(c) for c in synthetic_labels]
+    if len(set(classes)) != len(classes) or not all(0 <= c < len(counts) for c in classes):
+        raise ValueError(f"synthetic classes {classes}; expected distinct classes of labels, 0..{len(counts) - 1}")
+    if ratio > 0 and not classes:
+        raise ValueError(f"ratio={ratio} needs one or more synthetic classes, got none")
     top = max_ratio(mode)
     if not 0 <= ratio <= top:
         raise ValueError(f"ratio={ratio}; expected a percent in 0..{top} for mode {mode!r}")
@@ -82,10 +87,12 @@ def plan_batches(
         per_class[np.argmax(per_class)] -= 1
         per_class[empty] = 1
 
-    synthetic = 0 if mode == "data" else (ratio * int(per_class[synthetic_label]) + 50) // 100
+    synthetic = np.zeros_like(per_class)
+    if mode != "data":
+        synthetic[classes] = (ratio * per_class[classes] + 50) // 100
     if mode == "add":
-        per_class[synthetic_label] += synthetic
-    return BatchPlan(tuple(int(n) for n in per_class), synthetic)
+        per_class += synthetic
+    return BatchPlan(tuple(int(n) for n in per_class), tuple(int(n) for n in synthetic))
 
 
 class _Walk:
@@ -109,16 +116,16 @@ class _Walk:
 
 class RatioBatchSampler:
     """Yields `steps` batches of indices into [real examples..., synthetic examples...] (synthetic k is
-    len(labels) + k), each with the composition of `plan_batches`. The same seed gives the same batches on
-    every iteration. `class_counts` fixes the make-up when `labels` is a subsample (the scarce-data regime
-    draws its few real examples of a class more often)."""
+    len(labels) + k, of class synthetic_labels[k]), each with the composition of `plan_batches`. The same seed
+    gives the same batches on every iteration. `class_counts` fixes the make-up when `labels` is a subsample
+    (the scarce-data regime draws its few real examples of a class more often)."""
 
     def __init__(
         self,
         labels: np.ndarray,
         *,
-        num_synthetic: int,
-        synthetic_label: int,
+        synthetic_labels: np.ndarray,
+        synthetic_classes: Sequence[int],
         ratio: int,
         batch_size: int,
         steps: int,
@@ -126,32 +133,40 @@ class RatioBatchSampler:
         mode: MixMode = "replace",
         class_counts: Sequence[int] | None = None,
     ) -> None:
-        if ratio > 0 and num_synthetic == 0 and mode != "data":
-            raise ValueError(f"ratio={ratio} needs synthetic examples, got num_synthetic={num_synthetic}")
-        labels = np.asarray(labels)
+        labels, synthetic_labels = np.asarray(labels), np.asarray(synthetic_labels)
         self.plan = plan_batches(
             labels,
             batch_size=batch_size,
-            synthetic_label=synthetic_label,
+            synthetic_labels=synthetic_classes,
             ratio=ratio,
             mode=mode,
             class_counts=class_counts,
         )
+        classes = [int(c) for c in synthetic_classes]
+        stray = sorted(set(synthetic_labels.tolist()) - set(classes))
+        if stray:
+            raise ValueError(f"synthetic_labels hold classes {stray}; expected only the synthetic classes {classes}")
+        synthetic = [len(labels) + np.flatnonzero(synthetic_labels == c) for c in classes]
+        for c, pool in zip(classes, synthetic):
+            if ratio > 0 and mode != "data" and not len(pool):
+                raise ValueError(f"ratio={ratio} needs synthetic examples of class {c}, got none")
         self.steps = steps
         self.seed = seed
         real = [np.flatnonzero(labels == c) for c in range(len(self.plan.per_class))]
-        real_counts = list(self.plan.per_class)
-        real_counts[synthetic_label] -= self.plan.synthetic
-        synthetic = np.arange(len(labels), len(labels) + num_synthetic)
-        if mode == "data":  # synthetic examples stand in for left-out real ones in the class's own pool
-            real[synthetic_label], synthetic = np.concatenate([real[synthetic_label], synthetic]), synthetic[:0]
-        self._pools = [*zip(real, real_counts), (synthetic, self.plan.synthetic)]
-        n_real = int((labels == synthetic_label).sum())
-        per_slot = self.plan.per_class[synthetic_label]
-        # expected share of the class's examples per batch that are synthetic (what R actually came out as)
-        self.synthetic_share = (
-            num_synthetic / (n_real + num_synthetic) if mode == "data" else self.plan.synthetic / per_slot
-        )
+        if mode == "data":  # synthetic examples stand in for left-out real ones in their class's own pool
+            for c, pool in zip(classes, synthetic):
+                real[c] = np.concatenate([real[c], pool])
+            n_synthetic = len(synthetic_labels)
+            n_class = int(np.isin(labels, classes).sum()) + n_synthetic
+        else:
+            n_synthetic, n_class = sum(self.plan.synthetic), sum(self.plan.per_class[c] for c in classes)
+        # expected share of the synthetic classes' examples per batch that are synthetic, pooled over the
+        # classes (what R actually came out as); 0 for a plain classifier without synthetic classes
+        self.synthetic_share = n_synthetic / n_class if n_class else 0.0
+        real_counts = [n - k for n, k in zip(self.plan.per_class, self.plan.synthetic)]
+        # real pools by class, then the synthetic ones in the order of synthetic_classes (asked for none in
+        # data mode): with one synthetic class, the batches a seed gave before there could be several
+        self._pools = [*zip(real, real_counts), *zip(synthetic, [self.plan.synthetic[c] for c in classes])]
 
     def __len__(self) -> int:
         return self.steps

@@ -3,7 +3,7 @@
 Data lives on the device as uint8 (real and synthetic concatenated once) and batches are gathered and
 augmented there: decoding JPEGs per step (~240 img/s a core) would starve a GPU. The number
 of optimizer steps is ceil(len(real train) / batch_size) per epoch at every R, so ratios differ only in
-where the synthetic class's examples come from.
+where the synthetic classes' examples come from.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class TrainResult:
     model: nn.Module  # the selected model (best epoch on real val accuracy, then log-loss), in eval mode
     best_epoch: int  # 1-based: history[best_epoch - 1] describes it
     history: list[dict[str, float]]  # per epoch: train_loss, val_loss, val_accuracy
-    synthetic_share: float  # share of the synthetic class's examples per batch that were synthetic (expected)
+    synthetic_share: float  # share of the synthetic classes' examples per batch that were synthetic (expected)
 
 
 def set_seed(seed: int) -> None:
@@ -178,10 +178,9 @@ class _Fit:
 
 def _start_fit(
     train: LabelledImages,
-    synthetic: np.ndarray,
+    synthetic: LabelledImages,
     config: ClassifierConfig,
     *,
-    synthetic_label: int,
     num_classes: int,
     steps: int,
     seed: int,
@@ -196,10 +195,8 @@ def _start_fit(
     # cosine decay to zero: late epochs settle instead of jumping, so selection on val picks a settled model
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     augment_generator = torch.Generator(device=device).manual_seed(seed)
-    images = _upload([train.images, synthetic], device)
-    labels = torch.cat(
-        [torch.as_tensor(train.labels, dtype=torch.long), torch.full((len(synthetic),), synthetic_label)]
-    ).to(device)
+    images = _upload([train.images, synthetic.images], device)
+    labels = torch.as_tensor(np.concatenate([train.labels, synthetic.labels]), dtype=torch.long).to(device)
     return _Fit(model, optimizer, schedule, images, labels, augment_generator)
 
 
@@ -218,26 +215,30 @@ def train_classifier(
     seed: int,
     device: torch.device,
     synthetic: np.ndarray | None = None,
-    synthetic_label: int = 0,
+    synthetic_labels: np.ndarray | None = None,
+    synthetic_classes: Sequence[int] = (),
     ratio: int = 0,
     mode: MixMode = "replace",
     class_counts: Sequence[int] | None = None,
     live: dvclive.Live | None = None,
 ) -> TrainResult:
     """AdamW with cosine decay on cross-entropy over RatioBatchSampler batches (`ratio` % synthetic
-    examples of class `synthetic_label` in `mode`; a plain classifier without them); after every epoch,
-    real val accuracy (then log-loss) picks the model to keep. `class_counts` (default: those of
-    train.labels) sets the batches' class make-up and the steps per epoch, so a scarce-data regime (train a
-    subsample) trains as many steps on the same make-up as the full set. Deterministic on the CPU for a
-    seed; runtime.autocast (bf16) on CUDA."""
+    examples in `mode` for each of `synthetic_classes`, synthetic[k] of class synthetic_labels[k]; a plain
+    classifier without them); after every epoch, real val accuracy (then log-loss) picks the model to keep.
+    `class_counts` (default: those of train.labels) sets the batches' class make-up and the steps per epoch,
+    so a scarce-data regime (train a subsample) trains as many steps on the same make-up as the full set.
+    Deterministic on the CPU for a seed; runtime.autocast (bf16) on CUDA."""
     synthetic = np.zeros((0, config.image_size, config.image_size), np.uint8) if synthetic is None else synthetic
+    synthetic_labels = np.zeros(0, np.int64) if synthetic_labels is None else np.asarray(synthetic_labels)
     for name, images in (("train", train.images), ("val", val.images), ("synthetic", synthetic)):
         _check_size(name, images, config.image_size)
+    if len(synthetic_labels) != len(synthetic):
+        raise ValueError(f"{len(synthetic)} synthetic images but {len(synthetic_labels)} synthetic_labels")
     steps_per_epoch = math.ceil((len(train.labels) if class_counts is None else sum(class_counts)) / config.batch_size)
     sampler = RatioBatchSampler(
         train.labels,
-        num_synthetic=len(synthetic),
-        synthetic_label=synthetic_label,
+        synthetic_labels=synthetic_labels,
+        synthetic_classes=synthetic_classes,
         ratio=ratio,
         batch_size=config.batch_size,
         steps=config.epochs * steps_per_epoch,
@@ -248,9 +249,8 @@ def train_classifier(
     num_classes = len(sampler.plan.per_class)
     fit = _start_fit(
         train,
-        synthetic,
+        LabelledImages(synthetic, synthetic_labels),
         config,
-        synthetic_label=synthetic_label,
         num_classes=num_classes,
         steps=len(sampler),
         seed=seed,
@@ -262,7 +262,8 @@ def train_classifier(
     best_key, best_state, best_epoch = (-math.inf, -math.inf), None, 0
     bar = progress_bar(
         total=len(sampler),
-        desc=f"{config.arch} R={ratio}% {mode} ({sampler.synthetic_share:.0%} of class {synthetic_label} synthetic)",
+        desc=f"{config.arch} R={ratio}% {mode} ({sampler.synthetic_share:.0%} of classes {list(synthetic_classes)} "
+        "synthetic)",
     )
     batches = iter(sampler)
     for epoch in range(1, config.epochs + 1):

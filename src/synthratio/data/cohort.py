@@ -1,6 +1,6 @@
-"""Cohorts: the real training patients of the synthetic class that one regime may see.
+"""Cohorts: the real training patients of the synthetic classes that one regime may see.
 
-A regime `keep` keeps keep % of the synthetic class's training patients, and its generator and its
+A regime `keep` keeps keep % of each synthetic class's training patients, and its generator and its
 classifiers see exactly those (a generator trained on more patients would leak the held-back ones into the
 scarce regime through its scans). The cohorts are nested: one seeded order of the patients, and cohort k
 is its first round(k % of them), so the 25 % cohort lies inside the 50 % one and results move with the
@@ -9,6 +9,7 @@ amount of data, not with which patients were drawn.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,12 +31,17 @@ def cohort_patients(groups: np.ndarray, labels: np.ndarray, *, label: int, keep:
     return np.sort(order[: max(1, (keep * len(ids) + 50) // 100)])
 
 
-def cohort_rows(groups: np.ndarray, labels: np.ndarray, *, label: int, keep: int, subset_seed: int) -> np.ndarray:
-    """Rows of a training split in cohort `keep`: every row of the other classes and the rows of class
-    `label` whose patient is in cohort_patients."""
+def cohort_rows(
+    groups: np.ndarray, labels: np.ndarray, *, label: int | Sequence[int], keep: int, subset_seed: int
+) -> np.ndarray:
+    """Rows of a training split in cohort `keep`: every row of the other classes and the rows of each class
+    in `label` (one or several) whose patient is in that class's cohort_patients."""
     groups, labels = np.asarray(groups), np.asarray(labels)
-    chosen = cohort_patients(groups, labels, label=label, keep=keep, subset_seed=subset_seed)
-    return np.flatnonzero((labels != label) | np.isin(groups, chosen))
+    kept = ~np.isin(labels, label)
+    for one in np.atleast_1d(label):
+        chosen = cohort_patients(groups, labels, label=int(one), keep=keep, subset_seed=subset_seed)
+        kept |= (labels == one) & np.isin(groups, chosen)
+    return np.flatnonzero(kept)
 
 
 @dataclass(frozen=True)
@@ -49,9 +55,9 @@ class TrainingScans:
 
 
 def load_cohort(
-    prepared: Path, size: int, *, num_classes: int, label: int, keep: int, subset_seed: int
+    prepared: Path, size: int, *, num_classes: int, label: int | Sequence[int], keep: int, subset_seed: int
 ) -> TrainingScans:
-    """The prepared training scans at `size` px that cohort `keep` of class `label` may see (still the
+    """The prepared training scans at `size` px that cohort `keep` of class(es) `label` may see (still the
     memory map when it sees them all)."""
     train = load_prepared(prepared, "train", size)
     images, labels, patients = train.images, train.labels, train.patients
@@ -63,14 +69,14 @@ def load_cohort(
 
 
 def cohort_of(params: Params, keep: int, *, size: int) -> TrainingScans:
-    """load_cohort as params.yaml sets it up: regime `keep` of sweep.synthetic_class (finetune.target_class,
-    the same class) among prepare.classes, in the order sweep.subset_seed draws."""
+    """load_cohort as params.yaml sets it up: regime `keep` of each class of sweep.synthetic_class
+    (finetune.target_class, the same classes) among prepare.classes, in the order sweep.subset_seed draws."""
     classes = params.prepare.classes
     return load_cohort(
         params.paths.prepared,
         size,
         num_classes=len(classes),
-        label=classes.index(params.sweep.synthetic_class),
+        label=[classes.index(name) for name in params.sweep.synthetic_classes],
         keep=keep,
         subset_seed=params.sweep.subset_seed,
     )

@@ -100,14 +100,15 @@ def check_training_images(
 def training_rows(labels: np.ndarray, class_names: Sequence[str], config: FinetuneConfig) -> np.ndarray:
     """Rows of the scans the UNet learns: the target class (or every class when class-conditional), at most
     `config.max_images` of them, a seeded choice kept in the original order."""
-    if config.target_class not in class_names:
+    targets = config.target_classes
+    if not set(targets) <= set(class_names):
         raise ValueError(
-            f"params.yaml: finetune.target_class={config.target_class!r}; expected one of {list(class_names)}"
+            f"params.yaml: finetune.target_class={config.target_class!r}; expected classes of {list(class_names)}"
         )
     if config.class_conditional:
         rows = np.arange(len(labels))
-    else:
-        rows = np.flatnonzero(labels == list(class_names).index(config.target_class))
+    else:  # one target class (several need class_conditional)
+        rows = np.flatnonzero(labels == list(class_names).index(targets[0]))
     if 0 < config.max_images < len(rows):
         rows = rows[np.sort(np.random.default_rng(config.seed).choice(len(rows), config.max_images, replace=False))]
     if len(rows) == 0:
