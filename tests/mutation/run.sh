@@ -7,7 +7,8 @@
 #   bash tests/mutation/run.sh 'synthratio.inference.x_holm__mutmut_*'   only mutants matching these globs
 #
 # Scratch folder: $SYNTHRATIO_MUTATION_DIR (default ${TMPDIR:-/tmp}/synthratio-mutation), laid anew each run
-# (--keep reuses its cached results: only mutants of changed functions run again). One worker, one thread.
+# (--keep reuses its cached results: only mutants of changed functions run again). One thread per worker, a
+# worker per core of the two (SYNTHRATIO_MUTATION_WORKERS; each mutant's tests run alone in its worker).
 # Ends with the score per module (tests/mutation/score.py) and fails when a mutant survives that
 # tests/mutation/SURVIVORS.md does not explain.
 set -euo pipefail
@@ -39,6 +40,6 @@ mkdir -p "$scratch"
     | (cd "$repo" && xargs -0 cp --parents -p -t "$scratch" 2>/dev/null || true)
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 PYTHONDONTWRITEBYTECODE=1
 cd "$scratch"
-"$python" -m mutmut run --max-children 1 "${globs[@]}" > mutmut.log 2>&1 || { tail -40 mutmut.log; exit 1; }
+"$python" -m mutmut run --max-children "${SYNTHRATIO_MUTATION_WORKERS:-2}" "${globs[@]}" > mutmut.log 2>&1 || { tail -40 mutmut.log; exit 1; }
 tail -3 mutmut.log | tr '\r' '\n' | tail -2
 exec "$python" "$repo/tests/mutation/score.py" "$scratch" "${globs[@]}"
