@@ -5,7 +5,8 @@ copy and fail on the planted one; mutmut cannot make most of these (a dropped st
     python tests/mutation/planted.py            every plant
     python tests/mutation/planted.py NAME ...   the plants whose name contains NAME
 
-One pytest process at a time, one thread; the source tree is never touched.
+One pytest process per worker (SYNTHRATIO_MUTATION_WORKERS, default 2: a worker per core), one thread each,
+each worker in its own scratch copy; the source tree is never touched.
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from queue import SimpleQueue
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = Path(os.environ.get("SYNTHRATIO_KERMANY_SAMPLE", REPO.parent / "shared" / "kermany-sample"))
@@ -185,43 +190,60 @@ def pytest(root: Path, tests: list[str], env: dict[str, str]) -> subprocess.Comp
         "not slow",
         "--rootdir",
         str(root),
+        "--basetemp",
+        str(root / ".pytest-tmp"),  # pytest's shared numbered temp folders are not safe for processes side by side
         *tests,
     ]
     return subprocess.run(command, cwd=root, env=environment, capture_output=True, text=True)
 
 
+def plant_and_test(root: Path, plant: Plant) -> tuple[bool, str]:
+    """Plants the bug in the copy at `root`, runs its tests and takes the bug out again: (caught, report line)."""
+    if plant.path:
+        original = (root / plant.path).read_text()
+        if original.count(plant.old) != 1:
+            count = original.count(plant.old)
+            return False, f"{plant.name:55} CANNOT PLANT: {plant.old!r} occurs {count} times in {plant.path}"
+        (root / plant.path).write_text(original.replace(plant.old, plant.new))
+    try:
+        done = pytest(root, plant.tests, plant.env)
+    finally:
+        if plant.path:
+            (root / plant.path).write_text(original)
+    failed = [line.split(" ")[1] for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+    if done.returncode == 1 and failed:
+        return True, f"{plant.name:55} caught by " + ", ".join(t.split("::")[-1] for t in failed)
+    return False, f"{plant.name:55} NOT CAUGHT\n{done.stdout[-3000:]}\n{done.stderr[-2000:]}"
+
+
 def main(names: list[str]) -> int:
     plants = [p for p in PLANTS if not names or any(n in p.name for n in names)]
-    failures = 0
+    workers = max(1, min(int(os.environ.get("SYNTHRATIO_MUTATION_WORKERS", "2")), len(plants)))
     with tempfile.TemporaryDirectory(prefix="synthratio-planted-") as scratch:
-        root = Path(scratch) / "repo"
-        copy_tree(root)
-        control = pytest(root, sorted({t for p in plants for t in p.tests}), {})
-        print(f"{'untouched copy':55} {'passes' if control.returncode == 0 else 'FAILS'}")
-        failures += control.returncode != 0
-        for plant in plants:
-            if plant.path:
-                original = (root / plant.path).read_text()
-                if original.count(plant.old) != 1:
-                    print(
-                        f"{plant.name:55} CANNOT PLANT: {plant.old!r} occurs {original.count(plant.old)} times "
-                        f"in {plant.path}"
-                    )
-                    failures += 1
-                    continue
-                (root / plant.path).write_text(original.replace(plant.old, plant.new))
+        copies: SimpleQueue[Path] = SimpleQueue()  # a worker takes a copy for one plant, then puts it back
+        for worker in range(workers):
+            copy_tree(Path(scratch) / f"repo{worker}")
+            copies.put(Path(scratch) / f"repo{worker}")
+
+        def on_a_copy(test: Callable[[Path], tuple[bool, str]]) -> tuple[bool, str]:
+            root = copies.get()
             try:
-                done = pytest(root, plant.tests, plant.env)
+                return test(root)
             finally:
-                if plant.path:
-                    (root / plant.path).write_text(original)
-            failed = [line.split(" ")[1] for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
-            caught = done.returncode == 1 and failed
-            verdict = "caught by " + ", ".join(t.split("::")[-1] for t in failed) if caught else "NOT CAUGHT"
-            print(f"{plant.name:55} {verdict}")
-            if not caught:
-                failures += 1
-                print(done.stdout[-3000:], done.stderr[-2000:])
+                copies.put(root)
+
+        def control(root: Path) -> tuple[bool, str]:
+            done = pytest(root, sorted({t for p in plants for t in p.tests}), {})
+            return done.returncode == 0, f"{'untouched copy':55} {'passes' if done.returncode == 0 else 'FAILS'}"
+
+        with ThreadPoolExecutor(workers) as pool:
+            jobs = [pool.submit(on_a_copy, control)]
+            jobs += [pool.submit(on_a_copy, partial(plant_and_test, plant=plant)) for plant in plants]
+            failures = 0
+            for job in jobs:  # in PLANTS order, whichever worker finishes first
+                passed, line = job.result()
+                print(line, flush=True)
+                failures += not passed
     return 1 if failures else 0
 
 
