@@ -25,9 +25,10 @@ import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
+
+from synthratio.report import recall_table
 
 sys.path.insert(0, str(Path(__file__).parent))
 from rank_experiments import _params, exp_show, flatten  # noqa: E402
@@ -37,8 +38,6 @@ RATIOS = "plots/ratio_summary.csv"
 SUMMARY = "metrics/summary.json"
 SAMPLES = "plots/samples_keep_100.png"
 DEFAULT = "default"
-PREDICTIONS = "data/predictions"  # ratio_<R>_keep_100/seed_<s>.csv, DVC outputs read from the cache
-BOOTSTRAP = 2000  # test-patient resamples of the recall differences' intervals
 FID_SEPARATION = 2.0  # floor sds an FID gap must move by to count
 # settings that change what the figures are measured in (feature space, detector, real scans compared)
 INCOMPARABLE = ("prepare.", "finetune.image_size", "finetune.target_class", "classifier.image_size", "evaluate.")
@@ -184,69 +183,13 @@ def _finding(variant: str, phase: str, rev: str, described: str, comparable: boo
     )
 
 
-def read_predictions(rev: str) -> dict[int, list[pd.DataFrame]]:
-    """{R: one frame per classifier seed} of an experiment's test predictions, read through DVC's cache."""
-    from dvc.api import DVCFileSystem
-
-    fs = DVCFileSystem(".", rev=rev)
-    runs: dict[int, list[pd.DataFrame]] = {}
-    for folder in sorted(fs.ls(PREDICTIONS, detail=False)):
-        name = Path(folder).name
-        if name.startswith("ratio_") and name.endswith("_keep_100"):
-            seeds = sorted(fs.ls(folder, detail=False))
-            runs[int(name.split("_")[1])] = [pd.read_csv(io.BytesIO(fs.read_bytes(seed))) for seed in seeds]
-    return runs
-
-
-def class_recalls(runs: dict[int, list[pd.DataFrame]], *, seed: int = 0) -> pd.DataFrame:
-    """Per R and class: recall averaged over seeds, and its difference to R=0 with a 95% interval from
-    resampling test patients (the same patients at every R: the difference is paired)."""
-    first = runs[0][0]
-    classes = [column.removeprefix("prob_") for column in first.columns if column.startswith("prob_")]
-    patients = first["patient"].to_numpy()
-    unique, index = np.unique(patients, return_inverse=True)
-    draws = np.random.default_rng(seed).integers(0, len(unique), (BOOTSTRAP, len(unique)))
-    counts = np.stack([np.bincount(draw, minlength=len(unique)) for draw in draws])[:, index]  # (B, scans)
-
-    def hits(frames: list[pd.DataFrame]) -> np.ndarray:  # (scans,) share of seeds that got each scan right
-        if any(not frame["file"].equals(first["file"]) for frame in frames):
-            raise ValueError("predictions list other test scans, or in another order, than R=0's first seed")
-        return np.mean([frame.filter(like="prob_").to_numpy().argmax(1) == frame["label"] for frame in frames], 0)
-
-    base = hits(runs[0])
-    rows = []
-    for ratio, frames in sorted(runs.items()):
-        correct = hits(frames)
-        for label, name in enumerate(classes):
-            mask = (first["label"] == label).to_numpy()
-            recall = correct[mask].mean()
-            diff = (correct - base) * mask
-            boot = (counts * diff).sum(1) / np.maximum((counts * mask).sum(1), 1)
-            low, high = np.quantile(boot, [0.025, 0.975])
-            rows.append(
-                dict(
-                    ratio=ratio, cls=name, n=int(mask.sum()), recall=recall, diff=diff[mask].mean(), low=low, high=high
-                )
-            )
-    return pd.DataFrame(rows)
-
-
-def recall_table(variant: str, recalls: pd.DataFrame) -> str:
-    lines = [
-        f"Per-class test recall of `{variant}` (mean over seeds; difference to R=0, 95% patient-bootstrap interval)",
-        "",
-        "| class (test scans) | " + " | ".join(f"R={r}" for r in sorted(recalls["ratio"].unique())) + " |",
-        "|---|" + "---|" * recalls["ratio"].nunique(),
-    ]
-    for (name, n), group in recalls.groupby(["cls", "n"], sort=False):
-        cells = [
-            f"{row.recall:.2f}"
-            if row.ratio == 0
-            else f"{row.recall:.2f} ({row.diff:+.2f}; {row.low:+.2f} to {row.high:+.2f})"
-            for row in group.sort_values("ratio").itertuples()
-        ]
-        lines.append(f"| {name} ({n}) | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def class_recall_table(variant: str, rev: str, confidence: float) -> str:
+    """The sweep's per-class test recall at each R, with its paired change from R=0, as its own report gives it
+    (plots/ratio_summary.csv's recall_<CLASS> columns; "" where the sweep has two classes)."""
+    text = git_file(rev, RATIOS)
+    table = pd.read_csv(io.BytesIO(text)) if text else pd.DataFrame(columns=["family"])
+    lines = recall_table(table[table["family"] == "keep100"].reset_index(drop=True), confidence)
+    return f"Per-class test recall of `{variant}`, cohort keep 100:\n" + "\n".join(lines) if lines else ""
 
 
 def compare(variant: Finding, default: Finding) -> str:
@@ -406,9 +349,10 @@ def main(argv: list[str] | None = None) -> None:
             rank_table(swept, next((f for f in swept if f.variant == DEFAULT), None)),
         ]
     )
+    confidence = {rev: params.get("report.confidence", added.get("report.confidence")) for _, rev, params in found}
     for f in {f.rev: f for f in swept}.values():  # more classes: where synthetic scans of scarce ones lift recall
-        if f.changed != "-" and "prepare.classes" in f.changed:
-            text += "\n\n" + recall_table(f.variant.partition(":")[0], class_recalls(read_predictions(f.rev)))
+        if recalls := class_recall_table(f.variant.partition(":")[0], f.rev, confidence[f.rev]):
+            text += "\n\n" + recalls
     best = rank_order(ranked)[0] if ranked else None
     if best:
         text += f"\n\nsamples_best.png: real (top rows) and synthetic scans of the best-ranked run, `{best.variant}`."

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 
-import pandas as pd
 import pytest
 from pipeline_helpers import REPO
 
@@ -146,33 +145,24 @@ def test_several_synthetic_classes_give_one_finding_per_class_with_the_sweeps_fi
     assert {(f.delta_100, f.r_max, f.comparable) for f in rows} == {(-0.01, 0, False)}
 
 
-def predictions(right: list[bool], labels: list[int], patients: list[int]) -> pd.DataFrame:
-    """A seed's test predictions over two classes: each scan called its own label where `right`."""
-    called = [label if ok else 1 - label for ok, label in zip(right, labels)]
-    probs = {"prob_A": [float(c == 0) for c in called], "prob_B": [float(c == 1) for c in called]}
-    files = [f"scan{i}.jpeg" for i in range(len(labels))]
-    return pd.DataFrame({"file": files, "patient": patients, "label": labels, **probs})
-
-
-def test_class_recalls_pair_each_ratio_with_r0_on_the_same_patients():
-    labels, patients = [0, 0, 1, 1, 1, 1], [1, 1, 2, 3, 4, 5]  # patient 1 has two scans
-    runs = {
-        0: [predictions([True, False, False, False, False, False], labels, patients)] * 2,
-        100: [  # two seeds: class B's scans all right in one, half right in the other
-            predictions([True, False, True, True, True, True], labels, patients),
-            predictions([True, False, True, True, False, False], labels, patients),
-        ],
-    }
-    recalls = findings.class_recalls(runs).set_index(["ratio", "cls"])
-    assert recalls.loc[(0, "B"), "recall"] == 0 and recalls.loc[(100, "B"), "recall"] == 0.75
-    assert recalls.loc[(100, "B"), "diff"] == 0.75 and recalls.loc[(100, "B"), "n"] == 4
-    assert 0.25 <= recalls.loc[(100, "B"), "low"] < 0.75 < recalls.loc[(100, "B"), "high"] <= 1  # patients resampled
-    assert recalls.loc[(100, "A"), ["recall", "diff", "low", "high"]].tolist() == [0.5, 0, 0, 0]  # unchanged: no spread
-    table = findings.recall_table("x", recalls.reset_index())
-    assert "| B (4) | 0.00 | 0.75 (+0.75; " in table
-    runs[100][1] = runs[100][1].iloc[::-1].reset_index(drop=True)  # the same scans in another order
-    with pytest.raises(ValueError, match="in another order"):
-        findings.class_recalls(runs)
+def test_a_sweep_with_more_classes_gets_its_reports_per_class_recall_table(shown, monkeypatch, tmp_path):
+    """The per-class recall comes from the sweep's own ratio summary (the report's paired intervals); a two-class
+    sweep, whose summary has no recall_<CLASS> columns, gets no table."""
+    ratios = RATIOS.replace("verdict\n", "verdict,recall_DME,recall_DME_delta_low,recall_DME_delta_high\n")
+    ratios = ratios.replace("0.9,,,,,\n", "0.9,,,,,,0.25,,\n").replace("inconclusive\n", "inconclusive,0.5,0.1,0.4\n")
+    ratios = ratios.replace("inferior\n", "inferior,0.0,-0.3,-0.2\n")  # keep25: another cohort, not shown
+    files = {**FILES["ddd"], findings.RATIOS: ratios}
+    monkeypatch.setitem(FILES, "sss", files)
+    swept = exp("sweep-scarce", "sss", "success", "cosine")
+    swept["revs"][0]["data"]["params"]["params.yaml"]["data"]["report"] = {"confidence": 0.9}
+    shown[1]["experiments"].append(swept)
+    saved = tmp_path / "shown.json"
+    saved.write_text(json.dumps(shown))
+    findings.main(["--input", str(saved), "--out", str(tmp_path / "out")])
+    text = (tmp_path / "out" / "findings.md").read_text()
+    assert "Per-class test recall of `scarce`" in text and "with its 90% interval" in text
+    assert "| 0 | 0.250 |" in text and "| 100 | 0.500 (+0.250; +0.100 to +0.400) |" in text
+    assert "-0.300" not in text and "recall of `default`" not in text
 
 
 def test_no_finished_study_is_an_error(shown, tmp_path):
