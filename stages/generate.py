@@ -31,13 +31,13 @@ def main() -> None:
 
     device = setup(params.runtime)
     config, targets = params.generate, params.finetune.target_classes
-    seeds = synthetic_seeds(config)
     files = generator_files(params, args.keep)
     size, classes = params.finetune.image_size, params.prepare.classes
     cohort = cohort_of(params, args.keep, size=size)
     state = PartialState()
     grid, records, seconds = {}, {}, 0.0
-    for target in targets:  # one folder per class; a class-conditional model samples each in turn
+    for index, target in enumerate(targets):  # one folder per class; a class-conditional model samples each in turn
+        seeds = synthetic_seeds(config, index)
         log.info(
             "sampling %d %s scans of cohort keep=%d with %s, %d steps, batch %d on %s",
             len(seeds),
@@ -81,7 +81,7 @@ def main() -> None:
         grid[target] = (real, load_synthetic(files.synthetic / target, seeds[:8], size))
     if not state.is_main_process:  # under accelerate launch, the main process writes the rest
         return
-    images = len(seeds) * len(targets)
+    images = config.num_images * len(targets)
     write_json(
         files.generate_detail,
         {  # timings and counts: no DVC metric, nothing here compares variants

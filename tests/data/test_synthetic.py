@@ -22,6 +22,8 @@ def test_seeds_come_from_params():
         noise_strength=1.0,
     )
     assert synthetic_seeds(config) == [10, 11, 12]
+    # the k-th of several classes: its own range, no noise draw shared with another class
+    assert synthetic_seeds(config, 0) == [10, 11, 12] and synthetic_seeds(config, 2) == [16, 17, 18]
 
 
 def test_load_lists_files_from_seeds_and_resizes_with_a_warning(tmp_path, caplog):

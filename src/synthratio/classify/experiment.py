@@ -88,7 +88,7 @@ def curated_seeds(params: Params, keep: int, synthetic_class: str, *, device: to
     """The seeds of cohort `keep`'s synthetic `synthetic_class` scans that curation keeps: all of them when
     curate.real_quantile is 0, else those the R=0 classifier of curate.classifier_seed calls the class as
     surely as real val scans."""
-    seeds = synthetic_seeds(params.generate)
+    seeds = synthetic_seeds(params.generate, params.finetune.target_classes.index(synthetic_class))
     if not params.curate.real_quantile:
         return Curation(kept=tuple(seeds), rejected=0, threshold=0.0)
     size = params.classifier.image_size

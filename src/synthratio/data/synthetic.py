@@ -16,9 +16,12 @@ from synthratio.layout import synthetic_file
 log = logging.getLogger(__name__)
 
 
-def synthetic_seeds(config: GenerateConfig) -> list[int]:
-    """The seeds of the images `generate` writes: one torch.Generator seed per image."""
-    return list(range(config.first_seed, config.first_seed + config.num_images))
+def synthetic_seeds(config: GenerateConfig, class_index: int = 0) -> list[int]:
+    """The seeds of the images `generate` writes for the `class_index`-th of finetune.target_class: one
+    torch.Generator seed per image. Each class has its own range: from one noise draw a class-conditional model
+    makes nearly the same scan at every class, which would put look-alikes under two labels."""
+    first = config.first_seed + class_index * config.num_images
+    return list(range(first, first + config.num_images))
 
 
 def load_synthetic(folder: Path, seeds: Sequence[int], size: int) -> np.ndarray:
