@@ -112,6 +112,13 @@ def current_params(path: Path = Path("params.yaml")) -> dict:
     return flatten(yaml.safe_load(path.read_text())) if path.is_file() else {}
 
 
+def reference_params(name: str, defaults: dict[str, dict], current: dict) -> dict:
+    """What an experiment's `changed` is measured from: its phase's default run, else the other phase's (both
+    run the same preset), else params.yaml itself (the preset's settings then count as changed too)."""
+    phase = name.partition("-")[0]
+    return defaults.get(phase) or next(iter(defaults.values()), None) or current
+
+
 def findings_of(name: str, rev: str, params: dict, default_params: dict, added: dict | None = None) -> list[Finding]:
     """One experiment's figures: one Finding, or with several synthetic classes one per class, named
     `<variant>:<CLASS>`. `added`: the values of keys the reference run does not have (params.yaml's own; a key
@@ -330,7 +337,7 @@ def main(argv: list[str] | None = None) -> None:
     findings = [
         f
         for name, rev, params in found
-        for f in findings_of(name, rev, params, defaults.get(name.partition("-")[0], params), added)
+        for f in findings_of(name, rev, params, reference_params(name, defaults, added), added)
     ]
     ranked = [f for f in findings if f.phase == "rank"]
     swept = [f for f in findings if f.phase == "sweep"]

@@ -241,3 +241,10 @@ def test_a_key_the_reference_run_lacks_is_changed_only_where_it_differs_from_par
     [on] = findings.findings_of("rank-x", "bbb", {"finetune.seed": 0, "curate.real_quantile": 0.05}, reference, added)
     assert off.changed == "-"
     assert on.changed == "curate.real_quantile=0.05"
+
+
+def test_changed_is_measured_from_the_phases_default_else_the_other_phases_else_params_yaml():
+    defaults = {"sweep": {"finetune.seed": 1}, "rank": {"finetune.seed": 2}}
+    assert findings.reference_params("sweep-x", defaults, {"finetune.seed": 3}) == {"finetune.seed": 1}
+    assert findings.reference_params("sweep-x", {"rank": defaults["rank"]}, {}) == {"finetune.seed": 2}
+    assert findings.reference_params("sweep-x", {}, {"finetune.seed": 3}) == {"finetune.seed": 3}
