@@ -3,7 +3,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from pipeline_helpers import copy_project
 
 REPO = Path(__file__).resolve().parents[1]
 KERMANY_SAMPLE = Path(os.environ.get("SYNTHRATIO_KERMANY_SAMPLE", REPO.parent / "shared" / "kermany-sample"))
@@ -20,10 +19,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "kermany_sample" in getattr(item, "fixturenames", ()):
             item.add_marker("real_sample")
-        if getattr(getattr(item, "module", None), "copy_project", None) is copy_project:
-            # `pytest -n 2 --dist loadgroup`: the modules that copy the one tiny build share a worker, which
-            # builds it once; the other worker takes every other test meanwhile
-            item.add_marker(pytest.mark.xdist_group("tiny_build"))
 
 
 @pytest.fixture(autouse=True)

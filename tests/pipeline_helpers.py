@@ -1,7 +1,8 @@
 """Helpers for tests that run the real pipeline: a temporary copy of the repository on tiny params.
 
-`built_project` runs `dvc repro` once per test session and commits the result; each test module takes its
-own `copy_project` of it, so modules that rerun stages or apply experiments never disturb each other.
+`built_project` runs `dvc repro` once per test process (each `-n 2` worker) and commits the result; each test
+module takes its own `copy_project` of it, so modules that rerun stages or apply experiments never disturb each
+other.
 `stage_env` adds the fault injection of tests/hooks/sitecustomize.py (network block, kill at a write).
 """
 
