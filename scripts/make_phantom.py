@@ -1,19 +1,24 @@
 """Write the embedded default data set, the OCT phantom of params.yaml's `phantom` section, to paths.raw.
 
 Run once on a fresh clone (the quick start does); data.dvc then tracks the folder like any real data set.
+`-S key=value` reads params.yaml as `dvc exp run -S key=value` will leave it (the quick start's smoke preset).
 """
 
 import argparse
 import sys
 
-from synthratio.config import load_params
+from synthratio.config import load_params_with, run_stage
 from synthratio.data.phantom import write_phantom
 from synthratio.runtime import set_progress
 
 
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__).parse_args()  # no options; --help says what the script does
-    params = load_params()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="an override as `dvc exp run -S` takes it, e.g. phantom.patients.train=50",
+    )  # fmt: skip
+    params = load_params_with(parser.parse_args().overrides)
     set_progress(params.runtime.progress)
     raw = params.paths.raw
     if raw.exists() and any(raw.iterdir()):
@@ -25,4 +30,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

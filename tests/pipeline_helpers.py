@@ -1,13 +1,15 @@
 """Helpers for tests that run the real pipeline: a temporary copy of the repository on tiny params.
 
-`built_project` runs `dvc repro` once per test process (each `-n 2` worker) and commits the result; each test
-module takes its own `copy_project` of it, so modules that rerun stages or apply experiments never disturb each
-other.
+`built_project` runs `dvc repro` once per test run (one worker builds, the others wait for it) and commits the
+result; each test that reruns stages or applies experiments takes its own `copy_project` of it, so no test sees
+what another left behind, whatever the order or the worker.
 `stage_env` adds the fault injection of tests/hooks/sitecustomize.py (network block, kill at a write).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import socket
@@ -17,7 +19,9 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+import pandas as pd
 import yaml
+from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[1]
 HOOKS = Path(__file__).resolve().parent / "hooks"
@@ -77,6 +81,34 @@ def stage_env(tmp: Path, *, block_network: bool = False, kill: tuple[str, str, i
     return env
 
 
+# What a stage must not import before it has read and checked params.yaml: each takes a second or more.
+HEAVY_MODULES = ("torch", "torchvision", "diffusers", "transformers", "accelerate", "sklearn", "scipy", "pandas",
+                 "matplotlib", "dvc")  # fmt: skip
+# Runs a script as `python script args` would, and writes the names of the modules it had imported when it exited
+# (by error or not) to the file $SYNTHRATIO_TEST_IMPORTS.
+_RECORD_IMPORTS = """import atexit, os, runpy, sys
+atexit.register(lambda: open(os.environ["SYNTHRATIO_TEST_IMPORTS"], "w").write("\\n".join(sorted(sys.modules))))
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def run_recording_imports(
+    script: Path, args: list[str], cwd: Path, record: Path
+) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """Run `script` with `args` in `cwd` (no check): its result, and the modules it had imported when it exited,
+    recorded in `record` (a file outside `cwd`)."""
+    command = [sys.executable, "-c", _RECORD_IMPORTS, str(script), *args]
+    done = run(command, cwd, {"SYNTHRATIO_TEST_IMPORTS": str(record)}, check=False)
+    imported = set(record.read_text().split()) if record.is_file() else set()
+    assert "synthratio.config" in imported, f"no imports recorded for {script}: {done.stderr[-2000:]}"
+    return done, imported
+
+
+def heavy_imports(imported: set[str]) -> list[str]:
+    return [name for name in HEAVY_MODULES if name in imported]
+
+
 def read_log(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.is_file() else []
 
@@ -86,11 +118,9 @@ def commit_all(root: Path, message: str) -> None:
     run(["git", *GIT_USER, "commit", "-qm", message], root)
 
 
-def tiny_project(root: Path, overrides: Mapping[str, Mapping] = TINY) -> Path:
-    """The repository's files (tracked and untracked, not ignored) in `root` with `overrides` applied to
-    params.yaml, committed to a fresh git repository, and the phantom written to data/raw. Nothing run yet.
-
-    data.dvc keeps the default phantom's hash: repro records the tiny phantom's, as it does for real data."""
+def project_files() -> list[str]:
+    """The repository's files git would commit (tracked and untracked, not ignored), without the committed
+    results (dvc.lock, metrics/, plots/): what a tiny project is made of."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
         cwd=REPO,
@@ -98,11 +128,21 @@ def tiny_project(root: Path, overrides: Mapping[str, Mapping] = TINY) -> Path:
         text=True,
         check=True,
     ).stdout.split("\0")
-    for name in filter(None, listed):
-        source = REPO / name
-        if source.is_file() and not name.startswith(("metrics/", "plots/")) and name != "dvc.lock":
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, root / name)
+    return sorted(
+        name
+        for name in filter(None, listed)
+        if (REPO / name).is_file() and not name.startswith(("metrics/", "plots/")) and name != "dvc.lock"
+    )
+
+
+def tiny_project(root: Path, overrides: Mapping[str, Mapping] = TINY) -> Path:
+    """The repository's files (tracked and untracked, not ignored) in `root` with `overrides` applied to
+    params.yaml, committed to a fresh git repository, and the phantom written to data/raw. Nothing run yet.
+
+    data.dvc keeps the default phantom's hash: repro records the tiny phantom's, as it does for real data."""
+    for name in project_files():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, root / name)
     params = yaml.safe_load((root / "params.yaml").read_text())
     for section, values in overrides.items():
         params[section].update(values)
@@ -113,18 +153,36 @@ def tiny_project(root: Path, overrides: Mapping[str, Mapping] = TINY) -> Path:
     return root
 
 
-_BUILT: dict[str, Path] = {}
+def build_key(overrides: Mapping[str, Mapping] = TINY) -> str:
+    """Hash of what the tiny build is made from: the files tiny_project copies and the overrides."""
+    digest = hashlib.sha256(json.dumps(overrides, sort_keys=True).encode())
+    for name in project_files():
+        digest.update(name.encode() + b"\0" + (REPO / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def shared_temp(tmp_path_factory) -> Path:
+    """The temporary folder every worker of this test run shares: the run's base under `pytest -n`, whose
+    workers each get a folder below it, else this process's own."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
 def built_project(tmp_path_factory) -> Path:
-    """The tiny project after one `dvc repro`, with dvc.lock, metrics and plots committed. Built once per
-    session and shared: copy it (`copy_project`) before running anything in it."""
-    if "tiny" not in _BUILT:
-        root = tiny_project(tmp_path_factory.mktemp("built"))
-        run(["dvc", "repro"], root)
-        commit_all(root, "repro")
-        _BUILT["tiny"] = root
-    return _BUILT["tiny"]
+    """The tiny project after one `dvc repro`, with dvc.lock, metrics and plots committed: built once per test
+    run and shared by every worker (the first to ask builds it under a file lock, the others wait), keyed by
+    build_key so a stale build is never reused. Read only: copy it (`copy_project`) before running anything."""
+    root = shared_temp(tmp_path_factory) / f"tiny-{build_key()}"
+    done = root.with_name(root.name + ".done")  # beside, not inside: no untracked file in the project
+    with FileLock(str(root) + ".lock"):
+        if not done.exists():
+            shutil.rmtree(root, ignore_errors=True)  # what a worker that died mid-build left
+            root.mkdir()
+            tiny_project(root)
+            run(["dvc", "repro"], root)
+            commit_all(root, "repro")
+            done.touch()
+    return root
 
 
 def copy_project(tmp_path_factory, name: str) -> Path:
@@ -139,6 +197,12 @@ def copy_project(tmp_path_factory, name: str) -> Path:
     return target
 
 
+def train_patients(project: Path, label: str = "CNV") -> set[int]:
+    """Raw patient ids of the prepared training scans of `label`, read from index.csv."""
+    index = pd.read_csv(project / "data/prepared/index.csv")
+    return set(index.loc[(index["split"] == "train") & (index["class"] == label), "patient_id"])
+
+
 def stage_names(project: Path, prefix: str) -> list[str]:
     """Names of the stages in `project`'s dvc.yaml that start with `prefix` (e.g. "train_classifier@50")."""
     listed = run(["dvc", "stage", "list", "--name-only"], project).stdout.split()
@@ -148,6 +212,32 @@ def stage_names(project: Path, prefix: str) -> list[str]:
 def ran_stages(output: str) -> list[str]:
     """Stages that `dvc repro`/`dvc exp run` output says it ran."""
     return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
+
+
+def unchanged_stages(output: str) -> list[str]:
+    """Stages that `dvc repro` output says it skipped ("Stage 'x' didn't change, skipping")."""
+    return [
+        line.split("'")[1] for line in output.splitlines() if line.startswith("Stage '") and "didn't change" in line
+    ]
+
+
+def assert_nothing_ran(project: Path, output: str, stages: list[str] | None = None) -> None:
+    """`dvc repro` output ran no stage and named each of `stages` (default: every stage of dvc.yaml) unchanged.
+    The second half is the positive control: were DVC's wording not the one ran_stages reads, it would fail."""
+    expected = stages if stages is not None else stage_names(project, "")
+    assert ran_stages(output) == [], output
+    assert sorted(unchanged_stages(output)) == sorted(expected), output
+
+
+def start_queue(project: Path, jobs: int) -> None:
+    """`dvc queue start -j jobs`, its output in .dvc/tmp/queue-start.log: the workers it leaves running in the
+    background would hold a captured stdout open, and `run` would wait for them to exit rather than for dvc."""
+    log = project / ".dvc" / "tmp" / "queue-start.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as out:
+        done = subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=project, env=base_env(), stdout=out,
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert done.returncode == 0, f"dvc queue start failed ({done.returncode}):\n{log.read_text()[-3000:]}"
 
 
 def wait_for_queue(project: Path, names: list[str], timeout: float) -> str:

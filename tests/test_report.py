@@ -356,6 +356,23 @@ def test_markdown_report_prints_every_figure_of_the_table():
     ]) + "\n"  # fmt: skip
 
 
+@pytest.mark.parametrize("preset", ["recipe", "smoke"])
+def test_a_smoke_run_says_so_on_the_first_line_of_the_answer_and_the_report(preset: str):
+    """quickstart.sh's smoke preset: its numbers are never read as the recipe's; the recipe's answer is unchanged."""
+    summary = {"metric": "accuracy", "margin": 0.02, "confidence": 0.95, "mode": "replace", "preset": preset,
+               "keep100": BLOCK}  # fmt: skip
+    table = pd.DataFrame([{"family": "keep100", "x": 0, "synthetic_share": 0.0, "accuracy": 0.9, "accuracy_low": 0.88,
+                           "accuracy_high": 0.92, "log_loss": 0.3, "log_loss_low": 0.25, "log_loss_high": 0.35,
+                           "f1": 0.89, "auroc": 0.95, "ece": 0.05}])  # fmt: skip
+    first = terminal_summary(summary, {}, "plots").splitlines()[0]
+    report = markdown_report(summary, table, {}).splitlines()
+    if preset == "recipe":
+        assert first.startswith("R_max: ") and report[2].startswith("mix.mode = ")
+    else:
+        assert first.startswith("SMOKE PRESET (report.preset=smoke") and "not the recipe's answer" in first
+        assert report[2] == f"**{first}**" and report[4].startswith("mix.mode = ")
+
+
 def test_markdown_report_states_a_shown_verdict_on_the_metric_it_was_decided_on():
     """A family whose sequence never stopped: its sentence under the heading names the decision metric
     (log-loss here) in the bound it quotes, as the settings line above it does."""

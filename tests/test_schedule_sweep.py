@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from pipeline_helpers import REPO, copy_project, run, wait_for_queue
+from pipeline_helpers import REPO, copy_project, run, start_queue, wait_for_queue
 
 spec = importlib.util.spec_from_file_location("rank_experiments", REPO / "scripts" / "rank_experiments.py")
 rank_experiments = sys.modules["rank_experiments"] = importlib.util.module_from_spec(spec)
@@ -104,7 +104,7 @@ def sweep(tmp_path_factory) -> tuple[Path, str, float]:
         setting = f"finetune.beta_schedule={schedule}"
         run(["dvc", "exp", "run", "--queue", "-n", name, "-S", setting, "evaluate_synthetic@100"], project)
     started = time.monotonic()
-    run(["dvc", "queue", "start", "-j", "2"], project)
+    start_queue(project, jobs=2)
     status = wait_for_queue(project, list(VARIANTS), QUEUE_TIMEOUT)
     seconds = time.monotonic() - started
     for name in VARIANTS:

@@ -43,6 +43,7 @@ MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
 Arch = Literal["simple_cnn", "resnet18", "resnet50", "efficientnet_b0", "convnext_tiny", "vit_b_16"]
 MixMode = Literal["replace", "add", "data"]
 ReportMetric = Literal["accuracy", "log_loss", "auroc"]
+Preset = Literal["recipe", "smoke"]
 
 CLASS_NAMES = get_args(ClassName)
 SAMPLERS = get_args(Sampler)
@@ -530,6 +531,7 @@ class ReportConfig:
     bootstrap: int
     permutations: int
     seed: int
+    preset: Preset = "recipe"  # smoke: quickstart.sh's settings, named on the report's first line
 
     def __post_init__(self) -> None:
         _check_choices("report", self)
@@ -757,6 +759,22 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except yaml.YAMLError as error:
         raise ParamsError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
     return params_from_dict(raw or {})
+
+
+def load_params_with(overrides: Sequence[str], path: str | Path = "params.yaml") -> Params:
+    """params.yaml as `dvc exp run -S override ...` would leave it, without changing the file: for a script that
+    must see an experiment's settings before DVC applies them (scripts/make_phantom.py in quickstart.sh)."""
+    if not overrides:
+        return load_params(path)
+    if check_params(path, overrides) != 1:
+        raise ParamsError(f"params.yaml: -S {' -S '.join(overrides)}: a sweep of several sets; expected one")
+    from dvc.utils.hydra import apply_overrides  # DVC's own code, as in check_params
+
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / "params.yaml"
+        copy.write_text(_read(Path(path)))
+        apply_overrides(copy, list(overrides))
+        return load_params(copy)
 
 
 def run_stage(main: Callable[[], None]) -> None:

@@ -239,7 +239,13 @@ def summarize(
     table = pd.concat([_compare(family, config, classes) for family in all_families], ignore_index=True)
     tested = table["x"] > 0
     table.loc[tested, "p_holm"] = holm(table.loc[tested, "p"].tolist())
-    summary: dict = {"metric": config.metric, "margin": config.margin, "confidence": config.confidence, "mode": mode}
+    summary: dict = {
+        "metric": config.metric,
+        "margin": config.margin,
+        "confidence": config.confidence,
+        "mode": mode,
+        "preset": config.preset,
+    }
     for family in all_families:
         if family.decides:
             summary[family.name] = _decision(family, table[table["family"] == family.name], config)
@@ -254,6 +260,18 @@ def headline(summary: dict) -> dict:
     return settings | {
         name: {key: block[key] for key in HEADLINE_KEYS} for name, block in summary.items() if isinstance(block, dict)
     }
+
+
+def preset_warning(summary: dict) -> list[str]:
+    """The line a run of a preset other than the recipe starts with, so its numbers are never quoted as the
+    recipe's (summaries written before report.preset existed are the recipe's)."""
+    if summary.get("preset", "recipe") == "recipe":
+        return []
+    return [
+        f"SMOKE PRESET (report.preset={summary['preset']}, quickstart.sh): a smaller phantom and fewer generator "
+        "steps, images and epochs than the recipe in params.yaml. It shows the pipeline working end to end in "
+        "minutes; its numbers are not the recipe's answer."
+    ]
 
 
 def verdict_sentence(name: str, block: dict, *, metric: str, margin: float, confidence: float) -> str:
@@ -294,6 +312,7 @@ def markdown_report(summary: dict, table: pd.DataFrame, synthetic: dict[int | st
     lines = [
         "# Ratio sweep",
         "",
+        *(text for line in preset_warning(summary) for text in (f"**{line}**", "")),
         f"mix.mode = {summary['mode']}; decided on {metric} at margin {margin:g}; intervals: {confidence:.0%} "
         "bootstrap over test patients crossed with seeds; p: patient-level sign-flip permutation test of the "
         "seed-averaged paired difference, Holm-adjusted over every comparison.",
@@ -397,6 +416,7 @@ def terminal_summary(summary: dict, synthetic: dict[int | str, dict], plots: str
     figures beside their floors, and where the report and figures are."""
     metric, margin, confidence = summary["metric"], summary["margin"], summary["confidence"]
     lines = [
+        *preset_warning(summary),
         f"R_max: largest R shown non-inferior to R=0 on {metric} at margin {margin:g} ({confidence:.0%} one-sided):"
     ]
     for name, block in summary.items():

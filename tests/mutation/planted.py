@@ -4,6 +4,7 @@ copy and fail on the planted one; mutmut cannot make most of these (a dropped st
 
     python tests/mutation/planted.py            every plant
     python tests/mutation/planted.py NAME ...   the plants whose name contains NAME
+    python tests/mutation/planted.py --exact NAME ...   the plants named NAME exactly
 
 One pytest process per worker (SYNTHRATIO_MUTATION_WORKERS, default 2: a worker per core), one thread each,
 each worker in its own scratch copy; the source tree is never touched.
@@ -217,7 +218,9 @@ def plant_and_test(root: Path, plant: Plant) -> tuple[bool, str]:
 
 
 def main(names: list[str]) -> int:
-    plants = [p for p in PLANTS if not names or any(n in p.name for n in names)]
+    exact = names[:1] == ["--exact"]
+    names = names[exact:]
+    plants = [p for p in PLANTS if not names or any(n == p.name if exact else n in p.name for n in names)]
     workers = max(1, min(int(os.environ.get("SYNTHRATIO_MUTATION_WORKERS", "2")), len(plants)))
     with tempfile.TemporaryDirectory(prefix="synthratio-planted-") as scratch:
         copies: SimpleQueue[Path] = SimpleQueue()  # a worker takes a copy for one plant, then puts it back

@@ -21,14 +21,7 @@ globs=()
 for arg in "$@"; do
     case "$arg" in
         --keep) keep=1 ;;
-        --fast) globs+=(
-            'synthratio.data.ingest.x__union_patients__mutmut_*'
-            'synthratio.data.ingest.x_assign_patient_splits__mutmut_*'
-            'synthratio.data.ingest.x__drop_leaks__mutmut_*'
-            'synthratio.data.cohort.x_cohort_patients__mutmut_*'
-            'synthratio.inference.x_non_inferiority__mutmut_*'
-            'synthratio.inference.x_fixed_sequence__mutmut_*'
-        ) ;;
+        --fast) mapfile -t -O "${#globs[@]}" globs < <("$python" "$repo/tests/mutation/record.py" --fast-globs) ;;  # the CI subset
         *) globs+=("$arg") ;;
     esac
 done
