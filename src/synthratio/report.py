@@ -269,7 +269,7 @@ def preset_warning(summary: dict) -> list[str]:
         return []
     return [
         f"SMOKE PRESET (report.preset={summary['preset']}, quickstart.sh): a smaller phantom and fewer generator "
-        "steps, images and epochs than the recipe in params.yaml. It shows the pipeline working end to end in "
+        "steps and images than the recipe in params.yaml. It shows the pipeline working end to end in "
         "minutes; its numbers are not the recipe's answer."
     ]
 
