@@ -417,7 +417,7 @@ def terminal_summary(summary: dict, synthetic: dict[int | str, dict], plots: str
     metric, margin, confidence = summary["metric"], summary["margin"], summary["confidence"]
     lines = [
         *preset_warning(summary),
-        f"R_max: largest R shown non-inferior to R=0 on {metric} at margin {margin:g} ({confidence:.0%} one-sided):"
+        f"R_max: largest R shown non-inferior to R=0 on {metric} at margin {margin:g} ({confidence:.0%} one-sided):",
     ]
     for name, block in summary.items():
         if isinstance(block, dict):
