@@ -118,9 +118,9 @@ def commit_all(root: Path, message: str) -> None:
     run(["git", *GIT_USER, "commit", "-qm", message], root)
 
 
-def project_files() -> list[str]:
-    """The repository's files git would commit (tracked and untracked, not ignored), without the committed
-    results (dvc.lock, metrics/, plots/): what a tiny project is made of."""
+def project_files(with_results: bool = False) -> list[str]:
+    """The repository's files git would commit (tracked and untracked, not ignored): what a tiny project is made
+    of, so without the committed results (dvc.lock, metrics/, plots/) unless `with_results`."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
         cwd=REPO,
@@ -131,8 +131,16 @@ def project_files() -> list[str]:
     return sorted(
         name
         for name in filter(None, listed)
-        if (REPO / name).is_file() and not name.startswith(("metrics/", "plots/")) and name != "dvc.lock"
+        if (REPO / name).is_file()
+        and (with_results or (not name.startswith(("metrics/", "plots/")) and name != "dvc.lock"))
     )
+
+
+def copy_repository(root: Path, with_results: bool = False) -> None:
+    """project_files(with_results) copied into `root`, as they are in the working tree."""
+    for name in project_files(with_results):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, root / name)
 
 
 def tiny_project(root: Path, overrides: Mapping[str, Mapping] = TINY) -> Path:
@@ -140,9 +148,7 @@ def tiny_project(root: Path, overrides: Mapping[str, Mapping] = TINY) -> Path:
     params.yaml, committed to a fresh git repository, and the phantom written to data/raw. Nothing run yet.
 
     data.dvc keeps the default phantom's hash: repro records the tiny phantom's, as it does for real data."""
-    for name in project_files():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, root / name)
+    copy_repository(root)
     params = yaml.safe_load((root / "params.yaml").read_text())
     for section, values in overrides.items():
         params[section].update(values)

@@ -9,11 +9,10 @@ the bytes a rerun on another CPU would give."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import yaml
-from pipeline_helpers import GIT_USER, REPO, commit_all, project_files, run
+from pipeline_helpers import GIT_USER, REPO, commit_all, copy_repository, run
 
 
 def stale_stages(project: Path) -> dict[str, list[str]]:
@@ -48,6 +47,10 @@ def stale_stages(project: Path) -> dict[str, list[str]]:
     return stale
 
 
+def listed(stale: dict[str, list[str]]) -> str:
+    return "\n".join(f"  {stage}: {'; '.join(changes)}" for stage, changes in sorted(stale.items()))
+
+
 def clone_of_head(target: Path) -> Path:
     run(["git", "clone", "-q", str(REPO), str(target)], target.parent)
     return target
@@ -57,8 +60,7 @@ def test_dvc_lock_matches_the_committed_code_and_params(tmp_path: Path):
     project = clone_of_head(tmp_path / "head")
     stale = stale_stages(project)
     assert not stale, (
-        "dvc.lock is stale: rerun these stages (`dvc repro`) and commit dvc.lock, metrics/ and plots/:\n"
-        + "\n".join(f"  {stage}: {'; '.join(changes)}" for stage, changes in sorted(stale.items()))
+        f"dvc.lock is stale: rerun these stages (`dvc repro`), commit dvc.lock, metrics/, plots/:\n{listed(stale)}"
     )
 
 
@@ -66,17 +68,11 @@ def test_the_working_trees_dvc_lock_matches_its_code_and_params(tmp_path: Path):
     """The same for what is on disk, committed or not (after the quick start: its smoke run's lock and params): a
     stage's code edited since the last run is found before it is committed."""
     project = tmp_path / "workspace"
-    results = ["dvc.lock", *(str(path.relative_to(REPO)) for folder in ("metrics", "plots") for path in
-                             sorted((REPO / folder).rglob("*")) if path.is_file())]  # fmt: skip
-    for name in [*project_files(), *results]:
-        (project / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, project / name)
+    copy_repository(project, with_results=True)
     run(["git", "init", "-q"], project)
     commit_all(project, "workspace")
     stale = stale_stages(project)
-    assert not stale, "the workspace's dvc.lock is stale: rerun these stages (`dvc repro`):\n" + "\n".join(
-        f"  {stage}: {'; '.join(changes)}" for stage, changes in sorted(stale.items())
-    )
+    assert not stale, f"the workspace's dvc.lock is stale: rerun these stages (`dvc repro`):\n{listed(stale)}"
 
 
 def test_the_stale_lock_check_names_what_changed(tmp_path: Path):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,6 +24,16 @@ from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[2]
 RECORD = Path(__file__).with_name("passed.json")
+
+# When the pytest wrappers (test_mutation.py, test_planted.py) run: SYNTHRATIO_MUTATION=1 what is stale, =force all
+ASKED = os.environ.get("SYNTHRATIO_MUTATION", "") not in ("", "0")
+FORCED = os.environ.get("SYNTHRATIO_MUTATION") == "force"
+# a worker per core, but one under `pytest -n 2`, whose other worker keeps the second core busy
+WORKERS = os.environ.get("SYNTHRATIO_MUTATION_WORKERS") or ("1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
+# the mutants' and plants' own pytest runs are not xdist workers: they do not inherit its variables
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")} | {
+    "SYNTHRATIO_MUTATION_WORKERS": WORKERS
+}
 
 # The CI subset (run.sh --fast): patient split, linked-patient merge, leaks, cohorts, verdict, R_max.
 FAST_GLOBS: dict[str, list[str]] = {

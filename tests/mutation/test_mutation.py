@@ -3,23 +3,14 @@ the non-inferiority verdict and R_max). Minutes, so it runs only when asked (tes
 SYNTHRATIO_MUTATION=1 (CI) runs the modules whose code or tests changed since their last passing run, recorded
 in tests/mutation/passed.json; =force runs the whole subset. A passing run records what it covered."""
 
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
-from record import FAST_GLOBS, mutation_keys, record_passed, stale
+from record import ASKED, ENV, FAST_GLOBS, FORCED, mutation_keys, record_passed, stale
 
 HERE = Path(__file__).resolve().parent
-ASKED = os.environ.get("SYNTHRATIO_MUTATION", "") not in ("", "0")
-FORCED = os.environ.get("SYNTHRATIO_MUTATION") == "force"
 pytestmark = pytest.mark.skipif(not ASKED, reason="mutation testing takes minutes: set SYNTHRATIO_MUTATION=1 to run it")
-# a worker per core, but one under `pytest -n 2`, whose other worker keeps the second core busy
-WORKERS = os.environ.get("SYNTHRATIO_MUTATION_WORKERS") or ("1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
-# the mutants' and plants' own pytest runs are not xdist workers: they do not inherit its variables
-ENV = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")} | {
-    "SYNTHRATIO_MUTATION_WORKERS": WORKERS
-}
 
 
 def test_every_mutant_of_the_fast_subset_is_killed_or_explained(tmp_path: Path):
