@@ -1,8 +1,12 @@
 """Rank DVC experiments by a synthetic-vs-real distance, best first, with the params each one changed.
 
-    python scripts/rank_experiments.py                      # domain FID of the keep-100 generator, lower is better
-    python scripts/rank_experiments.py --metric metrics/synthetic/keep_25.json:detector_auroc
+    python scripts/rank_experiments.py                      # domain FID of the keep-100 generators, lower is better
+    python scripts/rank_experiments.py --metric 'metrics/synthetic/keep_25_gen_*.json:detector_auroc'
     python scripts/rank_experiments.py --metric metrics/summary.json:keep100.r_max --order desc
+
+A metrics path with a wildcard ranks by the mean over every file it matches: by default the mean over the
+regime's generator seeds, so a variant is ranked as a recipe, not by one lucky generator (the table says
+how many were averaged and their range).
 
 Reads `dvc exp show --json` (run here, or a saved copy with --input). Every baseline commit shown and every
 finished experiment derived from it is ranked; the changed params are those that differ from the
@@ -13,6 +17,7 @@ metric, are listed after the ranking, never ranked.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import math
 import subprocess
@@ -21,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-DEFAULT_METRIC = "metrics/synthetic/keep_100.json:domain_fid"
+DEFAULT_METRIC = "metrics/synthetic/keep_100_gen_*.json:domain_fid"
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,8 @@ class Variant:
     name: str  # experiment name, or "baseline <rev>" for a commit
     rev: str  # git sha
     state: str  # success | queued | running | failed
-    value: float | None  # the metric; None when it is missing or not finite
+    value: float | None  # the metric (mean over the files matched); None when one is missing or not finite
+    spread: tuple[float, ...] = ()  # each matched file's value, when a wildcard matched several
     changed: dict[str, Any] = field(default_factory=dict)  # dotted param -> value, where it differs from the baseline
 
 
@@ -49,18 +55,32 @@ def _files(data: dict | None, kind: str) -> dict[str, dict]:
     return {path: flatten(result.get("data") or {}) for path, result in files.items()}
 
 
-def metric_value(data: dict | None, metric: str) -> float | None:
-    """`path:key` as in `dvc exp show --sort-by` (nested keys dotted, `keep100.r_max`); a bare key is looked up
-    in every metrics file."""
+def metric_values(data: dict | None, metric: str) -> list[float] | None:
+    """`path:key` as in `dvc exp show --sort-by` (nested keys dotted, `keep100.r_max`), in every metrics file
+    the path matches (shell wildcards; a bare key: the first file that has it); None when none has it or a
+    value is not a finite number."""
     path, _, key = metric.rpartition(":")
+    found = []
     for name, values in _files(data, "metrics").items():
         values = flatten(values)
-        if (not path or name == path) and key in values:
-            value = values[key]
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                return float(value)
-            return None
-    return None
+        if (not path or fnmatch.fnmatchcase(name, path)) and key in values:
+            found.append(values[key])
+            if not path:
+                break
+    if not found or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in found
+    ):
+        return None
+    return [float(v) for v in found]
+
+
+def ranked_variant(
+    name: str, rev: str, state: str, data: dict | None, metric: str, changed: dict | None = None
+) -> Variant:
+    values = metric_values(data, metric)
+    mean = None if values is None else sum(values) / len(values)
+    spread = tuple(values) if values is not None and len(values) > 1 else ()
+    return Variant(name, rev, state, mean, spread, changed or {})
 
 
 def _params(data: dict | None) -> dict[str, Any]:
@@ -80,24 +100,15 @@ def collect(shown: list[dict], metric: str) -> list[Variant]:
             continue
         base_params = _params(baseline.get("data"))
         label = baseline.get("name") or baseline["rev"][:7]
-        variants.append(
-            Variant(f"baseline {label}", baseline["rev"], "success", metric_value(baseline.get("data"), metric))
-        )
+        variants.append(ranked_variant(f"baseline {label}", baseline["rev"], "success", baseline.get("data"), metric))
         for exp_range in baseline.get("experiments") or []:
             executor = exp_range.get("executor") or {}
             for exp in exp_range.get("revs") or []:
                 params = _params(exp.get("data"))
                 changed = {k: v for k, v in params.items() if base_params.get(k, object()) != v}
                 state = executor.get("state") or ("failed" if exp.get("error") else "success")
-                variants.append(
-                    Variant(
-                        exp_range.get("name") or exp.get("name") or exp["rev"][:7],
-                        exp["rev"],
-                        state,
-                        metric_value(exp.get("data"), metric),
-                        changed,
-                    )
-                )
+                name = exp_range.get("name") or exp.get("name") or exp["rev"][:7]
+                variants.append(ranked_variant(name, exp["rev"], state, exp.get("data"), metric, changed))
     return variants
 
 
@@ -125,7 +136,11 @@ def format_table(ranked: list[Variant], rest: list[Variant], metric: str, order:
     ]
     for place, variant in enumerate(ranked, 1):
         changed = ", ".join(f"{k}={_format_value(v)}" for k, v in sorted(variant.changed.items())) or "-"
-        lines.append(f"| {place} | {variant.name} | {variant.value:.6g} | {changed} |")
+        spread = variant.spread
+        value = f"{variant.value:.6g}" + (
+            f" (mean of {len(spread)}: {min(spread):.4g} to {max(spread):.4g})" if spread else ""
+        )
+        lines.append(f"| {place} | {variant.name} | {value} | {changed} |")
     if not ranked:
         lines.append(f"| - | no finished experiment has {metric} | | |")
     for variant in rest:

@@ -1,17 +1,11 @@
 """Stage baseline@keep: the real-only classifiers (R=0, one per seed) on cohort `keep` of the real CNV
 patients. They never read synthetic data, so a new generator does not rerun them."""
 
-import argparse
-
-from synthratio.config import load_params, run_stage
+from synthratio.config import load_params, run_stage, stage_arguments
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "--keep", type=int, required=True, help="cohort: percent of the real CNV training patients, 1..100"
-    )
-    args = parser.parse_args()
+    args = stage_arguments(__doc__, generator=False)
     params = load_params()
     # imported once params.yaml is read and checked: torch, diffusers and sklearn take seconds to import
     from synthratio.classify.experiment import check_run, run_ratio

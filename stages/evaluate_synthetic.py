@@ -1,14 +1,14 @@
-"""Stage evaluate_synthetic@keep: cohort `keep`'s synthetic scans against held-out real scans of the
-generator's class: FID, KID, precision/recall/density/coverage (each beside its patient-disjoint
-real-vs-real floor), memorized share and a synthetic-vs-real detector's AUROC, in the feature space of the
-cohort's own real-only classifier. With curation on, the scans curation keeps, and how many it rejected.
-With several classes in finetune.target_class, each class against its own real scans, keyed by class."""
+"""Stage evaluate_synthetic@keep-generator: the synthetic scans of cohort `keep`'s generator of seed
+`generator` against held-out real scans of the generator's class: FID, KID, precision/recall/density/coverage
+(each beside its patient-disjoint real-vs-real floor), the copying test and a synthetic-vs-real detector's
+AUROC, in the feature space of the cohort's own real-only classifier. With curation on, the scans curation
+keeps, and how many it rejected. With several classes in finetune.target_class, each class against its own
+real scans, keyed by class."""
 
-import argparse
 import tempfile
 from pathlib import Path
 
-from synthratio.config import load_params, run_stage
+from synthratio.config import check_generator, load_params, run_stage, stage_arguments
 
 # compared across generator variants: distance and recall beside their real-vs-real floors, the detector, copies
 SYNTHETIC_HEADLINE = (
@@ -19,16 +19,14 @@ SYNTHETIC_HEADLINE = (
     "detector_auroc",
     "memorized_share_features",
     "memorized_share_features_floor",
+    "copying_p_features",
 )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "--keep", type=int, required=True, help="cohort: percent of the real CNV training patients, 1..100"
-    )
-    args = parser.parse_args()
+    args = stage_arguments(__doc__)
     params = load_params()
+    check_generator(params, args.generator)
     # imported once params.yaml is read and checked: torch, diffusers and sklearn take seconds to import
     from synthratio.classify.experiment import curated_seeds, load_classifier
     from synthratio.data.cohort import cohort_of
@@ -39,7 +37,7 @@ def main() -> None:
 
     device = setup(params.runtime)
     config, targets, classes = params.evaluate, params.finetune.target_classes, params.prepare.classes
-    files = generator_files(params, args.keep)
+    files = generator_files(params, args.keep, args.generator)
     size = params.finetune.image_size
     # Real scans at the generator's size: both sets reach the encoder through the same resize, and pixel
     # distances compare like with like. Memorization compares with what this generator learned from.
@@ -52,7 +50,9 @@ def main() -> None:
         real = load_heldout(
             params.paths.prepared, config.real_split, size, label=label, train=cohort.images[cohort.labels == label]
         )
-        curation = curated_seeds(params, args.keep, target, device=device)  # the scans the sweep mixes in are scored
+        curation = curated_seeds(
+            params, args.keep, args.generator, target, device=device
+        )  # the scans the sweep mixes in are scored
         synthetic = [synthetic_file(files.synthetic / target, seed) for seed in curation.kept]
         with tempfile.TemporaryDirectory() as workdir:
             metrics = evaluate_synthetic(
@@ -67,7 +67,7 @@ def main() -> None:
                 confidence=params.report.confidence,
             )
         per_class[target] = {**metrics, **curation.to_dict()}
-    figures = {"keep": args.keep, "real_split": config.real_split}
+    figures = {"keep": args.keep, "generator": args.generator, "real_split": config.real_split}
     if len(targets) == 1:  # one class: its figures at the top level, the columns every variant shares
         write_metrics(files.synthetic_metrics, {**figures, **per_class[targets[0]]}, SYNTHETIC_HEADLINE)
         return

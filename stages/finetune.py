@@ -1,20 +1,18 @@
-"""Stage finetune@keep: train the diffusion model (pixel or latent backend) on the real training scans of
-cohort `keep`, the patients that regime's classifiers may see, and no others."""
+"""Stage finetune@keep-generator: train the diffusion model (pixel or latent backend) from seed `generator`
+(weight init, data order, training noise) on the real training scans of cohort `keep`, the patients that
+regime's classifiers may see, and no others."""
 
-import argparse
 import contextlib
 import shutil
+from dataclasses import replace
 
-from synthratio.config import load_params, run_stage
+from synthratio.config import check_generator, load_params, run_stage, stage_arguments
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "--keep", type=int, required=True, help="cohort: percent of the real CNV training patients, 1..100"
-    )
-    args = parser.parse_args()
+    args = stage_arguments(__doc__)
     params = load_params()
+    check_generator(params, args.generator)
     # imported once params.yaml is read and checked: torch, diffusers and sklearn take seconds to import
     import numpy as np
     from accelerate import PartialState
@@ -27,13 +25,13 @@ def main() -> None:
     from synthratio.runtime import open_live, setup, write_metrics
 
     device = setup(params.runtime)
-    config, classes = params.finetune, params.prepare.classes
+    config, classes = replace(params.finetune, seed=args.generator), params.prepare.classes
     cohort = cohort_of(params, args.keep, size=config.image_size)
     if config.backend == "pixel":
         train = train_pixel
     else:
         from synthratio.diffusion.latent import train_latent as train  # imports peft and transformers
-    files = generator_files(params, args.keep)
+    files = generator_files(params, args.keep, args.generator)
     # Under a launcher every process trains; one logs, saves and writes (two dvclive loggers or two
     # pipeline saves racing on the same files corrupt them).
     main_process = PartialState(cpu=device.type == "cpu").is_main_process  # as train_diffusion's Accelerator
@@ -59,6 +57,7 @@ def main() -> None:
         files.finetune_metrics,
         {
             "keep": args.keep,
+            "generator": args.generator,
             "final_loss": round(float(np.mean(tail)), 6),
             "steps": len(result.losses),
             "resumed_from_step": result.resumed_from_step,

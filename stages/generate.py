@@ -1,22 +1,20 @@
-"""Stage generate@keep: one synthetic scan per seed and class of finetune.target_class from cohort `keep`'s
-generator, <synthetic>/keep_<keep>/<CLASS>/<seed:06d>.png, and a real-vs-synthetic grid."""
+"""Stage generate@keep-generator: one synthetic scan per image seed and class of finetune.target_class from
+the generator of cohort `keep` and seed `generator`, <synthetic>/keep_<keep>_gen_<generator>/<CLASS>/<seed:06d>.png,
+and a real-vs-synthetic grid. Image seeds are the same for every generator (common random numbers): the
+generators' weights are what differs."""
 
-import argparse
 import logging
 import time
 
-from synthratio.config import load_params, run_stage
+from synthratio.config import check_generator, load_params, run_stage, stage_arguments
 
 log = logging.getLogger("generate")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "--keep", type=int, required=True, help="cohort: percent of the real CNV training patients, 1..100"
-    )
-    args = parser.parse_args()
+    args = stage_arguments(__doc__)
     params = load_params()
+    check_generator(params, args.generator)
     # imported once params.yaml is read and checked: torch, diffusers and sklearn take seconds to import
     import numpy as np
     from accelerate import PartialState
@@ -31,7 +29,7 @@ def main() -> None:
 
     device = setup(params.runtime)
     config, targets = params.generate, params.finetune.target_classes
-    files = generator_files(params, args.keep)
+    files = generator_files(params, args.keep, args.generator)
     size, classes = params.finetune.image_size, params.prepare.classes
     cohort = cohort_of(params, args.keep, size=size)
     state = PartialState()
@@ -39,10 +37,11 @@ def main() -> None:
     for index, target in enumerate(targets):  # one folder per class; a class-conditional model samples each in turn
         seeds = synthetic_seeds(config, index)
         log.info(
-            "sampling %d %s scans of cohort keep=%d with %s, %d steps, batch %d on %s",
+            "sampling %d %s scans of cohort keep=%d, generator %d, with %s, %d steps, batch %d on %s",
             len(seeds),
             target,
             args.keep,
+            args.generator,
             config.sampler,
             config.inference_steps,
             config.batch_size,
@@ -86,6 +85,7 @@ def main() -> None:
         files.generate_detail,
         {  # timings and counts: no DVC metric, nothing here compares variants
             "keep": args.keep,
+            "generator": args.generator,
             "images": images,
             "seconds": round(seconds, 1),
             "images_per_second": round(images / seconds, 2),

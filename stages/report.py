@@ -1,6 +1,6 @@
-"""Stage report: metrics/summary.json (per family: R_max as a non-inferiority decision, the margin the test
-set resolves, per-R figures and lower bounds), plots/ratio_summary.csv for dvc plots, the figure and a
-markdown report. Reads exactly the runs params.yaml lists."""
+"""Stage report: metrics/summary.json (per family: R_max as a non-inferiority decision at the declared margin
+and level, its replication, per-R figures and lower bounds), plots/ratio_summary.csv for dvc plots, the
+figure and a markdown report. Reads exactly the runs params.yaml lists."""
 
 from synthratio.config import load_params, run_stage
 

@@ -34,7 +34,7 @@ TINY = {
     "generate": {"num_images": 8, "inference_steps": 3, "batch_size": 4},
     "evaluate": {"kid_subset_size": 4},
     "classifier": {"image_size": 16, "epochs": 1, "batch_size": 8},
-    "sweep": {"ratios": [50, 100], "seeds": [0, 1]},
+    "sweep": {"ratios": [50, 100], "seeds": [0, 1], "generator_seeds": [0, 1]},
     "report": {"bootstrap": 50},
 }
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pipeline_helpers import heavy_imports, run_recording_imports
+from pipeline_helpers import heavy_imports, run, run_recording_imports
 
 from synthratio.config import ParamsError, check_params, load_params, load_params_with, params_from_dict
 
@@ -33,7 +33,11 @@ def test_repository_params_load():
         ("sweep", "ratios", [-25], "percents in 1..100"),
         ("sweep", "ratios", [50, 50], "distinct percents"),
         ("sweep", "ratios", [50.0], "an integer"),
-        ("sweep", "seeds", [], "one or more distinct seeds"),
+        ("sweep", "seeds", [], "two or more distinct seeds"),
+        ("sweep", "seeds", [3], r"two or more distinct seeds >= 0 \(a bound needs their spread\)"),
+        ("sweep", "generator_seeds", [0, 0], "one or more distinct seeds"),
+        ("report", "alpha", 0.5, r"a one-sided level in \(0, 0.5\), e.g. 0.025"),
+        ("evaluate", "real_split", "test", r"evaluate.real_split='test'; expected one of \['val'\]"),
         ("sweep", "keep", [0, 100], "percents in 1..100"),
         ("mix", "mode", "interleave", "one of"),
         ("generate", "sampler", "heun", "one of"),
@@ -197,12 +201,29 @@ def test_check_params_counts_the_parameter_sets_of_a_sweep():
     assert check_params(REPO / "params.yaml", ["finetune.steps=300,600", "generate.sampler=ddim,unipc"]) == 4
 
 
+def test_finetune_seed_is_refused_with_where_it_moved(raw_params):
+    """A params.yaml from before generator replicates: its one generator seed would be silently ignored."""
+    raw_params["finetune"]["seed"] = 3
+    with pytest.raises(ParamsError, match=r"finetune.seed=3; moved: set sweep.generator_seeds, e.g. \[0, 1, 2\]"):
+        params_from_dict(raw_params)
+
+
+def test_stage_refuses_a_generator_seed_params_yaml_does_not_list(raw_params, tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params, sort_keys=False))
+    done = run([sys.executable, str(REPO / "stages" / "generate.py"), "--keep", "100", "--generator", "7"], tmp_path,
+               check=False)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr == "error: --generator 7; expected one of sweep.generator_seeds [0, 1, 2]\n"
+
+
 def test_stage_with_a_typo_fails_at_once_in_one_line(raw_params, tmp_path, tmp_path_factory):
     raw_params["finetune"]["step"] = raw_params["finetune"].pop("steps")
     steps = raw_params["finetune"]["step"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params, sort_keys=False))
     record = tmp_path_factory.mktemp("imports") / "modules.txt"
-    done, imported = run_recording_imports(REPO / "stages" / "finetune.py", ["--keep", "100"], tmp_path, record)
+    done, imported = run_recording_imports(
+        REPO / "stages" / "finetune.py", ["--keep", "100", "--generator", "0"], tmp_path, record
+    )
     assert done.returncode == 2
     assert done.stderr == f"error: params.yaml: finetune.step={steps}; unknown key, did you mean 'finetune.steps'?\n"
     assert [path.name for path in tmp_path.iterdir()] == ["params.yaml"]

@@ -1,25 +1,28 @@
-import itertools
-
 import numpy as np
 import pytest
+from scipy.stats import nct, norm
+from scipy.stats import t as student_t
 from sklearn.metrics import roc_auc_score
 
 from synthratio.inference import (
     Draws,
+    Estimate,
     FixedSequence,
+    Part,
     Runs,
-    _auroc_rows,
-    _sign_patterns,
     bootstrap,
     cluster_draws,
+    estimate,
     fixed_sequence,
     holm,
     improvement,
     interval,
+    model_part,
     non_inferiority,
-    paired_permutation_p,
+    patient_part,
     per_seed,
     point,
+    sequence_alpha,
 )
 
 
@@ -95,23 +98,6 @@ def test_stratified_draws_keep_each_strata_patient_count():
     assert len(np.unique(draws.weights[:, labels == 1], axis=0)) > 1  # resampled within the stratum
 
 
-@pytest.mark.parametrize(
-    ("delta", "draws", "verdict"),
-    [
-        (0.0, np.linspace(-0.01, 0.01, 101), "non-inferior"),  # lower bound -0.009 > -0.02
-        (-0.05, np.linspace(-0.06, -0.04, 101), "inferior"),  # upper bound -0.041 < -0.02
-        (0.0, np.linspace(-0.05, 0.05, 101), "inconclusive"),  # bounds -0.045 and +0.045 straddle -0.02
-    ],
-)
-def test_non_inferiority_verdicts(delta: float, draws: np.ndarray, verdict: str):
-    result = non_inferiority(delta, draws, margin=0.02, confidence=0.95)
-    assert result.verdict == verdict
-    assert result.lower == pytest.approx(np.quantile(draws, 0.05)) and result.upper == pytest.approx(
-        np.quantile(draws, 0.95)
-    )
-    assert result.half_width == pytest.approx(max(delta - result.lower, 0.0))
-
-
 def test_fixed_sequence_stops_at_the_first_r_not_shown():
     shown = fixed_sequence({25: "non-inferior", 50: "inferior", 75: "non-inferior", 100: "non-inferior"})
     assert (shown.shown, shown.stopped_at, shown.stop_verdict, shown.r_max) == (25, 50, "inferior", 25)
@@ -119,37 +105,6 @@ def test_fixed_sequence_stops_at_the_first_r_not_shown():
     assert (unknown.shown, unknown.r_max) == (25, None)  # no number where the data cannot tell
     assert fixed_sequence({50: "non-inferior", 25: "non-inferior"}).r_max == 50
     assert fixed_sequence({25: "inferior", 100: "non-inferior"}).r_max == 0
-
-
-def test_permutation_p_is_exact_for_few_patients_and_counts_each_scan_once():
-    reference = runs_from_hits(np.zeros((1, 8)), patients=np.arange(8) // 2)
-    better = runs_from_hits(np.ones((1, 8)), patients=np.arange(8) // 2)
-    assert paired_permutation_p(better, reference, "accuracy", permutations=100, seed=0) == pytest.approx(2 / 16)
-    rng = np.random.default_rng(5)
-    a = rng.random((1, 300)) < 0.8
-    b = a.copy()
-    b[0, np.flatnonzero(a[0])[:20]] = False  # 20 scans lost, 3 gained
-    b[0, np.flatnonzero(~a[0])[:3]] = True
-    once = paired_permutation_p(runs_from_hits(a), runs_from_hits(b), "accuracy", permutations=4000, seed=0)
-    twice = paired_permutation_p(
-        runs_from_hits(np.repeat(a, 2, 0)), runs_from_hits(np.repeat(b, 2, 0)), "accuracy", permutations=4000, seed=0
-    )
-    assert once == twice  # one seed's predictions fed in twice: the same evidence, the same p
-    assert 0.0 < once < 0.05
-
-
-def test_permutation_p_of_equal_runs_is_one_and_of_a_clear_auroc_gain_is_small():
-    rng = np.random.default_rng(6)
-    runs = runs_from_hits(rng.random((2, 40)) < 0.7)
-    assert paired_permutation_p(runs, runs, "accuracy", permutations=500, seed=0) == 1.0
-    labels = np.tile([0, 1], 40)
-    sharp = np.where(labels == 0, 0.9, 0.1)[None] + rng.normal(0, 0.05, (1, 80))
-    vague = np.where(labels == 0, 0.55, 0.45)[None] + rng.normal(0, 0.2, (1, 80))
-
-    def as_runs(p0: np.ndarray) -> Runs:
-        return Runs(probs=np.stack([p0, 1 - p0], 2).clip(0, 1), labels=labels, patients=np.arange(80))
-
-    assert paired_permutation_p(as_runs(sharp), as_runs(vague), "auroc", permutations=1000, seed=0) < 0.01
 
 
 def test_holm_adjusts_step_down():
@@ -165,7 +120,7 @@ def test_runs_refuse_shapes_that_do_not_pair_probs_labels_and_patients():
                                     (np.zeros((2, 4, 2)), np.zeros(4, int), np.arange(3)),
                                     (np.zeros((4, 2)), np.zeros(4, int), np.arange(4))]:  # fmt: skip
         with pytest.raises(
-            ValueError, match=r"expected \(seeds, scans, classes\) with one label and one patient per scan"
+            ValueError, match=r"expected \(models, scans, classes\) with one label and one patient per scan"
         ):
             Runs(probs=probs, labels=labels, patients=patients)
     with pytest.raises(ValueError, match=r"metric='f1'; expected one of \['accuracy', 'log_loss', 'auroc'\]"):
@@ -256,155 +211,270 @@ def test_interval_takes_both_tails_at_half_the_rest():
     assert interval(np.arange(101.0), 0.5) == pytest.approx((25.0, 75.0))
 
 
-def test_a_bound_exactly_at_the_margin_shows_nothing_and_half_width_is_never_negative():
-    at_margin = non_inferiority(0.0, np.full(50, -0.02), margin=0.02, confidence=0.95)
-    assert (at_margin.lower, at_margin.upper, at_margin.verdict) == (
-        -0.02,
-        -0.02,
-        "inconclusive",
-    )  # neither > nor < -margin
-    above = non_inferiority(-0.05, np.linspace(0.0, 0.1, 101), margin=0.02, confidence=0.9)
-    assert (above.lower, above.upper, above.half_width, above.delta) == (
-        pytest.approx(0.01),
-        pytest.approx(0.09),
-        0.0,
-        -0.05,
-    )
-    assert fixed_sequence({}) == FixedSequence(shown=0, stopped_at=None, stop_verdict=None)
-    assert fixed_sequence({25: "non-inferior", 50: "non-inferior"}).r_max == 50
-
-
-def test_sign_patterns_are_every_pattern_up_to_12_patients_then_random():
-    rng = np.random.default_rng(0)
-    three, exact = _sign_patterns(3, 100, rng)
-    assert exact and sorted(map(tuple, three)) == sorted(itertools.product([-1, 1], repeat=3))
-    twelve, exact = _sign_patterns(12, 100, rng)
-    assert exact and twelve.shape == (4096, 12) and len(np.unique(twelve, axis=0)) == 4096
-    drawn, exact = _sign_patterns(13, 500, rng)
-    assert not exact and drawn.shape == (500, 13) and set(np.unique(drawn)) == {-1, 1}
-    assert 0.45 < (drawn == 1).mean() < 0.55
-
-
-def test_auroc_rows_match_sklearn_with_ties():
-    rng = np.random.default_rng(3)
-    scores = rng.integers(0, 5, size=(6, 20)).astype(float)  # many ties
-    positive = np.arange(20) % 3 == 0
-    np.testing.assert_allclose(_auroc_rows(scores, positive), [roc_auc_score(positive, row) for row in scores])
-
-
-def brute_force_p(candidate: Runs, reference: Runs, metric: str) -> float:
-    """Two-sided p by swapping the two runs' predictions of each patient in every possible way (sklearn's AUROC)."""
-    names = np.unique(candidate.patients)
-
-    def statistic(swap: np.ndarray) -> float:
-        moved = np.isin(candidate.patients, names[swap])
-        first = np.where(moved[None, :, None], reference.probs, candidate.probs)
-        second = np.where(moved[None, :, None], candidate.probs, reference.probs)
-        runs = [
-            Runs(probs=p, labels=candidate.labels, patients=candidate.patients, positive=candidate.positive)
-            for p in (first, second)
-        ]
-        return point(runs[0], metric) - point(runs[1], metric)
-
-    observed = abs(statistic(np.zeros(len(names), bool)))
-    values = [abs(statistic(np.array(swap, bool))) for swap in itertools.product([0, 1], repeat=len(names))]
-    return float(np.mean([v >= observed - 1e-12 for v in values]))
-
-
-@pytest.mark.parametrize("metric", ["accuracy", "log_loss", "auroc"])
-def test_exact_permutation_p_matches_swapping_every_patients_predictions(metric: str):
-    """Seven patients (one to three scans each), two seeds: p by brute force over all 128 swaps."""
-    rng = np.random.default_rng(8)
-    patients = np.array([0, 0, 1, 2, 2, 2, 3, 4, 4, 5, 6, 6])
-    labels = np.array([0, 1, 1, 0, 1, 0, 1, 0, 0, 1, 1, 0])
-    a, b = rng.random((2, 12)), rng.random((2, 12))
-
-    def as_runs(p0: np.ndarray) -> Runs:
-        return Runs(probs=np.stack([p0, 1 - p0], axis=2), labels=labels, patients=patients)
-
-    expected = brute_force_p(as_runs(a), as_runs(b), metric)
-    assert paired_permutation_p(as_runs(a), as_runs(b), metric, permutations=10, seed=0) == pytest.approx(expected)
-    assert paired_permutation_p(as_runs(a), as_runs(b), metric, permutations=10, seed=0, chunk=5) == pytest.approx(
-        expected
-    )
-    assert 0 < expected < 1
-
-
-def test_exact_p_by_hand():
-    """Per-patient differences 1, 1, 1, 3 (accuracy over 4 patients of 1-2 scans): |sum| reaches 6 only with
-    every sign alike: p = 2 / 16. The observed pattern itself counts."""
-    hits = np.array([[1, 1, 1, 1, 1, 1]])
-    patients = np.array([0, 1, 2, 3, 3, 3])
-    reference = runs_from_hits(np.zeros((1, 6)), patients=patients)
-    assert paired_permutation_p(
-        runs_from_hits(hits, patients=patients), reference, "accuracy", permutations=10, seed=0
-    ) == pytest.approx(2 / 16)
-
-
-MONTE_CARLO_PATIENTS = np.repeat(np.arange(14), 2)
-MONTE_CARLO_A = np.ones((1, 28))
-MONTE_CARLO_A[0, 10] = 0  # patient 5: the candidate misses a scan the reference gets
-MONTE_CARLO_B = np.ones((1, 28))
-MONTE_CARLO_B[0, [0, 2, 4, 6, 8]] = 0  # patients 0-4: the reference misses one scan each
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_monte_carlo_p_is_near_the_exact_p_for_every_seed(seed: int):
-    """14 patients (more than enumerated): per-patient differences +1 (five), -1 (one), 0 (eight); |sum| >= 4
-    needs at most one of the six signs to differ: exact p = 14/64. 4000 sampled patterns come within 0.03."""
-    candidate, reference = (
-        runs_from_hits(hits, patients=MONTE_CARLO_PATIENTS) for hits in (MONTE_CARLO_A, MONTE_CARLO_B)
-    )
-    p = paired_permutation_p(candidate, reference, "accuracy", permutations=4000, seed=seed)
-    assert p == pytest.approx(14 / 64, abs=0.03)
-    assert p == paired_permutation_p(
-        candidate, reference, "accuracy", permutations=4000, seed=seed
-    )  # the seed fixes the draws
-
-
-def test_monte_carlo_p_depends_on_the_seed_only_through_the_sampled_patterns():
-    candidate, reference = (
-        runs_from_hits(hits, patients=MONTE_CARLO_PATIENTS) for hits in (MONTE_CARLO_A, MONTE_CARLO_B)
-    )
-    values = [paired_permutation_p(candidate, reference, "accuracy", permutations=500, seed=s) for s in range(6)]
-    assert len(set(values)) > 1 and all(abs(v - 14 / 64) < 0.06 for v in values)
-    assert all(v == (round(v * 501) / 501) for v in values)  # (extreme + 1) / (permutations + 1)
-
-
-def test_monte_carlo_p_of_an_effect_no_permutation_reaches_is_one_over_permutations_plus_one():
-    reference = runs_from_hits(np.zeros((2, 40)))
-    better = runs_from_hits(np.ones((2, 40)))
-    p_values = {paired_permutation_p(better, reference, "accuracy", permutations=999, seed=s) for s in range(3)}
-    assert p_values == {1 / 1000}
-
-
-def test_permutation_p_refuses_runs_that_are_not_paired():
-    runs = runs_from_hits(np.ones((2, 6)))
-    with pytest.raises(ValueError, match="paired runs must have the same seeds, scans and patients"):
-        paired_permutation_p(runs, runs_from_hits(np.ones((1, 6))), "accuracy", permutations=10, seed=0)
-    with pytest.raises(ValueError, match="paired runs"):
-        other = runs_from_hits(np.ones((2, 6)), patients=np.arange(6) // 2)
-        paired_permutation_p(runs, other, "accuracy", permutations=10, seed=0)
-
-
 def test_holm_is_monotone_and_capped_at_one():
     assert holm([0.04, 0.01]) == pytest.approx([0.04, 0.02])
     assert holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])
 
 
-def test_exact_p_counts_ties_of_a_large_statistic_despite_rounding():
-    """Six patients of 10-60 scans, the candidate right on all three seeds and the reference on one: every
-    per-patient difference is positive (2/3 per scan), so only all signs alike reach |sum| = 140: p = 2/64.
-    Sums of thirds in the hundreds round differently pattern by pattern; the tie tolerance must grow with the
-    statistic, or the observed pattern itself stops counting (p = 0)."""
-    patients = np.repeat(np.arange(6), [10, 20, 30, 40, 50, 60])
-    reference = np.zeros((3, len(patients)))
-    reference[0] = 1
-    p = paired_permutation_p(
-        runs_from_hits(np.ones((3, len(patients))), patients),
-        runs_from_hits(reference, patients),
-        "accuracy",
-        permutations=10,
-        seed=0,
-    )
-    assert p == pytest.approx(2 / 64)
+# --- the variance-components model behind every bound and p ---
+
+
+def runs_of_accuracies(accuracies: list[float], scans: int = 10, generators: list[int] | None = None) -> Runs:
+    """One run per model whose first accuracy * scans scans are right (one patient per scan)."""
+    hits = np.arange(scans)[None, :] < np.round(np.array(accuracies) * scans)[:, None]
+    runs = runs_from_hits(hits)
+    return Runs(runs.probs, runs.labels, runs.patients, generators=None if generators is None else np.array(generators))
+
+
+def test_runs_carry_one_generator_per_model_and_subsets_keep_them():
+    runs = runs_of_accuracies([0.7, 0.8, 0.9], generators=[4, 4, 9])
+    np.testing.assert_array_equal(runs.generator_groups, [4, 4, 9])
+    np.testing.assert_array_equal(runs_of_accuracies([0.7, 0.8]).generator_groups, [0, 0])  # none: one generator
+    first = runs.subset(np.arange(10) < 4)
+    assert first.probs.shape == (3, 4, 2) and first.patients.tolist() == [0, 1, 2, 3]
+    np.testing.assert_array_equal(first.generators, [4, 4, 9])
+    with pytest.raises(ValueError, match="2 generator seeds for 3 models; expected one each"):
+        Runs(runs.probs, runs.labels, runs.patients, generators=np.array([4, 9]))
+
+
+def test_model_part_of_one_generator_is_the_seeds_spread_over_their_number():
+    """Accuracies 0.80, 0.84, 0.82, 0.86, 0.78: squared deviations from 0.82 sum to 0.004, variance 0.001 on
+    4 df, over 5 seeds 0.0002."""
+    part = model_part(np.array([0.80, 0.84, 0.82, 0.86, 0.78]), np.zeros(5, dtype=int))
+    assert part.variance == pytest.approx(0.0002) and part.df == 4
+
+
+def test_model_part_of_several_generators_is_their_means_spread_over_their_number():
+    """Three generators of two seeds: means 0.80, 0.84, 0.88, variance 0.0016 on 2 df, over 3: 0.000533.
+    The same six numbers read as one generator's seeds: variance 0.00152 over 6 = 0.000253 on 5 df, half as
+    much: the generator-to-generator spread is what a rerun of the recipe redraws."""
+    values = np.array([0.79, 0.81, 0.83, 0.85, 0.90, 0.86])
+    nested = model_part(values, np.repeat([7, 8, 9], 2))
+    assert nested.variance == pytest.approx(0.0016 / 3) and nested.df == 2
+    flat = model_part(values, np.zeros(6, dtype=int))
+    assert flat.variance == pytest.approx(0.00152 / 6) and flat.df == 5
+    # one seed per generator is enough: the generators are the units
+    assert model_part(np.array([0.8, 0.9]), np.array([0, 1])) == Part(variance=pytest.approx(0.0025), df=1)
+
+
+@pytest.mark.parametrize("generators", [[0], [3]])
+def test_model_part_refuses_a_single_model(generators: list[int]):
+    with pytest.raises(ValueError, match=r"1 model\(s\) of one generator: a seed-to-seed variance needs >= 2 seeds"):
+        model_part(np.array([0.8]), np.array(generators))
+
+
+def test_patient_part_by_hand():
+    """Differences 1, 1, 0, -1 of patients 0, 0, 1, 2: mean 0.25; the patients' summed deviations 1.5, -0.25,
+    -1.25 square to 3.875; times C / (C - 1) = 3/2 over n^2 = 16: 0.36328125 on 2 df."""
+    part = patient_part(np.array([1.0, 1.0, 0.0, -1.0]), np.array([0, 0, 1, 2]))
+    assert part == Part(variance=pytest.approx(0.36328125), df=2)
+    with pytest.raises(ValueError, match="the test scans come from one patient"):
+        patient_part(np.array([1.0, 0.0]), np.array([5, 5]))
+
+
+def test_patient_part_of_one_scan_per_patient_is_the_variance_of_a_mean():
+    difference = np.random.default_rng(12).normal(size=30)
+    part = patient_part(difference, np.arange(30)[::-1])
+    assert part.variance == pytest.approx(difference.var(ddof=1) / 30) and part.df == 29
+
+
+def test_patient_part_counts_copies_of_a_patients_scan_once():
+    """Five identical scans per patient carry the information of one: clustered by patient the variance is
+    exactly that of one scan each; taken scan by scan (1000 clusters) it would be about five times smaller."""
+    difference = np.random.default_rng(13).integers(-1, 2, 200).astype(float)
+    one_each = patient_part(difference, np.arange(200))
+    copies = np.repeat(difference, 5)
+    by_patient = patient_part(copies, np.repeat(np.arange(200), 5))
+    by_scan = patient_part(copies, np.arange(1000))
+    assert by_patient.variance == pytest.approx(one_each.variance) and by_patient.df == 199
+    assert by_patient.variance / by_scan.variance == pytest.approx(5 * (200 / 199) / (1000 / 999))
+
+
+def test_estimate_df_is_satterthwaites_and_infinite_for_a_known_value():
+    """Variances 0.0004 on 4 df, 0.0001 on 1, 0 on 2: (0.0005)^2 / (0.0004^2 / 4 + 0.0001^2 / 1) = 5 df; the
+    zero part adds nothing. The t quantile on 5 df sets the interval."""
+    mixed = Estimate(0.1, {"patients": Part(0.0004, 4), "candidate": Part(0.0001, 1), "reference": Part(0.0, 2)})
+    assert mixed.se == pytest.approx(np.sqrt(0.0005)) and mixed.df == pytest.approx(5.0)
+    assert mixed.quantile(0.975) == pytest.approx(2.5705818)
+    half = 2.5705818 * np.sqrt(0.0005)
+    assert mixed.interval(0.95) == pytest.approx((0.1 - half, 0.1 + half))
+    assert Estimate(0.1, {"patients": Part(0.0004, 7)}).df == 7  # one part: its own df
+    known = Estimate(0.1, {"patients": Part(0.0, 9), "candidate": Part(0.0, 1)})
+    assert known.df == float("inf") and known.se == 0 and known.interval(0.95) == (0.1, 0.1)
+
+
+def test_estimate_of_identical_runs_paired_is_zero_with_no_patient_variance():
+    """The same predictions on both sides: no difference on any scan. The arms' seeds still count, each its
+    own: a rerun redraws both arms' seeds independently."""
+    runs = runs_from_hits(np.random.default_rng(14).random((4, 40)) < 0.8, patients=np.arange(40) // 2)
+    difference = estimate(runs, "accuracy", reference=runs)
+    seeds = model_part(per_seed(runs, "accuracy"), np.zeros(4, dtype=int))
+    assert difference.value == 0 and difference.parts["patients"] == Part(0.0, 19)
+    assert difference.parts["candidate"] == difference.parts["reference"] == seeds and seeds.variance > 0
+
+
+def test_estimate_of_a_paired_accuracy_difference_by_hand():
+    """Candidate seeds right on 3 and 4 of 4 scans, reference on 2 and 1: improvement 0.875 - 0.375 = 0.5;
+    each arm's seeds differ by 0.25: variance 0.03125 / 2 on 1 df. Per-scan difference of the seed means
+    0.5, 1, 0, 0.5 over patients 0, 0, 1, 2: patient variance 0.046875 on 2 df."""
+    patients = np.array([0, 0, 1, 2])
+    candidate = runs_from_hits(np.array([[1, 1, 1, 0], [1, 1, 1, 1]]), patients)
+    reference = runs_from_hits(np.array([[1, 0, 1, 0], [0, 0, 1, 0]]), patients)
+    difference = estimate(candidate, "accuracy", reference=reference)
+    assert difference.value == pytest.approx(0.5)
+    assert difference.parts == {
+        "candidate": Part(pytest.approx(0.015625), 1),
+        "reference": Part(pytest.approx(0.015625), 1),
+        "patients": Part(pytest.approx(0.046875), 2),
+    }
+    total = 2 * 0.015625 + 0.046875
+    assert difference.se == pytest.approx(np.sqrt(total))
+    assert difference.df == pytest.approx(total**2 / (2 * 0.015625**2 + 0.046875**2 / 2))
+    with pytest.raises(ValueError, match="paired arms must have scored the same test scans of the same patients"):
+        estimate(candidate, "accuracy", reference=runs_from_hits(np.ones((2, 4)), np.array([0, 1, 1, 2])))
+
+
+def test_estimate_of_one_arm_is_its_metric_with_its_seeds_and_patients():
+    runs = runs_from_hits(np.array([[1, 1, 1, 0], [1, 1, 1, 1]]), np.array([0, 0, 1, 2]))
+    alone = estimate(runs, "log_loss")
+    assert alone.value == pytest.approx(point(runs, "log_loss")) and set(alone.parts) == {"candidate", "patients"}
+    # per-scan losses averaged over the seeds: -log 0.9 on three scans, -(log 0.9 + log 0.1) / 2 on the last
+    per_scan = -np.log([0.9, 0.9, 0.9, np.sqrt(0.09)])
+    assert alone.parts["patients"] == patient_part(per_scan, np.array([0, 0, 1, 2]))
+
+
+def test_estimate_of_a_lower_log_loss_is_a_positive_improvement():
+    patients = np.arange(6)
+    better = runs_from_hits(np.ones((2, 6)), patients)
+    worse = runs_from_hits(np.ones((2, 6)), patients, confident=0.6)
+    assert estimate(better, "log_loss", reference=worse).value == pytest.approx(np.log(0.9) - np.log(0.6))
+
+
+def test_a_candidates_generators_count_their_spread():
+    """Six models, two per generator, generator means 0.75, 0.85, 0.95: read as three generators the
+    candidate's variance is their spread over 3 (0.01 / 3 on 2 df); the same models read as one generator's
+    six seeds give 0.011 / 6 on 5 df. Only the candidate part changes."""
+    accuracies = [0.7, 0.8, 0.8, 0.9, 1.0, 0.9]
+    reference = runs_of_accuracies([0.8, 0.9])
+    nested = estimate(runs_of_accuracies(accuracies, generators=[0, 0, 1, 1, 2, 2]), "accuracy", reference=reference)
+    flat = estimate(runs_of_accuracies(accuracies), "accuracy", reference=reference)
+    assert nested.parts["candidate"] == Part(pytest.approx(0.01 / 3), 2)
+    assert flat.parts["candidate"] == Part(pytest.approx(0.011 / 6), 5)
+    assert nested.value == flat.value == pytest.approx(0.0)
+    assert nested.parts["patients"] == flat.parts["patients"] and nested.parts["reference"] == flat.parts["reference"]
+    assert nested.se > flat.se and nested.df < flat.df
+
+
+def auroc_runs(seed: int, noise: float) -> Runs:
+    labels = np.tile([0, 1], 20)
+    p0 = (np.where(labels == 0, 0.7, 0.3)[None] + np.random.default_rng(seed).normal(0, noise, (2, 40))).clip(0, 1)
+    return Runs(probs=np.stack([p0, 1 - p0], axis=2), labels=labels, patients=np.arange(40) // 2)
+
+
+def test_auroc_needs_patient_draws_and_its_patient_variance_is_theirs_with_models_fixed():
+    candidate, reference = auroc_runs(15, 0.2), auroc_runs(16, 0.3)
+    with pytest.raises(ValueError, match="AUROC's patient variance comes from a patient bootstrap: pass draws"):
+        estimate(candidate, "auroc", reference=reference)
+    draws = cluster_draws(candidate.patients, n_seeds=1, resamples=50, seed=0, strata=candidate.labels)
+    difference = estimate(candidate, "auroc", reference=reference, draws=draws)
+    positive = candidate.labels == 0
+    expected = [
+        np.mean([roc_auc_score(positive, s, sample_weight=w) for s in candidate.probs[..., 0]])
+        - np.mean([roc_auc_score(positive, s, sample_weight=w) for s in reference.probs[..., 0]])
+        for w in draws.weights
+    ]  # every model on each draw's patients, the same models every draw
+    assert difference.parts["patients"] == Part(pytest.approx(np.var(expected, ddof=1)), 19)
+    assert difference.parts["patients"].variance > 0
+    assert difference.value == pytest.approx(point(candidate, "auroc") - point(reference, "auroc"))
+    same = estimate(candidate, "auroc", reference=candidate, draws=draws)
+    assert same.value == 0 and same.parts["patients"].variance == 0
+
+
+def verdict_of(delta: float, *, se: float = 0.01, df: float = 10, margin: float = 0.02, alpha: float = 0.025):
+    return non_inferiority(Estimate(delta, {"patients": Part(se**2, df)}), margin=margin, alpha=alpha)
+
+
+@pytest.mark.parametrize(("df", "alpha"), [(1, 0.025), (4, 0.0125), (30, 0.05), (np.inf, 0.025)])
+def test_non_inferior_exactly_where_p_noninferior_crosses_alpha(df: float, alpha: float):
+    """The lower bound clears -margin at delta = -margin + t(1 - alpha, df) * se; just above it the verdict is
+    non-inferior and p_noninferior < alpha, just below neither. Upper and lower bounds sit t * se either side."""
+    critical = student_t.ppf(1 - alpha, df)
+    boundary = -0.02 + critical * 0.01
+    above, below = verdict_of(boundary + 1e-9, df=df, alpha=alpha), verdict_of(boundary - 1e-9, df=df, alpha=alpha)
+    assert (above.verdict, below.verdict) == ("non-inferior", "inconclusive")
+    assert above.p_noninferior < alpha < below.p_noninferior
+    assert above.p_noninferior == pytest.approx(alpha)
+    for result in (above, below):
+        assert result.delta - result.lower == pytest.approx(critical * 0.01)
+        assert result.upper - result.delta == pytest.approx(critical * 0.01)
+        assert (result.se, result.df) == (pytest.approx(0.01), pytest.approx(df))
+    for delta in np.linspace(-0.06, 0.04, 41):  # the verdict and p never disagree
+        result = verdict_of(delta, df=df, alpha=alpha)
+        assert (result.verdict == "non-inferior") == (result.p_noninferior < alpha)
+
+
+def test_inferior_is_an_upper_bound_below_minus_margin():
+    """On 10 df at alpha 0.025, t = 2.228: the upper bound is below -0.02 for delta < -0.0423."""
+    boundary = -0.02 - student_t.ppf(0.975, 10) * 0.01
+    assert verdict_of(boundary - 1e-9).verdict == "inferior"
+    assert verdict_of(boundary + 1e-9).verdict == "inconclusive"
+    assert verdict_of(0.0).verdict == "inconclusive"  # bounds +-0.0223 straddle -0.02
+    assert verdict_of(0.0, se=0.005).verdict == "non-inferior"
+
+
+def test_two_sided_p_agrees_with_the_bounds():
+    """p < 2 alpha exactly when the one-sided bounds, a two-sided 1 - 2 alpha interval, leave out 0."""
+    assert verdict_of(0.0).p == 1.0
+    assert verdict_of(0.013).p == pytest.approx(verdict_of(-0.013).p)
+    assert verdict_of(0.013).p == pytest.approx(2 * student_t.sf(1.3, 10))
+    for delta in np.linspace(-0.05, 0.05, 51):
+        result = verdict_of(delta)
+        assert (result.p < 0.05) == (result.lower > 0 or result.upper < 0)
+
+
+def test_power_is_alpha_at_margin_zero_and_rises_with_the_margin():
+    """Power: the chance that a candidate with no real cost is shown non-inferior. At margin 0 that is the
+    test's level; it rises with the margin and falls as the standard error grows."""
+    for df in (1, 4, np.inf):
+        assert verdict_of(0.0, df=df, margin=1e-12).power == pytest.approx(0.025)
+    powers = [verdict_of(0.0, margin=m).power for m in (0.005, 0.01, 0.02, 0.04, 0.08)]
+    assert powers == sorted(powers) and powers[0] > 0.025 and powers[-1] > 0.99
+    assert verdict_of(0.0, se=0.02).power < verdict_of(0.0, se=0.01).power
+    critical = student_t.ppf(0.975, 10)
+    assert verdict_of(0.0).power == pytest.approx(nct.sf(critical, 10, 2.0))  # noncentrality margin / se
+    assert verdict_of(0.0, df=np.inf).power == pytest.approx(norm.sf(norm.ppf(0.975) - 2.0))
+    assert verdict_of(-0.5).power == verdict_of(0.0).power  # about the design, not the observed difference
+
+
+@pytest.mark.parametrize("df", [1, 2, 30, np.inf])
+def test_margin_at_power_is_cleared_with_the_target_power(df: float):
+    """With a true difference of 0, the margin_at_power is shown non-inferior 80% of the time on any df (the
+    noncentral t solved for it; the sum of quantiles is exact on a normal only, and on 1 df gives 0.73)."""
+    result = verdict_of(0.0, df=df)
+    assert verdict_of(0.0, df=df, margin=result.margin_at_power).power == pytest.approx(0.8, abs=1e-6)
+    normal = (student_t.ppf(0.975, df) + student_t.ppf(0.8, df)) * 0.01
+    assert result.margin_at_power == pytest.approx(normal, rel=1e-6 if df == np.inf else 0.01 if df > 10 else 0.5)
+
+
+def test_a_known_difference_is_judged_by_its_value():
+    """Every model scored every scan alike (no variance): the bounds are the difference itself; a bound
+    exactly at -margin shows nothing either way."""
+    at_margin = non_inferiority(Estimate(-0.02, {"patients": Part(0.0, 9)}), margin=0.02, alpha=0.025)
+    assert (at_margin.lower, at_margin.upper, at_margin.verdict) == (-0.02, -0.02, "inconclusive")
+    assert (at_margin.p_noninferior, at_margin.p, at_margin.power, at_margin.se) == (1.0, 0.0, 1.0, 0.0)
+    none = non_inferiority(Estimate(0.0, {"patients": Part(0.0, 9)}), margin=0.02, alpha=0.025)
+    assert (none.verdict, none.p_noninferior, none.p, none.margin_at_power) == ("non-inferior", 0.0, 1.0, 0.0)
+    worse = non_inferiority(Estimate(-0.03, {"patients": Part(0.0, 9)}), margin=0.02, alpha=0.025)
+    assert worse.verdict == "inferior"
+
+
+def test_sequence_alpha_splits_the_level_over_the_regimes():
+    assert sequence_alpha(0.025, 1) == 0.025 and sequence_alpha(0.025, 2) == 0.0125
+    assert sequence_alpha(0.05, 4) == pytest.approx(0.0125)
+    with pytest.raises(ValueError, match="families=0; at least one sequence shares alpha"):
+        sequence_alpha(0.025, 0)
+
+
+def test_fixed_sequence_of_nothing_and_of_every_r_shown():
+    assert fixed_sequence({}) == FixedSequence(shown=0, stopped_at=None, stop_verdict=None)
+    assert fixed_sequence({25: "non-inferior", 50: "non-inferior"}).r_max == 50

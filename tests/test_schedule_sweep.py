@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pipeline_helpers import REPO, copy_project, run, start_queue, wait_for_queue
 
@@ -14,15 +15,19 @@ spec = importlib.util.spec_from_file_location("rank_experiments", REPO / "script
 rank_experiments = sys.modules["rank_experiments"] = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(rank_experiments)
 
-METRIC = "metrics/synthetic/keep_100.json:domain_fid"
+METRIC = rank_experiments.DEFAULT_METRIC  # the mean over the keep-100 generators
 VARIANTS = {"sched-linear": "linear", "sched-laplace": "laplace"}  # the baseline is squaredcos_cap_v2
 QUEUE_TIMEOUT = 900  # s; both variants retrain the tiny generator and re-evaluate (about 1-2 min each here)
 
 
-def exp_state(rev: str, name: str | None, schedule: str, fid: float | None, experiments=None) -> dict:
-    """One row of `dvc exp show --json` as dvc 3.67 writes it (the shape was copied from a real run)."""
-    metric = {"data": {"domain_fid": fid, "few_images": True}}
-    metrics = {} if fid is None else {"metrics/synthetic/keep_100.json": metric}
+def exp_state(rev: str, name: str | None, schedule: str, fid: float | list | None, experiments=None) -> dict:
+    """One row of `dvc exp show --json` as dvc 3.67 writes it (the shape was copied from a real run): `fid` of
+    the keep-100 generator of seed 0, or a list, one per generator seed."""
+    fids = [] if fid is None else fid if isinstance(fid, list) else [fid]
+    metrics = {
+        f"metrics/synthetic/keep_100_gen_{g}.json": {"data": {"domain_fid": value, "few_images": True}}
+        for g, value in enumerate(fids)
+    }
     data = {
         "rev": rev,
         "params": {"params.yaml": {"data": {"finetune": {"beta_schedule": schedule, "steps": 3}}}},
@@ -44,7 +49,7 @@ def exp_range(name: str, state: str, schedule: str, fid: float | None) -> dict:
 def shown() -> list[dict]:
     experiments = [
         exp_range("lin", "success", "linear", 9.5),
-        exp_range("lap", "success", "laplace", 4.25),
+        exp_range("lap", "success", "laplace", [4.0, 4.5]),
         exp_range("sig", "queued", "sigmoid", None),
         exp_range("broken", "failed", "linear", None),
         exp_range("nan", "success", "scaled_linear", float("nan")),
@@ -64,6 +69,7 @@ def table_rows(output: str) -> list[list[str]]:
 def test_ranks_finished_variants_lower_first_with_changed_params(shown):
     ranked, rest = rank_experiments.rank(rank_experiments.collect(shown, METRIC))
     assert [(v.name, v.value) for v in ranked] == [("lap", 4.25), ("baseline main", 7.0), ("lin", 9.5)]
+    assert ranked[0].spread == (4.0, 4.5) and ranked[1].spread == ()  # the mean of both generators, and each
     assert ranked[0].changed == {"finetune.beta_schedule": "laplace"} and ranked[1].changed == {}
     assert [(v.name, v.state) for v in rest] == [("sig", "queued"), ("broken", "failed"), ("nan", "success")]
 
@@ -80,7 +86,7 @@ def test_cli_prints_the_table_and_the_unranked(shown, tmp_path: Path, capsys):
     saved.write_text(json.dumps(shown))
     rank_experiments.main(["--input", str(saved)])
     output = capsys.readouterr().out
-    ranked = [["1", "lap", "4.25"], ["2", "baseline main", "7"], ["3", "lin", "9.5"]]
+    ranked = [["1", "lap", "4.25 (mean of 2: 4 to 4.5)"], ["2", "baseline main", "7"], ["3", "lin", "9.5"]]
     assert [row[:3] for row in table_rows(output)] == ranked
     assert "not ranked: sig (queued)" in output and "not ranked: broken (failed)" in output
     assert "not ranked: nan (no domain_fid)" in output
@@ -90,9 +96,9 @@ def test_cli_fails_when_no_experiment_has_the_metric(shown, tmp_path: Path, caps
     saved = tmp_path / "shown.json"
     saved.write_text(json.dumps(shown))
     with pytest.raises(SystemExit) as exited:
-        rank_experiments.main(["--input", str(saved), "--metric", "metrics/synthetic/keep_100.json:no_such_metric"])
+        rank_experiments.main(["--input", str(saved), "--metric", "metrics/synthetic/keep_100_gen_0.json:no_such"])
     assert exited.value.code == 1
-    assert "no finished experiment has metrics/synthetic/keep_100.json:no_such_metric" in capsys.readouterr().out
+    assert "no finished experiment has metrics/synthetic/keep_100_gen_0.json:no_such" in capsys.readouterr().out
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +108,8 @@ def sweep(tmp_path_factory) -> tuple[Path, str, float]:
     project = copy_project(tmp_path_factory, "schedule_sweep")
     for name, schedule in VARIANTS.items():
         setting = f"finetune.beta_schedule={schedule}"
-        run(["dvc", "exp", "run", "--queue", "-n", name, "-S", setting, "evaluate_synthetic@100"], project)
+        targets = ["evaluate_synthetic@100-0", "evaluate_synthetic@100-1"]  # the tiny build's two generators
+        run(["dvc", "exp", "run", "--queue", "-n", name, "-S", setting, *targets], project)
     started = time.monotonic()
     start_queue(project, jobs=2)
     status = wait_for_queue(project, list(VARIANTS), QUEUE_TIMEOUT)
@@ -122,7 +129,7 @@ def test_sweep_ranks_both_variants_by_domain_fid(sweep):
     rows = table_rows(output)
     names = [row[1] for row in rows]
     assert set(VARIANTS) <= set(names) and any(name.startswith("baseline") for name in names)
-    values = [float(row[2]) for row in rows]
+    values = [float(row[2].split()[0]) for row in rows]
     assert values == sorted(values) and [row[0] for row in rows] == [str(i) for i in range(1, len(rows) + 1)]
     for row in rows:
         if row[1] in VARIANTS:
@@ -130,18 +137,21 @@ def test_sweep_ranks_both_variants_by_domain_fid(sweep):
     # the printed values are the experiments' own metrics
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     fids = {
-        exp["name"]: exp["revs"][0]["data"]["metrics"]["metrics/synthetic/keep_100.json"]["data"]["domain_fid"]
+        exp["name"]: [exp["revs"][0]["data"]["metrics"][f"metrics/synthetic/keep_100_gen_{g}.json"]["data"]
+                      ["domain_fid"] for g in (0, 1)]
         for baseline in shown
         for exp in baseline.get("experiments") or []
-    }
+    }  # fmt: skip
     for row in rows:
         if row[1] in VARIANTS:
-            assert float(row[2]) == pytest.approx(fids[row[1]], rel=1e-5)
+            assert float(row[2].split()[0]) == pytest.approx(np.mean(fids[row[1]]), rel=1e-5)
 
 
 @pytest.mark.slow
 def test_readme_sorted_table_lists_the_variants(sweep):
     project, _, _ = sweep
-    show = ["dvc", "exp", "show", "--md", "--only-changed", "--sort-by", METRIC, "--sort-order", "asc"]
+    # DVC sorts by one file's metric (no wildcard): the README sorts by the first generator's
+    first = "metrics/synthetic/keep_100_gen_0.json:domain_fid"
+    show = ["dvc", "exp", "show", "--md", "--only-changed", "--sort-by", first, "--sort-order", "asc"]
     table = run(show, project).stdout
     assert all(name in table for name in VARIANTS) and "domain_fid" in table

@@ -249,7 +249,7 @@ class FinetuneConfig:
     mixed_precision: MixedPrecision
     gradient_checkpointing: bool
     checkpoint_every: int  # steps; 0 = none
-    seed: int
+    seed: int = 0  # weight init, data order, noise: stage finetune sets it from sweep.generator_seeds, not params.yaml
     label_dropout: float = 0.0  # fraction in [0, 1); > 0 needs class_conditional and the pixel backend
 
     def __post_init__(self) -> None:
@@ -401,7 +401,7 @@ class GenerateConfig:
 @dataclass(frozen=True)
 class EvaluateConfig:
     encoder_seed: int  # one of sweep.seeds
-    real_split: Literal["val", "test"]
+    real_split: Literal["val"]  # test is refused: the scans' figures choose generators, and no choice looks at test
     min_images: int  # images per set
     inception_weights: Path | None
     kid_subset_size: int
@@ -490,6 +490,7 @@ class SweepConfig:
     synthetic_class: ClassNames  # one or several distinct classes of prepare.classes
     keep: tuple[int, ...] = (100,)  # percents, distinct, in 1..100
     subset_seed: int = 0
+    generator_seeds: tuple[int, ...] = (0,)  # distinct, >= 0: one generator per (keep, seed)
 
     def __post_init__(self) -> None:
         for ratio in self.ratios:
@@ -504,8 +505,11 @@ class SweepConfig:
             _fail("sweep", "ratios", list(self.ratios), "distinct percents")
         if not self.keep or len(set(self.keep)) != len(self.keep) or not all(0 < k <= 100 for k in self.keep):
             _fail("sweep", "keep", list(self.keep), "one or more distinct integer percents in 1..100")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
-            _fail("sweep", "seeds", list(self.seeds), "one or more distinct seeds >= 0")
+        if len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            _fail("sweep", "seeds", list(self.seeds), "two or more distinct seeds >= 0 (a bound needs their spread)")
+        generators = self.generator_seeds
+        if not generators or len(set(generators)) != len(generators) or min(generators) < 0:
+            _fail("sweep", "generator_seeds", list(generators), "one or more distinct seeds >= 0")
         _check_choices("sweep", self)
         if not self.synthetic_classes or len(set(self.synthetic_classes)) != len(self.synthetic_classes):
             _fail("sweep", "synthetic_class", list(self.synthetic_classes), "one class or a list of distinct classes")
@@ -527,9 +531,9 @@ class SweepConfig:
 class ReportConfig:
     metric: ReportMetric
     margin: float  # in (0, 1), in units of report.metric
-    confidence: float  # in (0.5, 1)
+    alpha: float  # one-sided level of the non-inferiority tests, in (0, 0.5), split over the regimes
+    confidence: float  # in (0.5, 1), two-sided level of the intervals
     bootstrap: int
-    permutations: int
     seed: int
     preset: Preset = "recipe"  # smoke: quickstart.sh's settings, named on the report's first line
 
@@ -537,9 +541,11 @@ class ReportConfig:
         _check_choices("report", self)
         if not 0 < self.margin < 1:
             _fail("report", "margin", self.margin, "a positive difference in (0, 1) of report.metric")
+        if not 0 < self.alpha < 0.5:
+            _fail("report", "alpha", self.alpha, "a one-sided level in (0, 0.5), e.g. 0.025 (ICH E9)")
         if not 0.5 < self.confidence < 1:
             _fail("report", "confidence", self.confidence, "a level in (0.5, 1)")
-        _require_positive("report", self, "bootstrap", "permutations")
+        _require_positive("report", self, "bootstrap")
         if self.seed < 0:
             _fail("report", "seed", self.seed, "a seed >= 0")
 
@@ -735,10 +741,17 @@ def _build(cls: type, section: str | None, raw: Any) -> Any:
     return cls(**values) if complete else None
 
 
+# keys that params.yaml no longer takes, and where their setting lives now
+MOVED = {("finetune", "seed"): "set sweep.generator_seeds, e.g. [0, 1, 2]: one generator per seed and regime"}
+
+
 def params_from_dict(raw: Mapping[str, Any]) -> Params:
     """Build and validate Params from a parsed params.yaml: one ParamsError lists every unknown key, missing
     key, wrong type and bad value (cross-section rules once every section is whole), one per line."""
     with _collecting() as errors:
+        for (section, key), instead in MOVED.items():
+            if isinstance(raw.get(section), Mapping) and key in raw[section]:
+                _report(f"params.yaml: {section}.{key}={raw[section][key]!r}; moved: {instead}")
         params = _build(Params, None, raw)
     if errors:
         raise ParamsError("\n".join(errors))
@@ -775,6 +788,32 @@ def load_params_with(overrides: Sequence[str], path: str | Path = "params.yaml")
         copy.write_text(_read(Path(path)))
         apply_overrides(copy, list(overrides))
         return load_params(copy)
+
+
+def stage_arguments(doc: str | None, *, ratio: bool = False, generator: bool = True) -> argparse.Namespace:
+    """A stage's command line as dvc.yaml's matrices spell it: --keep (the cohort), --generator (one of
+    sweep.generator_seeds) unless the stage reads no synthetic scans, --ratio for the classifiers."""
+    parser = argparse.ArgumentParser(description=doc)
+    if ratio:
+        parser.add_argument(
+            "--ratio", type=int, required=True, help="percent of synthetic CNV per batch, 1..100 (add: ..1000)"
+        )
+    parser.add_argument(
+        "--keep", type=int, required=True, help="cohort: percent of the real CNV training patients, 1..100"
+    )
+    if generator:
+        parser.add_argument(
+            "--generator", type=int, required=True, help="the generator's seed, one of sweep.generator_seeds"
+        )
+    return parser.parse_args()
+
+
+def check_generator(params: Params, generator: int) -> None:
+    """Refuse a generator seed params.yaml does not list (dvc.yaml's matrix only ever passes listed ones)."""
+    if generator not in params.sweep.generator_seeds:
+        raise ParamsError(
+            f"--generator {generator}; expected one of sweep.generator_seeds {list(params.sweep.generator_seeds)}"
+        )
 
 
 def run_stage(main: Callable[[], None]) -> None:

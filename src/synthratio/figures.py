@@ -39,7 +39,7 @@ def save_ratio_plot(
             part["accuracy"],
             "o-",
             color=color,
-            label=f"{name}: mean over seeds, {summary['confidence']:.0%} band",
+            label=f"{name}: mean over models, {summary['confidence']:.0%} band",
         )
         tested = part[part["x"] > 0]
         errors = np.vstack([tested["delta"] - tested["delta_lower"], tested["delta_upper"] - tested["delta"]])
@@ -55,7 +55,7 @@ def save_ratio_plot(
     right.set(
         xlabel=x_label,
         ylabel=f"{metric} difference to the reference (positive: better)",
-        title=f"Paired difference, one-sided {summary['confidence']:.0%} bounds",
+        title=f"Paired difference, one-sided bounds at level {summary['alpha']:g} split over the regimes",
     )
     span = (0, float(table["x"].max()))  # both panels from R=0, so an R_max at the first R is not on the frame
     for ax in (left, right):

@@ -18,26 +18,32 @@ def synthetic_file(folder: Path, seed: int) -> Path:
     return folder / f"{seed:06d}.png"
 
 
-def run_name(ratio: int, keep: int) -> str:
-    """Name of the classifier runs (every seed) at ratio R in regime keep: one stage, one folder each."""
-    return f"ratio_{ratio}_keep_{keep}"
+def run_name(ratio: int, keep: int, generator: int | None = None) -> str:
+    """Name of the classifier runs (every seed) at ratio R in regime keep on the scans of generator seed
+    `generator` (None at R=0, the real-only baseline): one stage, one folder each."""
+    return f"ratio_{ratio}_keep_{keep}" + ("" if generator is None else f"_gen_{generator}")
 
 
-def classifier_path(params: Params, *, ratio: int, seed: int, keep: int) -> Path:
-    return params.paths.classifiers / run_name(ratio, keep) / f"seed_{seed}.safetensors"
+def classifier_path(params: Params, *, ratio: int, seed: int, keep: int, generator: int | None = None) -> Path:
+    return params.paths.classifiers / run_name(ratio, keep, generator) / f"seed_{seed}.safetensors"
 
 
-def predictions_path(params: Params, *, ratio: int, seed: int, keep: int) -> Path:
-    return params.paths.predictions / run_name(ratio, keep) / f"seed_{seed}.csv"
+def predictions_path(params: Params, *, ratio: int, seed: int, keep: int, generator: int | None = None) -> Path:
+    return params.paths.predictions / run_name(ratio, keep, generator) / f"seed_{seed}.csv"
 
 
-def classifier_live_path(params: Params, *, ratio: int, seed: int, keep: int) -> Path:
-    return params.paths.live / run_name(ratio, keep) / f"seed_{seed}"
+def classifier_live_path(params: Params, *, ratio: int, seed: int, keep: int, generator: int | None = None) -> Path:
+    return params.paths.live / run_name(ratio, keep, generator) / f"seed_{seed}"
 
 
-def classifier_metrics_path(params: Params, ratio: int, keep: int) -> Path:
-    """Every seed's test metrics of one (R, keep), a JSON list in sweep.seeds order."""
-    return params.paths.metrics / "classifier" / f"{run_name(ratio, keep)}.json"
+def classifier_metrics_path(params: Params, ratio: int, keep: int, generator: int | None = None) -> Path:
+    """Every seed's test metrics of one (R, keep, generator), a JSON list in sweep.seeds order."""
+    return params.paths.metrics / "classifier" / f"{run_name(ratio, keep, generator)}.json"
+
+
+def stage_name(ratio: int, keep: int, generator: int | None = None) -> str:
+    """dvc.yaml's name of the stage that trains run_name(ratio, keep, generator)'s classifiers."""
+    return f"baseline@{keep}" if ratio == 0 else f"train_classifier@{ratio}-{keep}-{generator}"
 
 
 def detail_path(metric: Path) -> Path:
@@ -46,14 +52,15 @@ def detail_path(metric: Path) -> Path:
     return metric.with_suffix(".detail.json")
 
 
-def cohort_name(keep: int) -> str:
-    """Name of the generator of cohort `keep` (the keep % of real CNV training patients it may see)."""
-    return f"keep_{keep}"
+def cohort_name(keep: int, generator: int) -> str:
+    """Name of the generator of cohort `keep` (the keep % of real CNV training patients it may see) trained
+    from seed `generator` (one of sweep.generator_seeds: weight init, data order, training noise)."""
+    return f"keep_{keep}_gen_{generator}"
 
 
 @dataclass(frozen=True)
 class GeneratorFiles:
-    """What finetune@keep, generate@keep and evaluate_synthetic@keep write for one cohort."""
+    """What finetune@keep-generator, generate@... and evaluate_synthetic@... write for one generator."""
 
     model: Path  # diffusers pipeline folder
     checkpoints: Path  # resumable training state, beside the model (outside the DVC output)
@@ -67,8 +74,8 @@ class GeneratorFiles:
     memorization_plot: Path
 
 
-def generator_files(params: Params, keep: int) -> GeneratorFiles:
-    name, paths = cohort_name(keep), params.paths
+def generator_files(params: Params, keep: int, generator: int) -> GeneratorFiles:
+    name, paths = cohort_name(keep, generator), params.paths
     model = paths.diffusion_model / name
     return GeneratorFiles(
         model=model,

@@ -1,11 +1,14 @@
-"""The sweep's answer: per family of comparisons, each candidate against its reference on the same real test
-scans, with patient-level intervals, paired tests, the non-inferiority verdict and R_max (inference.py).
+"""The sweep's answer: per family of comparisons, each candidate recipe against its reference on the same
+real test scans, with bounds that count test patients, classifier seeds and generator seeds, the
+non-inferiority verdict and R_max (inference.py).
 
 A family is what one R_max is decided on:
 - replace and add modes: one family per regime keep, R = 25, 50, ... against R=0 of the same cohort;
-- data mode: one family, x = the synthetic share of the class's training data (100 - keep), the cohort
-  filled with synthetic scans against all real patients (R=0, keep 100); beside it, for reading only, the
-  cohorts without the fill ("real only").
+- data mode: one family, x = the realised synthetic share of the class's training scans, the cohort filled
+  with synthetic scans against all real patients (R=0, keep 100); beside it, for reading only, the cohorts
+  without the fill ("real only").
+The regimes' sequences share report.alpha equally; a candidate is every generator seed crossed with every
+classifier seed, the reference (real only) every classifier seed.
 """
 
 from __future__ import annotations
@@ -20,15 +23,12 @@ from synthratio.config import Params, ReportConfig
 from synthratio.inference import (
     Draws,
     Runs,
-    bootstrap,
     cluster_draws,
+    estimate,
     fixed_sequence,
     holm,
-    improvement,
-    interval,
     non_inferiority,
-    paired_permutation_p,
-    point,
+    sequence_alpha,
 )
 from synthratio.layout import classifier_live_path, classifier_metrics_path, generator_files, predictions_path, run_name
 from synthratio.runtime import read_json
@@ -48,15 +48,17 @@ STUDY_ACCURACY = {
 # per-run test metrics, averaged over seeds
 RUN_COLUMNS = ("accuracy", "f1", "precision", "recall", "auroc", "log_loss", "ece")
 BAND_METRICS = ("accuracy", "log_loss")  # drawn with an interval
-HEADLINE_KEYS = ("r_max", "r_max_shown", "stopped_at", "stop", "resolvable_margin", *BAND_METRICS, "lower")
+HEADLINE_KEYS = ("r_max", "r_max_shown", "stopped_at", "stop", "alpha", "generators", "seeds", *BAND_METRICS, "lower")
+# a verdict about the recipe, at the size the calibration tests and the study preset use
+STUDY_SEEDS, STUDY_GENERATORS = 5, 3
 
 
 @dataclass(frozen=True)
 class Arm:
-    """One training recipe under every seed: its test predictions and its per-seed metrics rows."""
+    """One training recipe under every seed (and generator): its test predictions and its per-model metrics."""
 
     runs: Runs
-    metrics: pd.DataFrame  # one row per seed: the classifier's metrics JSON (accuracy, ..., synthetic_share)
+    metrics: pd.DataFrame  # one row per model: the classifier's metrics JSON (accuracy, ..., synthetic_share)
 
 
 @dataclass(frozen=True)
@@ -71,36 +73,48 @@ class Family:
 
 
 def load_arm(params: Params, *, ratio: int, keep: int, scans: list[str] | None) -> tuple[Arm, list[str]]:
-    """Every seed's metrics and test probabilities of one (R, keep), and the test scans they scored; every
-    run must have scored the same test scans in the same order (`scans`: those of the runs read before)."""
-    probs = []
-    for seed in params.sweep.seeds:
-        path = predictions_path(params, ratio=ratio, seed=seed, keep=keep)
-        predictions = pd.read_csv(path)
-        if scans is not None and predictions["file"].tolist() != scans:
-            raise ValueError(f"{path}: test scans differ from the other runs' (rerun the classifier stages)")
-        scans = predictions["file"].tolist()
-        probs.append(predictions[[f"prob_{name}" for name in params.prepare.classes]].to_numpy())
+    """Every model's metrics and test probabilities of one (R, keep): each seed, and at R > 0 each seed of
+    each generator; and the test scans they scored. Every run must have scored the same test scans in the
+    same order (`scans`: those of the runs read before)."""
+    generators = [None] if ratio == 0 else list(params.sweep.generator_seeds)
+    probs, rows = [], []
+    for generator in generators:
+        for seed in params.sweep.seeds:
+            path = predictions_path(params, ratio=ratio, seed=seed, keep=keep, generator=generator)
+            predictions = pd.read_csv(path)
+            if scans is not None and predictions["file"].tolist() != scans:
+                raise ValueError(f"{path}: test scans differ from the other runs' (rerun the classifier stages)")
+            scans = predictions["file"].tolist()
+            probs.append(predictions[[f"prob_{name}" for name in params.prepare.classes]].to_numpy())
+        rows += read_json(classifier_metrics_path(params, ratio, keep, generator))
     runs = Runs(
         probs=np.stack(probs),
         labels=predictions["label"].to_numpy(),
         patients=predictions["patient"].to_numpy(),
         positive=params.prepare.classes.index(params.sweep.synthetic_classes[0]),  # two classes: AUROC of the first
+        generators=None if ratio == 0 else np.repeat(generators, len(params.sweep.seeds)),
     )
-    return Arm(runs=runs, metrics=pd.DataFrame(read_json(classifier_metrics_path(params, ratio, keep)))), scans
+    return Arm(runs=runs, metrics=pd.DataFrame(rows)), scans
 
 
 def training_curves(params: Params) -> pd.DataFrame:
     """plots/training_curves.csv: every training curve of the sweep in one long table (run, metric, step,
     value), read from the dvclive folders params.yaml names: each generator's loss and learning rate, each
     classifier's train loss and validation loss and accuracy per epoch."""
-    folders = {f"finetune keep {k}": generator_files(params, k).live for k in params.sweep.keep}
+    sweep = params.sweep
+    folders = {
+        f"finetune keep {k} generator {g}": generator_files(params, k, g).live
+        for k in sweep.keep
+        for g in sweep.generator_seeds
+    }
+    runs = [
+        (r, k, g) for k in sweep.keep for r in sweep.all_ratios for g in ([None] if r == 0 else sweep.generator_seeds)
+    ]
     folders.update(
         {
-            f"{run_name(r, k)} seed {s}": classifier_live_path(params, ratio=r, seed=s, keep=k)
-            for k in params.sweep.keep
-            for r in params.sweep.all_ratios
-            for s in params.sweep.seeds
+            f"{run_name(r, k, g)} seed {s}": classifier_live_path(params, ratio=r, seed=s, keep=k, generator=g)
+            for r, k, g in runs
+            for s in sweep.seeds
         }
     )
     parts = []
@@ -132,9 +146,15 @@ def families(
             for k in sorted(keeps, reverse=True)
         ]
     cohorts = sorted((k for k in keeps if k < 100), reverse=True)
-    label = f"synthetic share of the {named} training data (%): the cohort's left-out patients' scans replaced"
+    label = f"synthetic share of the {named} training scans (%): the cohort's left-out patients' scans replaced"
+    shares = {k: _realised_share(arms[(100, k)]) for k in cohorts}
+    if 0 in shares.values() or len(set(shares.values())) < len(shares):
+        raise ValueError(
+            f"mix.mode data: the cohorts keep {list(shares)} put {list(shares.values())} % synthetic scans in their "
+            "training data; each needs its own share above 0 (choose sweep.keep further apart)"
+        )
     return [
-        Family("data", arms[(0, 100)], {100 - k: arms[(100, k)] for k in cohorts}, True, label),
+        Family("data", arms[(0, 100)], {shares[k]: arms[(100, k)] for k in cohorts}, True, label),
         Family(
             "real_only",
             arms[(0, 100)],
@@ -145,80 +165,84 @@ def families(
     ]
 
 
-def _compare(family: Family, config: ReportConfig, classes: Sequence[str] = ()) -> pd.DataFrame:
-    """One row per x (the reference at x=0 first): metrics, intervals, improvement, verdict, p; with more
-    than two `classes`, each class's recall and the interval of its paired change from the reference."""
+def _realised_share(arm: Arm) -> int:
+    """The percent of the synthetic classes' training scans that were synthetic in an arm's runs (data mode:
+    set by how many scans the left-out patients had, not by their number)."""
+    return int(round(100 * float(arm.metrics["synthetic_share"].mean())))
+
+
+def _compare(family: Family, config: ReportConfig, alpha: float, classes: Sequence[str] = ()) -> pd.DataFrame:
+    """One row per x (the reference at x=0 first): metrics with their intervals; for candidates the paired
+    improvement, its bounds at one-sided `alpha` (the family's share of report.alpha), verdict, p-values and
+    power, all from one variance-components model (inference.estimate); with more than two `classes`, each
+    class's recall and the interval of its paired change from the reference."""
     reference = family.reference.runs
-    draws = cluster_draws(
-        reference.patients,
-        n_seeds=len(reference.probs),
-        resamples=config.bootstrap,
-        seed=config.seed,
-        strata=reference.labels,
-    )
-    reference_draws = {m: bootstrap(reference, m, draws) for m in {*BAND_METRICS, config.metric}}
-    # the same patient draws with every seed kept: the spread the test set alone leaves
-    seeds_fixed = Draws(
-        weights=draws.weights, seeds=np.broadcast_to(np.arange(draws.seeds.shape[1]), draws.seeds.shape)
-    )
-    reference_fixed = bootstrap(reference, config.metric, seeds_fixed)
-    # a class's recall is the accuracy on its scans: the same draws, weighted to that class alone (the draws
-    # are stratified by class, so every draw holds each class's patients)
-    of_class = {
-        (label, name): Draws(weights=draws.weights * (reference.labels == label), seeds=draws.seeds)
-        for label, name in enumerate(classes if len(classes) > 2 else ())
-    }
-    reference_recalls = {key: bootstrap(reference, "accuracy", d) for key, d in of_class.items()}
+    # AUROC's test-set variance comes from a patient bootstrap; the per-scan metrics' is exact
+    draws: Draws | None = None
+    if config.metric == "auroc":
+        draws = cluster_draws(
+            reference.patients, n_seeds=1, resamples=config.bootstrap, seed=config.seed, strata=reference.labels
+        )
+    of_class = {name: reference.labels == label for label, name in enumerate(classes if len(classes) > 2 else ())}
     rows = []
     for x, arm in {0: family.reference, **family.candidates}.items():
-        row: dict = {"family": family.name, "x": x, "seeds": len(arm.metrics), "margin": config.margin}
+        runs = arm.runs
+        row: dict = {
+            "family": family.name,
+            "x": x,
+            "generators": len(np.unique(runs.generator_groups)) if x else 0,
+            "seeds": len(runs.probs) // len(np.unique(runs.generator_groups)),
+            "margin": config.margin,
+        }
         row.update({name: float(arm.metrics[name].mean()) for name in RUN_COLUMNS})
         for column in ("synthetic_share", "real_scans_of_class", "synthetic_scans"):
             row[column] = float(arm.metrics[column].mean()) if column in arm.metrics else float("nan")
-        arm_draws = {m: bootstrap(arm.runs, m, draws) if x else reference_draws[m] for m in reference_draws}
         for m in BAND_METRICS:
-            row[f"{m}_low"], row[f"{m}_high"] = interval(arm_draws[m], config.confidence)
-        hits = arm.runs.scores("accuracy")
-        for (label, name), class_draws in of_class.items():
-            row[f"recall_{name}"] = float(hits[:, arm.runs.labels == label].mean())
+            row[f"{m}_low"], row[f"{m}_high"] = estimate(runs, m).interval(config.confidence)
+        hits = runs.scores("accuracy")
+        for name, scans in of_class.items():
+            row[f"recall_{name}"] = float(hits[:, scans].mean())
             if x:
-                change = bootstrap(arm.runs, "accuracy", class_draws) - reference_recalls[(label, name)]
-                row[f"recall_{name}_delta_low"], row[f"recall_{name}_delta_high"] = interval(change, config.confidence)
+                change = estimate(runs.subset(scans), "accuracy", reference=reference.subset(scans))
+                row[f"recall_{name}_delta_low"], row[f"recall_{name}_delta_high"] = change.interval(config.confidence)
         if x:
-            metric = config.metric
-            delta = float(improvement(point(arm.runs, metric), point(reference, metric), metric))
-            verdict = non_inferiority(
-                delta,
-                improvement(arm_draws[metric], reference_draws[metric], metric),
-                margin=config.margin,
-                confidence=config.confidence,
-            )
-            fixed = improvement(bootstrap(arm.runs, metric, seeds_fixed), reference_fixed, metric)
+            difference = estimate(runs, config.metric, reference=reference, draws=draws)
+            verdict = non_inferiority(difference, margin=config.margin, alpha=alpha)
             row.update(
-                delta=delta,
+                delta=verdict.delta,
                 delta_lower=verdict.lower,
                 delta_upper=verdict.upper,
-                half_width=verdict.half_width,
-                test_half_width=max(delta - float(np.quantile(fixed, 1 - config.confidence)), 0.0),
+                se=verdict.se,
+                df=verdict.df,
+                **{f"variance_{name}": part.variance for name, part in difference.parts.items()},
                 verdict=verdict.verdict,
-                p=paired_permutation_p(arm.runs, reference, metric, permutations=config.permutations, seed=config.seed),
+                p=verdict.p,
+                p_noninferior=verdict.p_noninferior,
+                power=verdict.power,
+                margin_at_power=verdict.margin_at_power,
             )
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _decision(family: Family, table: pd.DataFrame, config: ReportConfig) -> dict:
-    """The family's headline: R_max and how it was reached, the resolvable margin, per-x figures."""
-    candidates = table[table["x"] > 0]
+def _decision(family: Family, table: pd.DataFrame, alpha: float) -> dict:
+    """The family's headline: R_max and how it was reached, at what level and replication, the power at
+    the declared margin, per-x figures."""
+    candidates = table[table["x"] > 0].sort_values("x")
     sequence = fixed_sequence(dict(zip(candidates["x"].astype(int), candidates["verdict"])))
     runs = family.reference.runs
+    # where the sequence stopped (or its last R): what a rerun of this size could show there
+    last = candidates.set_index("x").loc[sequence.stopped_at or candidates["x"].iloc[-1]]
     block = {
         "r_max": sequence.r_max,
         "r_max_shown": sequence.shown,
         "stopped_at": sequence.stopped_at,
         "stop": sequence.stop_verdict or "none",
-        "resolvable_margin": round(float(candidates["half_width"].max()), 6),
-        "test_set_margin": round(float(candidates["test_half_width"].max()), 6),
+        "alpha": alpha,
+        "generators": int(candidates["generators"].min()),
+        "seeds": int(candidates["seeds"].min()),
+        "power": round(float(last["power"]), 4),
+        "margin_at_power": round(float(last["margin_at_power"]), 6),
         "n_test": int(len(runs.labels)),
         "n_test_patients": int(len(np.unique(runs.patients))),
     }
@@ -232,31 +256,34 @@ def summarize(
     all_families: Sequence[Family], config: ReportConfig, mode: str, classes: Sequence[str] = ()
 ) -> tuple[dict, pd.DataFrame]:
     """The summary (settings, then one block per deciding family) and the long table behind it
-    (plots/ratio_summary.csv), with Holm-adjusted p-values over every comparison of every family; with more
-    than two `classes` (label i = classes[i]), per-class recalls in the table."""
+    (plots/ratio_summary.csv), with Holm-adjusted p-values over every comparison of every family; each
+    deciding family's sequence at report.alpha split over them; with more than two `classes` (label i =
+    classes[i]), per-class recalls in the table."""
     if not all_families:
         raise ValueError("summarize needs at least one family")
-    table = pd.concat([_compare(family, config, classes) for family in all_families], ignore_index=True)
+    alpha = sequence_alpha(config.alpha, sum(family.decides for family in all_families))
+    table = pd.concat([_compare(family, config, alpha, classes) for family in all_families], ignore_index=True)
     tested = table["x"] > 0
     table.loc[tested, "p_holm"] = holm(table.loc[tested, "p"].tolist())
     summary: dict = {
         "metric": config.metric,
         "margin": config.margin,
+        "alpha": config.alpha,
         "confidence": config.confidence,
         "mode": mode,
         "preset": config.preset,
     }
     for family in all_families:
         if family.decides:
-            summary[family.name] = _decision(family, table[table["family"] == family.name], config)
+            summary[family.name] = _decision(family, table[table["family"] == family.name], alpha)
     return summary, table
 
 
 def headline(summary: dict) -> dict:
-    """metrics/summary.json, what `dvc exp show` compares: the metric, margin and confidence the verdicts were
-    reached at; per family R_max, how the sequence ended, the resolvable margin, and per R the mean accuracy
-    and log-loss and the lower bound of the difference (the rest is in summary.detail.json)."""
-    settings = {key: summary[key] for key in ("metric", "margin", "confidence")}
+    """metrics/summary.json, what `dvc exp show` compares: the metric, margin and level the verdicts were
+    reached at; per family R_max, how the sequence ended, its level and replication, and per R the mean
+    accuracy and log-loss and the lower bound of the difference (the rest is in summary.detail.json)."""
+    settings = {key: summary[key] for key in ("metric", "margin", "alpha")}
     return settings | {
         name: {key: block[key] for key in HEADLINE_KEYS} for name, block in summary.items() if isinstance(block, dict)
     }
@@ -274,76 +301,122 @@ def preset_warning(summary: dict) -> list[str]:
     ]
 
 
-def verdict_sentence(name: str, block: dict, *, metric: str, margin: float, confidence: float) -> str:
-    """One line a reader can quote: what R_max is, or why there is none."""
-    bound = f"one-sided {confidence:.0%} lower bound of the paired {metric} difference above -{margin:g}"
+def replication_warning(summary: dict) -> list[str]:
+    """The line a verdict below the study's replication starts with: one generator speaks for that generator
+    alone (its seed-to-generator variance is unmeasured), and fewer seeds or generators than the study
+    preset's leave the bounds few degrees of freedom."""
+    blocks = [block for block in summary.values() if isinstance(block, dict) and "generators" in block]
+    if not blocks:
+        return []
+    generators, seeds = min(b["generators"] for b in blocks), min(b["seeds"] for b in blocks)
+    if generators >= STUDY_GENERATORS and seeds >= STUDY_SEEDS:
+        return []
+    about = (
+        "the verdicts are about that one trained generator, not the recipe: no generator-to-generator variance "
+        "is in the bounds, so they are NOT CALIBRATED for the recipe"
+        if generators == 1
+        else "the bounds count every source of variance but rest on few degrees of freedom: wide, with little power"
+    )
+    return [
+        f"UNDER-REPLICATED: {generators} generator seed(s) and {seeds} classifier seeds (the study preset: "
+        f"{STUDY_GENERATORS} and {STUDY_SEEDS}); {about}."
+    ]
+
+
+def verdict_sentence(name: str, block: dict, *, metric: str, margin: float) -> str:
+    """One line a reader can quote: what R_max is, or why there is none, at the level it was tested at."""
+    bound = f"one-sided {block['alpha']:.3g}-level lower bound of the paired {metric} difference above -{margin:g}"
+    size = f"{block['generators']} generator(s) x {block['seeds']} seeds"
     if block["stop"] == "none":
-        return f"{name}: R_max = {block['r_max']}%: every R tested is non-inferior to R=0 ({bound})."
+        return f"{name}: R_max = {block['r_max']}%: every R tested is non-inferior to R=0 ({bound}; {size})."
     if block["stop"] == "inferior":
         return (
-            f"{name}: R_max = {block['r_max']}%: R={block['stopped_at']}% is shown to cost more than {margin:g} "
-            f"({bound} for every R up to {block['r_max']}%)."
+            f"{name}: R_max = {block['r_max']}% ({bound} for every R up to it; {size}). R={block['stopped_at']}% "
+            f"looks worse by more than {margin:g} (its upper bound is below -{margin:g}; descriptive, not a claim "
+            "of the sequence)."
         )
     return (
-        f"{name}: R_max not determined at margin {margin:g}: R={block['stopped_at']}% is inconclusive. "
-        f"These runs resolve margins of about {block['resolvable_margin']:.3f} or more; the test set alone, "
-        f"seeds held fixed, {block['test_set_margin']:.3f} (more seeds narrow the difference). "
-        f"Non-inferior up to R={block['r_max_shown']}%."
+        f"{name}: R_max not determined at margin {margin:g}: R={block['stopped_at']}% is inconclusive ({size}). "
+        f"A rerun of this size would show a costless R non-inferior with power {block['power']:.0%} at this margin "
+        f"(more seeds and generators raise it). Non-inferior up to R={block['r_max_shown']}%."
     )
 
 
-def read_synthetic(params: Params) -> dict[int | str, dict]:
-    """Each cohort's synthetic-scan figures (metrics/synthetic/keep_<k>.detail.json), largest cohort first, keyed
-    by keep; with several synthetic classes one entry per cohort and class, keyed "<keep>, <CLASS>"."""
-    figures: dict[int | str, dict] = {}
+def read_synthetic(params: Params) -> dict[str, dict]:
+    """Each generator's synthetic-scan figures (metrics/synthetic/keep_<k>_gen_<g>.detail.json), largest cohort
+    first, keyed "keep <k>, generator <g>"; with several synthetic classes one entry per class too, keyed
+    "keep <k>, generator <g>, <CLASS>"."""
+    figures: dict[str, dict] = {}
     for keep in sorted(params.sweep.keep, reverse=True):
-        detail = read_json(generator_files(params, keep).synthetic_detail)
-        if len(params.sweep.synthetic_classes) == 1:
-            figures[keep] = detail
-        else:
-            figures.update({f"{keep}, {name}": detail[name] for name in params.sweep.synthetic_classes})
+        for generator in params.sweep.generator_seeds:
+            name = f"keep {keep}, generator {generator}"
+            detail = read_json(generator_files(params, keep, generator).synthetic_detail)
+            if len(params.sweep.synthetic_classes) == 1:
+                figures[name] = detail
+            else:
+                figures.update({f"{name}, {one}": detail[one] for one in params.sweep.synthetic_classes})
     return figures
 
 
-def markdown_report(summary: dict, table: pd.DataFrame, synthetic: dict[int | str, dict]) -> str:
-    """plots/report.md: the verdict per family, its table, and the synthetic scans of each cohort (and class),
-    in the order of `synthetic` (read_synthetic's)."""
+def method_line(summary: dict) -> str:
+    """How the verdicts were reached: the declared margin and level, and what the bounds count."""
+    families = sum(isinstance(block, dict) for block in summary.values())
+    patients = "a patient bootstrap" if summary["metric"] == "auroc" else "their cluster variance"
+    return (
+        f"mix.mode = {summary['mode']}; decided on {summary['metric']} at margin {summary['margin']:g} and one-sided "
+        f"level {summary['alpha']:g}, both declared in params.yaml before the run; the level is split over "
+        f"{families} regime(s) (Bonferroni), each tested as a fixed sequence of ascending x. Bounds and p-values: "
+        f"one t model whose variance sums test patients ({patients}), classifier seeds and generator seeds, "
+        "on Satterthwaite's degrees of freedom (inference.py); p (two-sided, no difference) Holm-adjusted over "
+        f"every comparison; power: of showing a costless x non-inferior at the margin; intervals: "
+        f"{summary['confidence']:.0%}, same model."
+    )
+
+
+def markdown_report(summary: dict, table: pd.DataFrame, synthetic: dict[str, dict]) -> str:
+    """plots/report.md: the verdict per family, its table, and the synthetic scans of each generator (and
+    class), in the order of `synthetic` (read_synthetic's)."""
     metric, margin, confidence = summary["metric"], summary["margin"], summary["confidence"]
     lines = [
         "# Ratio sweep",
         "",
-        *(text for line in preset_warning(summary) for text in (f"**{line}**", "")),
-        f"mix.mode = {summary['mode']}; decided on {metric} at margin {margin:g}; intervals: {confidence:.0%} "
-        "bootstrap over test patients crossed with seeds; p: patient-level sign-flip permutation test of the "
-        "seed-averaged paired difference, Holm-adjusted over every comparison.",
+        *(text for line in [*preset_warning(summary), *replication_warning(summary)] for text in (f"**{line}**", "")),
+        method_line(summary),
     ]
     for name, part in table.groupby("family", sort=False):
         lines += ["", f"## {name}", ""]
         if name in summary:
-            lines += [verdict_sentence(name, summary[name], metric=metric, margin=margin, confidence=confidence), ""]
+            lines += [verdict_sentence(name, summary[name], metric=metric, margin=margin), ""]
         lines += [
-            f"| x % | synthetic share | accuracy (CI) | log-loss (CI) | {metric} difference (one-sided bounds) "
-            "| verdict | p (Holm) | F1 | AUROC | ECE |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            f"| x % | generators x seeds | synthetic share | accuracy (CI) | log-loss (CI) | {metric} difference "
+            "(one-sided bounds) | verdict | p (Holm) | power | F1 | AUROC | ECE |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for _, r in part.iterrows():
             tested = r["x"] > 0
             lines.append(
-                f"| {int(r['x'])} | {r['synthetic_share']:.2f} | "
+                f"| {int(r['x'])} | {_models(r)} | {r['synthetic_share']:.2f} | "
                 f"{r['accuracy']:.4f} ({r['accuracy_low']:.4f}-{r['accuracy_high']:.4f}) | "
                 f"{r['log_loss']:.4f} ({r['log_loss_low']:.4f}-{r['log_loss_high']:.4f}) | "
                 + (
                     f"{r['delta']:+.4f} ({r['delta_lower']:+.4f}, {r['delta_upper']:+.4f}) | {r['verdict']} | "
-                    f"{r['p']:.3g} ({r['p_holm']:.3g}) | "
+                    f"{r['p']:.3g} ({r['p_holm']:.3g}) | {r['power']:.2f} | "
                     if tested
-                    else "reference | | | "
+                    else "reference | | | | "
                 )
                 + f"{r['f1']:.4f} | {r['auroc']:.4f} | {r['ece']:.4f} |"
             )
         lines += recall_table(part, confidence)
-    for keep, metrics in synthetic.items():
-        lines += ["", f"## Synthetic scans of cohort keep {keep}", "", *synthetic_table(metrics)]
+    for name, metrics in synthetic.items():
+        lines += ["", f"## Synthetic scans, {name}", "", *synthetic_table(metrics)]
     return "\n".join(lines) + "\n"
+
+
+def _models(row: pd.Series) -> str:
+    """A table row's replication: generators x seeds, or the real-only reference's seeds."""
+    if row["x"] > 0:
+        return f"{int(row['generators'])} x {int(row['seeds'])}"
+    return f"{int(row['seeds'])} seeds, real only"
 
 
 def recall_table(part: pd.DataFrame, confidence: float) -> list[str]:
@@ -354,8 +427,8 @@ def recall_table(part: pd.DataFrame, confidence: float) -> list[str]:
         return []
     lines = [
         "",
-        f"Recall per class (mean over seeds; change from the reference with its {confidence:.0%} interval, "
-        "test patients resampled):",
+        f"Recall per class (mean over models; change from the reference with its {confidence:.0%} interval, "
+        "test patients, seeds and generators counted):",
         "",
         "| x % | " + " | ".join(names) + " |",
         "|---|" + "---|" * len(names),
@@ -394,7 +467,12 @@ def synthetic_table(metrics: dict) -> list[str]:
             "copies of training patients",
         ),
     ]
-    lines = ["| figure | synthetic | real floor (sd over halvings) | catches |", "|---|---|---|---|"]
+    lines = [
+        "Floors and compared sets: one scan per held-out patient.",
+        "",
+        "| figure | synthetic | real floor (sd over halvings) | catches |",
+        "|---|---|---|---|",
+    ]
     for name, key, floor, meaning in rows:
         if key in metrics:
             spread = metrics.get(f"{floor}_sd")
@@ -403,6 +481,12 @@ def synthetic_table(metrics: dict) -> list[str]:
                 + (f" ({spread:.2g})" if spread is not None else "")
                 + f" | {meaning} |"
             )
+    if "copying_p_features" in metrics:
+        lines.append(
+            f"| copying test (features) | P(closer than unseen real) {metrics['copying_auroc_features']:.3f}, "
+            f"p {metrics['copying_p_features']:.3g} | 0.5 | copies: synthetic scans nearer training scans than "
+            "other patients' are (Meehan et al. 2020, by patient) |"
+        )
     if "detector_auroc" in metrics:
         lines.append(
             f"| detector AUROC | {metrics['detector_auroc']:.3f} ({metrics['detector_auroc_ci_low']:.3f}-"
@@ -411,24 +495,26 @@ def synthetic_table(metrics: dict) -> list[str]:
     return lines
 
 
-def terminal_summary(summary: dict, synthetic: dict[int | str, dict], plots: str) -> str:
-    """The few lines the quick start ends with: the verdict per regime, accuracy per R, the synthetic scans'
-    figures beside their floors, and where the report and figures are."""
-    metric, margin, confidence = summary["metric"], summary["margin"], summary["confidence"]
+def terminal_summary(summary: dict, synthetic: dict[str, dict], plots: str) -> str:
+    """The few lines the quick start ends with: the warnings a verdict carries, the verdict per regime,
+    accuracy per R, each generator's scans beside their floors, and where the report and figures are."""
+    metric, margin = summary["metric"], summary["margin"]
     lines = [
         *preset_warning(summary),
-        f"R_max: largest R shown non-inferior to R=0 on {metric} at margin {margin:g} ({confidence:.0%} one-sided):",
+        *replication_warning(summary),
+        f"R_max: largest R shown non-inferior to R=0 on {metric} at margin {margin:g}, one-sided level "
+        f"{summary['alpha']:g} over every regime (declared in params.yaml):",
     ]
     for name, block in summary.items():
         if isinstance(block, dict):
-            lines.append("  " + verdict_sentence(name, block, metric=metric, margin=margin, confidence=confidence))
+            lines.append("  " + verdict_sentence(name, block, metric=metric, margin=margin))
             lines.append(
                 "    accuracy by R: "
                 + ", ".join(f"R={x} {v:.3f}" for x, v in sorted(block["accuracy"].items(), key=lambda i: int(i[0])))
             )
-    for keep, figures in synthetic.items():
+    for name, figures in synthetic.items():
         lines.append(
-            f"  synthetic scans, cohort keep {keep}: domain FID {figures['domain_fid']:.3g} "
+            f"  synthetic scans, {name}: domain FID {figures['domain_fid']:.3g} "
             f"(real floor {figures['domain_fid_floor']:.3g}), detector AUROC {figures['detector_auroc']:.2f} "
             f"({figures['detector_auroc_ci_low']:.2f}-{figures['detector_auroc_ci_high']:.2f}; "
             f"0.5 = indistinguishable), memorized {figures['memorized_share_features']:.2f} "

@@ -48,22 +48,29 @@ def test_every_metric_present_finite_and_few_images_flagged(
     figures = ("fid", "kid", "precision", "recall", "density", "coverage")
     spaces = [f"domain_{m}{floor}" for m in figures for floor in ("", "_floor", "_floor_sd")]
     memorized = [f"memorized_{m}_{s}" for m in ("share", "threshold") for s in ("features", "pixels")]
-    memorized += [f"memorized_share_{s}_{what}" for s in ("features", "pixels") for what in ("floor", "p")]
+    memorized += [f"memorized_share_{s}_floor" for s in ("features", "pixels")]
+    copying = [f"copying_{m}_{s}" for m in ("auroc", "p") for s in ("features", "pixels")]
+    copying += [f"copying_auroc_{s}_se" for s in ("features", "pixels")]
     detector = [
         f"detector_{m}" for m in ("auroc", "auroc_ci_low", "auroc_ci_high", "accuracy", "n_train", "n_val", "n_test")
     ]
-    counts = ["n_synthetic", "n_real", "n_real_train", "n_real_half", "n_compared", "nearest_k", "floor_splits"]
-    assert set(metrics) == {*spaces, *memorized, *detector, *counts, "memorized_pixel_size", "inception", "few_images"}
+    counts = ["n_synthetic", "n_real", "n_real_train", "n_real_half", "n_compared", "n_compared_patients"]
+    counts += ["nearest_k", "floor_splits", "memorized_pixel_size", "copying_draws"]
+    assert set(metrics) == {*spaces, *memorized, *copying, *detector, *counts, "inception", "few_images"}
     assert all(math.isfinite(v) for v in metrics.values())
     json.dumps(metrics, allow_nan=False)  # plain JSON for dvc exp show
+    # 10 held-out patients of 2 scans: a half holds 5 patients, compared one scan each
     assert (metrics["n_synthetic"], metrics["n_real"], metrics["n_real_train"], metrics["n_compared"]) == (
         12,
         20,
         16,
-        10,
+        5,
     )
     assert metrics["detector_auroc_ci_low"] <= metrics["detector_auroc"] <= metrics["detector_auroc_ci_high"]
-    assert 0 < metrics["memorized_share_features_p"] <= 1
+    for space in ("features", "pixels"):
+        assert 0 < metrics[f"copying_p_{space}"] < 1 and 0 < metrics[f"copying_auroc_{space}"] < 1
+        assert metrics[f"copying_auroc_{space}_se"] > 0
+    assert metrics["copying_draws"] == CONFIG.bootstrap
     assert metrics["inception"] is False
     assert metrics["few_images"] is few
     assert ("biased and unstable" in caplog.text) is few
@@ -125,3 +132,6 @@ def test_pixel_memorization_compares_at_the_capped_size(
 
     assert metrics["memorized_pixel_size"] == compared
     assert metrics["memorized_share_pixels"] == 1.0
+    # every copy nearer its training scan than any held-out scan: the copying test sees them in both spaces
+    assert (metrics["copying_auroc_pixels"], metrics["copying_p_pixels"]) == (1.0, 0.0)
+    assert metrics["copying_p_features"] < 0.05

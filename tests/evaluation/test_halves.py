@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from synthratio.evaluation.halves import patient_halves
+from synthratio.evaluation.halves import one_scan_per_patient, patient_halves
 
 
 @pytest.mark.parametrize("n", [2, 7, 8])
@@ -33,3 +33,18 @@ def test_two_patients_make_two_halves_of_one_patient_each():
     for seed in range(10):
         first, second = patient_halves(np.array(["b", "a", "a", "a", "b"]), np.random.default_rng(seed))
         assert {len(first), len(second)} == {2, 3}
+
+
+def test_one_scan_per_patient_takes_each_patient_once_and_every_scan_sometimes():
+    """Rows 2..11 of patients a (4 rows), b (1), c (5): one row each, the patients in random order, and over
+    draws every row of a patient is the one taken (not always its first scan)."""
+    groups = np.array(["z", "z", "a", "a", "a", "a", "b", "c", "c", "c", "c", "c"])
+    rows = np.arange(2, 12)
+    taken, orders = set(), set()
+    for seed in range(200):
+        chosen = one_scan_per_patient(rows, groups, np.random.default_rng(seed))
+        assert sorted(groups[chosen]) == ["a", "b", "c"]
+        taken.update(chosen.tolist())
+        orders.add("".join(groups[chosen]))
+    assert taken == set(rows.tolist())
+    assert len(orders) == 6  # every order of the three patients: its first n rows are n random patients

@@ -5,12 +5,15 @@ import pytest
 import torch
 from matplotlib.colors import to_hex
 from PIL import Image
+from sklearn.metrics import roc_auc_score
 
 import synthratio.evaluation.memorization as memorization_module
 import synthratio.figures as figures_module
 from synthratio.evaluation.memorization import (
+    Copying,
     Memorization,
     Nearest,
+    copying_test,
     memorization,
     nearest_rows,
     pixel_rows,
@@ -90,12 +93,14 @@ def test_grid_shows_the_closest_pairs_first_with_memorized_distances_in_red(
         share=0.6,
         share_floor=0.125,
         nearest=Nearest(np.array([5.0, 1.0, 3.0, 0.0, 1.0]), np.array([0, 1, 4, 2, 5])),
+        real_distance=np.array([1.0, 2.0]),
     )
     features = Memorization(
         threshold=0.5,
         share=0.2,
         share_floor=0.05,
         nearest=Nearest(np.array([0.25, 2.0, 3.0, 4.0, 5.0]), np.array([3, 3, 3, 3, 3])),
+        real_distance=np.array([1.0, 2.0]),
     )
     path = tmp_path / "grid.png"
     save_memorization_grid(synthetic, train, {"pixels": pixels, "features": features}, path=path, pairs=4)
@@ -156,6 +161,7 @@ def test_threshold_share_and_floor_count_distances_at_the_threshold():
         quantile=0.5,
     )
     assert (result.threshold, result.share, result.share_floor) == (2.0, 0.5, 0.5)
+    np.testing.assert_array_equal(result.real_distance, [1.0, 2.0, 3.0, 2.0, 4.0])  # reference rows, then floor
     one = memorization(
         np.array([[2.0]]), real_reference=reference, real_floor=np.array([[2.0]]), train=train, quantile=0.25
     )
@@ -237,7 +243,11 @@ def test_grid_keeps_tied_distances_in_scan_order_among_many(tmp_path: Path, monk
     distance = np.random.default_rng(3).integers(0, 3, 64).astype(float)  # 0, 1 or 2: many ties
     synthetic = np.repeat(np.arange(64, dtype=np.uint8), 16).reshape(64, 4, 4)  # scan i: all pixels i
     result = Memorization(
-        threshold=0.0, share=0.0, share_floor=0.0, nearest=Nearest(distance, np.zeros(64, dtype=np.int64))
+        threshold=0.0,
+        share=0.0,
+        share_floor=0.0,
+        nearest=Nearest(distance, np.zeros(64, dtype=np.int64)),
+        real_distance=np.zeros(2),
     )
     save_memorization_grid(synthetic, np.zeros((1, 4, 4), np.uint8), {"pixels": result}, path=tmp_path / "grid.png")
     shown = [int(ax.images[0].get_array()[0, 0]) for ax in figures[0].subfigs[0].axes[:8]]
@@ -265,3 +275,49 @@ def test_grid_is_a_png_whatever_the_file_suffix(tmp_path: Path, scans):
     )
     save_memorization_grid(images[:2], images[2:], {"pixels": result}, path=tmp_path / "grid.out")
     assert (tmp_path / "grid.out").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_copying_auroc_is_mann_whitney_with_ties_half_and_p_follows_its_side():
+    """The statistic is sklearn's AUROC of "synthetic" scored by smaller distance; copies push it towards 1
+    and p towards 0, scans farther than real ones towards 0 and 1."""
+    rng = np.random.default_rng(0)
+    synthetic, real = rng.integers(0, 6, 40).astype(float), rng.integers(0, 6, 30).astype(float)  # many ties
+    result = copying_test(synthetic, real, np.arange(30) // 3, draws=200, seed=0)
+    labels = np.r_[np.ones(40), np.zeros(30)]
+    assert result.auroc == pytest.approx(roc_auc_score(labels, -np.r_[synthetic, real]), abs=1e-12)
+    assert (result.draws, result.se > 0) == (200, True)
+    copied = copying_test(synthetic - 3, real, np.arange(30) // 3, draws=200, seed=0)
+    farther = copying_test(synthetic + 3, real, np.arange(30) // 3, draws=200, seed=0)
+    assert copied.auroc > 0.8 and copied.p < 1e-3
+    assert farther.auroc < 0.2 and farther.p > 0.999
+    assert copying_test(synthetic, real, np.arange(30) // 3, draws=200, seed=0) == result  # seeded
+
+
+def test_copying_se_resamples_patients_not_scans():
+    """Each real patient's scan repeated three times is still one patient's worth of evidence: the
+    standard error stays that of one scan a patient, where resampling scans would shrink it (towards 1 /
+    sqrt(3) of it) and make p look more certain than the data are."""
+    rng = np.random.default_rng(1)
+    synthetic, real = rng.normal(size=200), rng.normal(size=40)
+    single = copying_test(synthetic, real, np.arange(40), draws=2000, seed=0)
+    tripled = copying_test(synthetic, np.repeat(real, 3), np.repeat(np.arange(40), 3), draws=2000, seed=0)
+    as_scans = copying_test(synthetic, np.repeat(real, 3), np.arange(120), draws=2000, seed=0)
+    assert tripled == single  # the same 40 patients drawn alike: the same figures
+    assert as_scans.se < 0.8 * tripled.se and as_scans.p > tripled.p
+
+
+def test_copying_test_without_spread_and_of_too_few_is_named():
+    """Every synthetic scan nearer than every real one: every draw gives 1, se 0, p 0; the reverse p 1."""
+    groups = np.arange(4) // 2
+    assert copying_test(np.zeros(3), np.ones(4), groups, draws=10, seed=0) == Copying(1.0, 0.0, 0.0, 10)
+    assert copying_test(np.ones(3), np.zeros(4), groups, draws=10, seed=0).p == 1.0
+    with pytest.raises(ValueError, match="1 synthetic scans, 2 real patients and draws=10"):
+        copying_test(np.zeros(1), np.ones(4), groups, draws=10, seed=0)
+    with pytest.raises(ValueError, match="3 synthetic scans, 1 real patients and draws=10"):
+        copying_test(np.zeros(3), np.ones(4), np.zeros(4), draws=10, seed=0)
+    with pytest.raises(ValueError, match="draws=1; a standard error needs >= 2 of each"):
+        copying_test(np.zeros(3), np.ones(4), groups, draws=1, seed=0)
+    with pytest.raises(ValueError, match="3 patient groups for 4 real distances"):
+        copying_test(np.zeros(3), np.ones(4), groups[:3], draws=10, seed=0)
+    with pytest.raises(ValueError, match=r"shapes \(3, 1\) \(synthetic\) and \(4,\) \(real\)"):
+        copying_test(np.zeros((3, 1)), np.ones(4), groups, draws=10, seed=0)

@@ -1,13 +1,14 @@
-"""One point of the ratio sweep: train a classifier per seed at ratio R in real-data regime `keep`, test them
-on real scans, save it all.
+"""One point of the ratio sweep: train a classifier per seed at ratio R in real-data regime `keep`, test them on
+real scans, save it all.
 
 `keep` (the regime) is the cohort of the synthetic classes' real training patients the classifier may see
-(data/cohort.py): the same nested subset for the baseline, every R and every seed of the regime, and the
-one its generator was trained on. Batches keep the class make-up and steps of the full training set: the
-few kept real scans of a class are drawn more often, and synthetic ones (R > 0) can stand in for them.
-Every class of sweep.synthetic_class gets its own synthetic scans at the same R. In mix.mode data the
-cohort's left-out scans are replaced, one for one, by synthetic scans of its own generator (R is then a
-share of the data, set by keep, not of each batch).
+(data/cohort.py): the same nested subset for the baseline, every R and every seed of the regime, and the one
+its generators were trained on; its validation patients are cut the same way. Each R > 0 runs once per
+generator seed (sweep.generator_seeds) on that generator's scans; R=0 reads none. Batches keep the class
+make-up and steps of the full training set: the few kept real scans of a class are drawn more often, and synthetic
+ones (R > 0) can stand in for them. Every class of sweep.synthetic_class gets its own synthetic scans at the
+same R. In mix.mode data the cohort's left-out scans are replaced, one for one, by synthetic scans of its own
+generator (R is then a share of the data, set by keep, not of each batch).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from synthratio.layout import (
     classifier_path,
     generator_files,
     predictions_path,
+    stage_name,
 )
 from synthratio.runtime import load_safetensors, open_live, write_atomically, write_json
 
@@ -44,17 +46,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def load_real(params: Params, split: str) -> LabelledImages:
-    real = load_prepared(params.paths.prepared, split, params.classifier.image_size)
-    return LabelledImages(images=real.images, labels=real.labels)
+def cohort_val(params: Params, keep: int) -> LabelledImages:
+    """Cohort `keep`'s validation scans at the classifier's size: what its runs select epochs and curation
+    thresholds on (a scarce regime has scarce validation patients too)."""
+    val = cohort_of(params, keep, size=params.classifier.image_size, split="val")
+    return LabelledImages(images=val.images, labels=val.labels)
 
 
 def load_classifier(params: Params, *, seed: int, ratio: int, device: torch.device, keep: int) -> torch.nn.Module:
     """A trained classifier from its safetensors file (never pickle)."""
     path = classifier_path(params, ratio=ratio, seed=seed, keep=keep)
     if not path.is_file():
-        stage = f"baseline@{keep}" if ratio == 0 else f"train_classifier@{ratio}-{keep}"  # dvc.yaml's matrix names
-        raise FileNotFoundError(f"{path}: classifier weights not found (run stage {stage})")
+        raise FileNotFoundError(f"{path}: classifier weights not found (run stage {stage_name(ratio, keep)})")
     model = build_classifier(params.classifier.arch, len(params.prepare.classes), params.classifier.image_size)
     model.load_state_dict(load_safetensors(path, device))
     return model.to(device).eval()
@@ -84,19 +87,19 @@ def synthetic_count(params: Params, ratio: int, keep: int, *, synthetic_class: s
     return wanted
 
 
-def curated_seeds(params: Params, keep: int, synthetic_class: str, *, device: torch.device) -> Curation:
-    """The seeds of cohort `keep`'s synthetic `synthetic_class` scans that curation keeps: all of them when
-    curate.real_quantile is 0, else those the R=0 classifier of curate.classifier_seed calls the class as
-    surely as real val scans."""
+def curated_seeds(params: Params, keep: int, generator: int, synthetic_class: str, *, device: torch.device) -> Curation:
+    """The seeds of the synthetic `synthetic_class` scans of cohort `keep`'s generator `generator` that
+    curation keeps: all of them when curate.real_quantile is 0, else those the R=0 classifier of
+    curate.classifier_seed calls the class as surely as the cohort's real val scans."""
     seeds = synthetic_seeds(params.generate, params.finetune.target_classes.index(synthetic_class))
     if not params.curate.real_quantile:
         return Curation(kept=tuple(seeds), rejected=0, threshold=0.0)
     size = params.classifier.image_size
     label = params.prepare.classes.index(synthetic_class)
-    val = load_real(params, "val")
+    val = cohort_val(params, keep)
     curation = curate(
         load_classifier(params, seed=params.curate.classifier_seed, ratio=0, device=device, keep=keep),
-        load_synthetic(generator_files(params, keep).synthetic / synthetic_class, seeds, size),
+        load_synthetic(generator_files(params, keep, generator).synthetic / synthetic_class, seeds, size),
         seeds,
         val.images[val.labels == label],
         label=label,
@@ -104,11 +107,13 @@ def curated_seeds(params: Params, keep: int, synthetic_class: str, *, device: to
         device=device,
     )
     log.info(
-        "curation kept %d of %d synthetic %s scans of cohort keep=%d: p(%s) >= %.4f, the %g quantile of real val",
+        "curation kept %d of %d synthetic %s scans of cohort keep=%d, generator %d: p(%s) >= %.4f, the %g quantile "
+        "of its real val",
         len(curation.kept),
         len(seeds),
         synthetic_class,
         keep,
+        generator,
         synthetic_class,
         curation.threshold,
         params.curate.real_quantile,
@@ -137,9 +142,9 @@ def synthetic_labels_of(params: Params) -> list[int]:
     return [params.prepare.classes.index(name) for name in params.sweep.synthetic_classes]
 
 
-def load_run_data(params: Params, ratio: int, keep: int, *, device: torch.device) -> RunData:
-    """The real scans of cohort `keep`, val and test, and the synthetic scans of each synthetic class a run at
-    `ratio` mixes in (those curation keeps)."""
+def load_run_data(params: Params, ratio: int, keep: int, *, generator: int | None, device: torch.device) -> RunData:
+    """The real scans of cohort `keep`, train and val, the whole test split, and the synthetic scans of each
+    synthetic class that a run at `ratio` mixes in from generator `generator` (those curation keeps)."""
     cohort = cohort_of(params, keep, size=params.classifier.image_size)
     parts, labels, rejected = [], [], 0
     for synthetic_class, label in zip(params.sweep.synthetic_classes, synthetic_labels_of(params)):
@@ -149,13 +154,15 @@ def load_run_data(params: Params, ratio: int, keep: int, *, device: torch.device
         )
         if not n_synthetic:
             continue
-        curation = curated_seeds(params, keep, synthetic_class, device=device)
+        if generator is None:
+            raise ValueError(f"ratio={ratio} mixes synthetic scans in: name the generator seed")
+        curation = curated_seeds(params, keep, generator, synthetic_class, device=device)
         if len(curation.kept) < n_synthetic and params.mix.mode == "data":
             raise ParamsError(
                 f"mix.mode data fills {n_synthetic} left-out {synthetic_class} scans of cohort keep={keep}, but "
                 f"curation kept {len(curation.kept)} of generate.num_images={params.generate.num_images}; raise it"
             )
-        folder = generator_files(params, keep).synthetic / synthetic_class
+        folder = generator_files(params, keep, generator).synthetic / synthetic_class
         parts.append(load_synthetic(folder, curation.kept[:n_synthetic], params.classifier.image_size))
         labels.append(np.full(len(parts[-1]), label, dtype=np.int64))
         rejected += curation.rejected
@@ -163,7 +170,7 @@ def load_run_data(params: Params, ratio: int, keep: int, *, device: torch.device
     of_class = np.isin(cohort.labels, synthetic_labels_of(params))
     return RunData(
         train=LabelledImages(images=cohort.images, labels=cohort.labels),
-        val=load_real(params, "val"),
+        val=cohort_val(params, keep),
         test=LabelledImages(images=test.images, labels=test.labels),
         test_files=test.files,
         test_patients=test.patients,
@@ -182,11 +189,13 @@ def run_seed(
     ratio: int,
     seed: int,
     keep: int,
+    generator: int | None = None,
     device: torch.device,
     live: dvclive.Live | None = None,
 ) -> dict:
-    """Train one seed at `ratio` % synthetic (params.mix.mode), select on real val, score on real test;
-    write its weights and predictions; return its metrics."""
+    """Train one seed at `ratio` % synthetic (params.mix.mode) from generator `generator` (None at R=0),
+    select on the cohort's real val, score on real test; write its weights and predictions; return its
+    metrics."""
     classes, synthetic_labels = params.prepare.classes, synthetic_labels_of(params)
     n_synthetic = 0 if data.synthetic is None else len(data.synthetic)
     result = train_classifier(
@@ -211,6 +220,7 @@ def run_seed(
         ratio=ratio,
         seed=seed,
         keep=keep,
+        generator=generator,
         best_epoch=result.best_epoch,
         n_test=int(len(data.test.labels)),
         n_train_real=int(len(data.train.labels)),
@@ -224,24 +234,27 @@ def run_seed(
     for i, name in enumerate(classes):
         predictions[f"prob_{name}"] = np.round(probabilities[:, i], 6)
     state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
-    write_atomically(classifier_path(params, ratio=ratio, seed=seed, keep=keep), lambda tmp: save_file(state, str(tmp)))
-    write_atomically(
-        predictions_path(params, ratio=ratio, seed=seed, keep=keep), lambda tmp: predictions.to_csv(tmp, index=False)
-    )
+    where = {"ratio": ratio, "seed": seed, "keep": keep, "generator": generator}
+    write_atomically(classifier_path(params, **where), lambda tmp: save_file(state, str(tmp)))
+    write_atomically(predictions_path(params, **where), lambda tmp: predictions.to_csv(tmp, index=False))
     return metrics
 
 
-def run_ratio(params: Params, ratio: int, keep: int, *, device: torch.device) -> list[dict]:
-    """Every seed of sweep.seeds at `ratio` on cohort `keep`: one classifier each (dvclive curves under
-    paths.live), then the seeds' metrics as one JSON list, written last so that it marks the stage done."""
-    data = load_run_data(params, ratio, keep, device=device)
+def run_ratio(
+    params: Params, ratio: int, keep: int, *, generator: int | None = None, device: torch.device
+) -> list[dict]:
+    """Every seed of sweep.seeds at `ratio` on cohort `keep` with generator `generator`'s scans (None at
+    R=0): one classifier each (dvclive curves under paths.live), then the seeds' metrics as one JSON list,
+    written last so that it marks the stage done."""
+    data = load_run_data(params, ratio, keep, generator=generator, device=device)
     log.info(
-        "classifiers %s at R=%d%% (%s) keep %d%%, seeds %s, on %s: %d real train (%d %s from %d patients), %d val, "
-        "%d test, %d synthetic",
+        "classifiers %s at R=%d%% (%s) keep %d%%, generator %s, seeds %s, on %s: %d real train (%d %s from %d "
+        "patients), %d val, %d test, %d synthetic",
         params.classifier.arch,
         ratio,
         params.mix.mode,
         keep,
+        generator,
         list(params.sweep.seeds),
         device,
         len(data.train.labels),
@@ -254,7 +267,8 @@ def run_ratio(params: Params, ratio: int, keep: int, *, device: torch.device) ->
     )
     runs = []
     for seed in params.sweep.seeds:
-        with open_live(classifier_live_path(params, ratio=ratio, seed=seed, keep=keep)) as live:
-            runs.append(run_seed(params, data, ratio=ratio, seed=seed, keep=keep, device=device, live=live))
-    write_json(classifier_metrics_path(params, ratio, keep), runs)
+        where = {"ratio": ratio, "seed": seed, "keep": keep, "generator": generator}
+        with open_live(classifier_live_path(params, **where)) as live:
+            runs.append(run_seed(params, data, **where, device=device, live=live))
+    write_json(classifier_metrics_path(params, ratio, keep, generator), runs)
     return runs

@@ -4,7 +4,9 @@ A regime `keep` keeps keep % of each synthetic class's training patients, and it
 classifiers see exactly those (a generator trained on more patients would leak the held-back ones into the
 scarce regime through its scans). The cohorts are nested: one seeded order of the patients, and cohort k
 is its first round(k % of them), so the 25 % cohort lies inside the 50 % one and results move with the
-amount of data, not with which patients were drawn.
+amount of data, not with which patients were drawn. A held-back patient leaves with every scan, of any
+class (Kermany ids can carry CNV and DRUSEN scans of one eye). The validation split is cut the same way: a
+scarce regime chooses its epochs and curation threshold on as few patients as it trains on.
 """
 
 from __future__ import annotations
@@ -34,32 +36,42 @@ def cohort_patients(groups: np.ndarray, labels: np.ndarray, *, label: int, keep:
 def cohort_rows(
     groups: np.ndarray, labels: np.ndarray, *, label: int | Sequence[int], keep: int, subset_seed: int
 ) -> np.ndarray:
-    """Rows of a training split in cohort `keep`: every row of the other classes and the rows of each class
-    in `label` (one or several) whose patient is in that class's cohort_patients."""
+    """Rows of a split in cohort `keep`: every row but those of the patients a class in `label` (one or
+    several) holds back, the patients with scans of that class outside its cohort_patients; their scans of
+    other classes leave too."""
     groups, labels = np.asarray(groups), np.asarray(labels)
-    kept = ~np.isin(labels, label)
-    for one in np.atleast_1d(label):
-        chosen = cohort_patients(groups, labels, label=int(one), keep=keep, subset_seed=subset_seed)
-        kept |= (labels == one) & np.isin(groups, chosen)
-    return np.flatnonzero(kept)
+    held_back = [
+        np.setdiff1d(
+            groups[labels == one], cohort_patients(groups, labels, label=int(one), keep=keep, subset_seed=subset_seed)
+        )
+        for one in np.atleast_1d(label)
+    ]
+    return np.flatnonzero(~np.isin(groups, np.concatenate(held_back)))
 
 
 @dataclass(frozen=True)
 class TrainingScans:
-    """The real training scans a cohort sees, uint8 at one size."""
+    """The real scans of one split that a cohort sees, uint8 at one size."""
 
     images: np.ndarray  # (N, size, size)
     labels: np.ndarray  # (N,) class indices
     patients: np.ndarray  # (N,) patient group of each scan
-    class_counts: tuple[int, ...]  # scans per class in the whole training split (what batches are made of)
+    class_counts: tuple[int, ...]  # scans per class in the whole split (training: what batches are made of)
 
 
 def load_cohort(
-    prepared: Path, size: int, *, num_classes: int, label: int | Sequence[int], keep: int, subset_seed: int
+    prepared: Path,
+    size: int,
+    *,
+    num_classes: int,
+    label: int | Sequence[int],
+    keep: int,
+    subset_seed: int,
+    split: str = "train",
 ) -> TrainingScans:
-    """The prepared training scans at `size` px that cohort `keep` of class(es) `label` may see (still the
+    """The prepared scans of `split` at `size` px that cohort `keep` of class(es) `label` may see (still the
     memory map when it sees them all)."""
-    train = load_prepared(prepared, "train", size)
+    train = load_prepared(prepared, split, size)
     images, labels, patients = train.images, train.labels, train.patients
     counts = tuple(int(n) for n in np.bincount(labels, minlength=num_classes))
     rows = cohort_rows(patients, labels, label=label, keep=keep, subset_seed=subset_seed)
@@ -68,9 +80,10 @@ def load_cohort(
     return TrainingScans(images=images, labels=labels, patients=patients, class_counts=counts)
 
 
-def cohort_of(params: Params, keep: int, *, size: int) -> TrainingScans:
+def cohort_of(params: Params, keep: int, *, size: int, split: str = "train") -> TrainingScans:
     """load_cohort as params.yaml sets it up: regime `keep` of each class of sweep.synthetic_class
-    (finetune.target_class, the same classes) among prepare.classes, in the order sweep.subset_seed draws."""
+    (finetune.target_class, the same classes) among prepare.classes, in the order sweep.subset_seed draws,
+    of the training split or another (val: what the regime selects on)."""
     classes = params.prepare.classes
     return load_cohort(
         params.paths.prepared,
@@ -79,4 +92,5 @@ def cohort_of(params: Params, keep: int, *, size: int) -> TrainingScans:
         label=[classes.index(name) for name in params.sweep.synthetic_classes],
         keep=keep,
         subset_seed=params.sweep.subset_seed,
+        split=split,
     )

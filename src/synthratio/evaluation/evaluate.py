@@ -3,8 +3,9 @@ scans:
 
 - FID, KID and precision/recall/density/coverage in the domain feature space (a classifier trained on real
   training scans only) and, when its weights file is there, clean-fid's Inception; each next to its
-  real-vs-real floor (distances.py, manifold.py);
-- the memorized share, in domain features and in pixels (memorization.py), and plots/memorization_keep_<k>.png;
+  real-vs-real floor, compared one scan per held-out patient (distances.py, manifold.py);
+- in domain features and in pixels (memorization.py): the memorized share beside its real floor (descriptive),
+  the data-copying test (calibrated: its AUROC and one-sided p), and plots/memorization_keep_<k>.png;
 - the held-out AUROC of a synthetic-vs-real detector (detector.py);
 - the set sizes, and few_images when FID compares fewer than evaluate.min_images scans a side.
 """
@@ -20,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from cleanfid.features import build_feature_extractor
-from scipy.stats import binomtest
 
 from synthratio.config import EvaluateConfig
 from synthratio.data.prepared import load_prepared
@@ -28,7 +28,7 @@ from synthratio.evaluation.detector import detect_synthetic, resize_scans
 from synthratio.evaluation.distances import DISTANCE_KEYS, feature_distances
 from synthratio.evaluation.features import FeatureFn, file_features, inception_available, read_scans, write_png_folder
 from synthratio.evaluation.halves import patient_halves
-from synthratio.evaluation.memorization import Memorization, memorization, pixel_rows
+from synthratio.evaluation.memorization import Memorization, copying_test, memorization, pixel_rows
 from synthratio.figures import save_memorization_grid
 
 logger = logging.getLogger(__name__)
@@ -83,8 +83,8 @@ def _distance_metrics(
     config: EvaluateConfig,
 ) -> tuple[dict[str, float | int], tuple[np.ndarray, np.ndarray]]:
     """{space}_{DISTANCE_KEYS} of every feature space, with the sizes feature_distances compared (the same in
-    every space: n_synthetic, n_real_half, n_compared, nearest_k, floor_splits); and the domain space's
-    (synthetic, held-out real) features, which memorization reuses."""
+    every space: n_synthetic, n_real_half, n_compared, n_compared_patients, nearest_k, floor_splits); and the
+    domain space's (synthetic, held-out real) features, which memorization reuses."""
     metrics: dict[str, float | int] = {}
     computed: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for space, fn in spaces.items():
@@ -109,7 +109,7 @@ def _distance_metrics(
             splits=config.floor_splits,
         )
         metrics.update({f"{space}_{key}": distances[key] for key in DISTANCE_KEYS})
-    sizes = ("n_synthetic", "n_real_half", "n_compared", "nearest_k", "floor_splits")
+    sizes = ("n_synthetic", "n_real_half", "n_compared", "n_compared_patients", "nearest_k", "floor_splits")
     metrics.update({key: distances[key] for key in sizes})
     return metrics, computed["domain"]
 
@@ -125,9 +125,12 @@ def _memorization_metrics(
     config: EvaluateConfig,
     plot: Path | None,
 ) -> dict[str, float | int]:
-    """memorized_share_{space}{,_floor,_p} and memorized_threshold_{space} in domain features (space
-    "features"; `domain`: the synthetic and held-out features, the training scans' extracted here) and in
-    "pixels", and memorized_pixel_size; the figure of the closest pairs to `plot` when given."""
+    """In domain features (space "features"; `domain`: the synthetic and held-out features, the training
+    scans' extracted here) and in "pixels": memorized_share_{space}{,_floor} and memorized_threshold_{space}
+    (descriptive), and the data-copying test over every held-out scan, copying_auroc_{space} (0.5: no
+    copying), its bootstrap standard error copying_auroc_{space}_se and one-sided copying_p_{space}
+    (memorization.copying_test); memorized_pixel_size and copying_draws (evaluate.bootstrap); the figure of
+    the closest pairs to `plot` when given."""
     train_features = file_features(
         train_files,
         feature_fn,
@@ -138,6 +141,7 @@ def _memorization_metrics(
     )
     # the held-out halves of distances' first halving
     reference, floor = patient_halves(real.heldout_groups, np.random.default_rng([config.seed, 0]))
+    real_groups = real.heldout_groups[np.concatenate([reference, floor])]  # in the order of real_distance
     # Pixel distances at a capped size: the exact search costs a multiply-add per pixel of every pair, and a
     # copy of a 512 px scan is as much a copy at 64 px (the threshold is calibrated at the same size).
     pixel_size = min(config.pixel_size, synthetic.shape[1])
@@ -154,26 +158,22 @@ def _memorization_metrics(
             device=device,
         )
         found = copies[space]
+        copying = copying_test(
+            found.nearest.distance, found.real_distance, real_groups, draws=config.bootstrap, seed=config.seed
+        )
         metrics.update(
             {
                 f"memorized_share_{space}": found.share,
                 f"memorized_share_{space}_floor": found.share_floor,
-                # one-sided exact binomial test of "no more than the quantile's share are this close" (the threshold
-                # is itself a quantile of len(reference) distances, so read p as a screen, not to three digits)
-                f"memorized_share_{space}_p": float(
-                    binomtest(
-                        int((found.nearest.distance <= found.threshold).sum()),
-                        len(fake),
-                        config.memorization_quantile,
-                        alternative="greater",
-                    ).pvalue
-                ),
                 f"memorized_threshold_{space}": found.threshold,
+                f"copying_auroc_{space}": copying.auroc,
+                f"copying_auroc_{space}_se": copying.se,
+                f"copying_p_{space}": copying.p,
             }
         )
     if plot is not None:
         save_memorization_grid(synthetic, real.train, copies, path=plot)
-    metrics["memorized_pixel_size"] = pixel_size
+    metrics["memorized_pixel_size"], metrics["copying_draws"] = pixel_size, config.bootstrap
     return metrics
 
 
@@ -222,10 +222,11 @@ def evaluate_synthetic(
     through clean-fid's same reading path. Keys: {domain,inception}_{fid,kid,precision,recall,density,
     coverage} and their *_floor and *_floor_sd twins (inception_* only when
     inception_available(config.inception_weights));
-    memorized_share_{features,pixels}{,_floor,_p}, memorized_threshold_{features,pixels} and memorized_pixel_size;
+    memorized_share_{features,pixels}{,_floor}, memorized_threshold_{features,pixels}, memorized_pixel_size;
+    copying_auroc_{features,pixels}{,_se}, copying_p_{features,pixels}, copying_draws;
     detector_{auroc,auroc_ci_low,auroc_ci_high,accuracy,n_train,n_val,n_test}; n_synthetic, n_real, n_real_train,
-    n_real_half, n_compared, nearest_k, floor_splits, inception, few_images. Bad input (no synthetic file, mixed
-    sizes, too few real scans) raises before any model runs.
+    n_real_half, n_compared, n_compared_patients, nearest_k, floor_splits, inception, few_images. Bad input (no
+    synthetic file, mixed sizes, too few real scans) raises before any model runs.
     """
     synthetic = read_scans(synthetic_files, "synthetic scans")
     _check_inputs(synthetic, synthetic_files, real)
