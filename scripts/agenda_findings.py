@@ -3,14 +3,25 @@
     python scripts/agenda_findings.py                        # runs `dvc exp show --json -A`, writes docs/agenda/
     python scripts/agenda_findings.py --input shown.json     # a saved copy
 
+Every experiment trains one generator per seed of its sweep.generator_seeds (the list comes from its params,
+not from the files its commit happens to hold, where an older run's may linger), and a variant's figures are
+the mean over its generators, with their range where the generators disagree most (detector AUROC, FID gap).
+
 Generator variants (experiments `rank-<variant>`) are compared with `rank-default` on validation figures only:
 the detector AUROC with its patient-bootstrap interval, the domain FID above its real-vs-real floor (in units
-of the floor's sd over patient-disjoint halvings), precision/recall beside their floors, and the memorized
-share tested against the real-vs-real floor (one-sided binomial). Ratio sweeps (`sweep-<variant>`) add the
-test accuracy at R=0, the paired difference at R=100 with its one-sided bounds, and R_max. A variant is
-called better or worse on a figure only when the evidence separates it from the default: detector intervals
-that do not overlap, or an FID gap that moves by more than two floor sds; everything else is "not
-separated", which is what "did not matter" means here at this sample size.
+of the floor's sd over patient-disjoint halvings), precision/recall and the memorized share beside their
+floors (descriptive), and evaluate_synthetic's data-copying test (copying_p_features, per generator). Ratio
+sweeps (`sweep-<variant>`) add the test accuracy at R=0, the paired difference at R=100 with its one-sided
+bounds at the report's level (report.alpha split over the regimes), its power, R_max, and how many generators
+and classifier seeds they rest on.
+
+A variant is called better or worse on a figure only when the evidence separates its generator mean from the
+default's twice over: past the evaluation's noise (detector intervals, averaged over the generators, that do
+not overlap; FID gaps more than two floor sds apart) and past the generators' spread (Welch's t-test over the
+generators' values, p < SPREAD_P; with one generator on a side there is no spread to test, and the verdict
+says so). A variant copies when any of its generators' copying p lies below MEMORIZED_P / its number of
+generators (Bonferroni over them). Everything else is "not separated", which is what "did not matter" means
+here at this sample size.
 """
 
 from __future__ import annotations
@@ -19,39 +30,48 @@ import argparse
 import csv
 import io
 import json
-import re
 import subprocess
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
+from scipy.stats import ttest_ind
 
+from synthratio.layout import cohort_name
 from synthratio.report import recall_table
 
 sys.path.insert(0, str(Path(__file__).parent))
 from rank_experiments import _params, exp_show, flatten  # noqa: E402
 
-SYNTHETIC = "metrics/synthetic/keep_100.detail.json"
+KEEP = 100  # the study's one cohort: every real CNV training patient
+FAMILY = f"keep{KEEP}"  # its family in the report's summary and ratio summary
 RATIOS = "plots/ratio_summary.csv"
 SUMMARY = "metrics/summary.json"
-SAMPLES = "plots/samples_keep_100.png"
 DEFAULT = "default"
-FID_SEPARATION = 2.0  # floor sds an FID gap must move by to count
+FID_SEPARATION = 2.0  # floor sds the generator means' FID gaps must move by to count
+SPREAD_P = 0.05  # Welch's t-test over the generators' values: a difference their spread explains does not count
+MEMORIZED_P = 0.05  # copying test level, Bonferroni-split over a variant's generators: below it, the variant copies
 # settings that change what the figures are measured in (feature space, detector, real scans compared)
 INCOMPARABLE = ("prepare.", "finetune.image_size", "finetune.target_class", "classifier.image_size", "evaluate.")
-MEMORIZED_P = 0.05  # memorized share above the real floor at this one-sided level: the variant copies
-SEED_SUFFIX = re.compile(r"_seed(\d+)$")  # <variant>_seed<k>: the variant with finetune.seed=k (no suffix: 0)
+
+
+def synthetic_path(generator: int) -> str:
+    """evaluate_synthetic@100-<generator>'s figures in an experiment commit."""
+    return f"metrics/synthetic/{cohort_name(KEEP, generator)}.detail.json"
+
+
+def samples_path(generator: int) -> str:
+    """generate@100-<generator>'s grid of real (top rows) and synthetic scans."""
+    return f"plots/samples_{cohort_name(KEEP, generator)}.png"
 
 
 @dataclass(frozen=True)
-class Finding:
-    variant: str
-    phase: str  # rank | sweep
-    rev: str
-    changed: str  # the params this variant sets differently from the default
-    comparable: bool  # measured like the default: no setting of INCOMPARABLE changed
+class Generator:
+    """One generator's validation figures (of one synthetic class, with several)."""
+
+    seed: int  # its sweep.generator_seeds entry
     auroc: float
     auroc_low: float
     auroc_high: float
@@ -61,18 +81,55 @@ class Finding:
     precision_floor: float
     recall: float
     recall_floor: float
-    memorized: float
+    memorized: float  # share of synthetic scans nearer a training scan than the threshold: descriptive
     memorized_floor: float
-    memorized_p: float  # one-sided binomial: synthetic share above the real-vs-real floor
+    copying_p: float  # data-copying test in domain features: small = nearer the training scans than unseen real ones
     rejected: int = 0  # synthetic scans curation left out (the figures are of the kept ones)
-    accuracy_0: float | None = None
-    f1_0: float | None = None  # positive class's F1 with two classes, macro F1 with more
-    f1_100: float | None = None
-    delta_100: float | None = None
-    lower_100: float | None = None  # one-sided 95% bounds (report.confidence) of the paired difference
-    upper_100: float | None = None
-    verdict_100: str | None = None
-    r_max: float | None = None
+    kept: int = 0
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A sweep's test figures of cohort keep 100 at R=0 and R=100, as its report gives them."""
+
+    generators_100: int  # the models behind R=100: generator seeds x classifier seeds
+    seeds_100: int
+    accuracy_0: float
+    f1_0: float  # positive class's F1 with two classes, macro F1 with more
+    f1_100: float
+    delta_100: float
+    lower_100: float  # one-sided bounds of the paired difference at level alpha
+    upper_100: float
+    alpha: float | None  # the family's one-sided level: report.alpha split over the regimes' sequences
+    verdict_100: str
+    power_100: float  # of showing a costless R=100 non-inferior at the margin, at this replication
+    r_max: float | None
+
+
+@dataclass(frozen=True)
+class Finding:
+    variant: str
+    phase: str  # rank | sweep
+    rev: str
+    changed: str  # the params this variant sets differently from the default
+    comparable: bool  # measured like the default: no setting of INCOMPARABLE changed
+    generators: tuple[Generator, ...]  # in sweep.generator_seeds order
+    sweep: Sweep | None = None  # sweeps with an R=100 row only
+
+    def values(self, figure: str) -> list[float]:
+        return [getattr(g, figure) for g in self.generators]
+
+    def mean(self, figure: str) -> float:
+        return float(np.mean(self.values(figure)))
+
+    @property
+    def copies(self) -> bool:
+        """Any generator copies at MEMORIZED_P, Bonferroni-split over the generators."""
+        return min(self.values("copying_p")) < MEMORIZED_P / len(self.generators)
+
+
+class LeftOut(Exception):
+    """Why an experiment's figures cannot be read (the tables leave it out and say so)."""
 
 
 def git_file(rev: str, path: str) -> bytes | None:
@@ -94,17 +151,6 @@ def experiments(shown: list[dict]) -> list[tuple[str, str, dict]]:
     return found
 
 
-def _ratio_rows(rev: str) -> dict[str, dict[str, str]]:
-    """{R: row} of the full cohort in an experiment's ratio summary."""
-    text = git_file(rev, RATIOS)
-    rows = csv.DictReader(io.StringIO(text.decode())) if text else []
-    return {row["x"]: row for row in rows if row["family"] == "keep100"}
-
-
-def _number(text: str | None) -> float | None:
-    return float(text) if text not in (None, "") else None
-
-
 def current_params(path: Path = Path("params.yaml")) -> dict:
     """params.yaml's values, dotted: a key added after the reference ran has this value there."""
     import yaml
@@ -119,74 +165,98 @@ def reference_params(name: str, defaults: dict[str, dict], current: dict) -> dic
     return defaults.get(phase) or next(iter(defaults.values()), None) or current
 
 
+def generator_details(rev: str, params: dict) -> dict[int, dict]:
+    """{generator seed: its metrics/synthetic detail} for every seed of the experiment's sweep.generator_seeds."""
+    seeds = params.get("sweep.generator_seeds")
+    if not seeds:
+        raise LeftOut(
+            "no sweep.generator_seeds in its params: it ran before generators were replicated (one generator, "
+            f"figures in metrics/synthetic/keep_{KEEP}.detail.json)"
+        )
+    details = {}
+    for seed in seeds:
+        text = git_file(rev, synthetic_path(seed))
+        if text is None:
+            raise LeftOut(f"its commit holds no {synthetic_path(seed)} (sweep.generator_seeds={seeds})")
+        details[seed] = json.loads(text)
+    return details
+
+
 def findings_of(name: str, rev: str, params: dict, default_params: dict, added: dict | None = None) -> list[Finding]:
-    """One experiment's figures: one Finding, or with several synthetic classes one per class, named
-    `<variant>:<CLASS>`. `added`: the values of keys the reference run does not have (params.yaml's own; a key
-    that did not exist then is changed only where it differs from them)."""
-    text = git_file(rev, SYNTHETIC)
-    if text is None:
-        return []
-    detail = json.loads(text)
+    """One experiment's figures over its generators: one Finding, or with several synthetic classes one per
+    class, named `<variant>:<CLASS>`. `added`: the values of keys the reference run does not have (params.yaml's
+    own; a key that did not exist then is changed only where it differs from them). Raises LeftOut."""
     phase, _, variant = name.partition("-")
-    if "detector_auroc" in detail:  # one synthetic class: its figures at the top level
-        blocks = {variant: detail}
-    else:
-        blocks = {f"{variant}:{cls}": figures for cls, figures in detail.items() if isinstance(figures, dict)}
+    per_block: dict[str, list[Generator]] = {}
+    for seed, detail in generator_details(rev, params).items():
+        if "detector_auroc" in detail:  # one synthetic class: its figures at the top level
+            blocks = {variant: detail}
+        else:
+            blocks = {f"{variant}:{cls}": figures for cls, figures in detail.items() if isinstance(figures, dict)}
+        for named, figures in blocks.items():
+            per_block.setdefault(named, []).append(generator_of(seed, figures))
     added = added or {}
     changed = {k: v for k, v in sorted(params.items()) if default_params.get(k, added.get(k)) != v}
     described = ", ".join(f"{k}={json.dumps(v)}" for k, v in changed.items()) or "-"
-    sweep = _sweep_figures(rev) if phase == "sweep" else {}
+    sweep = sweep_of(rev) if phase == "sweep" else None
     comparable = not any(k.startswith(INCOMPARABLE) for k in changed)
-    return [_finding(named, phase, rev, described, comparable, s, sweep) for named, s in blocks.items()]
+    return [
+        Finding(named, phase, rev, described + _rejections(gens), comparable, tuple(gens), sweep)
+        for named, gens in per_block.items()
+    ]
 
 
-def _sweep_figures(rev: str) -> dict:
-    """A sweep's test figures at R=0 and R=100 (empty when it has no R=100)."""
-    sweep = {}
-    rows = _ratio_rows(rev)
-    base, full = rows.get("0"), rows.get("100")
-    summary = json.loads(git_file(rev, SUMMARY) or b"{}").get("keep100", {})
-    if base and full:
-        sweep = dict(
-            accuracy_0=_number(base["accuracy"]),
-            f1_0=_number(base["f1"]),
-            f1_100=_number(full["f1"]),
-            delta_100=_number(full["delta"]),
-            lower_100=_number(full["delta_lower"]),
-            upper_100=_number(full["delta_upper"]),
-            verdict_100=full["verdict"],
-            r_max=summary.get("r_max"),
-        )
-    return sweep
-
-
-def _finding(variant: str, phase: str, rev: str, described: str, comparable: bool, s: dict, sweep: dict) -> Finding:
-    """The Finding of one synthetic class's figures `s` (metrics/synthetic detail)."""
-    rejected = s.get("curation_rejected", 0)
-    if rejected:
-        described += f" ({rejected} of {rejected + s['curation_kept']} rejected)"
-    memorized_count = round(s["memorized_share_features"] * s["n_synthetic"])
-    floor = s["memorized_share_features_floor"]
-    return Finding(
-        variant=variant,
-        phase=phase,
-        rev=rev,
-        changed=described,
-        comparable=comparable,
+def generator_of(seed: int, s: dict) -> Generator:
+    """One generator's figures from its metrics/synthetic detail (one class's block, with several)."""
+    return Generator(
+        seed=seed,
         auroc=s["detector_auroc"],
         auroc_low=s["detector_auroc_ci_low"],
         auroc_high=s["detector_auroc_ci_high"],
-        fid_gap=s["domain_fid"] - s["domain_fid_floor"],
+        fid_gap=round(s["domain_fid"] - s["domain_fid_floor"], 6),
         fid_floor_sd=s["domain_fid_floor_sd"],
         precision=s["domain_precision"],
         precision_floor=s["domain_precision_floor"],
         recall=s["domain_recall"],
         recall_floor=s["domain_recall_floor"],
         memorized=s["memorized_share_features"],
-        memorized_floor=floor,
-        memorized_p=binomtest(memorized_count, s["n_synthetic"], max(floor, 1e-9), alternative="greater").pvalue,
-        rejected=rejected,
-        **sweep,
+        memorized_floor=s["memorized_share_features_floor"],
+        copying_p=s["copying_p_features"],
+        rejected=s.get("curation_rejected", 0),
+        kept=s.get("curation_kept", 0),
+    )
+
+
+def _rejections(generators: list[Generator]) -> str:
+    """How many synthetic scans curation rejected, per generator ("" when it rejected none)."""
+    if not any(g.rejected for g in generators):
+        return ""
+    return " (rejected " + ", ".join(f"{g.rejected} of {g.rejected + g.kept}" for g in generators) + ")"
+
+
+def sweep_of(rev: str) -> Sweep | None:
+    """A sweep's R=0 and R=100 rows of its ratio summary and its family's summary (None without an R=100)."""
+    text = git_file(rev, RATIOS)
+    rows = (
+        {row["x"]: row for row in csv.DictReader(io.StringIO(text.decode())) if row["family"] == FAMILY} if text else {}
+    )
+    base, full = rows.get("0"), rows.get("100")
+    if not (base and full):
+        return None
+    block = json.loads(git_file(rev, SUMMARY) or b"{}").get(FAMILY, {})
+    return Sweep(
+        generators_100=int(full["generators"]),
+        seeds_100=int(full["seeds"]),
+        accuracy_0=float(base["accuracy"]),
+        f1_0=float(base["f1"]),
+        f1_100=float(full["f1"]),
+        delta_100=float(full["delta"]),
+        lower_100=float(full["delta_lower"]),
+        upper_100=float(full["delta_upper"]),
+        alpha=block.get("alpha"),
+        verdict_100=full["verdict"],
+        power_100=float(full["power"]),
+        r_max=block.get("r_max"),
     )
 
 
@@ -195,73 +265,57 @@ def class_recall_table(variant: str, rev: str, confidence: float) -> str:
     (plots/ratio_summary.csv's recall_<CLASS> columns; "" where the sweep has two classes)."""
     text = git_file(rev, RATIOS)
     table = pd.read_csv(io.BytesIO(text)) if text else pd.DataFrame(columns=["family"])
-    lines = recall_table(table[table["family"] == "keep100"].reset_index(drop=True), confidence)
-    return f"Per-class test recall of `{variant}`, cohort keep 100:\n" + "\n".join(lines) if lines else ""
+    lines = recall_table(table[table["family"] == FAMILY].reset_index(drop=True), confidence)
+    return f"Per-class test recall of `{variant}`, cohort keep {KEEP}:\n" + "\n".join(lines) if lines else ""
+
+
+def _beyond_spread(variant: Finding, default: Finding, figure: str) -> bool:
+    """Whether the generators' spread leaves the difference of the two means standing (Welch's t-test); with one
+    generator on a side there is no spread to test, and only the evaluation's noise is counted."""
+    a, b = variant.values(figure), default.values(figure)
+    return min(len(a), len(b)) < 2 or bool(ttest_ind(a, b, equal_var=False).pvalue < SPREAD_P)
 
 
 def compare(variant: Finding, default: Finding) -> str:
-    """Where the evidence separates a variant from the default, figure by figure."""
+    """Where the evidence separates a variant's generator means from the default's, figure by figure."""
     said = []
-    if variant.auroc_high < default.auroc_low:
+    if variant.mean("auroc_high") < default.mean("auroc_low") and _beyond_spread(variant, default, "auroc"):
         said.append("detector: better")
-    elif variant.auroc_low > default.auroc_high:
+    elif variant.mean("auroc_low") > default.mean("auroc_high") and _beyond_spread(variant, default, "auroc"):
         said.append("detector: worse")
-    gap_change = variant.fid_gap - default.fid_gap
-    if abs(gap_change) > FID_SEPARATION * max(default.fid_floor_sd, variant.fid_floor_sd):
+    gap_change = variant.mean("fid_gap") - default.mean("fid_gap")
+    floor_sd = max(variant.values("fid_floor_sd") + default.values("fid_floor_sd"))
+    if abs(gap_change) > FID_SEPARATION * floor_sd and _beyond_spread(variant, default, "fid_gap"):
         said.append(f"FID gap: {'better' if gap_change < 0 else 'worse'}")
-    if variant.memorized_p < MEMORIZED_P <= default.memorized_p:
+    if variant.copies and not default.copies:
         said.append("memorizes more")
-    elif default.memorized_p < MEMORIZED_P <= variant.memorized_p:
+    elif default.copies and not variant.copies:
         said.append("memorizes less")
+    if said and min(len(variant.generators), len(default.generators)) < 2:
+        said.append("one generator on a side: the seed's spread is not counted")
     return "; ".join(said) or "not separated"
 
 
 def rank_order(findings: list[Finding]) -> list[Finding]:
     """Best first. A copy of a training scan fools the detector (README: "Judging synthetic scans"), so
-    variants that memorize beyond the real floor go last, whatever their AUROC."""
-    return sorted(findings, key=lambda f: (f.memorized_p < MEMORIZED_P, f.auroc, f.fid_gap))
+    variants that copy go last, whatever their AUROC."""
+    return sorted(findings, key=lambda f: (f.copies, f.mean("auroc"), f.mean("fid_gap")))
 
 
-def seed_groups(findings: list[Finding]) -> dict[str, list[Finding]]:
-    """{variant: its runs under each generator seed} for every variant run under more than one seed."""
-    groups: dict[str, list[Finding]] = {}
-    for f in findings:
-        groups.setdefault(SEED_SUFFIX.sub("", f.variant), []).append(f)
-    return {name: sorted(runs, key=_seed) for name, runs in groups.items() if len(runs) > 1}
-
-
-def _seed(f: Finding) -> int:
-    match = SEED_SUFFIX.search(f.variant)
-    return int(match.group(1)) if match else 0
-
-
-def seed_table(groups: dict[str, list[Finding]]) -> str:
-    """Each replicated variant's figures per generator seed, and what separates it from the default on every
-    pairing of their seeds: a claim that one seed's run alone supports is a claim about that seed."""
-    lines = [
-        "| variant | generator seeds | detector AUROC | FID - floor | memorized (p) "
-        "| vs default, on every pair of seeds |",
-        "|---|---|---|---|---|---|",
-    ]
-    base = groups.get(DEFAULT)
-    for name, runs in groups.items():
-        versus = "-"
-        if base and name != DEFAULT:
-            said = [set(compare(run, reference).split("; ")) for run in runs for reference in base]
-            versus = "; ".join(sorted(set.intersection(*said) - {"not separated"})) or "not separated"
-        lines.append(
-            f"| {name} | {', '.join(str(_seed(f)) for f in runs)} "
-            f"| {', '.join(f'{f.auroc:.3f}' for f in runs)} | {', '.join(f'{f.fid_gap:.2f}' for f in runs)} "
-            f"| {', '.join(f'{f.memorized:.3f} ({f.memorized_p:.2g})' for f in runs)} | {versus} |"
-        )
-    return "\n".join(lines)
+def _spread(f: Finding, figure: str, digits: int) -> str:
+    """The generators' range of a figure (nothing with one generator)."""
+    values = f.values(figure)
+    return f" [{min(values):.{digits}f} to {max(values):.{digits}f}]" if len(values) > 1 else ""
 
 
 def rank_table(findings: list[Finding], default: Finding | None) -> str:
     lines = [
-        "| variant | changed | detector AUROC (95% CI) | FID - floor (floor sd) | precision / floor | recall / floor "
-        "| memorized / floor (p) | vs default |",
-        "|---|---|---|---|---|---|---|---|",
+        "Means over each variant's generators, [their range]; detector: the generators' 95% CIs averaged; "
+        f"copying: each generator's p, the variant copies below {MEMORIZED_P:g} / generators.",
+        "",
+        "| variant | changed | generators | detector AUROC (95% CI) [range] | FID - floor [range] (floor sd) "
+        "| precision / floor | recall / floor | memorized / floor | copying p | vs default |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for f in rank_order(findings):
         if default is None or f.variant == DEFAULT:
@@ -270,30 +324,53 @@ def rank_table(findings: list[Finding], default: Finding | None) -> str:
             versus = "not comparable (measured in another feature space or against other scans)"
         else:
             versus = compare(f, default)
+        copying = ", ".join(f"{p:.2g}" for p in f.values("copying_p")) + (": copies" if f.copies else "")
         lines.append(
-            f"| {f.variant} | {f.changed} | {f.auroc:.3f} ({f.auroc_low:.3f}-{f.auroc_high:.3f}) "
-            f"| {f.fid_gap:.2f} ({f.fid_floor_sd:.2f}) | {f.precision:.2f} / {f.precision_floor:.2f} "
-            f"| {f.recall:.2f} / {f.recall_floor:.2f} | {f.memorized:.3f} / {f.memorized_floor:.3f} "
-            f"({f.memorized_p:.2g}) | {versus} |"
+            f"| {f.variant} | {f.changed} | {len(f.generators)} "
+            f"| {f.mean('auroc'):.3f} ({f.mean('auroc_low'):.3f}-{f.mean('auroc_high'):.3f}){_spread(f, 'auroc', 3)} "
+            f"| {f.mean('fid_gap'):.2f}{_spread(f, 'fid_gap', 2)} ({max(f.values('fid_floor_sd')):.2f}) "
+            f"| {f.mean('precision'):.2f} / {f.mean('precision_floor'):.2f} "
+            f"| {f.mean('recall'):.2f} / {f.mean('recall_floor'):.2f} "
+            f"| {f.mean('memorized'):.3f} / {f.mean('memorized_floor'):.3f} | {copying} | {versus} |"
         )
     return "\n".join(lines)
 
 
 def sweep_table(findings: list[Finding]) -> str:
     lines = [
-        "| variant | R=0 accuracy | R=100 difference (one-sided bounds) | verdict at R=100 | R_max | F1 R=0 / R=100 |",
-        "|---|---|---|---|---|---|",
+        "| variant | generators x seeds | R=0 accuracy | R=100 difference (one-sided bounds) | one-sided level "
+        "| verdict at R=100 | power | R_max | F1 R=0 / R=100 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for f in sorted(findings, key=lambda f: -(f.delta_100 if f.delta_100 is not None else -1)):
-        if f.delta_100 is None:
-            lines.append(f"| {f.variant} | no ratio summary | | | | |")
+    for f in sorted(findings, key=lambda f: -(f.sweep.delta_100 if f.sweep else -1)):
+        s = f.sweep
+        if s is None:
+            lines.append(f"| {f.variant} | no ratio summary at R=100 | | | | | | | |")
             continue
-        r_max = "not determined" if f.r_max is None else f"{f.r_max:g}%"
+        r_max = "not determined" if s.r_max is None else f"{s.r_max:g}%"
+        level = "-" if s.alpha is None else f"{s.alpha:g}"
         lines.append(
-            f"| {f.variant} | {f.accuracy_0:.3f} | {f.delta_100:+.3f} ({f.lower_100:+.3f}, {f.upper_100:+.3f}) "
-            f"| {f.verdict_100} | {r_max} | {f.f1_0:.3f} / {f.f1_100:.3f} |"
+            f"| {f.variant} | {s.generators_100} x {s.seeds_100} | {s.accuracy_0:.3f} "
+            f"| {s.delta_100:+.3f} ({s.lower_100:+.3f}, {s.upper_100:+.3f}) | {level} | {s.verdict_100} "
+            f"| {s.power_100:.2f} | {r_max} | {s.f1_0:.3f} / {s.f1_100:.3f} |"
         )
     return "\n".join(lines)
+
+
+def csv_rows(findings: list[Finding]) -> tuple[list[str], list[dict]]:
+    """findings.csv: one row per variant and generator, with the sweep's test figures repeated on each."""
+    named = [f.name for f in fields(Finding) if f.name not in ("generators", "sweep")]
+    figures = [f.name for f in fields(Generator) if f.name != "seed"]
+    columns = [*named, "generator", *figures, *(f.name for f in fields(Sweep))]
+    rows = [
+        {name: getattr(f, name) for name in named}
+        | {"generator": g.seed}
+        | {name: getattr(g, name) for name in figures}
+        | (vars(f.sweep) if f.sweep else {})
+        for f in findings
+        for g in f.generators
+    ]
+    return columns, rows
 
 
 def save_figure(findings: list[Finding], path: Path) -> None:
@@ -302,23 +379,30 @@ def save_figure(findings: list[Finding], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ordered = sorted(findings, key=lambda f: f.auroc)
+    ordered = sorted(findings, key=lambda f: f.mean("auroc"))
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 0.35 * len(ordered) + 1.5), sharey=True)
-    y = range(len(ordered))
-    left.errorbar(
-        [f.auroc for f in ordered],
-        y,
-        xerr=[[f.auroc - f.auroc_low for f in ordered], [f.auroc_high - f.auroc for f in ordered]],
-        fmt="o",
-        capsize=3,
-    )
+    y = np.arange(len(ordered))
+    each = [(row, f) for row, f in zip(y, ordered) for _ in f.generators]  # one dot per generator
+    auroc, low, high = ([f.mean(figure) for f in ordered] for figure in ("auroc", "auroc_low", "auroc_high"))
+    left.errorbar(auroc, y, xerr=[np.subtract(auroc, low), np.subtract(high, auroc)], fmt="o", capsize=3)
+    left.scatter([v for f in ordered for v in f.values("auroc")], [row for row, _ in each], marker="|", color="k")
     left.axvline(0.5, color="grey", ls=":")
     left.axvline(0.75, color="red", ls="--", lw=0.8)
     left.set(yticks=list(y), yticklabels=[f.variant for f in ordered], xlabel="detector AUROC (0.5: indistinguishable)")
-    right.errorbar([f.fid_gap for f in ordered], y, xerr=[f.fid_floor_sd for f in ordered], fmt="s", capsize=3)
+    right.errorbar(
+        [f.mean("fid_gap") for f in ordered],
+        y,
+        xerr=[max(f.values("fid_floor_sd")) for f in ordered],
+        fmt="s",
+        capsize=3,
+    )
+    right.scatter([v for f in ordered for v in f.values("fid_gap")], [row for row, _ in each], marker="|", color="k")
     right.axvline(0, color="grey", ls=":")
     right.set(xlabel="domain FID - real-vs-real floor (bar: floor sd)")
-    fig.suptitle("Generator variants on the Kermany sample's validation split (32 px detector)")
+    fig.suptitle(
+        "Generator variants on the Kermany sample's validation split (32 px detector): "
+        "mean over generators, ticks: each generator"
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -334,22 +418,23 @@ def main(argv: list[str] | None = None) -> None:
     found = experiments(shown)
     defaults = {name.partition("-")[0]: params for name, _, params in found if name.endswith(f"-{DEFAULT}")}
     added = current_params()
-    findings = [
-        f
-        for name, rev, params in found
-        for f in findings_of(name, rev, params, reference_params(name, defaults, added), added)
-    ]
+    findings, left_out = [], []
+    for name, rev, params in found:
+        try:
+            findings += findings_of(name, rev, params, reference_params(name, defaults, added), added)
+        except LeftOut as why:
+            left_out.append(f"`{name}` ({rev[:7]}): {why}")
+    for line in left_out:
+        print(f"left out {line}", file=sys.stderr)
+    if not findings:
+        raise SystemExit("no finished rank-/sweep- experiment with figures to read: run scripts/agenda_study.sh first")
     ranked = [f for f in findings if f.phase == "rank"]
     swept = [f for f in findings if f.phase == "sweep"]
-    if not findings:
-        raise SystemExit("no finished rank-/sweep- experiment found: run scripts/agenda_study.sh first")
     default = next((f for f in ranked if f.variant == DEFAULT), None)
-    groups = seed_groups(ranked)
     text = "\n\n".join(
         [
             "## Generator variants, validation split (copying ones last, then best detector AUROC first)",
             rank_table(ranked, default),
-            *(["## Generator seed replicates, validation split", seed_table(groups)] if groups else []),
             "## Ratio sweeps, test split",
             sweep_table(swept),
             "## The sweeps' synthetic figures (validation split)",
@@ -362,18 +447,24 @@ def main(argv: list[str] | None = None) -> None:
             text += "\n\n" + recalls
     best = rank_order(ranked)[0] if ranked else None
     if best:
-        text += f"\n\nsamples_best.png: real (top rows) and synthetic scans of the best-ranked run, `{best.variant}`."
+        text += (
+            f"\n\nsamples_best.png: real (top rows) and synthetic scans of the best-ranked variant, `{best.variant}`, "
+            f"generator seed {best.generators[0].seed}."
+        )
+    if left_out:
+        text += "\n\n## Left out\n\n" + "\n".join(f"- {line}" for line in left_out)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "findings.md").write_text(text + "\n")
+    columns, rows = csv_rows(findings)
     with open(args.out / "findings.csv", "w", newline="") as out:
-        writer = csv.DictWriter(out, fieldnames=[f.name for f in fields(Finding)])
+        writer = csv.DictWriter(out, fieldnames=columns)
         writer.writeheader()
-        writer.writerows(vars(f) for f in findings)
+        writer.writerows(rows)
     if ranked:
         save_figure(ranked, args.out / "validation.png")
-        # real (top rows) beside synthetic scans of the default and of the best-ranked variant
+        # real (top rows) beside synthetic scans of the default and of the best-ranked variant, first generator
         for role, f in (("default", default), ("best", best)):
-            if f and (grid := git_file(f.rev, SAMPLES)):
+            if f and (grid := git_file(f.rev, samples_path(f.generators[0].seed))):
                 (args.out / f"samples_{role}.png").write_bytes(grid)
     print(text)
 

@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # The study's agenda on real scans (README: "The agenda on real scans"), as queued `dvc exp run`s.
 #
-#   bash scripts/agenda_study.sh rank [variant...]    # queue generator variants (all by default) up to evaluate_synthetic@100
+#   bash scripts/agenda_study.sh rank [variant...]    # queue generator variants (all by default) up to evaluate_synthetic
 #   bash scripts/agenda_study.sh sweep default laplace   # queue the full ratio sweep of the named variants
 #   dvc queue start -j 1 && dvc queue status          # run them (one worker: two cores)
 #   python scripts/agenda_findings.py                 # the findings table from `dvc exp show --json`
 #
 # Every run uses the same real-data preset on top of the committed params.yaml: the Kermany sample (SAMPLE,
-# default ../shared/kermany-sample) re-split by patient with larger validation and test sets than the
-# phantom's, one cohort (all real CNV training patients) and three classifier seeds. "rank" runs stop at the
-# synthetic-scan figures, which are taken against the validation split (evaluate.real_split: val): no test
-# scan is looked at to choose a variant. "sweep" runs add the classifiers and the report on the test split.
+# default ../shared/kermany-sample; any folder of class folders will do, e.g. one of symlinks to several
+# samples) re-split by patient with larger validation and test sets than the phantom's, one cohort (all real CNV
+# training patients), three generator seeds and five classifier seeds. Every experiment trains one generator per
+# generator seed, so a variant is judged as a recipe, not by one generator. "rank" runs stop at the
+# synthetic-scan figures of every generator (the stage group evaluate_synthetic), which are taken against the
+# validation split (evaluate.real_split: val): no test scan is looked at to choose a variant. "sweep" runs add
+# the classifiers (every classifier seed on every generator's scans) and the report on the test split.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +22,7 @@ SAMPLE=$(realpath "${SAMPLE:-../shared/kermany-sample}")
 PRESET=(
   -S "paths.raw=$SAMPLE"
   -S prepare.val_fraction=0.3 -S prepare.test_fraction=0.35
-  -S "sweep.keep=[100]" -S "sweep.seeds=[0,1,2]"
+  -S "sweep.keep=[100]" -S "sweep.seeds=[0,1,2,3,4]" -S "sweep.generator_seeds=[0,1,2]"
   -S runtime.progress=false
   # the study's reference ("default") is params.yaml's unconditional generator, pinned so that rerunning the
   # study reproduces its rows whatever params.yaml's default becomes
@@ -50,13 +53,6 @@ declare -A VARIANTS=(
   # curation: scans the seed-1 real-only classifier is less sure are CNV than of 95 % (75 %) of real val CNV left out
   [classcond_curate5]="finetune.class_conditional=true curate.real_quantile=0.05"
   [classcond_curate25]="finetune.class_conditional=true curate.real_quantile=0.25"
-  # generator seed replicates (init, batches, noise): how far a variant's figures move when only the seed does
-  [default_seed1]="finetune.seed=1"
-  [default_seed2]="finetune.seed=2"
-  [classcond_seed1]="finetune.class_conditional=true finetune.seed=1"
-  [classcond_seed2]="finetune.class_conditional=true finetune.seed=2"
-  [linear_seed1]="finetune.beta_schedule=linear finetune.seed=1"
-  [linear_seed2]="finetune.beta_schedule=linear finetune.seed=2"
   # sweep only: classifier and detector at 64 px too, so its figures are not comparable with the ranked ones
   [px64all]="finetune.image_size=64 classifier.image_size=64 evaluate.detector_image_size=64"
   [px64all_classcond]="finetune.class_conditional=true finetune.image_size=64 classifier.image_size=64 evaluate.detector_image_size=64"
@@ -67,8 +63,7 @@ declare -A VARIANTS=(
   [scarce4]="prepare.classes=[CNV,DME,DRUSEN,NORMAL] finetune.class_conditional=true finetune.target_class=[DME,DRUSEN] sweep.synthetic_class=[DME,DRUSEN] mix.mode=add sweep.ratios=[100,300]"
 )
 ORDER=(default linear scaled_linear sigmoid laplace ztsnr minsnr5 noise ema steps1200 classcond wide px64 linear_ema classcond_linear
-  classcond_drop classcond_cfg2 classcond_cfg3 classcond_curate5 classcond_curate25
-  default_seed1 default_seed2 classcond_seed1 classcond_seed2 linear_seed1 linear_seed2)  # ranked
+  classcond_drop classcond_cfg2 classcond_cfg3 classcond_curate5 classcond_curate25)  # ranked
 
 overrides() {  # -S flags of one variant
   [[ -v VARIANTS[$1] ]] || { echo "unknown variant '$1'; known: ${!VARIANTS[*]}" >&2; exit 2; }
@@ -87,7 +82,7 @@ case ${1:-} in
     shift
     (($#)) || set -- "${ORDER[@]}"
     for name in "$@"; do overrides "$name" >/dev/null; done
-    for name in "$@"; do queue rank "$name" evaluate_synthetic@100; done
+    for name in "$@"; do queue rank "$name" evaluate_synthetic; done  # the group: every generator of keep 100
     ;;
   sweep)
     shift

@@ -182,14 +182,16 @@ def test_the_run_folders_dvc_yaml_declares_are_the_ones_layout_names():
     outs = {stage.addressing: {out.def_path for out in stage.outs} for stage in Repo(str(ROOT)).index.stages}
     expected: dict[str, set[Path]] = {}
     for keep in params.sweep.keep:
-        files = layout.generator_files(params, keep)
-        expected[f"finetune@{keep}"] = {files.model, files.live}
-        expected[f"generate@{keep}"] = {files.synthetic}
-        for ratio in params.sweep.all_ratios:
-            stage = f"baseline@{keep}" if ratio == 0 else f"train_classifier@{ratio}-{keep}"
-            expected[stage] = {layout.classifier_metrics_path(params, ratio, keep)}
+        for generator in params.sweep.generator_seeds:
+            files = layout.generator_files(params, keep, generator)
+            expected[f"finetune@{keep}-{generator}"] = {files.model, files.live}
+            expected[f"generate@{keep}-{generator}"] = {files.synthetic}
+        runs = [(0, None)] + [(r, g) for r in params.sweep.ratios for g in params.sweep.generator_seeds]
+        for ratio, generator in runs:
+            stage = layout.stage_name(ratio, keep, generator)
+            expected[stage] = {layout.classifier_metrics_path(params, ratio, keep, generator)}
             for seed in params.sweep.seeds:
-                run = {"ratio": ratio, "seed": seed, "keep": keep}
+                run = {"ratio": ratio, "seed": seed, "keep": keep, "generator": generator}
                 expected[stage] |= {
                     layout.classifier_path(params, **run).parent,
                     layout.predictions_path(params, **run).parent,

@@ -21,6 +21,19 @@ def test_a_cohort_keeps_whole_patients_of_one_class_and_every_other_row():
     assert {10, 11} <= set(rows)  # the other class untouched
 
 
+def test_a_held_back_patient_leaves_with_its_scans_of_every_class():
+    """Kermany ids can carry scans of several classes (one eye's CNV and DRUSEN B-scans): a CNV patient held
+    back from the cohort must not reach its classifiers or generator through a scan of another class, while
+    the other class's own patients all stay."""
+    groups = np.append(GROUPS, ["a", "b", "k"])  # a and b also have a class-1 scan; k is class 1 only
+    labels = np.append(LABELS, [1, 1, 1])
+    chosen = set(cohort_patients(groups, labels, label=0, keep=50, subset_seed=3).tolist())
+    assert chosen == {"b", "c", "g", "h"}  # a is held back, b kept (subset seed 3)
+    rows = set(cohort_rows(groups, labels, label=0, keep=50, subset_seed=3).tolist())
+    assert 12 not in rows and 13 in rows  # a's class-1 scan leaves with a; b's stays with b
+    assert set(groups[sorted(rows)]) == chosen | {"i", "j", "k"}
+
+
 def test_cohorts_are_nested_and_drawn_by_the_subset_seed():
     cohorts = {
         keep: set(cohort_patients(GROUPS, LABELS, label=0, keep=keep, subset_seed=3)) for keep in (100, 75, 50, 25)
@@ -98,6 +111,25 @@ def test_load_cohort_reads_the_cohorts_rows_and_the_full_class_counts(tmp_path: 
     np.testing.assert_array_equal(half.labels, LABELS[rows])
     np.testing.assert_array_equal(half.patients, GROUPS[rows])
     assert half.class_counts == (10, 2)  # the whole training split's make-up, which batches are built from
+
+
+def test_the_validation_split_is_cut_to_the_cohort_as_training_is(tmp_path: Path):
+    """A scarce regime selects epochs and curation thresholds on as few patients as it trains on: cohort_of
+    with split="val" keeps the regime's share of the validation split's CNV patients, every NORMAL one."""
+    prepared = write_prepared_by_hand(tmp_path / "prepared")
+    index = pd.read_csv(prepared / "index.csv")
+    val = index[index["split"] == "train"].assign(split="val")
+    pd.concat([index, val]).to_csv(prepared / "index.csv", index=False)
+    np.save(array_path(prepared, "val", 4), np.repeat(np.arange(12, dtype=np.uint8), 16).reshape(12, 4, 4))
+    params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+    params = dataclasses.replace(
+        params,
+        paths=dataclasses.replace(params.paths, prepared=prepared),
+        sweep=dataclasses.replace(params.sweep, subset_seed=3),
+    )
+    scarce, full = cohort_of(params, 50, size=4, split="val"), cohort_of(params, 100, size=4, split="val")
+    assert len(np.unique(scarce.patients[scarce.labels == 0])) == 4 and len(full.labels) == 12
+    np.testing.assert_array_equal(scarce.images[:, 0, 0], cohort_rows(GROUPS, LABELS, label=0, keep=50, subset_seed=3))
 
 
 def test_a_cohort_of_every_patient_keeps_the_memory_map(tmp_path: Path):
