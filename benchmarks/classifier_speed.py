@@ -99,7 +99,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="alternating measurements of each; medians are compared")
     parser.add_argument("--study-scans", type=int, default=60_000, help="real training scans at the study's scale")
     parser.add_argument("--study-ratios", type=int, default=10, help="ratios of the study's sweep (R=0 added)")
-    parser.add_argument("--study-seeds", type=int, default=3)
+    parser.add_argument("--study-seeds", type=int, default=5, help="classifier seeds (params.yaml sweep.seeds)")
+    parser.add_argument("--study-generators", type=int, default=3, help="generator seeds (sweep.generator_seeds)")
     parser.add_argument("--study-epochs", type=int, default=15, help="epochs per run (params.yaml classifier.epochs)")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -117,7 +118,7 @@ def main() -> None:
         for _ in range(args.repeats)
     ]
     bare, ours = (float(np.median(values)) for values in zip(*pairs))
-    runs = (args.study_ratios + 1) * args.study_seeds
+    runs = (args.study_ratios * args.study_generators + 1) * args.study_seeds  # R=0 has no generator
     images = runs * args.study_epochs * args.study_scans
     print(f"| {args.arch} {args.size} px, batch {args.batch}, {name}; median of {args.repeats} | img/s |")
     print("|---|---|")
@@ -126,7 +127,8 @@ def main() -> None:
     print(f"| ratio ours / bare | {ours / bare:.2f} |")
     hours = images / ours / 3600
     print(
-        f"\nStudy-scale sweep: ({args.study_ratios} ratios + R=0) x {args.study_seeds} seeds"
+        f"\nStudy-scale sweep: ({args.study_ratios} ratios x {args.study_generators} generators + R=0) x "
+        f"{args.study_seeds} seeds"
         f" x {args.study_epochs} epochs x "
         f"{args.study_scans:,} scans = {images:,} training images / {ours:,.1f} img/s = {hours:,.2f} h"
         f" ({math.ceil(hours * 60):,} min) on this device"

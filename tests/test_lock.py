@@ -93,6 +93,6 @@ def test_the_stale_lock_check_names_what_changed(tmp_path: Path):
     stale = stale_stages(project)
 
     assert "code src/synthratio/report.py modified" in stale["report"]
-    assert "params params.yaml:generate modified" in stale["generate@100"]
+    assert "params params.yaml:generate modified" in stale["generate@100-0"]
     assert "its command" in stale["prepare"] and "committed output metrics/data.json modified" in stale["prepare"]
     assert not [stage for stage in stale if stage.startswith(("baseline@", "train_classifier@"))], stale

@@ -38,19 +38,19 @@ def test_every_stage_ran_and_wrote_finite_outputs(project: Path):
         block = summary[f"keep{keep}"]
         assert block["r_max_shown"] in ratios and block["stop"] in ("none", "inferior", "inconclusive")
         assert sorted(map(int, block["accuracy"])) == ratios and sorted(map(int, block["lower"])) == ratios[1:]
-        assert all(
-            math.isfinite(v)
-            for v in [*block["accuracy"].values(), *block["log_loss"].values(), block["resolvable_margin"]]
-        )
-        synthetic = json.loads((project / f"metrics/synthetic/keep_{keep}.json").read_text())
-        assert math.isfinite(synthetic["domain_fid"]) and math.isfinite(synthetic["domain_fid_floor"])
-        detail = json.loads((project / f"metrics/synthetic/keep_{keep}.detail.json").read_text())
-        assert detail["few_images"] is True  # 8 synthetic scans: flagged, not silently trusted
-        assert set(synthetic) < set(detail) and all(detail[key] == value for key, value in synthetic.items())
-        pngs = sorted(p.name for p in (project / f"data/synthetic/keep_{keep}/CNV").iterdir())
-        assert pngs == [f"{seed:06d}.png" for seed in range(8)]
-        for figure in (f"samples_keep_{keep}.png", f"memorization_keep_{keep}.png"):
-            assert (project / "plots" / figure).stat().st_size > 5_000
+        assert all(math.isfinite(v) for v in [*block["accuracy"].values(), *block["lower"].values()])
+        assert (block["generators"], block["seeds"]) == (len(sweep["generator_seeds"]), len(sweep["seeds"]))
+        for g in sweep["generator_seeds"]:
+            synthetic = json.loads((project / f"metrics/synthetic/keep_{keep}_gen_{g}.json").read_text())
+            assert math.isfinite(synthetic["domain_fid"]) and math.isfinite(synthetic["domain_fid_floor"])
+            detail = json.loads((project / f"metrics/synthetic/keep_{keep}_gen_{g}.detail.json").read_text())
+            assert detail["few_images"] is True  # 8 synthetic scans: flagged, not silently trusted
+            assert 0 <= detail["copying_p_features"] <= 1 and detail["generator"] == g
+            assert set(synthetic) < set(detail) and all(detail[key] == value for key, value in synthetic.items())
+            pngs = sorted(p.name for p in (project / f"data/synthetic/keep_{keep}_gen_{g}/CNV").iterdir())
+            assert pngs == [f"{seed:06d}.png" for seed in range(8)]
+            for figure in (f"samples_keep_{keep}_gen_{g}.png", f"memorization_keep_{keep}_gen_{g}.png"):
+                assert (project / "plots" / figure).stat().st_size > 5_000
     table = pd.read_csv(project / "plots/ratio_summary.csv")
     assert len(table) == len(ratios) * len(sweep["keep"]) and sorted(table["x"].unique()) == ratios
     assert (project / "plots/accuracy_vs_ratio.png").stat().st_size > 5_000
@@ -60,17 +60,27 @@ def test_every_stage_ran_and_wrote_finite_outputs(project: Path):
 
 @pytest.mark.slow
 def test_each_generator_learned_only_its_own_cohort(project: Path):
-    """The scarce regime's generator saw a quarter of the real CNV training patients, the same ones its
-    classifiers saw, and never a held-back one; the R=100 classifiers of the two regimes, fed by different
-    generators, differ."""
+    """Every generator of the scarce regime (one per generator seed) saw a quarter of the real CNV training
+    patients, the same ones its classifiers saw, and never a held-back one; generators of one regime differ
+    only by their seed, and the R=100 classifiers they feed differ too."""
     everyone = train_patients(project)
-    full = set(json.loads((project / "models/diffusion/keep_100/training_patients.json").read_text()))
-    scarce = set(json.loads((project / "models/diffusion/keep_25/training_patients.json").read_text()))
-    assert full == everyone
+    models = project / "models/diffusion"
+    learned = {
+        (keep, g): set(json.loads((models / f"keep_{keep}_gen_{g}/training_patients.json").read_text()))
+        for keep in (100, 25)
+        for g in (0, 1)
+    }
+    scarce = learned[(25, 0)]
+    assert learned[(100, 0)] == learned[(100, 1)] == everyone and learned[(25, 1)] == scarce
     assert scarce < everyone and len(scarce) == max(1, (25 * len(everyone) + 50) // 100)  # 25%, halves rounded up
-    for run_metrics in json.loads((project / "metrics/classifier/ratio_100_keep_25.json").read_text()):
-        assert run_metrics["real_patients_of_class"] == len(scarce)
-    predictions = [(project / f"data/predictions/ratio_100_keep_{keep}/seed_0.csv").read_bytes() for keep in (100, 25)]
+    for g in (0, 1):
+        for run_metrics in json.loads((project / f"metrics/classifier/ratio_100_keep_25_gen_{g}.json").read_text()):
+            assert run_metrics["real_patients_of_class"] == len(scarce) and run_metrics["generator"] == g
+    weights = [(project / f"models/diffusion/keep_100_gen_{g}/unet/diffusion_pytorch_model.safetensors").read_bytes()
+               for g in (0, 1)]  # fmt: skip
+    assert weights[0] != weights[1]  # the seed sets init, batch order and noise
+    predictions = [(project / f"data/predictions/ratio_100_keep_{keep}_gen_0/seed_0.csv").read_bytes()
+                   for keep in (100, 25)]  # fmt: skip
     assert predictions[0] != predictions[1]
 
 
@@ -108,7 +118,8 @@ def test_repro_again_runs_nothing(project: Path):
 
 @pytest.mark.slow
 def test_exp_show_lists_what_people_compare(project: Path):
-    """At most 60 metric columns (per-run classifier figures, per-R detail and timings stay in files)."""
+    """At most 60 metric columns with two regimes of two generators each (per-run classifier figures, per-R
+    detail, figures every generator of a regime shares and timings stay in files)."""
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     metrics = shown[0]["data"]["metrics"]  # the workspace
     columns = [f"{path}:{key}" for path, data in metrics.items() for key in flatten(data["data"])]

@@ -70,7 +70,7 @@ def paths(project: Path) -> dict[str, str]:
     return yaml.safe_load((project / "params.yaml").read_text())["paths"]
 
 
-FINETUNE, GENERATE = "finetune@100", "generate@100"  # the full cohort's generator
+FINETUNE, GENERATE = "finetune@100-0", "generate@100-0"  # the full cohort's generator of seed 0
 
 
 def classifier_stage(project: Path) -> str:
@@ -166,12 +166,12 @@ def test_killed_finetune_resumes_from_its_checkpoint_to_the_same_model(project, 
     params["finetune"]["checkpoint_every"] = 1
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     outs = stage_outs(project, FINETUNE)
-    model = Path(params["paths"]["diffusion_model"]) / "keep_100"
+    model = Path(params["paths"]["diffusion_model"]) / "keep_100_gen_0"
     run_killed(project, tmp_path, FINETUNE, "finetune.py", f"*{model.name}.checkpoints", 1)
     for out in outs:
         assert not (project / out).exists() or out.parts[0] == params["paths"]["live"], f"{out} exists after the kill"
     rerun(project, FINETUNE)
-    report = json.loads((project / params["paths"]["metrics"] / "finetune" / "keep_100.detail.json").read_text())
+    report = json.loads((project / params["paths"]["metrics"] / "finetune" / "keep_100_gen_0.detail.json").read_text())
     assert report["resumed_from_step"] == 1 and report["steps"] == params["finetune"]["steps"], report
     assert digests(project, [model]) == digests(reference, [model])
     assert "up to date" in status(project, FINETUNE)
@@ -186,7 +186,7 @@ def offline_rerun(tmp_path_factory) -> tuple[str, Path, Path]:
     its own: (dvc's output, the folder of the guard's logs, the project)."""
     project = copy_project(tmp_path_factory, "offline")
     logs = tmp_path_factory.mktemp("offline")
-    stages = [FINETUNE, GENERATE, "evaluate_synthetic@100", classifier_stage(project)]
+    stages = [FINETUNE, GENERATE, "evaluate_synthetic@100-0", classifier_stage(project)]
     output = run(["dvc", "repro", "-f", "-s", *stages], project, env=stage_env(logs, block_network=True)).stdout
     assert ran_stages(output) == stages, output
     return output, logs, project
@@ -271,7 +271,8 @@ def test_hub_id_offline_fails_naming_it_and_stays_off_the_network(project, tmp_p
     (bad / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (bad / "data/prepared").symlink_to(project / "data/prepared")  # read before the model is loaded
     env = {**stage_env(tmp_path, block_network=True), "HF_HUB_OFFLINE": "1"}
-    done = run([sys.executable, "stages/finetune.py", "--keep", "100"], bad, env=env, check=False)
+    command = [sys.executable, "stages/finetune.py", "--keep", "100", "--generator", "0"]
+    done = run(command, bad, env=env, check=False)
     assert done.returncode != 0, done.stdout
     message = done.stderr.strip().splitlines()[-1]
     assert hub_id in message and "offline" in message.lower(), done.stderr[-2000:]
@@ -284,9 +285,9 @@ def test_hub_id_offline_fails_naming_it_and_stays_off_the_network(project, tmp_p
 @pytest.mark.parametrize(
     "script, args, section, key, value",
     [
-        ("finetune.py", ["--keep", "100"], "finetune", "beta_schedule", "cosine"),
-        ("generate.py", ["--keep", "100"], "generate", "num_images", -8),
-        ("train_classifier.py", ["--ratio", "50", "--keep", "100"], "classifier", "arch", "vgg"),
+        ("finetune.py", ["--keep", "100", "--generator", "0"], "finetune", "beta_schedule", "cosine"),
+        ("generate.py", ["--keep", "100", "--generator", "0"], "generate", "num_images", -8),
+        ("train_classifier.py", ["--ratio", "50", "--keep", "100", "--generator", "0"], "classifier", "arch", "vgg"),
     ],
 )
 def test_bad_params_stop_a_stage_before_any_work(tmp_path, tmp_path_factory, script, args, section, key, value):

@@ -60,7 +60,7 @@ def pushed_and_pulled(tmp_path_factory) -> tuple[Path, Path]:
     clone = tmp_path_factory.mktemp("machine_b") / "project"
     run(["git", "clone", "-q", str(project), str(clone)], clone.parent)
     lock = yaml.safe_load((project / "dvc.lock").read_text())
-    folders = [out["path"] for out in lock["stages"]["finetune@100"]["outs"] if (project / out["path"]).is_dir()]
+    folders = [out["path"] for out in lock["stages"]["finetune@100-0"]["outs"] if (project / out["path"]).is_dir()]
     assert folders and not any((clone / out).exists() for out in folders)  # git's files only, so far
     run(["dvc", "pull"], clone)
     return project, clone
@@ -93,7 +93,8 @@ def test_queued_sweeps_run_two_at_a_time_reusing_the_cache(project):
         assert ran, f"{name} ran no stage"
         for stage in ran:  # only the new ratio's classifiers and the report; everything else came from the cache
             assert stage.startswith((f"train_classifier@{values[0]}-", "report")), f"{name} reran {stage}: {ran}"
-        assert sum(stage.startswith("train_classifier@") for stage in ran) == 2, ran  # the new R in both regimes
+        # the new R in both regimes, with each of their two generators
+        assert sum(stage.startswith("train_classifier@") for stage in ran) == 4, ran
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     experiments = {
         rev["name"]: rev["data"] for commit in shown for exp in commit.get("experiments") or [] for rev in exp["revs"]
@@ -113,9 +114,9 @@ def test_stage_run_under_accelerate_then_committed_needs_no_rerun(project):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["generate"]["inference_steps"] += 1
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    stage = "generate@100"
+    stage = "generate@100-0"
     assert stage in run(["dvc", "status", stage], project).stdout
-    images = project / params["paths"]["synthetic"] / "keep_100"
+    images = project / params["paths"]["synthetic"] / "keep_100_gen_0"
     before = {path.name: path.read_bytes() for path in images.rglob("*.png")}
     run(
         [
@@ -127,6 +128,8 @@ def test_stage_run_under_accelerate_then_committed_needs_no_rerun(project):
             "stages/generate.py",
             "--keep",
             "100",
+            "--generator",
+            "0",
         ],
         project,
     )
@@ -135,7 +138,9 @@ def test_stage_run_under_accelerate_then_committed_needs_no_rerun(project):
     assert sorted(after) == sorted(before) and all(after[name] != before[name] for name in before)
     run(["dvc", "commit", "-f", stage], project)
     assert "up to date" in run(["dvc", "status", stage], project).stdout
-    assert_nothing_ran(project, run(["dvc", "repro", stage], project).stdout, stages=["prepare", "finetune@100", stage])
+    assert_nothing_ran(
+        project, run(["dvc", "repro", stage], project).stdout, stages=["prepare", "finetune@100-0", stage]
+    )
 
 
 @pytest.mark.slow
@@ -145,19 +150,21 @@ def test_launcher_param_runs_finetune_under_accelerate_through_dvc(project):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["runtime"]["progress"] = not params["runtime"]["progress"]
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert "up to date" in run(["dvc", "status", "finetune@100", "generate@100"], project).stdout
+    assert "up to date" in run(["dvc", "status", "finetune@100-0", "generate@100-0"], project).stdout
     params["runtime"]["launcher"] = " ".join(["accelerate", "launch", *two_cpu_options()])
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
-    done = run(["dvc", "repro", "finetune@100"], project)
+    done = run(["dvc", "repro", "finetune@100-0"], project)
 
-    assert ran_stages(done.stdout) == ["finetune@100"], done.stdout
+    assert ran_stages(done.stdout) == ["finetune@100-0"], done.stdout
     assert "2 process(es)" in done.stdout + done.stderr
     lock = yaml.safe_load((project / "dvc.lock").read_text())
-    assert lock["stages"]["finetune@100"]["cmd"] == f"{params['runtime']['launcher']} stages/finetune.py --keep 100"
-    assert "up to date" in run(["dvc", "status", "finetune@100"], project).stdout
+    command = f"{params['runtime']['launcher']} stages/finetune.py --keep 100 --generator 0"
+    assert lock["stages"]["finetune@100-0"]["cmd"] == command
+    assert "up to date" in run(["dvc", "status", "finetune@100-0"], project).stdout
     # one process logged and wrote: two dvclive loggers on one folder left unparsable JSON
-    live = json.loads((project / params["paths"]["live"] / "finetune_keep_100" / "metrics.json").read_text())
+    live = json.loads((project / params["paths"]["live"] / "finetune_keep_100_gen_0" / "metrics.json").read_text())
     assert live["step"] == params["finetune"]["steps"] - 1
-    finetune = json.loads((project / params["paths"]["metrics"] / "finetune" / "keep_100.detail.json").read_text())
+    detail = project / params["paths"]["metrics"] / "finetune" / "keep_100_gen_0.detail.json"
+    finetune = json.loads(detail.read_text())
     assert finetune["steps"] == params["finetune"]["steps"]

@@ -38,7 +38,7 @@ def test_failed_write_leaves_old_file_and_no_temporary(tmp_path):
 
 def test_setup_device_and_names():
     assert setup(RuntimeConfig(device="cpu")).type == "cpu"
-    assert run_name(50, 25) == "ratio_50_keep_25"
+    assert run_name(50, 25, 1) == "ratio_50_keep_25_gen_1" and run_name(0, 25) == "ratio_0_keep_25"
 
 
 def test_load_safetensors_round_trip_and_missing_file(tmp_path):

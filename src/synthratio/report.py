@@ -48,7 +48,8 @@ STUDY_ACCURACY = {
 # per-run test metrics, averaged over seeds
 RUN_COLUMNS = ("accuracy", "f1", "precision", "recall", "auroc", "log_loss", "ece")
 BAND_METRICS = ("accuracy", "log_loss")  # drawn with an interval
-HEADLINE_KEYS = ("r_max", "r_max_shown", "stopped_at", "stop", "alpha", "generators", "seeds", *BAND_METRICS, "lower")
+# per regime in metrics/summary.json (the rest, log-loss and each regime's share of alpha included, in the detail)
+HEADLINE_KEYS = ("r_max", "r_max_shown", "stopped_at", "stop", "generators", "seeds", "accuracy", "lower")
 # a verdict about the recipe, at the size the calibration tests and the study preset use
 STUDY_SEEDS, STUDY_GENERATORS = 5, 3
 
@@ -281,8 +282,8 @@ def summarize(
 
 def headline(summary: dict) -> dict:
     """metrics/summary.json, what `dvc exp show` compares: the metric, margin and level the verdicts were
-    reached at; per family R_max, how the sequence ended, its level and replication, and per R the mean
-    accuracy and log-loss and the lower bound of the difference (the rest is in summary.detail.json)."""
+    reached at; per family R_max, how the sequence ended and its replication, and per R the mean accuracy and
+    the lower bound of the difference (the rest is in summary.detail.json)."""
     settings = {key: summary[key] for key in ("metric", "margin", "alpha")}
     return settings | {
         name: {key: block[key] for key in HEADLINE_KEYS} for name, block in summary.items() if isinstance(block, dict)
@@ -326,7 +327,8 @@ def replication_warning(summary: dict) -> list[str]:
 def verdict_sentence(name: str, block: dict, *, metric: str, margin: float) -> str:
     """One line a reader can quote: what R_max is, or why there is none, at the level it was tested at."""
     bound = f"one-sided {block['alpha']:.3g}-level lower bound of the paired {metric} difference above -{margin:g}"
-    size = f"{block['generators']} generator(s) x {block['seeds']} seeds"
+    # the power at the declared margin, at the R where the sequence stopped (or its last R)
+    size = f"{block['generators']} generator(s) x {block['seeds']} seeds, power {block['power']:.0%} at this margin"
     if block["stop"] == "none":
         return f"{name}: R_max = {block['r_max']}%: every R tested is non-inferior to R=0 ({bound}; {size})."
     if block["stop"] == "inferior":
@@ -336,9 +338,9 @@ def verdict_sentence(name: str, block: dict, *, metric: str, margin: float) -> s
             "of the sequence)."
         )
     return (
-        f"{name}: R_max not determined at margin {margin:g}: R={block['stopped_at']}% is inconclusive ({size}). "
-        f"A rerun of this size would show a costless R non-inferior with power {block['power']:.0%} at this margin "
-        f"(more seeds and generators raise it). Non-inferior up to R={block['r_max_shown']}%."
+        f"{name}: R_max not determined at margin {margin:g}: R={block['stopped_at']}% is inconclusive ({size}: "
+        "the chance a rerun of this size shows a costless R non-inferior; more seeds and generators raise it). "
+        f"Non-inferior up to R={block['r_max_shown']}%."
     )
 
 
