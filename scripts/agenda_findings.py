@@ -48,7 +48,7 @@ from rank_experiments import _params, exp_show, flatten  # noqa: E402
 KEEP = 100  # the study's one cohort: every real CNV training patient
 FAMILY = f"keep{KEEP}"  # its family in the report's summary and ratio summary
 RATIOS = "plots/ratio_summary.csv"
-SUMMARY = "metrics/summary.json"
+SUMMARY = "metrics/summary.detail.json"  # each regime's share of alpha is in the detail, not the headline
 DEFAULT = "default"
 FID_SEPARATION = 2.0  # floor sds the generator means' FID gaps must move by to count
 SPREAD_P = 0.05  # Welch's t-test over the generators' values: a difference their spread explains does not count

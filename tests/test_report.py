@@ -317,6 +317,18 @@ def test_data_mode_compares_filled_cohorts_with_all_real_patients_at_the_realise
     assert "| domain FID | 3 | 2.5 (0.4) |" in text and "0.800 (0.700-0.900)" in text
 
 
+@pytest.mark.parametrize("shares", [(0.404, 0.396), (0.004, 0.5)])
+def test_data_mode_refuses_cohorts_whose_shares_are_one_x_or_none(shares: tuple[float, float]):
+    """Two cohorts whose realised shares round to one percent would be one x of the sequence (one silently
+    dropped), and a share that rounds to 0 would stand in for the reference: both are refused, naming keeps."""
+    arms = {(0, 100): arm(REFERENCE), (100, 100): arm(REFERENCE, ratio=100)}
+    for keep, share in zip((50, 25), shares):
+        arms[(0, keep)] = arm(REFERENCE, keep=keep)
+        arms[(100, keep)] = arm(REFERENCE, keep=keep, ratio=100, share=share)
+    with pytest.raises(ValueError, match=r"the cohorts keep \[50, 25\] put \[\d+, \d+\] % synthetic scans"):
+        families("data", arms, keeps=[100, 50, 25], ratios=[100])
+
+
 @pytest.mark.parametrize("metric", ["log_loss", "auroc"])
 def test_the_decision_metric_is_a_param_away(metric: str):
     arms = {(0, 100): arm(REFERENCE), (50, 100): arm(paired(REFERENCE, lost=150), ratio=50)}

@@ -35,16 +35,23 @@ ENV = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")} 
     "SYNTHRATIO_MUTATION_WORKERS": WORKERS
 }
 
-# The CI subset (run.sh --fast): patient split, linked-patient merge, leaks, cohorts, verdict, R_max.
+# The CI subset (run.sh --fast): patient split, linked-patient merge, leaks, cohorts, the bound's variance
+# components, verdict, alpha's split, R_max.
 FAST_GLOBS: dict[str, list[str]] = {
     "src/synthratio/data/ingest.py": [
         "synthratio.data.ingest.x__union_patients__mutmut_*",
         "synthratio.data.ingest.x_assign_patient_splits__mutmut_*",
         "synthratio.data.ingest.x__drop_leaks__mutmut_*",
     ],
-    "src/synthratio/data/cohort.py": ["synthratio.data.cohort.x_cohort_patients__mutmut_*"],
+    "src/synthratio/data/cohort.py": [
+        "synthratio.data.cohort.x_cohort_patients__mutmut_*",
+        "synthratio.data.cohort.x_cohort_rows__mutmut_*",
+    ],
     "src/synthratio/inference.py": [
+        "synthratio.inference.x_model_part__mutmut_*",
+        "synthratio.inference.x_patient_part__mutmut_*",
         "synthratio.inference.x_non_inferiority__mutmut_*",
+        "synthratio.inference.x_sequence_alpha__mutmut_*",
         "synthratio.inference.x_fixed_sequence__mutmut_*",
     ],
 }
