@@ -255,6 +255,9 @@ def test_model_part_of_several_generators_is_their_means_spread_over_their_numbe
     assert flat.variance == pytest.approx(0.00152 / 6) and flat.df == 5
     # one seed per generator is enough: the generators are the units
     assert model_part(np.array([0.8, 0.9]), np.array([0, 1])) == Part(variance=pytest.approx(0.0025), df=1)
+    # two generators of two seeds (the smallest nested design): means 0.80 and 0.88, 0.0032 over 2 on 1 df
+    two = model_part(np.array([0.79, 0.81, 0.85, 0.91]), np.array([0, 0, 1, 1]))
+    assert two == Part(variance=pytest.approx(0.0016), df=1)
 
 
 @pytest.mark.parametrize("generators", [[0], [3]])
@@ -270,6 +273,8 @@ def test_patient_part_by_hand():
     assert part == Part(variance=pytest.approx(0.36328125), df=2)
     with pytest.raises(ValueError, match="the test scans come from one patient"):
         patient_part(np.array([1.0, 0.0]), np.array([5, 5]))
+    # two patients are enough: deviations 0.5 and -0.5, 0.5 x 2/1 over 4 = 0.25 on 1 df
+    assert patient_part(np.array([1.0, 0.0]), np.array([5, 6])) == Part(variance=pytest.approx(0.25), df=1)
 
 
 def test_patient_part_of_one_scan_per_patient_is_the_variance_of_a_mean():
@@ -454,6 +459,14 @@ def test_margin_at_power_is_cleared_with_the_target_power(df: float):
     assert verdict_of(0.0, df=df, margin=result.margin_at_power).power == pytest.approx(0.8, abs=1e-6)
     normal = (student_t.ppf(0.975, df) + student_t.ppf(0.8, df)) * 0.01
     assert result.margin_at_power == pytest.approx(normal, rel=1e-6 if df == np.inf else 0.01 if df > 10 else 0.5)
+
+
+@pytest.mark.parametrize(("df", "alpha"), [(1, 0.001), (1, 0.45), (np.inf, 0.45)])
+def test_margin_at_power_is_found_at_any_level(df: float, alpha: float):
+    """A small alpha on 1 df puts the margin far beyond the critical value (heavy tails); a large alpha puts it
+    below one standard error. Either way it is the margin with 80% power."""
+    result = verdict_of(0.0, df=df, alpha=alpha)
+    assert verdict_of(0.0, df=df, alpha=alpha, margin=result.margin_at_power).power == pytest.approx(0.8, abs=1e-6)
 
 
 def test_a_known_difference_is_judged_by_its_value():

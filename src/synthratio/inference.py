@@ -183,7 +183,7 @@ def patient_part(difference: np.ndarray, patients: np.ndarray) -> Part:
     n_clusters = int(cluster.max()) + 1
     if n_clusters < 2:
         raise ValueError("the test scans come from one patient: a patient-level variance needs >= 2")
-    totals = np.bincount(cluster, weights=difference - difference.mean(), minlength=n_clusters)
+    totals = np.bincount(cluster, weights=difference - difference.mean())  # every cluster has a scan
     variance = n_clusters / (n_clusters - 1) * float(totals @ totals) / len(difference) ** 2
     return Part(variance=variance, df=float(n_clusters - 1))
 
@@ -268,8 +268,9 @@ def non_inferiority(difference: Estimate, *, margin: float, alpha: float) -> Non
         p_noninferior = float(student_t.sf((delta + margin) / se, df))
         p = float(2 * student_t.sf(abs(delta) / se, df))
         power = _power(margin / se, critical, df)
-        # the margin (in se) this se would clear with TARGET_POWER: power rises with it from alpha at 0
-        at_power = se * brentq(lambda m: _power(m, critical, df) - TARGET_POWER, 0.0, critical + 50.0)
+        # the margin (in se) this se would clear with TARGET_POWER: power rises with it from alpha at 0; on 1 df
+        # and a small alpha the root lies far beyond the critical value (a t with 1 df has heavy tails)
+        at_power = se * brentq(lambda m: _power(m, critical, df) - TARGET_POWER, 0.0, 10 * critical + 50)
     else:  # every model scored every scan alike: the difference is known
         p_noninferior, p, power, at_power = float(delta <= -margin), float(delta == 0), 1.0, 0.0
     return NonInferiority(

@@ -203,7 +203,7 @@ PLANTS = [
         "data mode x = the patients left out, not the realised share",
         ["tests/test_report.py::test_data_mode_compares_filled_cohorts_with_all_real_patients_at_the_realised_share"],
         REPORT,
-        "{_realised_share(arms[(100, k)]): arms[(100, k)] for k in cohorts}",
+        "{shares[k]: arms[(100, k)] for k in cohorts}",
         "{100 - k: arms[(100, k)] for k in cohorts}",
     ),
     Plant(
