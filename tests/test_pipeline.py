@@ -118,10 +118,11 @@ def test_repro_again_runs_nothing(project: Path):
 
 @pytest.mark.slow
 def test_exp_show_lists_what_people_compare(project: Path):
-    """At most 60 metric columns with two regimes of two generators each (per-run classifier figures, per-R
-    detail, figures every generator of a regime shares and timings stay in files)."""
+    """At most 64 metric columns with two regimes of two generators each (per-run classifier figures, per-R
+    detail, figures every generator of a regime shares and timings stay in files): 12 of data, 25 of the
+    summary, and 6 per generator."""
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     metrics = shown[0]["data"]["metrics"]  # the workspace
     columns = [f"{path}:{key}" for path, data in metrics.items() for key in flatten(data["data"])]
-    assert 20 <= len(columns) <= 60, columns
+    assert 20 <= len(columns) <= 64, columns
     assert not [c for c in columns if any(word in c for word in ("second", "per_second", "device"))], columns
