@@ -213,7 +213,8 @@ def test_stage_refuses_a_generator_seed_params_yaml_does_not_list(raw_params, tm
     done = run([sys.executable, str(REPO / "stages" / "generate.py"), "--keep", "100", "--generator", "7"], tmp_path,
                check=False)  # fmt: skip
     assert done.returncode == 2
-    assert done.stderr == "error: --generator 7; expected one of sweep.generator_seeds [0, 1, 2]\n"
+    listed = raw_params["sweep"]["generator_seeds"]  # the workspace's: the quick start's smoke run lists [0]
+    assert done.stderr == f"error: --generator 7; expected one of sweep.generator_seeds {listed}\n"
 
 
 def test_stage_with_a_typo_fails_at_once_in_one_line(raw_params, tmp_path, tmp_path_factory):
