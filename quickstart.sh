@@ -25,3 +25,5 @@ SMOKE=(
 python scripts/make_phantom.py "${SMOKE[@]}"
 dvc exp run "${SMOKE[@]}"
 python scripts/show_results.py   # the answer in a few lines; the whole of it: plots/report.md
+python scripts/compare_run.py    # against the smoke run recorded on a fresh clone (docs/quickstart/): rounding or not
+echo "git status: the smoke run's params, metrics and plots over the committed recipe's ('git checkout -- .' restores those)"

@@ -7,9 +7,9 @@ Run once on a fresh clone (the quick start does); data.dvc then tracks the folde
 import argparse
 import sys
 
-from synthratio.config import load_params_with, run_stage
+from synthratio.config import load_params_with
 from synthratio.data.phantom import write_phantom
-from synthratio.runtime import set_progress
+from synthratio.runtime import run_stage, set_progress
 
 
 def main() -> None:

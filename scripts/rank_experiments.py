@@ -2,13 +2,15 @@
 
     python scripts/rank_experiments.py                      # domain FID of the keep-100 generators, lower is better
     python scripts/rank_experiments.py --metric 'metrics/synthetic/keep_25_gen_*.json:detector_auroc'
-    python scripts/rank_experiments.py --metric metrics/summary.json:keep100.r_max --order desc
+    python scripts/rank_experiments.py --metric metrics/summary.json:k100.r_max --order desc
 
 A metrics path with a wildcard ranks by the mean over every file it matches: by default the mean over the
 regime's generator seeds, so a variant is ranked as a recipe, not by one lucky generator (the table says
 how many were averaged and their range).
 
-Reads `dvc exp show --json` (run here, or a saved copy with --input). Every baseline commit shown and every
+Reads `dvc exp show --json` (run here, or a saved copy with --input); a metrics file DVC does not declare (only
+metrics/summary.json is a DVC metric; every stage's own figures are plain git-tracked files) is read from the
+experiment's commit with git. Every baseline commit shown and every
 finished experiment derived from it is ranked; the changed params are those that differ from the
 experiment's baseline commit. Queued, running and failed experiments, and finished ones without the
 metric, are listed after the ranking, never ranked.
@@ -56,7 +58,7 @@ def _files(data: dict | None, kind: str) -> dict[str, dict]:
 
 
 def metric_values(data: dict | None, metric: str) -> list[float] | None:
-    """`path:key` as in `dvc exp show --sort-by` (nested keys dotted, `keep100.r_max`), in every metrics file
+    """`path:key` as in `dvc exp show --sort-by` (nested keys dotted, `k100.r_max`), in every metrics file
     the path matches (shell wildcards; a bare key: the first file that has it); None when none has it or a
     value is not a finite number."""
     path, _, key = metric.rpartition(":")
@@ -74,10 +76,27 @@ def metric_values(data: dict | None, metric: str) -> list[float] | None:
     return [float(v) for v in found]
 
 
+def files_at(rev: str, pattern: str) -> dict[str, dict]:
+    """{file: {"data": its JSON}} of the git-tracked files at commit `rev` matching `pattern` (shell
+    wildcards), as `dvc exp show --json` lists metrics; {} where git knows no such commit or file."""
+    listed = subprocess.run(
+        ["git", "ls-tree", "-r", "--name-only", rev, "--", str(Path(pattern).parent)], capture_output=True, text=True
+    )
+    files = {}
+    for name in listed.stdout.splitlines() if listed.returncode == 0 else []:
+        if fnmatch.fnmatchcase(name, pattern):
+            shown = subprocess.run(["git", "show", f"{rev}:{name}"], capture_output=True, text=True, check=True)
+            files[name] = {"data": json.loads(shown.stdout)}
+    return files
+
+
 def ranked_variant(
     name: str, rev: str, state: str, data: dict | None, metric: str, changed: dict | None = None
 ) -> Variant:
     values = metric_values(data, metric)
+    path = metric.rpartition(":")[0]
+    if values is None and path and not any(fnmatch.fnmatchcase(f, path) for f in _files(data, "metrics")):
+        values = metric_values({"metrics": files_at(rev, path)}, metric)  # not a DVC metric: the commit's file
     mean = None if values is None else sum(values) / len(values)
     spread = tuple(values) if values is not None and len(values) > 1 else ()
     return Variant(name, rev, state, mean, spread, changed or {})

@@ -4,10 +4,10 @@ the synthetic scans' figures, and where the report and figures are.
     python scripts/show_results.py
 """
 
-from synthratio.config import load_params, run_stage
+from synthratio.config import load_params
 from synthratio.layout import detail_path
 from synthratio.report import read_synthetic, terminal_summary
-from synthratio.runtime import read_json
+from synthratio.runtime import read_json, run_stage
 
 
 def main() -> None:

@@ -8,7 +8,8 @@ real scans, keyed by class."""
 import tempfile
 from pathlib import Path
 
-from synthratio.config import check_generator, load_params, run_stage, stage_arguments
+from synthratio.config import check_generator, load_params, stage_arguments
+from synthratio.runtime import run_stage
 
 # compared across generator variants, one column each per generator: the distance beside its real-vs-real floor,
 # recall, the detector and the copying test (the other floors, the same for every generator of a regime, are in
@@ -16,7 +17,7 @@ from synthratio.config import check_generator, load_params, run_stage, stage_arg
 SYNTHETIC_HEADLINE = ("domain_fid", "domain_fid_floor", "domain_recall", "detector_auroc", "copying_p_features")
 
 
-def main() -> None:
+def main() -> str:
     args = stage_arguments(__doc__)
     params = load_params()
     check_generator(params, args.generator)
@@ -60,13 +61,19 @@ def main() -> None:
                 confidence=params.report.confidence,
             )
         per_class[target] = {**metrics, **curation.to_dict()}
+    done = "; ".join(
+        f"{target}: {m['curation_kept']} scans, domain FID {m['domain_fid']:.2f} (real floor "
+        f"{m['domain_fid_floor']:.2f}), detector AUROC {m['detector_auroc']:.3f}"
+        for target, m in per_class.items()
+    )
     figures = {"keep": args.keep, "generator": args.generator, "real_split": config.real_split}
     if len(targets) == 1:  # one class: its figures at the top level, the columns every variant shares
         write_metrics(files.synthetic_metrics, {**figures, **per_class[targets[0]]}, SYNTHETIC_HEADLINE)
-        return
+        return done
     write_json(detail_path(files.synthetic_metrics), {**figures, **per_class})
     headline = {name: {key: metrics[key] for key in SYNTHETIC_HEADLINE} for name, metrics in per_class.items()}
     write_json(files.synthetic_metrics, headline)
+    return done
 
 
 if __name__ == "__main__":

@@ -6,10 +6,11 @@ import contextlib
 import shutil
 from dataclasses import replace
 
-from synthratio.config import check_generator, load_params, run_stage, stage_arguments
+from synthratio.config import check_generator, load_params, stage_arguments
+from synthratio.runtime import run_stage
 
 
-def main() -> None:
+def main() -> str | None:
     args = stage_arguments(__doc__)
     params = load_params()
     check_generator(params, args.generator)
@@ -69,6 +70,10 @@ def main() -> None:
             "precision": resolve_mixed_precision(config, device),
         },
         headline=("final_loss",),  # the counts are the cohort's, the same for every generator of it
+    )
+    return (
+        f"trained {len(result.losses)} steps on {len(patients)} images, final loss {np.mean(tail):.4f} (mean of the "
+        f"last {len(tail)}), {result.images_per_second:.1f} images/s on {device}"
     )
 
 

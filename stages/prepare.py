@@ -1,13 +1,14 @@
 """Stage prepare: raw scans -> patient-disjoint uint8 arrays at every size a consumer needs, and metrics/data.json."""
 
-from synthratio.config import load_params, run_stage
+from synthratio.config import load_params
+from synthratio.runtime import run_stage
 
 # what experiments on other data are compared on; the rest (timings, wedges, skipped files, duplicates and
 # leaks dropped) is detail; patients_in_several_splits, which must be 0, stays in view
 DATA_HEADLINE = ("scans", "patients", "patients_in_several_splits", "counts", "patients_per_split")
 
 
-def main() -> None:
+def main() -> str:
     params = load_params()
     # imported once params.yaml is read and checked: torch, scipy and pandas take seconds to import
     from synthratio.data.ingest import prepare_dataset
@@ -18,6 +19,9 @@ def main() -> None:
     summary = prepare_dataset(params.paths.raw, params.paths.prepared, params.prepare, sizes=sizes)
     metrics = params.paths.metrics / "data.json"
     write_metrics(metrics, summary, DATA_HEADLINE)
+    per_split = ", ".join(f"{split} {sum(counts.values())}" for split, counts in summary["counts"].items())
+    rate = summary["scans_per_second"]
+    return f"{summary['scans']} scans of {summary['patients']} patients ({per_split}), decoded at {rate} scans/s"
 
 
 if __name__ == "__main__":

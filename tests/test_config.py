@@ -320,3 +320,29 @@ def test_several_synthetic_classes_are_a_list_served_by_one_class_conditional_ge
             bad[section].update(values)
         with pytest.raises(ParamsError, match=message):
             params_from_dict(bad)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["-S", "finetune.stepz=3"], "-S finetune.stepz=3: unknown key, did you mean 'finetune.steps'?"),
+        (["-n", "zero", "--set-param", "sweep.ratios=[0,25]"], "sweep.ratios=[0, 25]; expected integer percents"),
+        (["-Sfinetune.steps=100,0", "evaluate_synthetic"], "finetune.steps=0"),  # one set of a sweep
+    ],
+)
+def test_queue_script_refuses_bad_params_before_dvc_sees_them(tmp_path: Path, arguments: list[str], message: str):
+    """scripts/queue.sh, the README's way to queue: the checker's message and status 2, and dvc never called
+    (a stand-in `dvc` on PATH records its calls); good params reach `dvc exp run --queue` unchanged."""
+    calls = tmp_path / "calls"
+    fake = tmp_path / "bin" / "dvc"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    fake.chmod(0o755)
+    env = {"PATH": f"{fake.parent}:{Path(sys.executable).parent}:/usr/bin:/bin"}
+    done = subprocess.run(["bash", "scripts/queue.sh", *arguments], cwd=REPO, env=env, capture_output=True, text=True)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert not calls.exists()
+    good = ["-n", "steps300", "-S", "finetune.steps=300", "evaluate_synthetic"]
+    done = subprocess.run(["bash", "scripts/queue.sh", *good], cwd=REPO, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert calls.read_text() == "exp run --queue " + " ".join(good) + "\n"

@@ -23,7 +23,7 @@ def test_exp_run_with_other_ratios_reuses_the_baselines_and_generators(project: 
     assert any(name.startswith("train_classifier@25-") for name in ran), output
     for name in ran:
         assert name.startswith(("train_classifier@25-", "report")), f"{name} ran again: {output}"
-    summary = json.loads((project / "metrics/summary.json").read_text())
+    summary = json.loads((project / "metrics/summary.detail.json").read_text())
     assert sorted(summary["keep100"]["accuracy"], key=int) == [
         "0",
         "25",

@@ -38,11 +38,12 @@ def test_data_mode_fills_each_cohort_with_its_own_synthetic_scans(project: Path)
             for run in ("ratio_0_keep_100", "ratio_100_keep_100_gen_1")
         ]
         assert same[0] == same[1]  # nothing to fill: the baseline's batches, the baseline's classifier
-    summary = json.loads((project / "metrics/summary.json").read_text())
     detail = json.loads((project / "metrics/summary.detail.json").read_text())
     # x: the realised synthetic share of the CNV training scans (every tiny patient has two scans: 50 %)
-    assert detail["mode"] == "data" and sorted(summary["data"]["accuracy"], key=int) == ["0", "50"]
-    assert (summary["data"]["generators"], summary["data"]["seeds"]) == (2, 2)
+    assert detail["mode"] == "data" and sorted(detail["data"]["accuracy"], key=int) == ["0", "50"]
+    assert (detail["data"]["generators"], detail["data"]["seeds"]) == (2, 2)
+    headline = json.loads((project / "metrics/summary.json").read_text())["data"]
+    assert headline["det_auroc"] == detail["data"]["det_auroc"]  # the keep-25 cohort's generators
 
 
 @pytest.mark.slow
@@ -82,6 +83,8 @@ def test_several_synthetic_classes_each_get_their_cohort_scans_and_figures(proje
         assert pngs == [f"{seed:06d}.png" for seed in range(8 * index, 8 * index + 8)]
     scored = json.loads((project / "metrics/synthetic/keep_25_gen_0.json").read_text())
     assert sorted(scored) == ["CNV", "NORMAL"] and all(math.isfinite(s["domain_fid"]) for s in scored.values())
+    gaps = [s["domain_fid"] - s["domain_fid_floor"] for s in scored.values()]  # the headline: both classes' mean
+    assert json.loads((project / "metrics/summary.json").read_text())["k25"]["fid_gap"] == round(sum(gaps) / 2, 3)
     for trained in json.loads((project / "metrics/classifier/ratio_50_keep_25_gen_0.json").read_text()):
         assert trained["synthetic_scans"] == 16  # 8 of each class
         assert trained["synthetic_share"] == pytest.approx(0.5)  # half of both classes' slots

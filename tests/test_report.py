@@ -16,7 +16,9 @@ from synthratio.report import (
     HEADLINE_KEYS,
     STUDY_ACCURACY,
     Arm,
+    attach_generator_figures,
     families,
+    generator_figures,
     headline,
     load_arm,
     markdown_report,
@@ -396,15 +398,46 @@ def test_terminal_summary_lists_verdicts_accuracy_by_r_and_each_generators_scans
         "Report: plots/report.md; figures: plots/accuracy_vs_ratio.png, plots/samples_keep_*.png; "
         "every curve: dvc plots show (dvc_plots/index.html, works offline)",
     ]  # fmt: skip
-    assert headline({**summary, "keep100": {**BLOCK, "n_test": 10}}) == {
-        "metric": "accuracy",
-        "margin": 0.02,
-        "alpha": 0.025,
-        "keep100": {key: BLOCK[key] for key in HEADLINE_KEYS},
-    }
-    # what dvc exp show compares per regime; log-loss and the regime's share of alpha stay in the detail file
-    assert set(HEADLINE_KEYS) == {"r_max", "r_max_shown", "stopped_at", "stop", "generators", "seeds", "accuracy",
-                                  "lower"}  # fmt: skip
+
+
+def test_headline_is_twelve_columns_r_max_never_null_bound_at_the_largest_r():
+    """metrics/summary.json, the one DVC metric: per regime R_max (or "undetermined": DVC drops a null from every
+    view), the stop, the paired difference and its lower bound at the largest R tested (not the first), and the
+    regime's own generators' mean FID above floor and detector AUROC, in that column order; settings and
+    per-R figures stay in the detail."""
+    block = {**BLOCK, "delta": {"25": -0.00361, "100": -0.05012}, "lower": {"25": -0.01, "100": -0.08123}}
+    undecided = {**block, "r_max": None, "stop": "inconclusive"}
+    summary = attach_generator_figures(
+        {**SETTINGS, "keep100": block, "keep25": undecided},
+        {100: {"fid_gap": 0.5, "det_auroc": 0.55}, 25: {"fid_gap": 2.25, "det_auroc": 0.7149}},
+    )
+    assert summary["keep25"]["det_auroc"] == 0.715 and summary["keep100"]["r_max_shown"] == 25  # detail kept
+    written = headline(summary)
+    assert written == {
+        "k100": {"r_max": 25, "stop": "inferior", "delta": -0.0501, "lower": -0.0812, "fid_gap": 0.5,
+                 "det_auroc": 0.55},
+        "k25": {"r_max": "undetermined", "stop": "inconclusive", "delta": -0.0501, "lower": -0.0812,
+                "fid_gap": 2.25, "det_auroc": 0.715},
+    }  # fmt: skip
+    assert [list(b) for b in written.values()] == [list(HEADLINE_KEYS)] * 2  # dvc exp show's column order
+    assert all(value is not None for block in written.values() for value in block.values())
+
+
+def test_generator_figures_average_each_regimes_own_generators(tmp_path: Path):
+    """fid_gap and det_auroc: the mean over a regime's generator seeds of its metrics/synthetic files; data mode's
+    family takes the cohorts whose generators it used (keep < 100)."""
+    params = params_in(tmp_path, generators=(0, 1, 2))
+    values = {(100, 0): (5.0, 2.0, 0.9), (100, 1): (4.0, 2.5, 0.7), (100, 2): (3.0, 2.0, 0.8),
+              (25, 0): (9.0, 1.0, 0.6), (25, 1): (7.0, 1.0, 0.8), (25, 2): (8.0, 1.0, 0.7)}  # fmt: skip
+    for (keep, g), (fid, floor, auroc) in values.items():
+        path = generator_files(params, keep, g).synthetic_metrics
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"domain_fid": fid, "domain_fid_floor": floor, "detector_auroc": auroc}))
+    figures = generator_figures(params)
+    assert figures[100] == pytest.approx({"fid_gap": 1.8333333, "det_auroc": 0.8})
+    assert figures[25] == pytest.approx({"fid_gap": 7.0, "det_auroc": 0.7})
+    data = attach_generator_figures({"mode": "data", "data": {"r_max": 50}}, figures)["data"]
+    assert data == {"r_max": 50, "fid_gap": 7.0, "det_auroc": 0.7}  # the keep-25 cohort's generators only
 
 
 def test_markdown_report_prints_every_figure_of_the_table():
@@ -625,29 +658,53 @@ def test_load_arm_ranks_the_synthetic_class_for_auroc_wherever_classes_put_it(tm
     np.testing.assert_allclose(arm.runs.probs[0], [[0.2, 0.8], [0.7, 0.3]])  # prob_NORMAL first, as classes order it
 
 
-def test_training_curves_is_one_long_table_of_every_logged_curve(tmp_path):
-    params = params_in(tmp_path, generators=(0, 3))
-    curves = {generator_files(params, 25, 3).live: {"loss": [0.5, 0.4]},
-              classifier_live_path(params, ratio=50, seed=1, keep=100, generator=3): {"val_accuracy": [0.7, 0.8, 0.85],
-                                                                        "train_loss": [0.9, 0.6, 0.5]},
-              classifier_live_path(params, ratio=0, seed=0, keep=25): {"val_loss": [0.6]}}  # fmt: skip
+def write_curves(curves: dict[Path, dict[str, list[float]]]) -> None:
+    """dvclive's files: <folder>/plots/metrics/<metric>.tsv with columns step and <metric>."""
     for folder, metrics in curves.items():
         (folder / "plots" / "metrics").mkdir(parents=True)
         for name, values in metrics.items():
             pd.DataFrame({"step": range(len(values)), name: values}).to_csv(
                 folder / "plots" / "metrics" / f"{name}.tsv", sep="\t", index=False
             )
-    table = training_curves(params)
-    assert table.columns.tolist() == ["run", "metric", "step", "value"]
-    assert table.groupby(["run", "metric"])["value"].apply(list).to_dict() == {
-        ("finetune keep 25 generator 3", "loss"): [0.5, 0.4],
-        ("ratio_50_keep_100_gen_3 seed 1", "train_loss"): [0.9, 0.6, 0.5],
-        ("ratio_50_keep_100_gen_3 seed 1", "val_accuracy"): [0.7, 0.8, 0.85],
-        ("ratio_0_keep_25 seed 0", "val_loss"): [0.6],
+
+
+def test_training_curves_are_two_long_tables_generators_per_step_classifiers_per_epoch(tmp_path):
+    params = params_in(tmp_path, generators=(0, 3))
+    run = classifier_live_path(params, ratio=50, seed=1, keep=100, generator=3)
+    write_curves({generator_files(params, 25, 3).live: {"loss": [0.5, 0.4]},
+                  run: {"val_accuracy": [0.7, 0.8, 0.85], "train_loss": [0.9, 0.6, 0.5]},
+                  classifier_live_path(params, ratio=0, seed=0, keep=25): {"val_loss": [0.6, 0.5]}})  # fmt: skip
+    generators, classifiers = training_curves(params)
+    assert generators.columns.tolist() == ["arm", "run", "metric", "step", "value"]
+    assert classifiers.columns.tolist() == ["arm", "run", "metric", "epoch", "value"]
+    assert generators.groupby(["arm", "run", "metric"])["value"].apply(list).to_dict() == {
+        ("keep25", "keep25 generator 3", "loss"): [0.5, 0.4]
     }
-    assert table.loc[table["metric"] == "val_accuracy", "step"].tolist() == [0, 1, 2]
+    assert classifiers.groupby(["arm", "run", "metric"], sort=False)["value"].apply(list).to_dict() == {
+        ("keep100 R=50", "ratio_50_keep_100_gen_3 seed 1", "train_loss"): [0.9, 0.6, 0.5],
+        ("keep100 R=50", "ratio_50_keep_100_gen_3 seed 1", "val_accuracy"): [0.7, 0.8, 0.85],
+        ("keep25 R=0", "ratio_0_keep_25 seed 0", "val_loss"): [0.6, 0.5],
+    }
+    assert classifiers.loc[classifiers["metric"] == "val_accuracy", "epoch"].tolist() == [0, 1, 2]
     # rows numbered 0..n-1 across every run's curves, not restarting per file: a row label names one point
-    assert table.index.tolist() == list(range(9))
+    assert classifiers.index.tolist() == list(range(8))
+
+
+def test_training_curves_leave_out_a_metric_constant_over_every_run_and_keep_one_constant_in_only_some(tmp_path):
+    """A constant learning rate (one value at every step of every generator) is left out; a loss flat in one
+    run but not the other stays, as does one constant within each run but not across them (beta). No classifier
+    logged a curve: an empty table."""
+    params = params_in(tmp_path, generators=(0, 1))
+    write_curves(
+        {
+            generator_files(params, 100, 0).live: {"loss": [0.3, 0.3], "lr": [1e-4, 1e-4], "beta": [1, 1]},
+            generator_files(params, 100, 1).live: {"loss": [0.5, 0.4], "lr": [1e-4, 1e-4], "beta": [2, 2]},
+        }
+    )
+    generators, classifiers = training_curves(params)
+    assert generators["metric"].unique().tolist() == ["beta", "loss"]
+    assert classifiers.empty and classifiers.columns.tolist() == ["arm", "run", "metric", "epoch", "value"]
+    assert generators.index.tolist() == list(range(8))
 
 
 def three_class_arm(right: np.ndarray, ratio: int = 0) -> Arm:

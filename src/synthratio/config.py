@@ -816,16 +816,6 @@ def check_generator(params: Params, generator: int) -> None:
         )
 
 
-def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's main(): a ParamsError prints as `error: <line>` on stderr, one line per error and no
-    traceback, and exits with status 2 (as argparse does for bad arguments)."""
-    try:
-        main()
-    except ParamsError as error:
-        print("\n".join(f"error: {line}" for line in str(error).splitlines()), file=sys.stderr)
-        raise SystemExit(2) from None
-
-
 def _unknown_override(key: str) -> str | None:
     """Why the dotted key of an override names no key of Params, or None. Keys below a section's key
     (phantom.patients.train) are left to the check of the result."""
@@ -900,6 +890,16 @@ def check_params(path: str | Path = "params.yaml", overrides: Sequence[str] = ()
     return len(sets)
 
 
+def exit_on_params_error(main: Callable[[], Any]) -> Any:
+    """main()'s result; a ParamsError prints as `error: <line>` on stderr, one line per error and no traceback,
+    and exits with status 2 (as argparse does for bad arguments)."""
+    try:
+        return main()
+    except ParamsError as error:
+        print("\n".join(f"error: {line}" for line in str(error).splitlines()), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """`python -m synthratio.config [-S key=value ...] [params.yaml]`: check params before queueing experiments."""
     parser = argparse.ArgumentParser(
@@ -926,4 +926,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    exit_on_params_error(main)

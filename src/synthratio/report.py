@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -48,8 +49,10 @@ STUDY_ACCURACY = {
 # per-run test metrics, averaged over seeds
 RUN_COLUMNS = ("accuracy", "f1", "precision", "recall", "auroc", "log_loss", "ece")
 BAND_METRICS = ("accuracy", "log_loss")  # drawn with an interval
-# per regime in metrics/summary.json (the rest, log-loss and each regime's share of alpha included, in the detail)
-HEADLINE_KEYS = ("r_max", "r_max_shown", "stopped_at", "stop", "generators", "seeds", "accuracy", "lower")
+# per regime in metrics/summary.json, the only DVC metric, in this order (dvc exp show's columns): the verdict,
+# the paired difference and its lower bound at the largest x, the generators' figures; the rest is in the detail
+HEADLINE_KEYS = ("r_max", "stop", "delta", "lower", "fid_gap", "det_auroc")
+UNDETERMINED = "undetermined"  # R_max when the sequence stopped inconclusive (DVC drops a null from every view)
 # a verdict about the recipe, at the size the calibration tests and the study preset use
 STUDY_SEEDS, STUDY_GENERATORS = 5, 3
 
@@ -98,34 +101,48 @@ def load_arm(params: Params, *, ratio: int, keep: int, scans: list[str] | None) 
     return Arm(runs=runs, metrics=pd.DataFrame(rows)), scans
 
 
-def training_curves(params: Params) -> pd.DataFrame:
-    """plots/training_curves.csv: every training curve of the sweep in one long table (run, metric, step,
-    value), read from the dvclive folders params.yaml names: each generator's loss and learning rate, each
-    classifier's train loss and validation loss and accuracy per epoch."""
+def training_curves(params: Params) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """plots/generator_curves.csv and plots/classifier_curves.csv: every training curve of the sweep, read
+    from the dvclive folders params.yaml names, as two long tables (their x axes differ: optimizer steps,
+    epochs). Generators (arm, run, metric, step, value): each generator's loss, its arm the regime keep<k>.
+    Classifiers (arm, run, metric, epoch, value): each run's train loss and validation loss and accuracy per
+    epoch, its arm the regime and R ("keep100 R=50", every generator and seed of it). Rows keep the sweep's
+    order, regimes as in the summary (largest keep first), R ascending: the views colour arms in that order."""
     sweep = params.sweep
-    folders = {
-        f"finetune keep {k} generator {g}": generator_files(params, k, g).live
-        for k in sweep.keep
+    keeps = sorted(sweep.keep, reverse=True)
+    generators = {
+        (f"keep{k}", f"keep{k} generator {g}"): generator_files(params, k, g).live
+        for k in keeps
         for g in sweep.generator_seeds
     }
-    runs = [
-        (r, k, g) for k in sweep.keep for r in sweep.all_ratios for g in ([None] if r == 0 else sweep.generator_seeds)
-    ]
-    folders.update(
-        {
-            f"{run_name(r, k, g)} seed {s}": classifier_live_path(params, ratio=r, seed=s, keep=k, generator=g)
-            for r, k, g in runs
-            for s in sweep.seeds
-        }
-    )
+    classifiers = {
+        (f"keep{k} R={r}", f"{run_name(r, k, g)} seed {s}"): classifier_live_path(
+            params, ratio=r, seed=s, keep=k, generator=g
+        )
+        for k in keeps
+        for r in sweep.all_ratios
+        for g in ([None] if r == 0 else sweep.generator_seeds)
+        for s in sweep.seeds
+    }
+    return _curves(generators, x="step"), _curves(classifiers, x="epoch")
+
+
+def _curves(folders: dict[tuple[str, str], Path], x: str) -> pd.DataFrame:
+    """One long table (arm, run, metric, x, value) of the curves each (arm, run)'s dvclive folder logged."""
     parts = []
-    for run, folder in folders.items():
+    for (arm, run), folder in folders.items():
         for tsv in sorted((folder / "plots" / "metrics").glob("*.tsv")):  # the curves this run logged
             curve = pd.read_csv(tsv, sep="\t")
             parts.append(
-                pd.DataFrame({"run": run, "metric": tsv.stem, "step": curve["step"], "value": curve[tsv.stem]})
+                pd.DataFrame({"arm": arm, "run": run, "metric": tsv.stem, x: curve["step"], "value": curve[tsv.stem]})
             )
-    return pd.concat(parts, ignore_index=True)
+    if not parts:  # no run logged a curve: the table's columns, no rows
+        return pd.DataFrame(columns=["arm", "run", "metric", x, "value"])
+    table = pd.concat(parts, ignore_index=True)
+    # A metric with one value at every step of every run (the learning rate under finetune.lr_schedule: constant)
+    # draws a flat panel that says only what params.yaml says, and squeezes the panels that vary: left out.
+    constant = table.groupby("metric")["value"].transform("nunique") == 1
+    return table[~constant].reset_index(drop=True)
 
 
 def families(
@@ -249,6 +266,7 @@ def _decision(family: Family, table: pd.DataFrame, alpha: float) -> dict:
     }
     for name in BAND_METRICS:
         block[name] = {str(int(x)): round(v, 6) for x, v in zip(table["x"], table[name])}
+    block["delta"] = {str(int(x)): round(v, 6) for x, v in zip(candidates["x"], candidates["delta"])}
     block["lower"] = {str(int(x)): round(v, 6) for x, v in zip(candidates["x"], candidates["delta_lower"])}
     return block
 
@@ -281,13 +299,57 @@ def summarize(
 
 
 def headline(summary: dict) -> dict:
-    """metrics/summary.json, what `dvc exp show` compares: the metric, margin and level the verdicts were
-    reached at; per family R_max, how the sequence ended and its replication, and per R the mean accuracy and
-    the lower bound of the difference (the rest is in summary.detail.json)."""
-    settings = {key: summary[key] for key in ("metric", "margin", "alpha")}
-    return settings | {
-        name: {key: block[key] for key in HEADLINE_KEYS} for name, block in summary.items() if isinstance(block, dict)
-    }
+    """metrics/summary.json, what `dvc exp show` compares, one block per deciding family in HEADLINE_KEYS
+    order: R_max (a percent, or UNDETERMINED), how the sequence ended, the paired difference and its one-sided
+    lower bound at the largest x tested, and the family's generators' mean domain FID above its real floor
+    (fid_gap) and synthetic-vs-real detector AUROC (det_auroc), where attach_generator_figures added them.
+    Regime keep<k> is k<k> here: twelve columns and the experiment's name fit a 200-column terminal. The rest
+    is in summary.detail.json."""
+    blocks = {}
+    for name, block in summary.items():
+        if not isinstance(block, dict):
+            continue
+        largest = str(max(int(x) for x in block["lower"]))
+        figures = {
+            "r_max": UNDETERMINED if block["r_max"] is None else block["r_max"],
+            "stop": block["stop"],
+            "delta": round(block["delta"][largest], 4),
+            "lower": round(block["lower"][largest], 4),
+        } | {key: block[key] for key in HEADLINE_KEYS[4:] if key in block}
+        blocks[name.replace("keep", "k", 1) if name.startswith("keep") else name] = figures
+    return blocks
+
+
+def generator_figures(params: Params) -> dict[int, dict[str, float]]:
+    """Per regime keep, the mean over its generators (and, with several synthetic classes, over those classes) of
+    the domain FID above its real floor and of the synthetic-vs-real detector AUROC, from
+    metrics/synthetic/keep_<k>_gen_<g>.json, for the headline."""
+    classes = params.sweep.synthetic_classes
+    figures = {}
+    for keep in params.sweep.keep:
+        blocks = []
+        for g in params.sweep.generator_seeds:
+            written = read_json(generator_files(params, keep, g).synthetic_metrics)
+            blocks += [written[c] for c in classes] if len(classes) > 1 else [written]  # several: keyed by class
+        figures[keep] = {
+            "fid_gap": float(np.mean([m["domain_fid"] - m["domain_fid_floor"] for m in blocks])),
+            "det_auroc": float(np.mean([m["detector_auroc"] for m in blocks])),
+        }
+    return figures
+
+
+def attach_generator_figures(summary: dict, figures: dict[int, dict[str, float]]) -> dict:
+    """The summary with each deciding family's generator figures (generator_figures) in its block: a keep<k>
+    family's own regime's; mix.mode data's, the mean over the cohorts whose generators it used (keep < 100)."""
+    attached = dict(summary)
+    for name, block in summary.items():
+        if not isinstance(block, dict):
+            continue
+        keeps = [int(name.removeprefix("keep"))] if name.startswith("keep") else [k for k in figures if k < 100]
+        attached[name] = block | {
+            key: round(float(np.mean([figures[k][key] for k in keeps])), 3) for key in HEADLINE_KEYS[4:]
+        }
+    return attached
 
 
 def preset_warning(summary: dict) -> list[str]:

@@ -11,19 +11,29 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from tqdm.auto import tqdm
+from tqdm.std import tqdm as std_tqdm
 
-from synthratio.config import RuntimeConfig
+from synthratio.config import RuntimeConfig, exit_on_params_error
 from synthratio.layout import detail_path
 
 if TYPE_CHECKING:
     import torch
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+# Seconds between progress lines where stderr is a log (a file, `dvc queue logs`): a 10-minute loop logs
+# about 20 lines, enough to see it move and when it ends, not enough to bury the stage's other lines.
+PROGRESS_LOG_INTERVAL = 30.0
+# A progress line as tqdm formats it (tqdm.format_meter), without `{bar}`: no bar characters.
+PROGRESS_LOG_FORMAT = (
+    "{desc}: {n_fmt}/{total_fmt} ({percentage:.0f}%), elapsed {elapsed}, {rate_fmt}, ETA {remaining}{postfix}"
+)
 _progress = {"enabled": True}  # runtime.progress, set once by setup()
 
 
@@ -37,7 +47,7 @@ def setup_logging() -> None:
     """Timestamped log lines; under a launcher only the main process logs INFO, the others warnings and
     errors, so each event is one line."""
     level = logging.INFO if is_main_process() else logging.WARNING
-    logging.basicConfig(level=level, format=LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S")
+    logging.basicConfig(level=level, format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT)
 
 
 def setup(runtime: RuntimeConfig) -> torch.device:
@@ -71,18 +81,73 @@ def set_progress(enabled: bool) -> None:
 
 
 def progress_shown(file: TextIO | None = None) -> bool:
-    """Whether a progress bar shows: runtime.progress (set_progress), TQDM_DISABLE unset, and its stream
-    (stderr) a terminal, tqdm's own disable=None rule, in the main process only. Log files and
-    `dvc queue logs` never get carriage-return lines."""
+    """Whether a progress bar shows: progress on (_progress_on) and its stream (stderr) a terminal, tqdm's own
+    disable=None rule. Libraries given this as their verbose flag (clean-fid, diffusers) stay silent in log
+    files and `dvc queue logs`, which never get carriage-return lines."""
     stream = sys.stderr if file is None else file
+    return _progress_on() and hasattr(stream, "isatty") and stream.isatty()
+
+
+def _progress_on() -> bool:
+    """runtime.progress (set_progress), TQDM_DISABLE unset, and the main process."""
     off = os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false")
-    terminal = hasattr(stream, "isatty") and stream.isatty()
-    return _progress["enabled"] and is_main_process() and not off and terminal
+    return _progress["enabled"] and is_main_process() and not off
 
 
-def progress_bar(iterable: Iterable | None = None, **kwargs: Any) -> tqdm:
-    """tqdm(iterable, **kwargs), shown only where progress_shown() says: every bar of the pipeline."""
-    return tqdm(iterable, disable=not progress_shown(kwargs.get("file")), **kwargs)
+def progress_bar(
+    iterable: Iterable | None = None, *, log_interval: float = PROGRESS_LOG_INTERVAL, **kwargs: Any
+) -> std_tqdm:
+    """tqdm(iterable, **kwargs) for every loop of the pipeline: a bar on a terminal (progress_shown); where the
+    stream (stderr) is not a terminal, timestamped log lines of the same figures, at the start, at most every
+    `log_interval` seconds and at the end (_LogBar); nothing where progress is off (_progress_on)."""
+    shown = progress_shown(kwargs.get("file"))
+    if shown or not _progress_on():
+        return tqdm(iterable, disable=not shown, **kwargs)
+    timing = {"mininterval": log_interval, "maxinterval": log_interval, "bar_format": PROGRESS_LOG_FORMAT}
+    return _LogBar(iterable, **{**timing, **kwargs, "file": _LogLines(kwargs.get("file") or sys.stderr)})
+
+
+class _LogBar(std_tqdm):
+    """A tqdm that writes log lines: set_postfix and set_description wait for the next timed line instead of
+    writing one at once, the final state is close()'s line alone, and nested bars move no cursor."""
+
+    def refresh(self, nolock=False, lock_args=None) -> bool:
+        if self.total is not None and self.n >= self.total:
+            return False  # close() writes it, with the overall rate and the last postfix
+        return super().refresh(nolock=nolock, lock_args=lock_args)
+
+    def set_postfix(self, ordered_dict=None, refresh=False, **kwargs) -> None:
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+    def set_postfix_str(self, s="", refresh=False) -> None:
+        super().set_postfix_str(s, refresh=False)
+
+    def set_description(self, desc=None, refresh=False) -> None:
+        super().set_description(desc, refresh=False)
+
+    def set_description_str(self, desc=None, refresh=False) -> None:
+        super().set_description_str(desc, refresh=False)
+
+    def moveto(self, n: int) -> None:
+        pass  # a log has no cursor: each bar's lines follow one another
+
+
+class _LogLines:
+    """The file a _LogBar writes to: each display tqdm writes (`\\r<line><padding>`) becomes one line on
+    `stream` in the stages' log format (LOG_FORMAT)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.handler = logging.StreamHandler(stream)
+        self.handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt=LOG_DATE_FORMAT))
+
+    def write(self, text: str) -> None:
+        line = " ".join(text.split())  # no padding: tqdm's rate is right-aligned in 5 columns
+        if line:  # not the bare "\n" after close()'s line
+            record = {"name": "synthratio.progress", "levelno": logging.INFO, "levelname": "INFO", "msg": line}
+            self.handler.handle(logging.makeLogRecord(record))
+
+    def flush(self) -> None:
+        self.handler.flush()
 
 
 def read_json(path: Path) -> Any:
@@ -92,9 +157,10 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON through a temporary file and a rename, so a killed stage never leaves half a file."""
-    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
+def write_json(path: Path, data: Any, *, sort_keys: bool = True) -> None:
+    """Write JSON through a temporary file and a rename, so a killed stage never leaves half a file; keys
+    sorted, or in the order given (sort_keys=False: where the order is what a reader sees first)."""
+    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=sort_keys) + "\n"))
 
 
 def write_metrics(path: Path, figures: dict[str, Any], headline: tuple[str, ...]) -> None:
@@ -153,3 +219,28 @@ def open_live(folder: Path):
     from dvclive import Live  # imported here: only the training stages pay for it
 
     return Live(dir=str(folder), dvcyaml=False, save_dvc_exp=False, report=None)
+
+
+def run_stage(main: Callable[[], str | None]) -> None:
+    """Run a stage's main() (config.exit_on_params_error: bad params exit with status 2, one line per error). The
+    line main() returns, what it did, ends the log with the stage, its arguments and the time it took:
+    `stage finetune --keep 100 --generator 0: trained 600 steps, final loss 0.0412 (took 10m32s)`."""
+    start = time.perf_counter()
+    done = exit_on_params_error(main)
+    if done is None:
+        return
+    if is_main_process():
+        setup_logging()  # what the stage set up already, or the same format where it did not
+        stage = " ".join([Path(sys.argv[0]).stem, *sys.argv[1:]])
+        logging.getLogger("synthratio").info(
+            "stage %s: %s (took %s)", stage, done, _duration(time.perf_counter() - start)
+        )
+
+
+def _duration(seconds: float) -> str:
+    """4.2s, 10m32s, 2h05m07s."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"

@@ -1,3 +1,4 @@
+import json
 import logging
 
 import numpy as np
@@ -5,7 +6,7 @@ import pytest
 from PIL import Image
 
 from synthratio.config import GenerateConfig
-from synthratio.data.synthetic import load_synthetic, synthetic_seeds
+from synthratio.data.synthetic import SAMPLING_FILE, load_synthetic, sampling_settings, synthetic_seeds
 from synthratio.layout import synthetic_file
 
 
@@ -40,3 +41,10 @@ def test_load_lists_files_from_seeds_and_resizes_with_a_warning(tmp_path, caplog
 def test_missing_scans_name_the_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="000007.png.*rerun generate"):
         load_synthetic(tmp_path, [7], 16)
+
+
+def test_sampling_record_is_read_or_named_when_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"{SAMPLING_FILE}: no sampling record .*rerun generate"):
+        sampling_settings(tmp_path)
+    (tmp_path / SAMPLING_FILE).write_text(json.dumps({"inference_steps": 20}))
+    assert sampling_settings(tmp_path) == {"inference_steps": 20}

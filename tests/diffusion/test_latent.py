@@ -4,6 +4,7 @@ import copy
 import dataclasses
 import json
 import logging
+from pathlib import Path
 
 import huggingface_hub.constants
 import numpy as np
@@ -24,7 +25,7 @@ from synthratio.diffusion.pipelines import (
     load_pretrained,
     save_pipeline,
 )
-from synthratio.diffusion.sampling import generate_to_folder, make_sampler, sample_latent_images
+from synthratio.diffusion.sampling import ClassDraw, generate_synthetic, make_sampler, sample_latent_images
 from synthratio.layout import TRAINING_PATIENTS_FILE
 
 CPU = torch.device("cpu")
@@ -117,6 +118,12 @@ def generate_settings(batch_size: int) -> GenerateConfig:
         noise_injection=False,
         noise_strength=1.0,
     )
+
+
+def draw_scans(model_dir: Path, out: Path, config: GenerateConfig, *, prompt: str | None) -> list[Path]:
+    """SEEDS drawn from `model_dir` at `prompt` as a set of one class; its PNGs in seed order."""
+    drawn = generate_synthetic(model_dir, out, [ClassDraw("CNV", SEEDS)], config=config, device=CPU, prompt=prompt)
+    return drawn.files["CNV"]
 
 
 @pytest.mark.parametrize("kind", ["full", "lora"])
@@ -278,9 +285,7 @@ def test_generate_from_a_lora_folder_matches_the_trained_pipeline(trained, confi
                 parameter.mul_(LORA_BOOST)
     save_pipeline(trained_pipeline, tmp_path / "model", pretrained=config.pretrained)
     settings = generate_settings(3)
-    paths = generate_to_folder(
-        tmp_path / "model", tmp_path / "out", SEEDS, config=settings, device=CPU, prompt=config.prompts[0]
-    )
+    paths = draw_scans(tmp_path / "model", tmp_path / "out", settings, prompt=config.prompts[0])
     sampler = make_sampler(
         settings.sampler, trained_pipeline.scheduler.config, settings.timestep_spacing, clip_x0=False
     )
@@ -311,12 +316,8 @@ def test_generate_from_a_lora_folder_matches_the_trained_pipeline(trained, confi
 def test_generate_from_the_saved_folder(saved, config, tmp_path, kind):
     model = saved[kind]
     assert isinstance(load_pipeline(model, CPU), StableDiffusionPipeline)
-    alone = generate_to_folder(
-        model, tmp_path / "b1", SEEDS, config=generate_settings(1), device=CPU, prompt=config.prompts[0]
-    )
-    together = generate_to_folder(
-        model, tmp_path / "b3", SEEDS, config=generate_settings(3), device=CPU, prompt=config.prompts[0]
-    )
+    alone = draw_scans(model, tmp_path / "b1", generate_settings(1), prompt=config.prompts[0])
+    together = draw_scans(model, tmp_path / "b3", generate_settings(3), prompt=config.prompts[0])
     arrays = []
     for one, three in zip(alone, together):
         with Image.open(one) as a, Image.open(three) as b:
@@ -329,7 +330,7 @@ def test_generate_from_the_saved_folder(saved, config, tmp_path, kind):
 
 def test_generate_latent_needs_a_prompt(saved, tmp_path):
     with pytest.raises(ValueError, match="needs a prompt"):
-        generate_to_folder(saved["full"], tmp_path / "out", SEEDS, config=generate_settings(1), device=CPU)
+        draw_scans(saved["full"], tmp_path / "out", generate_settings(1), prompt=None)
 
 
 def test_offline_hub_id_names_the_param(monkeypatch):

@@ -430,7 +430,7 @@ def write_phantom(out_dir: Path, config: PhantomConfig) -> dict[str, dict[str, i
         with ProcessPoolExecutor(max_workers=config.workers or os.cpu_count() or 1) as pool:
             writing = pool.map(_write_patient, jobs, chunksize=8)
             written = progress_bar(writing, total=len(jobs), desc="phantom patients")
-            for (_, _, split, label, _, _), n in zip(jobs, written):
+            for n, (_, _, split, label, _, _) in zip(written, jobs):  # the bar's iterator first: it ends, and closes
                 counts[split][label] += n
         for split, per_class in counts.items():
             for label in per_class:

@@ -1,8 +1,11 @@
 """Synthetic scans on disk: `<synthetic>/<CLASS>/<seed:06d>.png` (layout.synthetic_file), listed from params,
-never globbed."""
+never globbed. Beside the class folders, a set records how it was drawn: `scheduler/` (the sampler, as diffusers'
+`save_pretrained` writes it) and `sampling.json` (the sampling call's settings that the scheduler config does not
+hold); neither is ever a class, and no class name (config.CLASS_NAMES) is one of them."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +17,18 @@ from synthratio.config import GenerateConfig
 from synthratio.layout import synthetic_file
 
 log = logging.getLogger(__name__)
+
+SCHEDULER_FOLDER = "scheduler"  # the sampler the set was drawn with: <set>/scheduler/scheduler_config.json
+SAMPLING_FILE = "sampling.json"  # steps, guidance, seeds, noise injection, model digest
+NOT_CLASSES = frozenset({SCHEDULER_FOLDER, SAMPLING_FILE})  # entries of a set that are no class folder
+
+
+def sampling_settings(folder: Path) -> dict:
+    """The sampling settings (sampling.json) of the set of synthetic scans in `folder`."""
+    path = Path(folder) / SAMPLING_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no sampling record beside these synthetic scans (rerun generate)")
+    return json.loads(path.read_text())
 
 
 def synthetic_seeds(config: GenerateConfig, class_index: int = 0) -> list[int]:

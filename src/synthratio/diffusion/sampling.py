@@ -9,11 +9,14 @@ Two model folders (`synthratio.diffusion.pipelines`): a pixel `DDPMPipeline` (a 
 class-conditional with the class list in `classes.json`) and a latent `StableDiffusionPipeline` (Rombach et
 al. 2022), saved whole or as a LoRA adapter on its base pipeline, sampled at a prompt with classifier-free
 guidance (Ho & Salimans 2022) and written as grayscale.
+
+generate_synthetic writes a whole set, `<CLASS>/` folders beside the sampler they were drawn with (`scheduler/`,
+diffusers' save_pretrained; load_sampler reads it back) and `sampling.json`, swapped in by one rename.
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -36,11 +39,12 @@ from diffusers import (
     UNet2DModel,
     UniPCMultistepScheduler,
 )
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.schedulers.scheduling_utils import SCHEDULER_CONFIG_NAME, SchedulerMixin
 from diffusers.utils import logging as diffusers_logging
 from PIL import Image
 
 from synthratio.config import SAMPLERS, TIMESTEP_SPACINGS, GenerateConfig
+from synthratio.data.synthetic import NOT_CLASSES, SAMPLING_FILE, SCHEDULER_FOLDER
 from synthratio.diffusion.pipelines import load_pipeline
 from synthratio.layout import CLASSES_FILE, synthetic_file
 from synthratio.runtime import autocast, progress_bar, progress_shown, replace_folder
@@ -234,13 +238,12 @@ class _Model:
     pipeline: DiffusionPipeline
     sampler: SchedulerMixin
     latent: bool  # a StableDiffusionPipeline, sampled at a prompt
-    label: int | None
-    null_label: int | None  # a pixel UNet's null class (trained with finetune.label_dropout), for guidance
+    prompt: str | None
+    label: int | None = None
+    null_label: int | None = None  # a pixel UNet's null class (trained with finetune.label_dropout), for guidance
 
 
-def _load_model(
-    model_dir: Path, device: torch.device, config: GenerateConfig, class_name: str | None, prompt: str | None
-) -> _Model:
+def _load_model(model_dir: Path, device: torch.device, config: GenerateConfig, prompt: str | None) -> _Model:
     pipeline = load_pipeline(model_dir, device)
     latent = isinstance(pipeline, StableDiffusionPipeline)
     if latent and not prompt:
@@ -248,14 +251,19 @@ def _load_model(
             f"{model_dir} holds a StableDiffusionPipeline: generate needs a prompt (finetune.prompts[0]); "
             f"got {prompt!r}"
         )
-    label, null_label = (None, None) if latent else class_labels(model_dir, pipeline.unet, class_name)
+    sampler = make_sampler(config.sampler, pipeline.scheduler.config, config.timestep_spacing, clip_x0=not latent)
+    return _Model(pipeline=pipeline, sampler=sampler, latent=latent, prompt=prompt)
+
+
+def _at_class(model: _Model, model_dir: Path, config: GenerateConfig, class_name: str) -> _Model:
+    """`model` set to sample `class_name` (a pixel model with classes.json; any other ignores it)."""
+    label, null_label = (None, None) if model.latent else class_labels(model_dir, model.pipeline.unet, class_name)
     if config.class_guidance_scale != 1 and null_label is None:
         raise ValueError(
             f"params.yaml: generate.class_guidance_scale={config.class_guidance_scale}; {model_dir} has no null "
             "class to guide against (train it with finetune.class_conditional and label_dropout > 0), so use 1"
         )
-    sampler = make_sampler(config.sampler, pipeline.scheduler.config, config.timestep_spacing, clip_x0=not latent)
-    return _Model(pipeline=pipeline, sampler=sampler, latent=latent, label=label, null_label=null_label)
+    return dataclasses.replace(model, label=label, null_label=null_label)
 
 
 def _folder_digest(folder: Path) -> str:
@@ -268,23 +276,22 @@ def _folder_digest(folder: Path) -> str:
 
 
 def _settings(
-    model_dir: Path,
+    model_sha256: str,
     model: _Model,
     config: GenerateConfig,
     *,
-    class_name: str | None,
-    prompt: str | None,
+    class_name: str,
     settings_extra: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     """What the images depend on: a staging folder left by a run with other settings is not resumed."""
     settings: dict[str, Any] = {
-        "model_sha256": _folder_digest(model_dir),
+        "model_sha256": model_sha256,
         "sampler": config.sampler,
         "timestep_spacing": config.timestep_spacing,
         "inference_steps": config.inference_steps,
     }
     if model.latent:
-        settings |= {"prompt": prompt, "guidance_scale": config.guidance_scale}
+        settings |= {"prompt": model.prompt, "guidance_scale": config.guidance_scale}
     if model.label is not None:
         settings["class_name"] = class_name
     if model.null_label is not None:
@@ -311,20 +318,33 @@ def _missing_seeds(staging: Path, seeds: Sequence[int]) -> list[int]:
     return [seed for seed in seeds if not synthetic_file(staging, seed).is_file()]
 
 
-def _process_device(state: PartialState, device: torch.device) -> torch.device:
-    """Under `accelerate launch` with several processes, each process's own device of `device`'s type."""
-    return state.device if state.num_processes > 1 and state.device.type == device.type else device
+def _check_seeds(seeds: Sequence[int]) -> None:
+    if len(set(seeds)) != len(seeds) or any(seed < 0 for seed in seeds):
+        raise ValueError(
+            f"generate: seeds must be distinct and >= 0; got {len(seeds)} seeds from {min(seeds, default=None)}"
+        )
+
+
+def _start(device: torch.device) -> tuple[PartialState, torch.device]:
+    """This process's accelerate state and device; under `accelerate launch` with several processes, each
+    process's own device of `device`'s type."""
+    state = PartialState(cpu=device.type == "cpu")  # cpu: several CPU processes (gloo) under a launcher
+    if state.num_processes > 1 and state.device.type == device.type:
+        device = state.device
+    if not progress_shown():  # diffusers' own loading bar follows ours: no carriage returns in log files
+        diffusers_logging.disable_progress_bar()
+    return state, device
 
 
 def _sample(
-    model: _Model, seeds: Sequence[int], config: GenerateConfig, device: torch.device, prompt: str | None
+    model: _Model, seeds: Sequence[int], config: GenerateConfig, device: torch.device
 ) -> Iterator[tuple[int, np.ndarray]]:
     if model.latent:
         return sample_latent_images(
             model.pipeline,
             model.sampler,
             seeds,
-            prompt=prompt,
+            prompt=model.prompt,
             inference_steps=config.inference_steps,
             guidance_scale=config.guidance_scale,
             device=device,
@@ -359,63 +379,177 @@ def _write_images(images: Iterator[tuple[int, np.ndarray]], staging: Path, postp
         part.replace(path)
 
 
-def _publish(staging: Path, out_dir: Path) -> None:
-    """Swap the complete `staging` folder in for `out_dir`, without its settings file."""
-    (staging / SETTINGS_FILE).unlink()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    replace_folder(staging, out_dir)
-    with contextlib.suppress(OSError):  # an emptied staging parent of our own making; never a non-empty one
-        staging.parent.rmdir()
-
-
-def generate_to_folder(
-    model_dir: Path,
-    out_dir: Path,
+def _draw(
+    model: _Model,
+    staging: Path,
     seeds: Sequence[int],
+    settings: dict[str, Any],
     *,
     config: GenerateConfig,
     device: torch.device,
-    staging: Path | None = None,
-    class_name: str | None = None,
-    prompt: str | None = None,
-    postprocess: Postprocess | None = None,
-    settings_extra: Mapping[str, Any] | None = None,
-) -> list[Path]:
-    """Write one `{seed:06d}.png` (mode L) per seed into `out_dir`; return their paths in seed order.
-
-    `model_dir` holds a DDPMPipeline (sampled at `class_name` when it has classes.json, guided with
-    `config.class_guidance_scale` when it also learned a null class) or a
-    StableDiffusionPipeline (sampled at `prompt` with `config.guidance_scale`). `postprocess(image, seed)`
-    changes each uint8 (H, W) image before it is written; describe it in `settings_extra`, which joins the
-    settings that a resumed run must match.
-
-    Images go to `staging` (default: the sibling `<out_dir>.partial/`; on the same file system) and the
-    folder is renamed to `out_dir` once complete, so `out_dir` never holds a partial set. A staging folder
-    left by a killed run with the same settings is resumed: its finished images are kept and only the
-    missing seeds sampled. DVC deletes a stage's outputs before rerunning it, so the generate stage keeps
-    `staging` outside them. Under `accelerate launch` each process samples its share of the missing seeds
-    into the shared staging folder and the main process renames it: the files are those of one process.
-    """
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
-    if len(set(seeds)) != len(seeds) or any(seed < 0 for seed in seeds):
-        raise ValueError(
-            f"generate: seeds must be distinct and >= 0; got {len(seeds)} seeds from {min(seeds, default=None)}"
-        )
-    state = PartialState(cpu=device.type == "cpu")  # cpu: several CPU processes (gloo) under a launcher
-    device = _process_device(state, device)
-    if not progress_shown():  # diffusers' own loading bar follows ours: no carriage returns in log files
-        diffusers_logging.disable_progress_bar()
-    model = _load_model(model_dir, device, config, class_name, prompt)
-    settings = _settings(model_dir, model, config, class_name=class_name, prompt=prompt, settings_extra=settings_extra)
-    staging = Path(staging) if staging is not None else out_dir.with_name(f"{out_dir.name}.partial")
+    state: PartialState,
+    postprocess: Postprocess | None,
+) -> int:
+    """Sample the seeds that `staging` lacks into it, each process its share; return how many it lacked."""
     if state.is_main_process:
         staging.parent.mkdir(parents=True, exist_ok=True)
         _prepare_staging(staging, settings, seeds)
     state.wait_for_everyone()
-    mine = shard_seeds(_missing_seeds(staging, seeds), state.process_index, state.num_processes)
-    _write_images(_sample(model, mine, config, device, prompt), staging, postprocess)
+    missing = _missing_seeds(staging, seeds)
+    mine = shard_seeds(missing, state.process_index, state.num_processes)
+    _write_images(_sample(model, mine, config, device), staging, postprocess)
     state.wait_for_everyone()
+    return len(missing)
+
+
+@dataclass(frozen=True)
+class ClassDraw:
+    """One class folder of a set of synthetic scans: the class (the folder's name; a class-conditional model
+    samples it), its image seeds and an optional `postprocess(image, seed)`, described by `settings_extra`
+    (which joins the resume fingerprint and the class's entry in sampling.json)."""
+
+    name: str
+    seeds: Sequence[int]
+    postprocess: Postprocess | None = None
+    settings_extra: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class SyntheticSet:
+    """What generate_synthetic wrote."""
+
+    folder: Path
+    files: dict[str, list[Path]]  # per class, in seed order
+    sampler: SchedulerMixin  # the scheduler the scans were drawn with, saved in folder/scheduler/
+    inference_steps: int
+    sampled: int  # images this call sampled, over every process: fewer than all when it resumed a killed run
+
+    def summary(self, seconds: float) -> str:
+        """One line: what was drawn, with which sampler, how fast."""
+        total = sum(len(files) for files in self.files.values())
+        notes = [", ".join(f"{len(files)} {name}" for name, files in self.files.items())] if len(self.files) > 1 else []
+        notes += [f"{total - self.sampled} resumed"] if self.sampled < total else []
+        what = (f"{self.sampled} of {total}" if self.sampled < total else f"{total}") + (
+            f" {next(iter(self.files))} scans" if len(self.files) == 1 else " scans"
+        )
+        drawn = f"drew {what}" + (f" ({'; '.join(notes)})" if notes else "")
+        speed = f"{self.sampled / seconds:.1f} img/s" if self.sampled and seconds > 0 else "nothing left to sample"
+        steps = f"{self.inference_steps} {self.sampler.config.timestep_spacing} steps"
+        return f"{drawn} with {type(self.sampler).__name__}, {steps}, {speed}"
+
+
+def _record(
+    model_dir: Path, model_sha256: str, models: Mapping[str, _Model], draws: Sequence[ClassDraw], config: GenerateConfig
+) -> dict[str, Any]:
+    """sampling.json: the sampling call's settings that scheduler/scheduler_config.json does not hold."""
+    model = next(iter(models.values()))
+    record: dict[str, Any] = {
+        "sampler": config.sampler,  # params' name of the scheduler class (and algorithm) in scheduler/
+        "inference_steps": config.inference_steps,
+        "batch_size": config.batch_size,  # no image depends on it, but on a GPU in bf16 where a pixel may move
+        "first_seed": config.first_seed,
+        "num_images": config.num_images,
+        "noise_injection": config.noise_injection,  # each class's postprocess settings are under classes
+        "model": str(model_dir),
+        "model_sha256": model_sha256,
+    }
+    if model.latent:
+        record |= {"prompt": model.prompt, "guidance_scale": config.guidance_scale}
+    else:
+        record["class_guidance_scale"] = config.class_guidance_scale
+    record["classes"] = {
+        draw.name: {"label": models[draw.name].label, "seeds": list(draw.seeds), **(draw.settings_extra or {})}
+        for draw in draws
+    }
+    return record
+
+
+def generate_synthetic(
+    model_dir: Path,
+    out_dir: Path,
+    draws: Sequence[ClassDraw],
+    *,
+    config: GenerateConfig,
+    device: torch.device,
+    staging: Path | None = None,
+    prompt: str | None = None,
+) -> SyntheticSet:
+    """Write a self-describing set of synthetic scans to `out_dir`: `<CLASS>/{seed:06d}.png` (mode L) per draw,
+    `scheduler/` (the sampler, by its `save_pretrained`: load it with load_sampler or
+    `<Class>.from_pretrained(out_dir, subfolder="scheduler")`) and `sampling.json` (_record).
+
+    `model_dir` holds a DDPMPipeline (sampled at each draw's class when it has classes.json, guided with
+    `config.class_guidance_scale` when it also learned a null class) or a StableDiffusionPipeline (sampled at
+    `prompt` with `config.guidance_scale`). A draw's `postprocess(image, seed)` changes each uint8 (H, W) image
+    before it is written; its `settings_extra` describes it.
+
+    The whole set is built in `staging` (default: the sibling `<out_dir>.partial/`; on the same file system)
+    and swapped in by one rename, so `out_dir` is either absent, an old complete set or the new one. A killed
+    run's class folders are resumed when their settings (model, sampler, steps, class, settings_extra...)
+    match: their finished images are kept and only the missing seeds sampled; anything else in `staging` is
+    deleted first. Under `accelerate launch` each process samples its share of the missing seeds into the
+    shared staging folder and the main process writes the record and renames it: the files are those of one
+    process.
+    """
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    names = [draw.name for draw in draws]
+    if not names or len(set(names)) != len(names) or set(names) & NOT_CLASSES:
+        raise ValueError(
+            f"generate: classes {names}; expected one or more distinct names, none of {sorted(NOT_CLASSES)}"
+        )
+    for draw in draws:
+        _check_seeds(draw.seeds)
+    state, device = _start(device)
+    loaded = _load_model(model_dir, device, config, prompt)
+    models = {name: _at_class(loaded, model_dir, config, name) for name in names}  # every refusal before any file
+    digest = _folder_digest(model_dir)
+    staging = Path(staging) if staging is not None else out_dir.with_name(f"{out_dir.name}.partial")
+    if state.is_main_process and staging.is_dir():
+        for path in staging.iterdir():  # another run's classes, a record written before a kill
+            if path.name in names:
+                continue
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    sampled = 0
+    for draw in draws:
+        model = models[draw.name]
+        settings = _settings(digest, model, config, class_name=draw.name, settings_extra=draw.settings_extra)
+        sampled += _draw(
+            model,
+            staging / draw.name,
+            draw.seeds,
+            settings,
+            config=config,
+            device=device,
+            state=state,
+            postprocess=draw.postprocess,
+        )
     if state.is_main_process:
-        _publish(staging, out_dir)
+        for name in names:
+            (staging / name / SETTINGS_FILE).unlink()
+        loaded.sampler.save_pretrained(staging / SCHEDULER_FOLDER)
+        (staging / SAMPLING_FILE).write_text(json.dumps(_record(model_dir, digest, models, draws, config), indent=1))
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        replace_folder(staging, out_dir)
     state.wait_for_everyone()
-    return [synthetic_file(out_dir, seed) for seed in seeds]
+    return SyntheticSet(
+        folder=out_dir,
+        files={draw.name: [synthetic_file(out_dir / draw.name, seed) for seed in draw.seeds] for draw in draws},
+        sampler=loaded.sampler,
+        inference_steps=config.inference_steps,
+        sampled=sampled,
+    )
+
+
+def load_sampler(folder: Path) -> SchedulerMixin:
+    """The scheduler the set of synthetic scans in `folder` was drawn with (its `scheduler/` subfolder)."""
+    path = Path(folder) / SCHEDULER_FOLDER / SCHEDULER_CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no sampler saved beside these synthetic scans (rerun generate)")
+    known = {scheduler.__name__: scheduler for scheduler in SCHEDULERS.values()}
+    name = json.loads(path.read_text()).get("_class_name")
+    if name not in known:
+        raise ValueError(f"{path}: _class_name={name!r}; expected one of {sorted(known)}")
+    return known[name].from_pretrained(folder, subfolder=SCHEDULER_FOLDER)
