@@ -137,3 +137,13 @@ def test_exp_show_leads_with_the_answer_on_a_200_column_screen(project: Path):
     table = run(["dvc", "exp", "show", "--no-pager"], project, env={"COLUMNS": "1024"}).stdout.splitlines()
     header = next(line for line in table if "Experiment" in line)[:200]
     assert header.split()[2 : 2 + len(expected)] == expected, header  # Experiment, Created, the answer, params
+    # a queued experiment adds State and Executor: the README's command drops them with Created
+    run(["bash", "scripts/queue.sh", "-n", "queued", "-S", "classifier.learning_rate=0.0003"], project)
+    try:
+        dropped = ["dvc", "exp", "show", "--no-pager", "--drop", "Created|State|Executor"]
+        table = run(dropped, project, env={"COLUMNS": "1024"}).stdout.splitlines()
+    finally:
+        run(["dvc", "queue", "remove", "--all"], project)
+    header = next(line for line in table if "Experiment" in line)[:200]
+    assert header.split()[1 : 1 + len(expected)] == expected, header
+    assert any("[queued]" in line[:200] for line in table), table
