@@ -27,12 +27,23 @@ HEADLINE, TABLE, MACHINE = "summary.json", "ratio_summary.csv", "machine.json"
 ROUNDING_SE = 3.0  # paired differences further apart than this many standard errors: not rounding
 
 
+def _processor() -> str:
+    """The CPU's model name (Linux), else what platform knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    names = (
+        [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        if cpuinfo.is_file()
+        else []
+    )
+    return names[0] if names else platform.processor() or platform.machine()
+
+
 def machine() -> dict[str, str]:
     """What decides the rounding: processor, Python, torch and its threads."""
     import torch
 
     return {
-        "processor": platform.processor() or platform.machine(),
+        "processor": _processor(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "threads": str(torch.get_num_threads()),
