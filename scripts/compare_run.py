@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from synthratio.report import headline_name
+
 REFERENCE = Path("docs/quickstart")
 HEADLINE, TABLE, MACHINE = "summary.json", "ratio_summary.csv", "machine.json"
 ROUNDING_SE = 3.0  # paired differences further apart than this many standard errors: not rounding
@@ -60,8 +62,10 @@ def compare(fresh: dict, reference: dict, fresh_table: pd.DataFrame, reference_t
             far.append(regime)
             continue
         now, then = fresh[regime], reference[regime]
-        family = f"keep{regime[1:]}" if regime.startswith("k") else regime
-        rows = [table[table["family"] == family].set_index("x") for table in (fresh_table, reference_table)]
+        rows = [
+            table[table["family"].map(headline_name) == regime].set_index("x")
+            for table in (fresh_table, reference_table)
+        ]
         largest = max(rows[1].index)
         se = max(float(rows[0].loc[largest, "se"]), float(rows[1].loc[largest, "se"]))
         apart = abs(now["delta"] - then["delta"]) / se if se > 0 else float("inf")

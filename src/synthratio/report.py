@@ -51,7 +51,8 @@ RUN_COLUMNS = ("accuracy", "f1", "precision", "recall", "auroc", "log_loss", "ec
 BAND_METRICS = ("accuracy", "log_loss")  # drawn with an interval
 # per regime in metrics/summary.json, the only DVC metric, in this order (dvc exp show's columns): the verdict,
 # the paired difference and its lower bound at the largest x, the generators' figures; the rest is in the detail
-HEADLINE_KEYS = ("r_max", "stop", "delta", "lower", "fid_gap", "det_auroc")
+GENERATOR_KEYS = ("fid_gap", "det_auroc")  # a family's generators' means (attach_generator_figures)
+HEADLINE_KEYS = ("r_max", "stop", "delta", "lower", *GENERATOR_KEYS)
 UNDETERMINED = "undetermined"  # R_max when the sequence stopped inconclusive (DVC drops a null from every view)
 # a verdict about the recipe, at the size the calibration tests and the study preset use
 STUDY_SEEDS, STUDY_GENERATORS = 5, 3
@@ -315,9 +316,14 @@ def headline(summary: dict) -> dict:
             "stop": block["stop"],
             "delta": round(block["delta"][largest], 4),
             "lower": round(block["lower"][largest], 4),
-        } | {key: block[key] for key in HEADLINE_KEYS[4:] if key in block}
-        blocks[name.replace("keep", "k", 1) if name.startswith("keep") else name] = figures
+        } | {key: block[key] for key in GENERATOR_KEYS if key in block}
+        blocks[headline_name(name)] = figures
     return blocks
+
+
+def headline_name(family: str) -> str:
+    """A family's key in metrics/summary.json: keep<k> as k<k> (shorter columns), data as itself."""
+    return family.replace("keep", "k", 1) if family.startswith("keep") else family
 
 
 def generator_figures(params: Params) -> dict[int, dict[str, float]]:
@@ -347,7 +353,7 @@ def attach_generator_figures(summary: dict, figures: dict[int, dict[str, float]]
             continue
         keeps = [int(name.removeprefix("keep"))] if name.startswith("keep") else [k for k in figures if k < 100]
         attached[name] = block | {
-            key: round(float(np.mean([figures[k][key] for k in keeps])), 3) for key in HEADLINE_KEYS[4:]
+            key: round(float(np.mean([figures[k][key] for k in keeps])), 3) for key in GENERATOR_KEYS
         }
     return attached
 
