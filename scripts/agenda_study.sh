@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 SAMPLE=$(realpath "${SAMPLE:-../shared/kermany-sample}")
 [[ -d $SAMPLE/CNV ]] || { echo "SAMPLE=$SAMPLE has no CNV folder: point SAMPLE at the Kermany sample" >&2; exit 2; }
 PRESET=(
-  -S "paths.raw=$SAMPLE"
+  -S "paths.raw.kermany=$SAMPLE"
   -S prepare.val_fraction=0.3 -S prepare.test_fraction=0.35
   -S "sweep.keep=[100]" -S "sweep.seeds=[0,1,2,3,4]" -S "sweep.generator_seeds=[0,1,2]"
   -S runtime.progress=false

@@ -1,4 +1,4 @@
-"""Write the embedded default data set, the OCT phantom of params.yaml's `phantom` section, to paths.raw.
+"""Write the embedded default data set, the OCT phantom of params.yaml's `phantom` section, to paths.raw's source.
 
 Run once on a fresh clone (the quick start does); data.dvc then tracks the folder like any real data set.
 `-S key=value` reads params.yaml as `dvc exp run -S key=value` will leave it (the quick start's smoke preset).
@@ -20,7 +20,9 @@ def main() -> None:
     )  # fmt: skip
     params = load_params_with(parser.parse_args().overrides)
     set_progress(params.runtime.progress)
-    raw = params.paths.raw
+    if len(params.paths.raw) != 1:
+        raise SystemExit(f"paths.raw has several sources {sorted(params.paths.raw)}; the phantom is written to one")
+    raw = next(iter(params.paths.raw.values()))
     if raw.exists() and any(raw.iterdir()):
         print(f"{raw} already holds data; leaving it as it is")
         return

@@ -292,7 +292,7 @@ def test_rank_runs_queue_every_generator_of_keep_100_under_the_study_preset(tmp_
     assert done.returncode == 0, done.stderr
     assert len(queued) > 10 and all(line.endswith(" evaluate_synthetic") for line in queued)  # the group
     assert all("-S sweep.seeds=[0,1,2,3,4] -S sweep.generator_seeds=[0,1,2]" in line for line in queued)
-    assert all(f"-S paths.raw={tmp_path / 'sample'} " in line for line in queued)
+    assert all(f"-S paths.raw.kermany={tmp_path / 'sample'} " in line for line in queued)
     assert not any("finetune.seed" in line or re.search(r"-n rank-\w*_seed\d", line) for line in queued)
     done, [linear] = study(tmp_path / "sweep", "sweep", "linear")
     assert done.returncode == 0 and linear.startswith("exp run --queue -n sweep-linear ")

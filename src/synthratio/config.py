@@ -44,6 +44,7 @@ Arch = Literal["simple_cnn", "resnet18", "resnet50", "efficientnet_b0", "convnex
 MixMode = Literal["replace", "add", "data"]
 ReportMetric = Literal["accuracy", "log_loss", "auroc"]
 Preset = Literal["recipe", "smoke"]
+Geometry = Literal["squeeze", "crop", "pad"]
 
 CLASS_NAMES = get_args(ClassName)
 SAMPLERS = get_args(Sampler)
@@ -58,6 +59,8 @@ ARCHS = get_args(Arch)
 MIX_MODES = get_args(MixMode)
 MAX_ADD_RATIO = 1000  # mix.mode add: at most 10 synthetic examples per real slot of the class
 REPORT_METRICS = get_args(ReportMetric)
+GEOMETRIES = get_args(Geometry)
+SOURCE_NAME = re.compile(r"[A-Za-z0-9_-]+")  # a source's name names its survey file and DVC stage
 
 
 def max_ratio(mode: str) -> int:
@@ -142,7 +145,8 @@ def _check_choices(section: str, obj: Any) -> None:
 
 @dataclass(frozen=True)
 class PathsConfig:
-    raw: Path
+    raw: dict[str, Path]  # source name -> folder, one or more
+    sources: Path
     prepared: Path
     diffusion_model: Path
     synthetic: Path
@@ -151,6 +155,13 @@ class PathsConfig:
     live: Path
     metrics: Path
     plots: Path
+
+    def __post_init__(self) -> None:
+        if not self.raw:
+            _fail("paths", "raw", self.raw, "one or more sources, name: folder (e.g. {kermany: data/raw})")
+        for name in self.raw:
+            if not SOURCE_NAME.fullmatch(name):
+                _fail("paths", "raw", name, "source names of letters, digits, '_' and '-' (they name files and stages)")
 
 
 @dataclass(frozen=True)
@@ -206,9 +217,19 @@ class PrepareConfig:
     mask_wedges: bool
     on_bad_file: Literal["error", "skip"]
     workers: int  # 0 = every core
+    file_pattern: str  # regex fullmatched to a file name's stem; group `patient`, optional group `label`
+    geometry: Geometry
 
     def __post_init__(self) -> None:
         _check_choices("prepare", self)
+        try:
+            groups = set(re.compile(self.file_pattern).groupindex)
+        except re.error as error:
+            _fail("prepare", "file_pattern", self.file_pattern, f"a regular expression ({error})")
+        else:
+            if "patient" not in groups or groups - {"patient", "label"}:
+                allowed = "a regex with a group (?P<patient>...) and optionally (?P<label>...), no other named group"
+                _fail("prepare", "file_pattern", self.file_pattern, allowed)
         _require_fraction("prepare", self, "val_fraction", "test_fraction")
         if self.val_fraction + self.test_fraction >= 1.0:
             _fail("prepare", "val_fraction + test_fraction", self.val_fraction + self.test_fraction, "< 1")

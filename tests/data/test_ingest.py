@@ -22,11 +22,11 @@ from synthratio.data.ingest import (
     assign_patient_splits,
     decode_scan,
     detect_wedges,
-    list_scans,
     mask_wedges,
     prepare_dataset,
 )  # fmt: skip
 from synthratio.data.prepared import load_prepared
+from synthratio.data.sources import survey_source
 
 CONFIG = PrepareConfig(
     classes=("CNV", "NORMAL"),
@@ -37,6 +37,8 @@ CONFIG = PrepareConfig(
     mask_wedges=True,
     on_bad_file="error",
     workers=1,
+    file_pattern=r"(?P<label>[A-Z]+)-(?P<patient>\d+)-\d+",
+    geometry="squeeze",
 )
 
 
@@ -247,12 +249,16 @@ def test_summary_counts_every_scan_and_patient(raw: Path, tmp_path: Path):
     """Eight patients of two scans per class, a quarter of each class's patients in val and in test."""
     summary = prepare_dataset(raw, tmp_path / "prepared", CONFIG, sizes=(16, 8, 16))
     assert summary.pop("scans_per_second") > 1  # 32 tiny scans take well under 32 s
+    assert summary.pop("shortcut_detail")["cues"] == ["width"]  # one source: width is the only acquisition cue
+    same_width = {"width_cramers_v": 0.0, "shortcut_auroc": 0.5}  # every scan 48 px wide: nothing to learn from it
+    assert summary.pop("shortcuts") == {"train": same_width, "val": same_width, "test": same_width, "warnings": []}
     assert summary == {
         "scans": 32, "patients": 16, "patient_ids": 16,
         "counts": {"train": {"CNV": 8, "NORMAL": 8}, "val": {"CNV": 4, "NORMAL": 4}, "test": {"CNV": 4, "NORMAL": 4}},
         "patients_per_split": {"train": 8, "val": 4, "test": 4}, "patients_in_several_splits": 0,
         "duplicates_dropped": 0, "conflicting_labels_dropped": 0, "same_name_different_image": 0, "leaks_removed": 0,
-        "skipped": {}, "scans_with_wedges": 0, "wedges_masked": True, "sizes": [8, 16],
+        "skipped": {}, "scans_with_wedges": 0, "wedges_masked": True, "sizes": [8, 16], "geometry": "squeeze",
+        "scans_per_source": {"raw": 32},
     }  # fmt: skip
     index = pd.read_csv(tmp_path / "prepared" / "index.csv")
     by_split = {split: sorted(group["patient_id"].unique().tolist()) for split, group in index.groupby("split")}
@@ -269,6 +275,7 @@ def test_summary_flags_every_patient_found_in_more_than_one_split():
     frame = pd.DataFrame({
         "patient_group": [1, 1, 2, 2, 2, 3], "patient_id": [1, 1, 2, 2, 2, 3], "class": ["CNV"] * 3 + ["NORMAL"] * 3,
         "split": ["train", "test", "train", "val", "test", "val"], "wedge": [False, True, False, False, False, False],
+        "width": [512] * 6, "source": ["raw"] * 6,
     })  # fmt: skip
     summary = _summary(frame, {}, 0, Counter(), 3.0, 7, (16,), CONFIG)
     assert summary["patients_in_several_splits"] == 2  # two splits are as much a leak as three
@@ -358,7 +365,7 @@ def test_official_split_removes_leaks_and_widens_val(raw: Path, tmp_path: Path):
         (
             "train/CNV/scan-1.jpeg",
             lambda p: Image.fromarray(scan(1)).save(p),
-            "file name has no patient id; expected <CLASS>-<patient id>-<image number>.jpeg",
+            "file name has no patient id; expected a name prepare.file_pattern",
         ),
         ("train/CNV/CNV-42-1.jpeg", lambda p: p.write_bytes(b"\xff\xd8\xff\xe0garbage"), "unreadable or truncated"),
         (
@@ -391,7 +398,7 @@ def test_skipped_files_are_counted_by_problem(raw: Path, tmp_path: Path):
     summary = prepare_dataset(raw, tmp_path / "prepared", replace(CONFIG, on_bad_file="skip"), sizes=(16,))
     assert summary["skipped"] == {  # the keys of metrics/data.json say what was wrong, in full
         "not an image file": 2, "image 8x8 is smaller than the target size 16": 1,
-        "file name has no patient id; expected <CLASS>-<patient id>-<image number>.jpeg": 1,
+        f"file name has no patient id; expected a name prepare.file_pattern {CONFIG.file_pattern!r} fits": 1,
     }  # fmt: skip
     assert summary["scans"] == 32
 
@@ -411,7 +418,7 @@ def test_missing_class_folder_and_layout(raw: Path, tmp_path: Path):
     with pytest.raises(DatasetError, match=r"DME: class folder missing; prepare.classes asks for 'DME'"):
         prepare_dataset(raw, tmp_path / "p", replace(CONFIG, classes=("CNV", "DME")), sizes=(16,))
     (raw / "test").rename(tmp_path / "elsewhere")  # train/ alone: neither layout
-    layout = r"Kermany's \{train,val,test\}/\{CLASS\}/\*.jpeg or a flat \{CLASS\}/\*.jpeg"
+    layout = r"Kermany's \{train,val,test\}/\{CLASS\}/\*.jpeg, a flat \{CLASS\}/\*.jpeg or a manifest.csv"
     with pytest.raises(DatasetError, match=rf"found folders \['train'\]; expected train/ and test/ .*: {layout}"):
         prepare_dataset(raw, tmp_path / "p", CONFIG, sizes=(16,))
     assert not (tmp_path / "p").exists()
@@ -457,8 +464,8 @@ def test_mendeley_layout_without_val_keeps_every_test_scan(raw: Path, tmp_path: 
     # one seeded check: the train patients moved to val come from prepare.seed (0 always moves these), so a
     # rerun of the stage gives the same split
     assert sorted(index.loc[index["split"] == "val", "patient_id"].unique().tolist()) == [1004, 1005, 2006, 2007]
-    flat = list_scans(raw / "train", ("CNV", "NORMAL"), on_bad_file="error")[0]
-    assert flat[0].official_split == ""  # flat: the default split is by patient
+    flat = survey_source(raw / "train", CONFIG)
+    assert (flat["official_split"] == "").all()  # flat: the default split is by patient
 
 
 def test_a_val_folder_without_every_class_folder_is_read_past(raw: Path, tmp_path: Path):
@@ -538,8 +545,9 @@ def test_prepare_replaces_an_earlier_output_and_a_stale_staging_folder(raw: Path
     assert (fresh / "index.csv").is_file()
     assert sorted(p.name for p in out.parent.iterdir()) == ["prepared"]
     index = pd.read_csv(out / "index.csv")
-    assert index.columns.tolist() == ["file", "sha256", "class", "label", "patient_id", "official_split", "width",
-                                      "height", "wedge", "patient_group", "split", "row"]  # fmt: skip
+    assert index.columns.tolist() == ["file", "source", "frame", "sha256", "class", "label", "patient_id",
+                                      "official_split", "width", "height", "wedge", "geometry", "patient_group",
+                                      "split", "row"]  # fmt: skip
     assert (index["sha256"] == index["file"].map(lambda f: hashlib.sha256((raw / f).read_bytes()).hexdigest())).all()
 
 
@@ -551,7 +559,7 @@ def test_flat_class_folders_are_one_pool_split_by_patient(raw: Path, tmp_path: P
     summary = prepare_dataset(flat, tmp_path / "prepared", CONFIG, sizes=(16,))
     assert summary["scans"] == 32 and summary["patients"] == 16 and summary["patients_in_several_splits"] == 0
     assert pd.read_csv(tmp_path / "prepared" / "index.csv")["official_split"].isna().all()  # no official split to keep
-    with pytest.raises(DatasetError, match=r"prepare.split='official' keeps Kermany's official folders"):
+    with pytest.raises(DatasetError, match=r"prepare.split='official' keeps the official split, so it needs them"):
         prepare_dataset(flat, tmp_path / "other", replace(CONFIG, split="official"), sizes=(16,))
     assert not (tmp_path / "other").exists()
 
@@ -576,7 +584,6 @@ def test_decode_scan_hashes_the_raw_pixels_masks_the_wedge_and_resizes(tmp_path:
     path = save(tmp_path, "CNV-1-1.png", pixels)
     result = decode_scan(path, (8, 16), mask=True)
     assert (result.problem, result.width, result.height, result.wedge) == ("", 60, 40, True)
-    assert result.file_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert result.pixel_sha256 == hashlib.sha256(pixels.tobytes()).hexdigest()  # before masking: copies stay copies
     masked = mask_wedges(pixels, detect_wedges(pixels))
     assert masked[0, 0] < 200 and sorted(result.resized) == [8, 16]

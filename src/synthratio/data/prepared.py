@@ -1,8 +1,8 @@
 """The prepared data set on disk, written by the prepare stage and read by every later one.
 
 `<prepared>/{split}_{size}px.npy` holds the uint8 (N, size, size) scans of a split at one size, and
-`<prepared>/index.csv` one row per scan: its file, class, label, patient group, split and `row`, its row in
-that split's arrays. Only this module writes or reads that layout.
+`<prepared>/index.csv` one row per scan: its source and file, class, label, patient group, width, geometry,
+split and `row`, its row in that split's arrays. Only this module writes or reads that layout.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class PreparedSplit:
     images: np.ndarray  # (N, size, size) uint8, memory-mapped
     labels: np.ndarray  # (N,) int64 class indices
     patients: np.ndarray  # (N,) patient group of each scan
-    files: np.ndarray  # (N,) each scan's raw file, relative to paths.raw
+    files: np.ndarray  # (N,) each scan's raw file, relative to its source folder of paths.raw
 
 
 def array_path(prepared: Path, split: str, size: int) -> Path:
