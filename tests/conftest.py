@@ -6,6 +6,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 KERMANY_SAMPLE = Path(os.environ.get("SYNTHRATIO_KERMANY_SAMPLE", REPO.parent / "shared" / "kermany-sample"))
+KERMANY_MORE = Path(os.environ.get("SYNTHRATIO_KERMANY_MORE", REPO.parent / "shared" / "kermany-more"))
 REQUIRE_SAMPLE = "SYNTHRATIO_REQUIRE_SAMPLE"  # =1: a missing real sample fails the tests that need it (CI)
 
 
@@ -36,7 +37,7 @@ LONGEST_FIRST = [
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "kermany_sample" in getattr(item, "fixturenames", ()):
+        if {"kermany_sample", "kermany_more"} & set(getattr(item, "fixturenames", ())):
             item.add_marker("real_sample")
     rank = {module: place for place, module in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: file order within
@@ -48,19 +49,30 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
-def sample_problem(root: Path) -> str:
-    """Why `root` is not the shared sample, or "" when it is."""
+def sample_problem(root: Path, variable: str = "SYNTHRATIO_KERMANY_SAMPLE") -> str:
+    """Why `root` is not a shared sample, or "" when it is."""
     if not (root / "MANIFEST.csv").is_file():
-        return f"real Kermany sample not found at {root} (no MANIFEST.csv; set SYNTHRATIO_KERMANY_SAMPLE)"
+        return f"real Kermany sample not found at {root} (no MANIFEST.csv; set {variable})"
     return ""
 
 
-@pytest.fixture
-def kermany_sample() -> Path:
-    """The shared real sample; skipped where it is absent, failed instead when SYNTHRATIO_REQUIRE_SAMPLE=1."""
-    problem = sample_problem(KERMANY_SAMPLE)
+def _shared(root: Path, variable: str) -> Path:
+    """`root`, a shared real sample; skipped where it is absent, failed instead when SYNTHRATIO_REQUIRE_SAMPLE=1."""
+    problem = sample_problem(root, variable)
     if problem and os.environ.get(REQUIRE_SAMPLE, "") not in ("", "0"):
         pytest.fail(f"{problem}; {REQUIRE_SAMPLE}={os.environ[REQUIRE_SAMPLE]} requires it", pytrace=False)
     if problem:
         pytest.skip(problem)
-    return KERMANY_SAMPLE
+    return root
+
+
+@pytest.fixture
+def kermany_sample() -> Path:
+    """The shared real sample (../shared/kermany-sample)."""
+    return _shared(KERMANY_SAMPLE, "SYNTHRATIO_KERMANY_SAMPLE")
+
+
+@pytest.fixture
+def kermany_more() -> Path:
+    """The second shared sample (../shared/kermany-more), which shares patients with the first."""
+    return _shared(KERMANY_MORE, "SYNTHRATIO_KERMANY_MORE")

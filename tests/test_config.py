@@ -86,6 +86,13 @@ def test_repository_params_load():
         ("runtime", "launcher", "mpirun -n 2", r"'python', 'accelerate launch \[options\]' or 'torchrun \[options\]'"),
         ("runtime", "launcher", "", "'python'"),
         ("runtime", "launcher", "accelerate config", "'accelerate launch"),
+        ("paths", "raw", "data/raw", "a mapping"),
+        ("paths", "raw", {}, r"one or more sources, name: folder \(e.g. \{kermany: data/raw\}\)"),
+        ("paths", "raw", {"my sample": "data/raw"}, r"paths.raw='my sample'; expected source names of letters"),
+        ("prepare", "file_pattern", r"(?P<id>\d+)", r"a regex with a group \(\?P<patient>...\)"),
+        ("prepare", "file_pattern", r"(?P<patient>\d+)-(?P<eye>[LR])", "no other named group"),
+        ("prepare", "file_pattern", "(?P<patient>[", "a regular expression"),
+        ("prepare", "geometry", "stretch", r"one of \['crop', 'pad', 'squeeze'\]"),
     ],
 )
 def test_bad_values_name_key_value_and_allowed(raw_params, section, key, value, message):

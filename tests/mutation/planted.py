@@ -48,14 +48,14 @@ PLANTS = [
         "linked ids not merged",
         [f"{TEST_INGEST}::test_a_linked_id_with_scans_of_its_own_is_the_same_patient"],
         INGEST,
-        '    return frame["patient_id"].map(lambda pid: find(int(pid)))',
+        '    return frame["patient_id"].map(find)',
         '    return frame["patient_id"]',
     ),
     Plant(
         "linked ids not merged, summary counted on kept rows only",
         [f"{TEST_INGEST}::test_a_linked_id_with_scans_of_its_own_is_the_same_patient"],
         INGEST,
-        '    frame["patient_group"] = _union_patients(frame)',
+        '    frame["patient_group"] = _union_patients(frame, patient_links(scans))',
         '    frame["patient_group"] = frame["patient_id"]',
     ),
     Plant(

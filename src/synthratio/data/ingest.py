@@ -27,7 +27,7 @@ from synthratio.data.dicom import DicomError, is_dicom, read_frame
 from synthratio.data.geometry import background_level, describe, to_square
 from synthratio.data.kermany import SPLITS, WEDGE_LEVEL
 from synthratio.data.prepared import DatasetError, write_prepared
-from synthratio.data.sources import bad_file, combine_surveys, survey_source, usable_scans
+from synthratio.data.sources import bad_file, combine_surveys, patient_links, survey_source, usable_scans
 from synthratio.runtime import progress_bar
 
 log = logging.getLogger(__name__)
@@ -117,9 +117,9 @@ def _decode_job(job: tuple[Path, tuple[int, ...], bool, int, str]) -> DecodedSca
     return decode_scan(path, sizes, mask, frame=frame, geometry=geometry)
 
 
-def _union_patients(frame: pd.DataFrame) -> pd.Series:
-    """Patient group per row: ids linked by a shared (pixel-identical) image become one patient, named by
-    the smallest id among them (ids are all numbers, or all strings)."""
+def _union_patients(frame: pd.DataFrame, links: list[list] = ()) -> pd.Series:
+    """Patient group per row: ids linked by a shared (pixel-identical) image, or named together in `links`,
+    become one patient, named by the smallest id among them (ids are all numbers, or all strings)."""
     parent = {pid: pid for pid in frame["patient_id"].unique().tolist()}
 
     def find(pid):
@@ -128,8 +128,9 @@ def _union_patients(frame: pd.DataFrame) -> pd.Series:
             pid = parent[pid]
         return pid
 
-    for ids in frame.groupby("pixel_sha256")["patient_id"].unique():
-        roots = sorted(find(pid) for pid in ids.tolist())
+    shared_images = [ids.tolist() for ids in frame.groupby("pixel_sha256")["patient_id"].unique()]
+    for ids in [*shared_images, *links]:
+        roots = sorted(find(pid) for pid in ids if pid in parent)
         for root in roots[1:]:
             parent[root] = roots[0]  # the smaller id stays the root, so it names the group
     return frame["patient_id"].map(find)
@@ -174,8 +175,8 @@ def prepare_surveyed(
     paths = [roots[source] / file for source, file in zip(scans["source"], scans["file"])]
     decoded = _decode_all(paths, scans["frame"].tolist(), sizes, config)
     decode_seconds = time.perf_counter() - started
-    frame, arrays = _usable_scans(roots, scans, decoded, sizes, config, skipped)
-    frame["patient_group"] = _union_patients(frame)
+    frame, arrays = _index_rows(roots, scans, decoded, sizes, config, skipped)
+    frame["patient_group"] = _union_patients(frame, patient_links(scans))
     keep, stats = _deduplicate(frame)
     keep, leaks = _assign_splits(frame, keep, config)
     arrays = {size: array[keep.to_numpy()] for size, array in arrays.items()}
@@ -197,7 +198,7 @@ def _decode_all(
         return list(progress_bar(decoding, total=len(jobs), desc="prepare: decode", unit="scan"))
 
 
-def _usable_scans(
+def _index_rows(
     roots: Mapping[str, Path],
     scans: pd.DataFrame,
     decoded: list[DecodedScan],

@@ -6,6 +6,7 @@ A source is a folder, read in one of these layouts:
   `prepare.file_pattern` (Kermany's `CNV-<patient>-<n>.jpeg` by default), or from a DICOM file's PatientID;
 - a folder holding `manifest.csv`, one row per scan: `path` (relative to the folder), `label`, `patient_id`
   and optionally `split`, as MONAI's data lists and Hugging Face's imagefolder metadata have them.
+Either may hold LINKED_PATIENT_IDS.csv (as the shared Kermany samples do): groups of ids that are one patient.
 The source is the whole folder, so DVC tracks every scan a manifest names. DICOM files give one row per
 frame: a multi-frame volume is several B-scans of one patient.
 
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".dcm", ".dicom")
 MANIFEST_FILE = "manifest.csv"
 MANIFEST_COLUMNS = ("path", "label", "patient_id")  # and optionally "split"
-SURVEY_COLUMNS = ["file", "frame", "class", "patient_id", "official_split", "sha256", "problem"]
+LINKS_FILE = "LINKED_PATIENT_IDS.csv"  # a header line, then one group of ids per line joined by "|": one patient
+SURVEY_COLUMNS = ["file", "frame", "class", "patient_id", "linked_ids", "official_split", "sha256", "problem"]
 LAYOUTS = f"Kermany's {{train,val,test}}/{{CLASS}}/*.jpeg, a flat {{CLASS}}/*.jpeg or a {MANIFEST_FILE}"
 
 
@@ -53,6 +55,8 @@ def survey_source(root: Path, config: PrepareConfig) -> pd.DataFrame:
     rows = _manifest_rows(manifest, config) if manifest.is_file() else _folder_rows(root, config)
     rows = [expanded for row in rows for expanded in _frames(root, row, config)]
     table = pd.DataFrame(rows, columns=SURVEY_COLUMNS)
+    links = _read_links(root / LINKS_FILE)
+    table["linked_ids"] = [links.get(pid, "") for pid in table["patient_id"]]
     for cls in config.classes:
         if not ((table["class"] == cls) & (table["problem"] == "")).any():
             raise DatasetError(f"{root}: no scans of class {cls!r} in any split")
@@ -65,8 +69,17 @@ def survey_source(root: Path, config: PrepareConfig) -> pd.DataFrame:
 
 
 def _row(file: str, cls: str, patient: str, split: str, problem: str = "") -> dict:
-    return {"file": file, "frame": 0, "class": cls, "patient_id": patient, "official_split": split, "sha256": "",
-            "problem": problem}  # fmt: skip
+    return {"file": file, "frame": 0, "class": cls, "patient_id": patient, "linked_ids": "", "official_split": split,
+            "sha256": "", "problem": problem}  # fmt: skip
+
+
+def _read_links(path: Path) -> dict[str, str]:
+    """Patient id -> its group of ids ("a|b") from a source's LINKS_FILE: ids a data set's curators found to
+    be one patient (Kermany's pixel-identical scans under two ids) where this copy may hold no shared image."""
+    if not path.is_file():
+        return {}
+    groups = pd.read_csv(path, dtype=str, keep_default_na=False).iloc[:, 0]
+    return {pid.strip(): group.strip() for group in groups if "|" in group for pid in group.split("|")}
 
 
 def bad_file(where: str, problem: str, config: PrepareConfig) -> str:
@@ -230,3 +243,10 @@ def usable_scans(surveys: pd.DataFrame) -> pd.DataFrame:
     if scans["patient_id"].str.fullmatch(r"\d+").all():
         scans["patient_id"] = scans["patient_id"].astype(int)
     return scans
+
+
+def patient_links(scans: pd.DataFrame) -> list[list]:
+    """The groups of ids that the sources' LINKS_FILEs make one patient, typed as usable_scans' patient_id."""
+    kind = int if scans["patient_id"].dtype.kind == "i" else str
+    groups = {group for group in scans["linked_ids"] if group}
+    return [[kind(pid) for pid in group.split("|") if pid.isdigit() or kind is str] for group in sorted(groups)]
