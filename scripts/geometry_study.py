@@ -8,8 +8,9 @@ each seed, and measure on the held-out scans
   predictions that flip and the mean change of p(first class). `cut` keeps the centre columns (the same
   density, a narrower field: crop is unchanged by it by construction), `resample` resizes the scan (the same
   field, fewer A-scans: squeeze is nearly unchanged by it). A classifier that reads width changes its mind;
-- width probe: logistic regression from the classifier's penultimate features to "wide" (>= WIDE px), grouped
-  5-fold by patient; AUROC 0.5 = the features carry no width.
+- width probe: logistic regression from the classifier's penultimate features to "wide" (>= WIDE px) within
+  each class, grouped 5-fold by patient, its AUROC averaged over the classes; 0.5 = the features carry no
+  width beyond what the class implies.
 The geometry difference in accuracy has a patient-bootstrap interval (scans of a patient resampled together).
 
     python scripts/geometry_study.py --source sample=../shared/kermany-sample --source more=../shared/kermany-more
@@ -63,10 +64,20 @@ def features(model: torch.nn.Module, images: np.ndarray) -> np.ndarray:
         return model.features(x).numpy()
 
 
-def width_probe(feats: np.ndarray, wide: np.ndarray, patients: np.ndarray) -> float:
-    probe = LogisticRegression(max_iter=2000, C=1.0)
-    scores = cross_val_predict(probe, feats, wide, groups=patients, cv=GroupKFold(5), method="predict_proba")[:, 1]
-    return float(roc_auc_score(wide, scores))
+def width_probe(feats: np.ndarray, wide: np.ndarray, labels: np.ndarray, patients: np.ndarray) -> float:
+    """Mean over classes of the AUROC of "wide" from the features of that class's scans (logistic regression,
+    5 folds grouped by patient): within a class, so that features which tell the class, which goes with
+    width, do not count as width."""
+    aurocs = []
+    for label in np.unique(labels):
+        rows = labels == label
+        probe = LogisticRegression(max_iter=2000)
+        folds = GroupKFold(5)
+        scores = cross_val_predict(
+            probe, feats[rows], wide[rows], groups=patients[rows], cv=folds, method="predict_proba"
+        )
+        aurocs.append(roc_auc_score(wide[rows], scores[:, 1]))
+    return float(np.mean(aurocs))
 
 
 def patient_bootstrap(correct: dict[str, np.ndarray], patients: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
@@ -123,8 +134,9 @@ def study(sources: dict[str, Path], geometries: list[str], seeds: list[int], siz
                 after = predict_proba(model, images, device)
                 row[f"{how}_flipped"] = float((after.argmax(1) != before.argmax(1)).mean())
                 row[f"{how}_p_shift"] = float(np.abs(after[:, 0] - before[:, 0]).mean())
+            test = split["test"]
             row["width_probe_auroc"] = width_probe(
-                features(model, np.asarray(split["test"].images)), wide, split["test"].patients
+                features(model, np.asarray(test.images)), wide, test.labels, test.patients
             )
             rows.append(row)
             print(pd.DataFrame([row]).round(3).to_string(index=False, header=len(rows) == 1), flush=True)

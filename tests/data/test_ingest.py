@@ -415,7 +415,10 @@ def test_a_folder_of_only_unusable_scans_errors_naming_it(tmp_path: Path):
 
 
 def test_missing_class_folder_and_layout(raw: Path, tmp_path: Path):
-    with pytest.raises(DatasetError, match=r"DME: class folder missing; prepare.classes asks for 'DME'"):
+    with pytest.raises(DatasetError, match=r"no scans of class 'DME' in any split; prepare.classes asks for it"):
+        prepare_dataset(raw, tmp_path / "p", replace(CONFIG, classes=("CNV", "DME")), sizes=(16,))
+    save(raw, "train/DME/DME-3000-1.jpeg", scan(3000))  # DME in train, not in test: a layout mistake
+    with pytest.raises(DatasetError, match=r"test/DME: class folder missing; other splits of .* have 'DME'"):
         prepare_dataset(raw, tmp_path / "p", replace(CONFIG, classes=("CNV", "DME")), sizes=(16,))
     (raw / "test").rename(tmp_path / "elsewhere")  # train/ alone: neither layout
     layout = r"Kermany's \{train,val,test\}/\{CLASS\}/\*.jpeg, a flat \{CLASS\}/\*.jpeg or a manifest.csv"

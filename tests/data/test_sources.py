@@ -173,6 +173,20 @@ def test_two_sources_share_patients_by_id_and_are_recorded(tmp_path: Path):
     ]
 
 
+def test_a_source_of_one_class_joins_one_of_the_other(tmp_path: Path):
+    """A NORMAL-only export beside a CNV-only one: each source lacks a class, the data set has both."""
+    for cls, offset in (("CNV", 1000), ("NORMAL", 2000)):
+        for patient in range(6):
+            save(tmp_path / cls.lower(), f"{cls}/{cls}-{offset + patient}-1.jpeg", scan(offset + patient))
+    sources = {"cnv": tmp_path / "cnv", "normal": tmp_path / "normal"}
+    summary = prepare_dataset(sources, tmp_path / "out", CONFIG, sizes=(16,))
+    assert summary["scans_per_source"] == {"cnv": 6, "normal": 6}
+    assert summary["shortcuts"]["train"]["source_cramers_v"] == 1.0  # the source tells the class: warned
+    assert any("width and source alone tell the class with AUROC 1.00" in w for w in summary["shortcuts"]["warnings"])
+    with pytest.raises(DatasetError, match=r"no scans of class 'NORMAL' in any split; prepare.classes asks for it"):
+        prepare_dataset({"cnv": tmp_path / "cnv"}, tmp_path / "other", CONFIG, sizes=(16,))
+
+
 def test_a_links_file_makes_ids_one_patient_across_sources(tmp_path: Path):
     """LINKED_PATIENT_IDS.csv in one source joins ids that no shared image links, in every source."""
     first, second = tmp_path / "first", tmp_path / "second"
@@ -199,7 +213,10 @@ def test_surveys_round_trip_through_their_files(tmp_path: Path):
     direct = combine_surveys({"raw": survey_source(root, replace(CONFIG, on_bad_file="skip"))})
     pd.testing.assert_frame_equal(table, direct)
     assert table["problem"].tolist().count("") == 2 and len(table) == 3
-    assert usable_scans(table)["patient_id"].tolist() == [7, 7]  # numbers again once the unreadable row is left
+    assert usable_scans(table, {"raw": root}, CONFIG.classes)["patient_id"].tolist() == [
+        7,
+        7,
+    ]  # numbers again once the unreadable row is left
     with pytest.raises(DatasetError, match=r"other.csv: no survey of source 'other' \(run `dvc repro survey`\)"):
         read_surveys(tmp_path / "sources", {"other": root})
 

@@ -29,9 +29,10 @@ import pandas as pd
 from scipy.stats.contingency import association
 from sklearn.metrics import roc_auc_score
 
+from synthratio.data.kermany import SPLITS
+
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 SHORTCUT_WARN = 0.6  # train AUROC from the cues alone; 0.5 is none, 0.6 = a cue a classifier will pick up
 TV_WARN = 0.2  # total-variation distance of one class's width mix between train and a held-out split
 

@@ -170,7 +170,7 @@ def prepare_surveyed(
     that becomes metrics/data.json."""
     sizes = tuple(sorted(set(sizes)))
     skipped = Counter(problem.split(" (")[0] for problem in surveys["problem"] if problem)
-    scans = usable_scans(surveys)
+    scans = usable_scans(surveys, roots, config.classes)
     started = time.perf_counter()
     paths = [roots[source] / file for source, file in zip(scans["source"], scans["file"])]
     decoded = _decode_all(paths, scans["frame"].tolist(), sizes, config)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -57,9 +57,6 @@ def survey_source(root: Path, config: PrepareConfig) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=SURVEY_COLUMNS)
     links = _read_links(root / LINKS_FILE)
     table["linked_ids"] = [links.get(pid, "") for pid in table["patient_id"]]
-    for cls in config.classes:
-        if not ((table["class"] == cls) & (table["problem"] == "")).any():
-            raise DatasetError(f"{root}: no scans of class {cls!r} in any split")
     usable = table["problem"] == ""
     table.loc[usable, "sha256"] = [
         hashlib.sha256((root / file).read_bytes()).hexdigest()
@@ -112,13 +109,16 @@ def _class_roots(root: Path, config: PrepareConfig) -> list[tuple[str, Path]]:
 def _folder_rows(root: Path, config: PrepareConfig) -> list[dict]:
     pattern = re.compile(config.file_pattern)
     rows = []
-    for official_split, split_root in _class_roots(root, config):
+    roots = _class_roots(root, config)
+    for official_split, split_root in roots:
         for cls in config.classes:
             folder = split_root / cls
             if not folder.is_dir():
-                if official_split == "val":  # Mendeley v3 has no val split
-                    continue
-                raise DatasetError(f"{folder}: class folder missing; prepare.classes asks for {cls!r}")
+                # a class no split of this source holds is another source's to bring (prepare checks that one
+                # does); Mendeley v3 has no val split
+                if official_split != "val" and any((other / cls).is_dir() for _, other in roots):
+                    raise DatasetError(f"{folder}: class folder missing; other splits of {root} have {cls!r}")
+                continue
             for path in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
                 patient, problem = _patient_from_name(path, cls, pattern, config)
                 file = str(path.relative_to(root))
@@ -237,9 +237,14 @@ def combine_surveys(surveys: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     return table.astype({"frame": int, "patient_id": str})
 
 
-def usable_scans(surveys: pd.DataFrame) -> pd.DataFrame:
-    """The surveyed scans without a problem; patient ids numbers where all are (Kermany's), strings otherwise."""
+def usable_scans(surveys: pd.DataFrame, roots: Mapping[str, Path], classes: Sequence[str]) -> pd.DataFrame:
+    """The surveyed scans without a problem, once every class has some in some source (`roots`: name -> folder);
+    patient ids numbers where all are (Kermany's), strings otherwise."""
     scans = surveys[surveys["problem"] == ""].reset_index(drop=True)
+    for cls in classes:
+        if not (scans["class"] == cls).any():
+            where = ", ".join(str(root) for root in roots.values())
+            raise DatasetError(f"{where}: no scans of class {cls!r} in any split; prepare.classes asks for it")
     if scans["patient_id"].str.fullmatch(r"\d+").all():
         scans["patient_id"] = scans["patient_id"].astype(int)
     return scans
