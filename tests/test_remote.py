@@ -141,7 +141,9 @@ def test_stage_run_under_accelerate_then_committed_needs_no_rerun(project):
     run(["dvc", "commit", "-f", stage], project)
     assert "up to date" in run(["dvc", "status", stage], project).stdout
     assert_nothing_ran(
-        project, run(["dvc", "repro", stage], project).stdout, stages=["prepare", "finetune@100-0", stage]
+        project,
+        run(["dvc", "repro", stage], project).stdout,
+        stages=["survey@kermany", "prepare", "finetune@100-0", stage],
     )
 
 

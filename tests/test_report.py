@@ -596,7 +596,7 @@ def test_each_mode_labels_its_x_axis():
 def params_in(tmp_path, classes: tuple[str, ...] = ("CNV", "NORMAL"), generators: tuple[int, ...] = (0,)) -> Params:
     """params.yaml with every output path under tmp_path, two seeds, `generators`, keeps 100 and 25, R = 50."""
     raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
-    raw["paths"] = {key: str(tmp_path / key) for key in raw["paths"]}
+    raw["paths"] = {key: str(tmp_path / key) for key in raw["paths"]} | {"raw": {"kermany": str(tmp_path / "raw")}}
     raw["sweep"] = {**raw["sweep"], "ratios": [50], "seeds": [0, 1], "keep": [100, 25], "synthetic_class": "CNV",
                     "generator_seeds": list(generators)}  # fmt: skip
     raw["prepare"] = {**raw["prepare"], "classes": list(classes)}
@@ -756,7 +756,7 @@ def test_read_synthetic_keys_each_generator_and_with_several_classes_each_class(
                              "keep 25, generator 4"]  # fmt: skip
     assert figures["keep 25, generator 4"] == {"keep": 25, "domain_fid": 4.5}
     raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
-    raw["paths"] = {key: str(tmp_path / key) for key in raw["paths"]}
+    raw["paths"] = {key: str(tmp_path / key) for key in raw["paths"]} | {"raw": {"kermany": str(tmp_path / "raw")}}
     raw["prepare"]["classes"] = ["CNV", "DME", "DRUSEN", "NORMAL"]
     raw["sweep"] = {**raw["sweep"], "keep": [100], "synthetic_class": ["DME", "DRUSEN"], "generator_seeds": [1]}
     raw["finetune"] = {**raw["finetune"], "target_class": ["DME", "DRUSEN"], "class_conditional": True}
