@@ -92,11 +92,11 @@ def test_manifest_errors_name_the_file_and_line_before_decoding(tmp_path: Path, 
 
 
 def test_a_patient_in_two_splits_of_a_manifest_is_refused_naming_its_lines(tmp_path: Path):
-    rows = eight_patients(split=True)
-    rows[1] = (*rows[1][:3], "train")  # H0's second scan in train, its first in test
+    rows = [("export/d.png", "DME", "H9", "train"), *eight_patients(split=True)]  # line 2: a class not in play
+    rows[2] = (*rows[2][:3], "train")  # H0's second scan in train, its first in test
     manifest = write_manifest(tmp_path / "hospital", rows, header="path,label,patient_id,split")
     config = replace(MANIFEST_CONFIG, split="official", val_fraction=0.0)
-    lines = r"\(line, split: \[\[2, 'test'\], \[3, 'train'\]\]\)"
+    lines = r"\(line, split: \[\[3, 'test'\], \[4, 'train'\]\]\)"
     pattern = rf"^{re.escape(str(manifest))}: patient 'H0' is in several splits {lines}"
     with pytest.raises(DatasetError, match=pattern):
         prepare_dataset({"hospital": tmp_path / "hospital"}, tmp_path / "out", config, sizes=(16,))

@@ -159,7 +159,8 @@ def _manifest_rows(manifest: Path, config: PrepareConfig) -> list[dict]:
         if label in CLASS_NAMES and label not in config.classes:
             continue  # a class not in play, as a class folder prepare.classes does not name
         problem = _manifest_problem(root, line["path"].strip(), label, patient, split, has_split)
-        rows.append(_row(line["path"].strip(), label, patient, split, problem and bad_file(where, problem, config)))
+        row = _row(line["path"].strip(), label, patient, split, problem and bad_file(where, problem, config))
+        rows.append({**row, "line": number})  # for the error below; the survey's table keeps SURVEY_COLUMNS
     if has_split and config.split == "official":
         _refuse_patients_in_two_splits(manifest, rows)
     elif not has_split and config.split == "official":
@@ -188,7 +189,6 @@ def _manifest_problem(root: Path, path: str, label: str, patient: str, split: st
 
 def _refuse_patients_in_two_splits(manifest: Path, rows: list[dict]) -> None:
     table = pd.DataFrame(rows)
-    table["line"] = range(2, len(table) + 2)
     usable = table[table["problem"] == ""]
     splits = usable.groupby("patient_id")["official_split"].nunique()
     if (splits > 1).any():
