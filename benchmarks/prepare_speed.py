@@ -13,7 +13,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from synthratio.config import PrepareConfig
+from synthratio.config import load_params
 from synthratio.data.ingest import prepare_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,16 +25,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, os.cpu_count() or 1])
     args = parser.parse_args()
-    config = PrepareConfig(
-        classes=("CNV", "NORMAL"),
-        split="patient",
-        val_fraction=0.15,
-        test_fraction=0.25,
-        seed=0,
-        mask_wedges=True,
-        on_bad_file="error",
-        workers=1,
-    )
+    # the recipe's prepare settings, at the real-data fractions and one worker (the timed passes set their own)
+    config = replace(load_params(REPO / "params.yaml").prepare, val_fraction=0.15, test_fraction=0.25, workers=1)
     with tempfile.TemporaryDirectory() as tmp:
         prepare_dataset(SAMPLE, Path(tmp) / "warm", config, sizes=tuple(args.sizes))
         print(f"{'workers':>7}  {'scans':>5}  {'sizes':>12}  {'seconds':>7}  {'scans/s':>7}")

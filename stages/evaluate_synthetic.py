@@ -42,7 +42,11 @@ def main() -> str:
     for target in targets:
         label = classes.index(target)
         real = load_heldout(
-            params.paths.prepared, config.real_split, size, label=label, train=cohort.images[cohort.labels == label]
+            params.paths.prepared,
+            config.real_split,
+            size,
+            label=label,
+            train=cohort.images.select(cohort.labels == label),
         )
         curation = curated_seeds(
             params, args.keep, args.generator, target, device=device

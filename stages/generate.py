@@ -37,11 +37,11 @@ def main() -> str:
     state = PartialState()
     reals, draws, records = {}, [], {}
     for index, target in enumerate(targets):  # one folder per class; a class-conditional model samples each in turn
-        real = cohort.images[cohort.labels == classes.index(target)]
+        real = cohort.images.select(cohort.labels == classes.index(target))  # unread until used
         reals[target] = np.asarray(real[:: max(1, len(real) // 8)][:8])  # spread over patients: neighbours are one eye
         postprocess, noise_settings, records[target] = None, None, {}
         if config.noise_injection:  # the spectrum of the class's real training scans' vitreous, at the generated size
-            profile = measure_noise(np.asarray(real))
+            profile = measure_noise(real)  # scan by scan
             log.info(
                 "noise injection for %s: std %.2f grey levels x %g, from %d background patches of %d px",
                 target,

@@ -51,6 +51,42 @@ def test_setup_device_and_names():
     assert run_name(50, 25, 1) == "ratio_50_keep_25_gen_1" and run_name(0, 25) == "ratio_0_keep_25"
 
 
+def test_setup_pins_each_stage_to_its_own_gpu_of_several(tmp_path, monkeypatch):
+    """With a stub list of two GPUs (no GPU needed): setup claims the first free one and narrows
+    CUDA_VISIBLE_DEVICES to it; a second stage process, while the first runs, gets the other; device cpu
+    claims nothing."""
+    from synthratio import devices
+
+    claims: list = []
+    monkeypatch.setattr(devices, "_claims", claims)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,7")
+    for name in devices.LAUNCHER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    locks = tmp_path / "locks"
+    setup(RuntimeConfig(device="cpu", gpu_locks=str(locks)))
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "4,7" and not locks.exists()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert setup(RuntimeConfig(device="auto", gpu_locks=str(locks))).type == "cuda"
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "4" and [claim.gpu for claim in claims] == ["4"]
+    other = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, torch; from synthratio.config import RuntimeConfig; from synthratio.runtime import setup; "
+            "torch.cuda.is_available = lambda: True; "
+            f"setup(RuntimeConfig(device='cuda', gpu_locks={str(locks)!r})); print(os.environ['CUDA_VISIBLE_DEVICES'])",
+        ],
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": "4,7"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert other.returncode == 0, other.stderr
+    assert other.stdout.strip() == "7"
+    for claim in claims:
+        claim.handle.close()
+
+
 def test_load_safetensors_round_trip_and_missing_file(tmp_path):
     path = tmp_path / "w.safetensors"
     save_file({"w": torch.arange(3.0)}, str(path))
@@ -165,7 +201,9 @@ def test_a_stage_ends_with_one_line_of_what_it_did_and_how_long_it_took(returned
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     if logged:
         line = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO synthratio: stage finetune --keep 100 --generator 0: "
-        assert re.fullmatch(line + r"trained 3 steps, final loss 0\.0412 \(took \d+\.\ds\)\n", done.stderr), done.stderr
+        assert re.fullmatch(
+            line + r"trained 3 steps, final loss 0\.0412 \(took \d+\.\ds; peak RSS \d+\.\d\d GiB\)\n", done.stderr
+        ), done.stderr
     else:
         assert done.stderr == ""
     assert done.stdout == ""

@@ -43,7 +43,7 @@ MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
 Arch = Literal["simple_cnn", "resnet18", "resnet50", "efficientnet_b0", "convnext_tiny", "vit_b_16"]
 MixMode = Literal["replace", "add", "data"]
 ReportMetric = Literal["accuracy", "log_loss", "auroc"]
-Preset = Literal["recipe", "smoke"]
+Preset = Literal["recipe", "smoke", "rehearsal"]
 Geometry = Literal["squeeze", "crop", "pad"]
 
 CLASS_NAMES = get_args(ClassName)
@@ -170,6 +170,7 @@ class RuntimeConfig:
     threads: int = 0  # 0 = torch's default
     progress: bool = True
     launcher: str = "python"  # python, accelerate launch [options] or torchrun [options]
+    gpu_locks: str = "/tmp/synthratio-gpus"  # folder of the per-GPU lock files (devices.pin_one_gpu)
 
     def __post_init__(self) -> None:
         _check_choices("runtime", self)
@@ -219,6 +220,7 @@ class PrepareConfig:
     workers: int  # 0 = every core
     file_pattern: str  # regex fullmatched to a file name's stem; group `patient`, optional group `label`
     geometry: Geometry
+    max_upscale: float  # >= 1; how far a scan may be enlarged to the largest prepared size
 
     def __post_init__(self) -> None:
         _check_choices("prepare", self)
@@ -240,6 +242,8 @@ class PrepareConfig:
                 _fail("prepare", "classes", self.classes, f"names from {list(CLASS_NAMES)}")
         if self.workers < 0:
             _fail("prepare", "workers", self.workers, "0 (every core) or a positive count")
+        if not self.max_upscale >= 1.0:
+            _fail("prepare", "max_upscale", self.max_upscale, "a factor >= 1 (1: never enlarge a scan)")
 
 
 @dataclass(frozen=True)
@@ -556,7 +560,7 @@ class ReportConfig:
     confidence: float  # in (0.5, 1), two-sided level of the intervals
     bootstrap: int
     seed: int
-    preset: Preset = "recipe"  # smoke: quickstart.sh's settings, named on the report's first line
+    preset: Preset = "recipe"  # smoke: quickstart.sh's; rehearsal: rehearse_sd15.sh's; on the answer's first line
 
     def __post_init__(self) -> None:
         _check_choices("report", self)

@@ -361,10 +361,17 @@ def attach_generator_figures(summary: dict, figures: dict[int, dict[str, float]]
 def preset_warning(summary: dict) -> list[str]:
     """The line a run of a preset other than the recipe starts with, so its numbers are never quoted as the
     recipe's (summaries written before report.preset existed are the recipe's)."""
-    if summary.get("preset", "recipe") == "recipe":
+    preset = summary.get("preset", "recipe")
+    if preset == "recipe":
         return []
+    if preset == "rehearsal":
+        return [
+            "REHEARSAL (report.preset=rehearsal, scripts/rehearse_sd15.sh): a pipeline with Stable Diffusion 1.5's "
+            "shapes and random weights, a few steps and scans at 512 px. It shows that the study's method runs at "
+            "its real size and what each stage costs; its numbers mean nothing."
+        ]
     return [
-        f"SMOKE PRESET (report.preset={summary['preset']}, quickstart.sh): a smaller phantom and fewer generator "
+        f"SMOKE PRESET (report.preset={preset}, quickstart.sh): a smaller phantom and fewer generator "
         "steps and images than the recipe in params.yaml. It shows the pipeline working end to end in "
         "minutes; its numbers are not the recipe's answer."
     ]

@@ -39,6 +39,7 @@ CONFIG = PrepareConfig(
     workers=1,
     file_pattern=r"(?P<label>[A-Z]+)-(?P<patient>\d+)-\d+",
     geometry="squeeze",
+    max_upscale=1.0,
 )
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from synthratio.config import Params
-from synthratio.data.prepared import load_prepared
+from synthratio.data.prepared import ScanRows, load_prepared
 
 
 def cohort_patients(groups: np.ndarray, labels: np.ndarray, *, label: int, keep: int, subset_seed: int) -> np.ndarray:
@@ -53,7 +53,7 @@ def cohort_rows(
 class TrainingScans:
     """The real scans of one split that a cohort sees, uint8 at one size."""
 
-    images: np.ndarray  # (N, size, size)
+    images: ScanRows  # (N, size, size), read from the memory map when indexed or iterated
     labels: np.ndarray  # (N,) class indices
     patients: np.ndarray  # (N,) patient group of each scan
     class_counts: tuple[int, ...]  # scans per class in the whole split (training: what batches are made of)
@@ -69,15 +69,14 @@ def load_cohort(
     subset_seed: int,
     split: str = "train",
 ) -> TrainingScans:
-    """The prepared scans of `split` at `size` px that cohort `keep` of class(es) `label` may see (still the
-    memory map when it sees them all)."""
+    """The prepared scans of `split` at `size` px that cohort `keep` of class(es) `label` may see, unread
+    (ScanRows of the memory map)."""
     train = load_prepared(prepared, split, size)
-    images, labels, patients = train.images, train.labels, train.patients
+    labels, patients = train.labels, train.patients
     counts = tuple(int(n) for n in np.bincount(labels, minlength=num_classes))
     rows = cohort_rows(patients, labels, label=label, keep=keep, subset_seed=subset_seed)
-    if len(rows) < len(labels):
-        images, labels, patients = np.asarray(images[rows]), labels[rows], patients[rows]
-    return TrainingScans(images=images, labels=labels, patients=patients, class_counts=counts)
+    images = ScanRows(train.images, rows)
+    return TrainingScans(images=images, labels=labels[rows], patients=patients[rows], class_counts=counts)
 
 
 def cohort_of(params: Params, keep: int, *, size: int, split: str = "train") -> TrainingScans:

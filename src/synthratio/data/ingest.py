@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -26,7 +27,7 @@ from synthratio.data.audit import shortcut_audit
 from synthratio.data.dicom import DicomError, is_dicom, read_frame
 from synthratio.data.geometry import background_level, describe, to_square
 from synthratio.data.kermany import SPLITS, WEDGE_LEVEL
-from synthratio.data.prepared import DatasetError, write_prepared
+from synthratio.data.prepared import DatasetError, decoded_arrays, staging_folder, write_prepared
 from synthratio.data.sources import bad_file, combine_surveys, patient_links, survey_source, usable_scans
 from synthratio.runtime import progress_bar
 
@@ -90,18 +91,28 @@ def read_pixels(path: Path, frame: int = 0) -> np.ndarray:
 
 
 def decode_scan(
-    path: Path, sizes: tuple[int, ...], mask: bool, *, frame: int = 0, geometry: str = "squeeze"
+    path: Path,
+    sizes: tuple[int, ...],
+    mask: bool,
+    *,
+    frame: int = 0,
+    geometry: str = "squeeze",
+    max_upscale: float = 1.0,
 ) -> DecodedScan:
     """Decode, check, optionally mask wedges and bring one scan to each square size as prepare.geometry
-    says; never raises for a bad file."""
+    says; a scan whose smaller side is more than `max_upscale` times smaller than the largest size is
+    unusable. Never raises for a bad file."""
     try:
         pixels = read_pixels(path, frame)
     except DatasetError as error:
         return DecodedScan(problem=str(error))
     result = DecodedScan()
     result.height, result.width = pixels.shape
-    if min(pixels.shape) < max(sizes):
-        result.problem = f"image {result.width}x{result.height} is smaller than the target size {max(sizes)}"
+    if min(pixels.shape) * max_upscale < max(sizes):
+        result.problem = (
+            f"image {result.width}x{result.height} is smaller than the target size {max(sizes)} "
+            f"(more than prepare.max_upscale={max_upscale} times)"
+        )
         return result
     result.pixel_sha256 = hashlib.sha256(pixels.tobytes()).hexdigest()
     wedge = detect_wedges(pixels)
@@ -112,9 +123,9 @@ def decode_scan(
     return result
 
 
-def _decode_job(job: tuple[Path, tuple[int, ...], bool, int, str]) -> DecodedScan:
-    path, sizes, mask, frame, geometry = job
-    return decode_scan(path, sizes, mask, frame=frame, geometry=geometry)
+def _decode_job(job: tuple[Path, tuple[int, ...], bool, int, str, float]) -> DecodedScan:
+    path, sizes, mask, frame, geometry, max_upscale = job
+    return decode_scan(path, sizes, mask, frame=frame, geometry=geometry, max_upscale=max_upscale)
 
 
 def _union_patients(frame: pd.DataFrame, links: list[list] = ()) -> pd.Series:
@@ -173,43 +184,56 @@ def prepare_surveyed(
     scans = usable_scans(surveys, roots, config.classes)
     started = time.perf_counter()
     paths = [roots[source] / file for source, file in zip(scans["source"], scans["file"])]
-    decoded = _decode_all(paths, scans["frame"].tolist(), sizes, config)
-    decode_seconds = time.perf_counter() - started
-    frame, arrays = _index_rows(roots, scans, decoded, sizes, config, skipped)
-    frame["patient_group"] = _union_patients(frame, patient_links(scans))
-    keep, stats = _deduplicate(frame)
-    keep, leaks = _assign_splits(frame, keep, config)
-    arrays = {size: array[keep.to_numpy()] for size, array in arrays.items()}
-    frame = frame[keep].reset_index(drop=True)  # row i of frame is row i of every array
-
-    summary = _summary(frame, stats, leaks, skipped, decode_seconds, len(surveys), sizes, config)
-    write_prepared(out, frame, arrays)
+    arrays = decoded_arrays(out, len(scans), sizes)
+    try:
+        decoded = _decode_all(paths, scans["frame"].tolist(), arrays, config)
+        decode_seconds = time.perf_counter() - started
+        frame = _index_rows(roots, scans, decoded, config, skipped)
+        frame["patient_group"] = _union_patients(frame, patient_links(scans))
+        keep, stats = _deduplicate(frame)
+        keep, leaks = _assign_splits(frame, keep, config)
+        frame = frame[keep].reset_index(drop=True)
+        summary = _summary(frame, stats, leaks, skipped, decode_seconds, len(surveys), sizes, config)
+        write_prepared(out, frame, arrays)
+    except BaseException:
+        shutil.rmtree(staging_folder(out), ignore_errors=True)  # gigabytes of decoded scans at full size
+        raise
     return summary
 
 
 def _decode_all(
-    paths: list[Path], frames: list[int], sizes: tuple[int, ...], config: PrepareConfig
+    paths: list[Path], frames: list[int], arrays: dict[int, np.ndarray], config: PrepareConfig
 ) -> list[DecodedScan]:
-    """decode_scan of every scan, in prepare.workers processes (0: one per core)."""
+    """decode_scan of every scan, in prepare.workers processes (0: one per core); scan i's square images go
+    to row i of `arrays` (keyed by size) as they arrive, and what is returned holds none."""
     workers = config.workers or os.cpu_count() or 1
-    jobs = [(path, sizes, config.mask_wedges, frame, config.geometry) for path, frame in zip(paths, frames)]
+    sizes = tuple(arrays)
+    jobs = [
+        (path, sizes, config.mask_wedges, frame, config.geometry, config.max_upscale)
+        for path, frame in zip(paths, frames)
+    ]
+    results = []
     with ProcessPoolExecutor(max_workers=workers) as pool:
         decoding = pool.map(_decode_job, jobs, chunksize=16)
-        return list(progress_bar(decoding, total=len(jobs), desc="prepare: decode", unit="scan"))
+        for row, result in enumerate(progress_bar(decoding, total=len(jobs), desc="prepare: decode", unit="scan")):
+            for size, image in result.resized.items():
+                arrays[size][row] = image
+            result.resized = {}
+            results.append(result)
+    return results
 
 
 def _index_rows(
     roots: Mapping[str, Path],
     scans: pd.DataFrame,
     decoded: list[DecodedScan],
-    sizes: tuple[int, ...],
     config: PrepareConfig,
     skipped: Counter,
-) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
-    """An index row per usable scan and, per size, its square images stacked in the same order; an unusable
-    scan is skipped (counted in `skipped`) or raises, as prepare.on_bad_file says."""
-    rows, arrays = [], {size: [] for size in sizes}
-    for scan, result in zip(scans.to_dict("records"), decoded):
+) -> pd.DataFrame:
+    """An index row per usable scan, with `decoded_row`, its row in the decoded arrays; an unusable scan is
+    skipped (counted in `skipped`) or raises, as prepare.on_bad_file says."""
+    rows = []
+    for decoded_row, (scan, result) in enumerate(zip(scans.to_dict("records"), decoded)):
         if result.problem:
             where = f"{roots[scan['source']] / scan['file']}" + (f" frame {scan['frame']}" if scan["frame"] else "")
             skipped[bad_file(where, result.problem, config).split(" (")[0]] += 1
@@ -229,14 +253,13 @@ def _index_rows(
                 "height": result.height,
                 "wedge": result.wedge,
                 "geometry": describe(result.width, result.height, config.geometry),
+                "decoded_row": decoded_row,
             }
         )
-        for size in sizes:
-            arrays[size].append(result.resized[size])
     if not rows:
         where = ", ".join(str(root) for root in roots.values())
         raise DatasetError(f"{where}: no usable scans of classes {list(config.classes)}")
-    return pd.DataFrame(rows), {size: np.stack(images) for size, images in arrays.items()}
+    return pd.DataFrame(rows)
 
 
 def _assign_splits(frame: pd.DataFrame, keep: pd.Series, config: PrepareConfig) -> tuple[pd.Series, int]:

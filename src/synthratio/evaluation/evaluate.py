@@ -23,7 +23,7 @@ import torch
 from cleanfid.features import build_feature_extractor
 
 from synthratio.config import EvaluateConfig
-from synthratio.data.prepared import load_prepared
+from synthratio.data.prepared import ScanRows, load_prepared
 from synthratio.evaluation.detector import detect_synthetic, resize_scans
 from synthratio.evaluation.distances import DISTANCE_KEYS, feature_distances
 from synthratio.evaluation.features import FeatureFn, file_features, inception_available, read_scans, write_png_folder
@@ -36,21 +36,24 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RealScans:
-    """Real scans of the generator's class, uint8 (N, H, W) at the generator's size."""
+    """Real scans of the generator's class, uint8 (N, H, W) at the generator's size: arrays, or ScanRows of
+    the prepared memory maps, which every step below reads a block at a time (writing PNGs, resizing), so
+    memory does not grow with the 512-px scans of a class (10 GB of Kermany's CNV)."""
 
-    heldout: np.ndarray  # evaluate.real_split: patients the generator and the encoder never saw
+    heldout: np.ndarray | ScanRows  # evaluate.real_split: patients the generator and the encoder never saw
     heldout_groups: np.ndarray  # patient group of each held-out scan (keeps the detector's parts patient-disjoint)
-    train: np.ndarray  # the generator's training scans (what memorization compares with)
+    train: np.ndarray | ScanRows  # the generator's training scans (what memorization compares with)
 
 
-def load_heldout(prepared: Path, heldout_split: str, size: int, *, label: int, train: np.ndarray) -> RealScans:
-    """The prepared held-out scans of class `label` at `size` px, with their patient groups from index.csv,
-    beside `train`, the generator's training scans."""
+def load_heldout(
+    prepared: Path, heldout_split: str, size: int, *, label: int, train: np.ndarray | ScanRows
+) -> RealScans:
+    """The prepared held-out scans of class `label` at `size` px (unread ScanRows), with their patient groups
+    from index.csv, beside `train`, the generator's training scans."""
     real = load_prepared(prepared, heldout_split, size)
     of_class = real.labels == label
-    return RealScans(
-        heldout=np.asarray(real.images[of_class]), heldout_groups=real.patients[of_class], train=np.asarray(train)
-    )
+    heldout = ScanRows(real.images, np.flatnonzero(of_class))
+    return RealScans(heldout=heldout, heldout_groups=real.patients[of_class], train=train)
 
 
 def _check_inputs(synthetic: np.ndarray, files: Sequence[Path], real: RealScans) -> None:
