@@ -65,7 +65,7 @@ def main() -> str | None:
             "train_images": len(patients),
             "train_patients": len(set(patients.tolist())),
             "seconds": round(result.seconds, 1),
-            "images_per_second": round(result.images_per_second, 1),
+            "images_per_second": float(f"{result.images_per_second:.3g}"),
             "device": str(device),
             "precision": resolve_mixed_precision(config, device),
         },
@@ -73,7 +73,7 @@ def main() -> str | None:
     )
     return (
         f"trained {len(result.losses)} steps on {len(patients)} images, final loss {np.mean(tail):.4f} (mean of the "
-        f"last {len(tail)}), {result.images_per_second:.1f} images/s on {device}"
+        f"last {len(tail)}), {result.images_per_second:.3g} images/s on {device}"
     )
 
 

@@ -236,13 +236,14 @@ def assert_nothing_ran(project: Path, output: str, stages: list[str] | None = No
     assert sorted(unchanged_stages(output)) == sorted(expected), output
 
 
-def start_queue(project: Path, jobs: int) -> None:
-    """`dvc queue start -j jobs`, its output in .dvc/tmp/queue-start.log: the workers it leaves running in the
-    background would hold a captured stdout open, and `run` would wait for them to exit rather than for dvc."""
+def start_queue(project: Path, jobs: int, env: Mapping[str, str] | None = None) -> None:
+    """`dvc queue start -j jobs` (its workers and their stages get `env` too), its output in
+    .dvc/tmp/queue-start.log: the workers it leaves running in the background would hold a captured stdout open,
+    and `run` would wait for them to exit rather than for dvc."""
     log = project / ".dvc" / "tmp" / "queue-start.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
-        done = subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=project, env=base_env(), stdout=out,
+        done = subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=project, env=base_env(env), stdout=out,
                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
     assert done.returncode == 0, f"dvc queue start failed ({done.returncode}):\n{log.read_text()[-3000:]}"
 

@@ -17,6 +17,7 @@ from tiny_sd import build_tiny_sd_pipeline
 
 import synthratio.diffusion.latent as latent
 from synthratio.config import FinetuneConfig, GenerateConfig, ParamsError
+from synthratio.data.prepared import ScanRows
 from synthratio.diffusion.latent import LATENT_CACHE, LORA_TARGETS, train_latent
 from synthratio.diffusion.pipelines import (
     LORA_FILE,
@@ -234,6 +235,30 @@ def test_flips_use_the_encoded_mirror_image(config, images):
     assert cached.shape == (4, 4, SIZE // 8, SIZE // 8)
     assert torch.equal(cached[2:], mirrored)
     assert not torch.allclose(cached[2:], cached[:2].flip(-1))  # the VAE is not flip-equivariant
+
+
+def test_scans_on_disk_are_read_in_blocks_to_the_same_latents(config, images, tmp_path, monkeypatch):
+    """Scans as ScanRows of a memory map (the stage's cohort: 10 GB of CNV at 512 px on the full data set) give
+    the array's fingerprint and latents (mirrored too), read a block at a time, never all at once."""
+    np.save(tmp_path / "scans.npy", np.concatenate([images, images[::-1]]))
+    rows = ScanRows(np.load(tmp_path / "scans.npy", mmap_mode="r"), np.arange(len(images)))
+    vae = StableDiffusionPipeline.from_pretrained(config.pretrained).vae.eval()
+    assert torch.equal(
+        latent.cached_latents(vae, rows, CPU, checkpoint_dir=None),
+        latent.cached_latents(vae, images, CPU, checkpoint_dir=None),
+    )
+    reads, read = [], ScanRows.__getitem__
+    monkeypatch.setattr(
+        ScanRows, "__getitem__", lambda self, index: reads.append(len(read(self, index))) or read(self, index)
+    )
+    monkeypatch.setattr(ScanRows, "__array__", lambda *args, **kwargs: pytest.fail("read every scan at once"))
+    monkeypatch.setattr(latent, "ENCODE_BATCH", 4)
+    assert latent._fingerprint(rows, vae) == latent._fingerprint(images, vae)
+    for mirror in (False, True):
+        blocks = latent.encode_latents(vae, rows, CPU, batch_size=4, mirror=mirror)
+        flipped = images[:, :, ::-1] if mirror else images
+        assert torch.equal(blocks, latent.encode_latents(vae, flipped, CPU))
+    assert reads == [4, 2] * 3
 
 
 def test_trains_on_a_seeded_choice_of_target_scans(config, images, monkeypatch):

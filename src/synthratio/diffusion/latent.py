@@ -38,6 +38,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from synthratio.config import PRETRAINED, FinetuneConfig, ParamsError
+from synthratio.data.prepared import ScanRows
 from synthratio.diffusion.pipelines import load_pretrained
 from synthratio.diffusion.schedules import build_training_scheduler
 from synthratio.diffusion.training import (
@@ -80,26 +81,35 @@ def _weights_digest(*modules: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _fingerprint(images: np.ndarray, vae: AutoencoderKL) -> str:
-    """sha256 of the scans and of the VAE: what the cached latents depend on."""
+def _fingerprint(images: np.ndarray | ScanRows, vae: AutoencoderKL) -> str:
+    """sha256 of the scans and of the VAE: what the cached latents depend on. The scans are read ENCODE_BATCH at
+    a time (the CNV scans of the full Kermany set at 512 px are 10 GB)."""
     digest = hashlib.sha256(str(images.shape).encode())
-    digest.update(np.ascontiguousarray(images).data)
+    for start in range(0, len(images), ENCODE_BATCH):
+        digest.update(np.ascontiguousarray(images[start : start + ENCODE_BATCH]).data)
     digest.update(_weights_digest(vae).encode())
     return digest.hexdigest()
 
 
 @torch.no_grad()
 def encode_latents(
-    vae: AutoencoderKL, images: np.ndarray, device: torch.device, *, batch_size: int = ENCODE_BATCH
+    vae: AutoencoderKL,
+    images: np.ndarray | ScanRows,
+    device: torch.device,
+    *,
+    batch_size: int = ENCODE_BATCH,
+    mirror: bool = False,
 ) -> torch.Tensor:
-    """CPU float32 (N, 4, H/8, W/8): the VAE posterior mean of each scan times the VAE's scaling factor.
+    """CPU float32 (N, 4, H/8, W/8): the VAE posterior mean of each scan (flipped left-right when `mirror`)
+    times the VAE's scaling factor, the scans read `batch_size` at a time.
 
     Runs in bf16 autocast on a GPU that has bf16 (the VAE is frozen; its fp32 weights are kept for saving).
     """
     vae = vae.to(device)
     chunks = []
     for start in range(0, len(images), batch_size):
-        pixels = _to_rgb(images[start : start + batch_size]).to(device)
+        batch = images[start : start + batch_size]
+        pixels = _to_rgb(batch[:, :, ::-1] if mirror else batch).to(device)
         with autocast(device):
             mean = vae.encode(pixels).latent_dist.mean
         chunks.append((mean.float() * vae.config.scaling_factor).cpu())
@@ -110,7 +120,7 @@ def encode_latents(
 
 def cached_latents(
     vae: AutoencoderKL,
-    images: np.ndarray,
+    images: np.ndarray | ScanRows,
     device: torch.device,
     *,
     checkpoint_dir: Path | None,
@@ -128,7 +138,7 @@ def cached_latents(
             return load_file(cache)["latents"].contiguous()
         log.info("%s holds latents of other scans or another VAE: encoding again", cache)
     started = time.perf_counter()
-    latents = torch.cat([encode_latents(vae, images, device), encode_latents(vae, images[:, :, ::-1], device)])
+    latents = torch.cat([encode_latents(vae, images, device), encode_latents(vae, images, device, mirror=True)])
     log.info("encoded %d scans (and their mirror images) in %.1f s", len(images), time.perf_counter() - started)
     if cache is not None:
         metadata = {"fingerprint": fingerprint}
@@ -212,7 +222,7 @@ def latent_task(
 
 
 def train_latent(
-    images: np.ndarray,
+    images: np.ndarray | ScanRows,
     labels: np.ndarray,
     class_names: Sequence[str],
     *,

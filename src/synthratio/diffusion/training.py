@@ -29,6 +29,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
 from synthratio.config import FinetuneConfig
+from synthratio.data.prepared import ScanRows
 from synthratio.diffusion.checkpoints import LoopState, load_checkpoint, run_fingerprint, save_checkpoint
 from synthratio.diffusion.schedules import loss_weights, offset_noise, sample_timesteps
 from synthratio.runtime import progress_bar
@@ -117,11 +118,11 @@ def training_rows(labels: np.ndarray, class_names: Sequence[str], config: Finetu
 
 
 def select_training_images(
-    images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], *, config: FinetuneConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """The scans and labels at `training_rows`."""
+    images: np.ndarray | ScanRows, labels: np.ndarray, class_names: Sequence[str], *, config: FinetuneConfig
+) -> tuple[np.ndarray | ScanRows, np.ndarray]:
+    """The scans and labels at `training_rows`; scans on disk (ScanRows) stay there until read."""
     rows = training_rows(labels, class_names, config)
-    return images[rows], labels[rows]
+    return images.select(rows) if isinstance(images, ScanRows) else images[rows], labels[rows]
 
 
 def resolve_mixed_precision(config: FinetuneConfig, device: torch.device) -> str:
