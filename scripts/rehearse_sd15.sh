@@ -19,9 +19,11 @@ mkdir -p "$dir"
 
 REHEARSAL=(
     -S report.preset=rehearsal
-    # 16 patients per class, 3 scans each, 512-1024 px wide and 496 high: squeezed to 512 px, enlarged 1.03x
+    # 24 patients per class, 3 scans each, 512-1024 px wide and 496 high: squeezed to 512 px, enlarged 1.03x;
+    # 6 of them in val, so that FID's patient-disjoint halves of the held-out CNV scans hold 3 patients each
     -S paths.raw.kermany="$dir/raw"
-    -S phantom.patients.train=6 -S phantom.patients.val=2 -S phantom.patients.test=8 -S 'phantom.widths=[512,768,1024]'
+    -S phantom.patients.train=8 -S phantom.patients.val=4 -S phantom.patients.test=12 -S 'phantom.widths=[512,768,1024]'
+    -S prepare.val_fraction=0.25 -S prepare.test_fraction=0.35
     # the study's generator (README: The latent backend), at 512 px, for 2 steps on 4 scans (and their mirrors)
     -S finetune.backend=latent -S finetune.pretrained="$dir/sd15-random" -S finetune.image_size=512
     -S finetune.beta_schedule=pretrained -S finetune.prediction_type=pretrained -S finetune.learning_rate=0.0001

@@ -23,7 +23,7 @@ def main() -> str | None:
     from synthratio.diffusion.pixel import train_pixel
     from synthratio.diffusion.training import resolve_mixed_precision, training_rows
     from synthratio.layout import generator_files
-    from synthratio.runtime import open_live, setup, write_metrics
+    from synthratio.runtime import open_live, rate, setup, write_metrics
 
     device = setup(params.runtime)
     config, classes = replace(params.finetune, seed=args.generator), params.prepare.classes
@@ -73,7 +73,7 @@ def main() -> str | None:
     )
     return (
         f"trained {len(result.losses)} steps on {len(patients)} images, final loss {np.mean(tail):.4f} (mean of the "
-        f"last {len(tail)}), {result.images_per_second:.3g} images/s on {device}"
+        f"last {len(tail)}), {rate(result.images_per_second)} images/s on {device}"
     )
 
 

@@ -88,7 +88,7 @@ def main() -> str:
             "images": config.num_images * len(targets),
             "sampled": drawn.sampled,  # fewer than images where a killed run's were resumed
             "seconds": round(seconds, 1),
-            "images_per_second": round(drawn.sampled / seconds, 2),
+            "images_per_second": float(f"{drawn.sampled / seconds:.3g}"),
             "device": str(device),
             "processes": state.num_processes,
             # one class: its noise figures beside the rest, as before; several: one record per class

@@ -47,7 +47,7 @@ from synthratio.config import SAMPLERS, TIMESTEP_SPACINGS, GenerateConfig
 from synthratio.data.synthetic import NOT_CLASSES, SAMPLING_FILE, SCHEDULER_FOLDER
 from synthratio.diffusion.pipelines import load_pipeline
 from synthratio.layout import CLASSES_FILE, synthetic_file
-from synthratio.runtime import autocast, progress_bar, progress_shown, replace_folder
+from synthratio.runtime import autocast, progress_bar, progress_shown, rate, replace_folder
 
 SETTINGS_FILE = "generate_settings.json"
 # generate.sampler (one of config.SAMPLERS) -> its diffusers scheduler; make_sampler sets each one's options
@@ -433,7 +433,7 @@ class SyntheticSet:
             f" {next(iter(self.files))} scans" if len(self.files) == 1 else " scans"
         )
         drawn = f"drew {what}" + (f" ({'; '.join(notes)})" if notes else "")
-        speed = f"{self.sampled / seconds:.1f} img/s" if self.sampled and seconds > 0 else "nothing left to sample"
+        speed = f"{rate(self.sampled / seconds)} img/s" if self.sampled and seconds > 0 else "nothing left to sample"
         steps = f"{self.inference_steps} {self.sampler.config.timestep_spacing} steps"
         return f"{drawn} with {type(self.sampler).__name__}, {steps}, {speed}"
 
