@@ -46,3 +46,4 @@ for variant in full lora; do
     dvc exp run --temp -n "sd15-$variant" "${REHEARSAL[@]}" -S finetune.lora_rank=$rank 2>&1 | tee "$dir/$variant.log"
 done
 python benchmarks/stage_table.py "$dir/full.log" "$dir/lora.log"
+echo "the two experiments: dvc exp show (sd15-full, sd15-lora); each one's answer: dvc exp apply sd15-lora && python scripts/show_results.py"
