@@ -5,8 +5,8 @@
 Every stage ends with one line (runtime.run_stage): `stage finetune --keep 100 --generator 0: <what it did>
 (took 2m09s; peak RSS 15.20 GiB, peak CUDA 12.1 GiB)`. This prints them as a markdown table, one row per stage
 and log, in the order they ran; stages DVC restored from its cache did not run and have no row. Peak RSS is the
-stage process's ru_maxrss (prepare's decoding workers: the largest one); it counts the pages of memory-mapped
-scans read so far, which the kernel can drop again.
+stage process's ru_maxrss; it counts the pages of memory-mapped scans read so far, which the kernel can drop
+again.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 STAGE_LINE = re.compile(
     r"INFO synthratio: stage (?P<stage>[^:]+): (?P<done>.*) \(took (?P<took>[^;]+); peak RSS (?P<rss>[\d.]+) GiB"
-    r"(?:, largest child (?P<child>[\d.]+) GiB)?(?:, peak CUDA (?P<cuda>[\d.]+) GiB)?\)$"
+    r"(?:, peak CUDA (?P<cuda>[\d.]+) GiB)?\)$"
 )
 
 
@@ -35,18 +35,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("logs", type=Path, nargs="+")
     args = parser.parse_args()
-    print("| log | stage | took | peak RSS GiB | largest child GiB | peak CUDA GiB | what it did |")
-    print("|---|---|---|---|---|---|---|")
+    print("| log | stage | took | peak RSS GiB | peak CUDA GiB | what it did |")
+    print("|---|---|---|---|---|---|")
     for log in args.logs:
         rows = stage_rows(log)
         if not rows:
-            print(f"| {log.stem} | (no stage line: nothing ran, or the run failed first) | | | | | |")
+            print(f"| {log.stem} | (no stage line: nothing ran, or the run failed first) | | | | |")
         for row in rows:
             done = row["done"] if len(row["done"]) <= 90 else row["done"][:87] + "..."
-            print(
-                f"| {log.stem} | {row['stage']} | {row['took']} | {row['rss']} | {row['child'] or '-'} | "
-                f"{row['cuda'] or '-'} | {done} |"
-            )
+            print(f"| {log.stem} | {row['stage']} | {row['took']} | {row['rss']} | {row['cuda'] or '-'} | {done} |")
 
 
 if __name__ == "__main__":
