@@ -24,6 +24,7 @@ from sklearn.metrics import roc_auc_score
 
 from synthratio.classify.train import LabelledImages, predict_proba, train_classifier
 from synthratio.config import ClassifierConfig
+from synthratio.data.prepared import ScanRows
 from synthratio.evaluation.halves import patient_halves
 from synthratio.inference import Runs, cluster_draws, interval
 from synthratio.inference import bootstrap as inference_bootstrap
@@ -45,10 +46,11 @@ class DetectorResult:
     n_test: int
 
 
-def resize_scans(images: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (N, H, W) scans at size x size (PIL Lanczos, as prepare resizes); unchanged when already so."""
+def resize_scans(images: np.ndarray | ScanRows, size: int) -> np.ndarray:
+    """uint8 (N, H, W) scans at size x size (PIL Lanczos, as prepare resizes); unchanged when already so. Scans
+    on disk (ScanRows) are read a block at a time: only the result, at `size`, is held whole."""
     if images.shape[1:] == (size, size):
-        return np.asarray(images)
+        return np.asarray(images) if isinstance(images, np.ndarray) else np.stack(list(images))
     return np.stack(
         [np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS)) for image in images]
     )
