@@ -93,6 +93,8 @@ def test_repository_params_load():
         ("prepare", "file_pattern", r"(?P<patient>\d+)-(?P<eye>[LR])", "no other named group"),
         ("prepare", "file_pattern", "(?P<patient>[", "a regular expression"),
         ("prepare", "geometry", "stretch", r"one of \['crop', 'pad', 'squeeze'\]"),
+        ("prepare", "max_upscale", 0.9, r"a factor >= 1 \(1: never enlarge a scan\)"),
+        ("report", "preset", "tiny", r"one of \['recipe', 'rehearsal', 'smoke'\]"),
     ],
 )
 def test_bad_values_name_key_value_and_allowed(raw_params, section, key, value, message):
